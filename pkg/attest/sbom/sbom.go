@@ -1,0 +1,186 @@
+// Package sbom generates SPDX and CycloneDX SBOMs of an image in a registry with syft as a
+// library. It is the only package that links syft, so few test binaries pay for it.
+package sbom
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anchore/stereoscope/pkg/image"
+	"github.com/anchore/syft/syft"
+	"github.com/anchore/syft/syft/cataloging"
+	"github.com/anchore/syft/syft/format/cyclonedxjson"
+	"github.com/anchore/syft/syft/format/spdxjson"
+	"github.com/anchore/syft/syft/sbom"
+	"github.com/google/go-containerregistry/pkg/name"
+	_ "modernc.org/sqlite" // RPM database cataloging needs a pure-Go sqlite driver
+)
+
+// Formats relay produces, with the versions it pins.
+const (
+	FormatSPDX      = "spdx-json"      // SPDX 2.3
+	FormatCycloneDX = "cyclonedx-json" // CycloneDX 1.6
+	SPDXVersion      = "2.3"
+	CycloneDXVersion = "1.6"
+
+	DefaultBudget = 8 << 20  // per attested predicate
+	HardCap       = 16 << 20 // no config can raise the budget past this
+)
+
+// Options configure a Generator.
+type Options struct {
+	Logger  *slog.Logger
+	Formats []string
+	Budget  int64 // maximum bytes of one SBOM document; 0 means DefaultBudget
+	Tool    string
+	Version string
+}
+
+// Generator produces SBOM documents. It builds syft's license scanner once per process.
+type Generator struct {
+	o Options
+
+	mu sync.Mutex
+	// values carries syft's license scanner, built once per process (2-3 s of CPU each
+	// time otherwise); it is only ever consulted for Value lookups, never for cancellation.
+	values context.Context
+}
+
+// valuesCtx is ctx for deadlines and cancellation, with fallback values from another context.
+type valuesCtx struct {
+	context.Context
+	values context.Context
+}
+
+func (c valuesCtx) Value(k any) any {
+	if v := c.Context.Value(k); v != nil {
+		return v
+	}
+	return c.values.Value(k)
+}
+
+func (g *Generator) withScanner(ctx context.Context) (context.Context, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.values == nil {
+		v, err := syft.SetContextLicenseScanner(context.WithoutCancel(ctx), cataloging.DefaultLicenseConfig())
+		if err != nil {
+			return nil, err
+		}
+		g.values = v
+	}
+	return valuesCtx{Context: ctx, values: g.values}, nil
+}
+
+// TooLargeError says an SBOM is over budget.
+type TooLargeError struct {
+	Format string
+	Size   int64
+	Budget int64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s SBOM is %d bytes, over the %d-byte budget: turn off catalogers you do not need (e.g. file digests, or catalogers of ecosystems the image does not ship) or raise sbom.budget up to %d", e.Format, e.Size, e.Budget, HardCap)
+}
+
+// New validates the options.
+func New(o Options) (*Generator, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(o.Formats) == 0 {
+		o.Formats = []string{FormatSPDX, FormatCycloneDX}
+	}
+	for _, f := range o.Formats {
+		if f != FormatSPDX && f != FormatCycloneDX {
+			return nil, fmt.Errorf("sbom: unknown format %q: use %s or %s", f, FormatSPDX, FormatCycloneDX)
+		}
+	}
+	if o.Budget == 0 {
+		o.Budget = DefaultBudget
+	}
+	if o.Budget < 0 || o.Budget > HardCap {
+		return nil, fmt.Errorf("sbom: budget %d is outside 1..%d bytes", o.Budget, HardCap)
+	}
+	if o.Tool == "" {
+		o.Tool = "relay"
+	}
+	return &Generator{o: o}, nil
+}
+
+// Generate catalogs the image at ref (repository@digest of one platform manifest) straight
+// from its registry and returns one document per configured format.
+func (g *Generator) Generate(ctx context.Context, ref name.Digest) (map[string][]byte, error) {
+	start := time.Now()
+	ctx, err := g.withScanner(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sbom: %w", err)
+	}
+	reg := &image.RegistryOptions{}
+	if host, _, err := net.SplitHostPort(ref.RegistryStr()); err == nil && isLoopback(host) || isLoopback(ref.RegistryStr()) {
+		reg.InsecureUseHTTP = true
+	}
+	src, err := syft.GetSource(ctx, ref.String(), syft.DefaultGetSourceConfig().WithSources("registry").WithRegistryOptions(reg))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s for the SBOM: %w", ref, err)
+	}
+	defer src.Close()
+	cfg := syft.DefaultCreateSBOMConfig().WithTool(g.o.Tool, g.o.Version)
+	s, err := syft.CreateSBOM(ctx, src, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cataloging %s: %w", ref, err)
+	}
+	out := map[string][]byte{}
+	for _, f := range g.o.Formats {
+		doc, err := encode(f, *s)
+		if err != nil {
+			return nil, fmt.Errorf("encoding %s SBOM of %s: %w", f, ref, err)
+		}
+		if int64(len(doc)) > g.o.Budget {
+			return nil, &TooLargeError{Format: f, Size: int64(len(doc)), Budget: g.o.Budget}
+		}
+		out[f] = doc
+	}
+	g.o.Logger.Debug("sbom generated", "image", ref.String(), "packages", s.Artifacts.Packages.PackageCount(), "duration_ms", time.Since(start).Milliseconds())
+	return out, nil
+}
+
+func encode(format string, s sbom.SBOM) ([]byte, error) {
+	var enc sbom.FormatEncoder
+	var err error
+	switch format {
+	case FormatSPDX:
+		c := spdxjson.DefaultEncoderConfig()
+		c.Version = SPDXVersion
+		enc, err = spdxjson.NewFormatEncoderWithConfig(c)
+	case FormatCycloneDX:
+		c := cyclonedxjson.DefaultEncoderConfig()
+		c.Version = CycloneDXVersion
+		enc, err = cyclonedxjson.NewFormatEncoderWithConfig(c)
+	default:
+		return nil, errors.New("unknown format " + format)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := enc.Encode(&buf, s); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSpace(buf.Bytes()), nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

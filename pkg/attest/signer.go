@@ -1,0 +1,182 @@
+// Package attest signs and verifies what relay publishes: in-toto statements wrapped in
+// DSSE inside Sigstore bundles, SLSA provenance, and the trust material to check them.
+package attest
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore-go/pkg/sign"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// InTotoPayloadType is the DSSE payload type of in-toto statements.
+const InTotoPayloadType = "application/vnd.in-toto+json"
+
+// Signer turns an in-toto statement into a Sigstore bundle (JSON).
+type Signer interface {
+	SignStatement(ctx context.Context, statement []byte) ([]byte, error)
+	// Identity names who signs, for logs and the release summary.
+	Identity() string
+}
+
+// KeySigner signs with an ECDSA P-256 key and no certificate authority or transparency
+// log: the bundles verify against trust material made from the same public key
+// (sigstore-go's offline signing with nil providers). It is --local's ephemeral signer.
+type KeySigner struct {
+	priv *ecdsa.PrivateKey
+	hint string
+	now  func() time.Time
+}
+
+// LoadOrCreateKey reads an unencrypted PKCS#8 EC key from path, or creates one (0600).
+// The key belongs to the local sandbox: it survives a resumed run so a re-run can
+// recognise its own signatures instead of adding new ones.
+func LoadOrCreateKey(path string) (*KeySigner, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			return nil, fmt.Errorf("saving ephemeral signing key: %w", err)
+		}
+		return NewKeySigner(k)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading signing key %s: %w", path, err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("signing key %s is not PEM: delete it to make a new ephemeral key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parsing signing key %s: %w", path, err)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok || ek.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("signing key %s is not an ECDSA P-256 key", path)
+	}
+	return NewKeySigner(ek)
+}
+
+// NewKeySigner wraps an ECDSA P-256 private key.
+func NewKeySigner(k *ecdsa.PrivateKey) (*KeySigner, error) {
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(der)
+	return &KeySigner{priv: k, hint: base64.StdEncoding.EncodeToString(sum[:]), now: time.Now}, nil
+}
+
+// Identity implements Signer.
+func (s *KeySigner) Identity() string { return "key " + s.hint }
+
+// Hint is the key id written into bundles (base64 sha256 of the public key).
+func (s *KeySigner) Hint() string { return s.hint }
+
+// PublicKeyPEM is the verification key, published with the release.
+func (s *KeySigner) PublicKeyPEM() ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(&s.priv.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
+
+// TrustedMaterial trusts exactly this key.
+func (s *KeySigner) TrustedMaterial() (root.TrustedMaterial, error) {
+	return TrustedKey(&s.priv.PublicKey, s.hint)
+}
+
+// TrustedKey makes trust material from one public key, valid at any time.
+func TrustedKey(pub crypto.PublicKey, hint string) (root.TrustedMaterial, error) {
+	v, err := signature.LoadVerifier(pub, crypto.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	key := root.NewExpiringKey(v, time.Time{}, time.Time{})
+	return root.NewTrustedPublicKeyMaterial(func(id string) (root.TimeConstrainedVerifier, error) {
+		if id != "" && id != hint {
+			return nil, fmt.Errorf("bundle was signed by key %q, not the trusted key %q", id, hint)
+		}
+		return key, nil
+	}), nil
+}
+
+// LoadPublicKey reads a PEM public key and its hint.
+func LoadPublicKey(path string) (crypto.PublicKey, string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading public key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, "", fmt.Errorf("public key %s is not PEM", path)
+	}
+	pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, "", fmt.Errorf("parsing public key %s: %w", path, err)
+	}
+	sum := sha256.Sum256(blk.Bytes)
+	return pub, base64.StdEncoding.EncodeToString(sum[:]), nil
+}
+
+// SignStatement implements Signer.
+func (s *KeySigner) SignStatement(ctx context.Context, statement []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b, err := sign.Bundle(&sign.DSSEData{Data: statement, PayloadType: InTotoPayloadType}, keypair{s}, sign.BundleOptions{Context: ctx})
+	if err != nil {
+		return nil, fmt.Errorf("signing statement: %w", err)
+	}
+	return protojson.Marshal(b)
+}
+
+// keypair adapts KeySigner to sigstore-go's sign.Keypair.
+type keypair struct{ s *KeySigner }
+
+func (k keypair) GetHashAlgorithm() protocommon.HashAlgorithm {
+	return protocommon.HashAlgorithm_SHA2_256
+}
+func (k keypair) GetSigningAlgorithm() protocommon.PublicKeyDetails {
+	return protocommon.PublicKeyDetails_PKIX_ECDSA_P256_SHA_256
+}
+func (k keypair) GetHint() []byte                { return []byte(k.s.hint) }
+func (k keypair) GetKeyAlgorithm() string        { return "ECDSA" }
+func (k keypair) GetPublicKey() crypto.PublicKey { return &k.s.priv.PublicKey }
+func (k keypair) GetPublicKeyPem() (string, error) {
+	b, err := k.s.PublicKeyPEM()
+	return string(b), err
+}
+func (k keypair) SignData(_ context.Context, data []byte) ([]byte, []byte, error) {
+	sum := sha256.Sum256(data)
+	sig, err := ecdsa.SignASN1(rand.Reader, k.s.priv, sum[:])
+	return sig, sum[:], err
+}

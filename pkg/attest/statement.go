@@ -1,0 +1,179 @@
+package attest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	intoto "github.com/in-toto/attestation/go/v1"
+	slsa "github.com/in-toto/attestation/go/predicates/provenance/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Predicate types relay writes.
+const (
+	PredicateSign       = "https://sigstore.dev/cosign/sign/v1"
+	PredicateSPDX       = "https://spdx.dev/Document"
+	PredicateCycloneDX  = "https://cyclonedx.org/bom"
+	PredicateSLSA       = "https://slsa.dev/provenance/v1"
+	BuildTypeURI        = "https://github.com/relaydev/relay/blob/main/docs/provenance.md#buildtype-v1"
+	DefaultBuilderIDURI = "https://github.com/relaydev/relay/runner"
+)
+
+// Subject is an artifact a statement is about.
+type Subject struct {
+	Name   string // repository or image reference without digest
+	Digest string // sha256:...
+}
+
+// Statement builds an in-toto v1 statement as canonical JSON (sorted keys), so the
+// same inputs always give the same bytes and golden files stay stable.
+func Statement(subjects []Subject, predicateType string, predicate []byte) ([]byte, error) {
+	if len(subjects) == 0 {
+		return nil, fmt.Errorf("statement %s has no subject", predicateType)
+	}
+	var pred structpb.Struct
+	if len(predicate) == 0 {
+		predicate = []byte("{}")
+	}
+	if err := protojson.Unmarshal(predicate, &pred); err != nil {
+		return nil, fmt.Errorf("predicate %s is not a JSON object: %w", predicateType, err)
+	}
+	st := &intoto.Statement{
+		Type:          intoto.StatementTypeUri,
+		PredicateType: predicateType,
+		Predicate:     &pred,
+	}
+	for _, s := range subjects {
+		algo, hex, ok := strings.Cut(s.Digest, ":")
+		if !ok {
+			return nil, fmt.Errorf("subject %s: digest %q is not ALGO:HEX", s.Name, s.Digest)
+		}
+		st.Subject = append(st.Subject, &intoto.ResourceDescriptor{Name: s.Name, Digest: map[string]string{algo: hex}})
+	}
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("statement %s: %w", predicateType, err)
+	}
+	return canonical(st)
+}
+
+func canonical(m proto.Message) ([]byte, error) {
+	raw, err := protojson.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
+}
+
+// ParseStatement decodes an in-toto statement.
+func ParseStatement(b []byte) (*intoto.Statement, error) {
+	var st intoto.Statement
+	if err := protojson.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("parsing in-toto statement: %w", err)
+	}
+	return &st, nil
+}
+
+// ProvenanceInput is everything relay knows about how the artifacts were made.
+type ProvenanceInput struct {
+	Subjects      []Subject
+	Repository    string // source repository
+	Ref           string
+	Commit        string
+	Workflow      string // e.g. GITHUB_WORKFLOW_REF, or "relay run --local"
+	ConfigDigest  string // sha256 of relay.yaml
+	Builder       string // builder backend
+	BuilderRunIDs map[string]string
+	BaseImages    []string // digests
+	BuilderID     string   // runner identity
+	InvocationID  string   // correlation id
+	StartedOn     time.Time
+	FinishedOn    time.Time
+	BuildLogs     map[string]string // image -> sha256 of its build log
+	RelayVersion  string
+}
+
+// Provenance returns a SLSA v1 provenance statement (canonical JSON).
+func Provenance(in ProvenanceInput) ([]byte, error) {
+	ext, err := structpb.NewStruct(map[string]any{
+		"repository": in.Repository,
+		"ref":        in.Ref,
+		"workflow":   in.Workflow,
+		"config":     map[string]any{"digest": digestMap(in.ConfigDigest)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	runs := map[string]any{}
+	for k, v := range in.BuilderRunIDs {
+		runs[k] = v
+	}
+	internal, err := structpb.NewStruct(map[string]any{"builder": in.Builder, "runIds": runs})
+	if err != nil {
+		return nil, err
+	}
+	deps := []*intoto.ResourceDescriptor{{
+		Uri:    "git+" + in.Repository + "@" + in.Ref,
+		Digest: map[string]string{"gitCommit": in.Commit},
+	}}
+	bases := append([]string(nil), in.BaseImages...)
+	sort.Strings(bases)
+	for _, b := range bases {
+		deps = append(deps, &intoto.ResourceDescriptor{Name: "base-image", Digest: digestMap(b)})
+	}
+	var byproducts []*intoto.ResourceDescriptor
+	names := make([]string, 0, len(in.BuildLogs))
+	for n := range in.BuildLogs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		byproducts = append(byproducts, &intoto.ResourceDescriptor{Name: "build-log/" + n, Digest: digestMap(in.BuildLogs[n]), MediaType: "text/plain"})
+	}
+	builderID := in.BuilderID
+	if builderID == "" {
+		builderID = DefaultBuilderIDURI
+	}
+	p := &slsa.Provenance{
+		BuildDefinition: &slsa.BuildDefinition{
+			BuildType:            BuildTypeURI,
+			ExternalParameters:   ext,
+			InternalParameters:   internal,
+			ResolvedDependencies: deps,
+		},
+		RunDetails: &slsa.RunDetails{
+			Builder: &slsa.Builder{Id: builderID, Version: map[string]string{"relay": in.RelayVersion}},
+			Metadata: &slsa.BuildMetadata{
+				InvocationId: in.InvocationID,
+				StartedOn:    timestamppb.New(in.StartedOn.UTC()),
+				FinishedOn:   timestamppb.New(in.FinishedOn.UTC()),
+			},
+			Byproducts: byproducts,
+		},
+	}
+	pred, err := protojson.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return Statement(in.Subjects, PredicateSLSA, pred)
+}
+
+func digestMap(d string) map[string]string {
+	algo, hex, ok := strings.Cut(d, ":")
+	if !ok {
+		return map[string]string{"sha256": d}
+	}
+	return map[string]string{algo: hex}
+}

@@ -1,0 +1,47 @@
+// Package build turns a checkout into an image pushed by digest, without a local daemon.
+package build
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/relaydev/relay/pkg/config"
+	"github.com/relaydev/relay/pkg/oci"
+)
+
+// Request is one image to build.
+type Request struct {
+	Image      config.Image
+	ContextDir string          // absolute path of the image context inside the checkout
+	Repository name.Repository // where the builder pushes, by digest
+	Source     SourceInfo
+}
+
+// SourceInfo is what a build knows of its source.
+type SourceInfo struct {
+	Repo       string
+	Commit     string
+	Tag        string
+	CommitTime time.Time // SOURCE_DATE_EPOCH: the only timestamp that enters the image
+}
+
+// Result is a pushed image.
+type Result struct {
+	Ref        string         `json:"ref"` // repository@digest
+	Digest     string         `json:"digest"`
+	MediaType  string         `json:"media_type"`
+	Size       int64          `json:"size"`
+	Platforms  []oci.Manifest `json:"platforms"`
+	BaseImages []string       `json:"base_images,omitempty"` // digests of base images
+	Builder    string         `json:"builder"`
+	RunID      string         `json:"run_id,omitempty"`
+	Log        []byte         `json:"-"`
+}
+
+// Builder builds one image and pushes it by digest; it never tags.
+type Builder interface {
+	Name() string
+	Build(ctx context.Context, req Request) (*Result, error)
+}

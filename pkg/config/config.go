@@ -1,0 +1,454 @@
+// Package config is the relay.yaml model: strict decoding, defaults and validation.
+//
+// The config is intent only: it is read once, validated, and never written back.
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"gopkg.in/yaml.v3"
+)
+
+// SchemaVersion is the only relay.yaml schema this build understands.
+const SchemaVersion = 1
+
+// Config is the root of relay.yaml.
+type Config struct {
+	Version    int        `yaml:"version" json:"version"`
+	Source     Source     `yaml:"source" json:"source"`
+	Builder    Builder    `yaml:"builder" json:"builder"`
+	Images     []Image    `yaml:"images" json:"images"`
+	Signing    Signing    `yaml:"signing" json:"signing"`
+	SBOM       SBOM       `yaml:"sbom" json:"sbom"`
+	Provenance Provenance `yaml:"provenance" json:"provenance"`
+	Release    Release    `yaml:"release" json:"release"`
+
+	// Dir is the directory relative paths resolve against (the config file's directory).
+	Dir string `yaml:"-" json:"-"`
+	// Digest is the sha256 of the config file's bytes; it identifies the inputs of a run.
+	Digest string `yaml:"-" json:"-"`
+}
+
+// Source names the repository and the ref to release.
+type Source struct {
+	// Repo is a git URL or a local path. A local path that is not a git repository is
+	// snapshotted into one by `relay run --local` (see docs/config.md).
+	Repo string `yaml:"repo" json:"repo"`
+	// Ref is a tag, branch or full commit id.
+	Ref string `yaml:"ref" json:"ref"`
+	// Depth of the clone; 0 means 1 (shallow).
+	Depth int `yaml:"depth,omitempty" json:"depth,omitempty"`
+	// TokenEnv names the environment variable holding the clone token (never the token itself).
+	TokenEnv string `yaml:"token_env,omitempty" json:"token_env,omitempty"`
+}
+
+// Builder chooses how images are built and where the builder pushes them.
+type Builder struct {
+	Kind string `yaml:"kind" json:"kind"`
+	// Registry is the repository prefix the builder pushes to, e.g. myacr.azurecr.io/build.
+	Registry string `yaml:"registry" json:"registry"`
+}
+
+// Image is one image to build and publish.
+type Image struct {
+	Name      string   `yaml:"name" json:"name"`
+	Context   string   `yaml:"context,omitempty" json:"context,omitempty"`
+	Platforms []string `yaml:"platforms,omitempty" json:"platforms,omitempty"`
+	// Local holds the settings of the Docker-free local builder.
+	Local   *LocalBuild `yaml:"local,omitempty" json:"local,omitempty"`
+	Targets []string    `yaml:"targets" json:"targets"`
+	Tags    []string    `yaml:"tags,omitempty" json:"tags,omitempty"`
+}
+
+// LocalBuild describes an image the local builder assembles without a daemon.
+type LocalBuild struct {
+	// Base is "scratch" or "oci-layout:PATH[@sha256:...]" (relative to the config file).
+	Base       string            `yaml:"base,omitempty" json:"base,omitempty"`
+	Go         *GoBuild          `yaml:"go,omitempty" json:"go,omitempty"`
+	Files      []File            `yaml:"files,omitempty" json:"files,omitempty"`
+	Entrypoint []string          `yaml:"entrypoint,omitempty" json:"entrypoint,omitempty"`
+	Cmd        []string          `yaml:"cmd,omitempty" json:"cmd,omitempty"`
+	Env        []string          `yaml:"env,omitempty" json:"env,omitempty"`
+	User       string            `yaml:"user,omitempty" json:"user,omitempty"`
+	Workdir    string            `yaml:"workdir,omitempty" json:"workdir,omitempty"`
+	Labels     map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+	Ports      []string          `yaml:"ports,omitempty" json:"ports,omitempty"`
+}
+
+// GoBuild builds a Go main package per platform, ko-style.
+type GoBuild struct {
+	// Main is the package to build, relative to the image context.
+	Main string `yaml:"main" json:"main"`
+	// Binary is the path of the binary in the image; default /<name>.
+	Binary  string   `yaml:"binary,omitempty" json:"binary,omitempty"`
+	Ldflags []string `yaml:"ldflags,omitempty" json:"ldflags,omitempty"`
+	Flags   []string `yaml:"flags,omitempty" json:"flags,omitempty"`
+}
+
+// File copies a file or directory of the checkout into the image.
+type File struct {
+	Src  string `yaml:"src" json:"src"`
+	Dst  string `yaml:"dst" json:"dst"`
+	Mode string `yaml:"mode,omitempty" json:"mode,omitempty"`
+}
+
+// Signing chooses the signer.
+type Signing struct {
+	// Mode is keyless, key or ephemeral. --local always uses ephemeral.
+	Mode string `yaml:"mode" json:"mode"`
+	// Key is a cosign key file or KMS URI when Mode is key.
+	Key string `yaml:"key,omitempty" json:"key,omitempty"`
+}
+
+// SBOM chooses the SBOM formats.
+type SBOM struct {
+	Enabled *bool    `yaml:"enabled,omitempty" json:"enabled,omitempty"`
+	Formats []string `yaml:"formats,omitempty" json:"formats,omitempty"`
+}
+
+// Provenance toggles SLSA provenance.
+type Provenance struct {
+	Enabled *bool `yaml:"enabled,omitempty" json:"enabled,omitempty"`
+}
+
+// Release chooses where the release is published.
+type Release struct {
+	Target string         `yaml:"target" json:"target"`
+	GitHub *GitHubRelease `yaml:"github,omitempty" json:"github,omitempty"`
+	Dir    string         `yaml:"dir,omitempty" json:"dir,omitempty"`
+}
+
+// GitHubRelease names the repository whose release page gets the assets.
+type GitHubRelease struct {
+	Repository string `yaml:"repository" json:"repository"`
+	BaseURL    string `yaml:"base_url,omitempty" json:"base_url,omitempty"`
+}
+
+// Known values.
+var (
+	BuilderKinds   = []string{"local", "acr", "gcb", "codebuild"}
+	SigningModes   = []string{"keyless", "key", "ephemeral"}
+	SBOMFormats    = []string{"spdx-json", "cyclonedx-json"}
+	ReleaseTargets = []string{"github", "dir"}
+)
+
+// Error is a configuration problem; the CLI maps it to exit code 2.
+type Error struct {
+	File string
+	Line int
+	Msg  string
+	Fix  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Msg)
+	if e.Fix != "" {
+		b.WriteString(" (fix: ")
+		b.WriteString(e.Fix)
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// Load reads, strictly decodes, defaults and validates a config file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		fix := "pass --config PATH or create relay.yaml (see docs/config.md)"
+		if !errors.Is(err, os.ErrNotExist) {
+			fix = "check the file's permissions"
+		}
+		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read config: %v", unwrapPathErr(err)), Fix: fix}
+	}
+	abs, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, &Error{File: path, Msg: err.Error()}
+	}
+	return Parse(path, abs, data)
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+): (.*)`)
+
+// Parse decodes data strictly; file is used in error messages, dir resolves relative paths.
+func Parse(file, dir string, data []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &Error{File: file, Msg: "config is empty", Fix: "start from the annotated example in docs/config.md"}
+		}
+		return nil, yamlError(file, err)
+	}
+	c.Dir = dir
+	sum := sha256.Sum256(data)
+	c.Digest = "sha256:" + hex.EncodeToString(sum[:])
+	c.applyDefaults()
+	if err := c.Validate(file, data); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func yamlError(file string, err error) error {
+	var te *yaml.TypeError
+	msg := err.Error()
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	e := &Error{File: file, Msg: msg}
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		fmt.Sscanf(m[1], "%d", &e.Line)
+		e.Msg = m[2]
+	}
+	if strings.Contains(e.Msg, "not found in type") {
+		// "field foo not found in type config.Image" -> name the key and the section.
+		f := strings.Fields(e.Msg)
+		if len(f) >= 2 {
+			e.Msg = fmt.Sprintf("unknown key %q", f[1])
+			if i := strings.LastIndex(msg, "config."); i >= 0 {
+				e.Msg += " in " + strings.ToLower(msg[i+len("config."):])
+			}
+		}
+		e.Fix = "remove it or correct its spelling; docs/config.md lists every key"
+	} else if e.Fix == "" {
+		e.Fix = "correct the YAML; docs/config.md has a complete example"
+	}
+	return e
+}
+
+func (c *Config) applyDefaults() {
+	if c.Builder.Kind == "" {
+		c.Builder.Kind = "local"
+	}
+	for i := range c.Images {
+		im := &c.Images[i]
+		if im.Context == "" {
+			im.Context = "."
+		}
+		if len(im.Platforms) == 0 {
+			im.Platforms = []string{"linux/amd64"}
+		}
+		if im.Local != nil {
+			if im.Local.Base == "" {
+				im.Local.Base = "scratch"
+			}
+			if im.Local.Go != nil && im.Local.Go.Binary == "" {
+				im.Local.Go.Binary = "/" + im.Name
+			}
+		}
+	}
+	if c.Signing.Mode == "" {
+		c.Signing.Mode = "keyless"
+	}
+	if len(c.SBOM.Formats) == 0 {
+		c.SBOM.Formats = append([]string(nil), SBOMFormats...)
+	}
+	if c.Release.Target == "" {
+		c.Release.Target = "dir"
+	}
+}
+
+// SBOMEnabled reports whether SBOMs are produced (default true).
+func (c *Config) SBOMEnabled() bool { return c.SBOM.Enabled == nil || *c.SBOM.Enabled }
+
+// ProvenanceEnabled reports whether provenance is produced (default true).
+func (c *Config) ProvenanceEnabled() bool {
+	return c.Provenance.Enabled == nil || *c.Provenance.Enabled
+}
+
+var imageName = regexp.MustCompile(`^[a-z0-9]+(?:[._-][a-z0-9]+)*$`)
+
+// Validate checks values decoding cannot; data (the raw file) is used to point at lines.
+func (c *Config) Validate(file string, data []byte) error {
+	var root yaml.Node
+	_ = yaml.Unmarshal(data, &root)
+	errf := func(path []string, msg, fix string) error {
+		return &Error{File: file, Line: lineOf(&root, path), Msg: msg, Fix: fix}
+	}
+	if c.Version != SchemaVersion {
+		return errf([]string{"version"}, fmt.Sprintf("schema version %d is not supported", c.Version),
+			fmt.Sprintf("set `version: %d` at the top of the file", SchemaVersion))
+	}
+	if c.Source.Repo == "" {
+		return errf([]string{"source"}, "source.repo is missing", "name the git URL or local path to release, e.g. `repo: .`")
+	}
+	if c.Source.Ref == "" {
+		return errf([]string{"source"}, "source.ref is missing", "name the tag, branch or commit to release, e.g. `ref: v1.2.3`")
+	}
+	if c.Source.Depth < 0 {
+		return errf([]string{"source", "depth"}, "source.depth must not be negative", "use 1 for a shallow clone")
+	}
+	if !oneOf(c.Builder.Kind, BuilderKinds) {
+		return errf([]string{"builder", "kind"}, fmt.Sprintf("unknown builder kind %q", c.Builder.Kind),
+			"use one of "+strings.Join(BuilderKinds, ", "))
+	}
+	if c.Builder.Registry == "" {
+		return errf([]string{"builder"}, "builder.registry is missing",
+			"name the repository prefix the builder pushes to, e.g. `registry: myregistry.example.com/build`")
+	}
+	if _, err := name.NewRepository(c.Builder.Registry + "/x"); err != nil {
+		return errf([]string{"builder", "registry"}, fmt.Sprintf("builder.registry %q is not a valid repository prefix: %v", c.Builder.Registry, err),
+			"use HOST[/PATH] in lower case, without tag or digest")
+	}
+	if len(c.Images) == 0 {
+		return errf([]string{"images"}, "no image to build: images is empty or missing",
+			"add at least one entry under `images:` with a name and targets")
+	}
+	seen := map[string]bool{}
+	for i, im := range c.Images {
+		at := func(k ...string) []string { return append([]string{"images", fmt.Sprint(i)}, k...) }
+		if im.Name == "" {
+			return errf(at(), fmt.Sprintf("images[%d] has no name", i), "add `name: NAME` (lower case letters, digits, . _ -)")
+		}
+		if !imageName.MatchString(im.Name) {
+			return errf(at("name"), fmt.Sprintf("image name %q is not valid", im.Name), "use lower case letters, digits and . _ - only")
+		}
+		if seen[im.Name] {
+			return errf(at("name"), fmt.Sprintf("image name %q is used twice", im.Name), "give each image a unique name")
+		}
+		seen[im.Name] = true
+		if filepath.IsAbs(im.Context) || strings.HasPrefix(filepath.Clean(im.Context), "..") {
+			return errf(at("context"), fmt.Sprintf("image %s: context %q leaves the checkout", im.Name, im.Context), "use a path inside the repository")
+		}
+		for j, p := range im.Platforms {
+			if _, err := v1.ParsePlatform(p); err != nil || !strings.Contains(p, "/") {
+				return errf(at("platforms", fmt.Sprint(j)), fmt.Sprintf("image %s: platform %q is not valid", im.Name, p), "use OS/ARCH[/VARIANT], e.g. linux/amd64")
+			}
+		}
+		if len(im.Targets) == 0 {
+			return errf(at(), fmt.Sprintf("image %s has no targets", im.Name), "list the repositories to publish to under `targets:`, e.g. ghcr.io/OWNER/NAME")
+		}
+		for j, t := range im.Targets {
+			_, err := name.NewRepository(t, name.StrictValidation)
+			if err != nil || strings.Contains(t, "@") || strings.Contains(t[strings.LastIndex(t, "/")+1:], ":") {
+				msg := fmt.Sprintf("image %s: target %q is not a valid repository", im.Name, t)
+				if err != nil {
+					msg += ": " + err.Error()
+				}
+				return errf(at("targets", fmt.Sprint(j)), msg, "use HOST/PATH without tag or digest, e.g. ghcr.io/owner/name; tags go under `tags:`")
+			}
+		}
+		for j, tag := range im.Tags {
+			if _, err := name.NewTag("example.com/x:"+tag, name.StrictValidation); err != nil && !strings.Contains(tag, "{{") {
+				return errf(at("tags", fmt.Sprint(j)), fmt.Sprintf("image %s: tag %q is not valid", im.Name, tag), "tags are up to 128 of [A-Za-z0-9_.-], not starting with . or -")
+			}
+		}
+		if lb := im.Local; lb != nil {
+			if lb.Base != "scratch" && !strings.HasPrefix(lb.Base, "oci-layout:") {
+				return errf(at("local", "base"), fmt.Sprintf("image %s: base %q is not supported", im.Name, lb.Base), "use `scratch` or `oci-layout:PATH`")
+			}
+			if lb.Go == nil && len(lb.Files) == 0 {
+				return errf(at("local"), fmt.Sprintf("image %s: the local build has nothing to add", im.Name), "add `go: {main: ./cmd/NAME}` or `files:`")
+			}
+			for j, f := range lb.Files {
+				if f.Src == "" || f.Dst == "" || !strings.HasPrefix(f.Dst, "/") {
+					return errf(at("local", "files", fmt.Sprint(j)), fmt.Sprintf("image %s: files[%d] needs src and an absolute dst", im.Name, j), "e.g. `{src: static, dst: /srv/static}`")
+				}
+				if f.Mode != "" {
+					var m uint32
+					if _, err := fmt.Sscanf(f.Mode, "%o", &m); err != nil || m > 0o7777 {
+						return errf(at("local", "files", fmt.Sprint(j), "mode"), fmt.Sprintf("image %s: mode %q is not an octal file mode", im.Name, f.Mode), "quote it, e.g. mode: \"0755\"")
+					}
+				}
+			}
+		} else if c.Builder.Kind == "local" {
+			return errf(at(), fmt.Sprintf("image %s has no `local:` build settings but builder.kind is local", im.Name), "add a `local:` section (see docs/config.md)")
+		}
+	}
+	if !oneOf(c.Signing.Mode, SigningModes) {
+		return errf([]string{"signing", "mode"}, fmt.Sprintf("unknown signing mode %q", c.Signing.Mode), "use one of "+strings.Join(SigningModes, ", "))
+	}
+	if c.Signing.Mode == "key" && c.Signing.Key == "" {
+		return errf([]string{"signing"}, "signing.mode is key but signing.key is empty", "name a cosign key file or KMS URI")
+	}
+	for j, f := range c.SBOM.Formats {
+		if !oneOf(f, SBOMFormats) {
+			return errf([]string{"sbom", "formats", fmt.Sprint(j)}, fmt.Sprintf("unknown SBOM format %q", f), "use "+strings.Join(SBOMFormats, " or "))
+		}
+	}
+	if !oneOf(c.Release.Target, ReleaseTargets) {
+		return errf([]string{"release", "target"}, fmt.Sprintf("unknown release target %q", c.Release.Target), "use one of "+strings.Join(ReleaseTargets, ", "))
+	}
+	if c.Release.Target == "github" && (c.Release.GitHub == nil || !strings.Contains(c.Release.GitHub.Repository, "/")) {
+		return errf([]string{"release"}, "release.target is github but release.github.repository is missing", "add `github: {repository: OWNER/NAME}`")
+	}
+	return nil
+}
+
+// ResolvePath makes a config-relative path absolute.
+func (c *Config) ResolvePath(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.Dir, p)
+}
+
+func oneOf(s string, set []string) bool {
+	for _, v := range set {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// lineOf finds the line of a key path (map keys and sequence indexes) in a YAML document;
+// it returns the line of the deepest node found, so errors point near the problem.
+func lineOf(root *yaml.Node, path []string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := 0
+	for _, p := range path {
+		var next *yaml.Node
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == p {
+					line = n.Content[i].Line
+					next = n.Content[i+1]
+					break
+				}
+			}
+		case yaml.SequenceNode:
+			var idx int
+			if _, err := fmt.Sscanf(p, "%d", &idx); err == nil && idx < len(n.Content) {
+				next = n.Content[idx]
+				line = next.Line
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+	}
+	return line
+}

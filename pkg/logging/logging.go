@@ -1,0 +1,182 @@
+// Package logging builds relay's slog handlers: json, text and GitHub workflow commands,
+// each carrying the correlation fields and redacting known secret values.
+package logging
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+)
+
+// Formats lists the accepted --log-format values.
+var Formats = []string{"json", "text", "github"}
+
+// Options configure New.
+type Options struct {
+	Format        string // json, text or github
+	Level         slog.Level
+	CorrelationID string
+	RunnerName    string
+	Redactor      *Redactor
+}
+
+// New returns a logger writing to w in the chosen format. Every record carries
+// correlation_id and runner.name.
+func New(w io.Writer, o Options) (*slog.Logger, error) {
+	red := o.Redactor
+	if red == nil {
+		red = NewRedactor()
+	}
+	hopts := &slog.HandlerOptions{Level: o.Level, ReplaceAttr: red.replaceAttr}
+	var h slog.Handler
+	switch o.Format {
+	case "json":
+		h = slog.NewJSONHandler(w, hopts)
+	case "text":
+		h = slog.NewTextHandler(w, hopts)
+	case "github":
+		h = &githubHandler{w: w, level: o.Level, red: red, mu: &sync.Mutex{}}
+		red.onAdd = func(secret string) {
+			// Mask in the runner's own log before anything can print it.
+			fmt.Fprintf(w, "::add-mask::%s\n", secret)
+		}
+	default:
+		return nil, fmt.Errorf("unknown log format %q: use one of %s", o.Format, strings.Join(Formats, ", "))
+	}
+	h = &redactHandler{Handler: h, red: red}
+	return slog.New(h).With(
+		slog.String("correlation_id", o.CorrelationID),
+		slog.Group("runner", slog.String("name", o.RunnerName)),
+	), nil
+}
+
+// ParseLevel accepts debug, info, warn and error.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("unknown log level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// Discard is the default logger of every library: silent.
+func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// CorrelationID follows DESIGN.md: RELAY_CORRELATION_ID, else the GitHub run triple, else random.
+func CorrelationID(getenv func(string) string) string {
+	if id := getenv("RELAY_CORRELATION_ID"); id != "" {
+		return id
+	}
+	if run := getenv("GITHUB_RUN_ID"); run != "" {
+		attempt := getenv("GITHUB_RUN_ATTEMPT")
+		if attempt == "" {
+			attempt = "1"
+		}
+		return run + "-" + attempt + "-" + getenv("GITHUB_JOB")
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "relay-" + hex.EncodeToString(b[:])
+}
+
+// RunnerName is the Actions runner's name when running in a job, else the host name.
+func RunnerName(getenv func(string) string) string {
+	if n := getenv("RUNNER_NAME"); n != "" {
+		return n
+	}
+	if h, err := os.Hostname(); err == nil {
+		return h
+	}
+	return "unknown"
+}
+
+// Redactor replaces known secret values wherever they would be printed.
+type Redactor struct {
+	mu      sync.RWMutex
+	secrets []string
+	onAdd   func(string)
+}
+
+// NewRedactor returns an empty redactor.
+func NewRedactor() *Redactor { return &Redactor{} }
+
+// Add registers a secret value; values shorter than 4 bytes are ignored to avoid
+// masking ordinary text.
+func (r *Redactor) Add(secret string) {
+	if len(secret) < 4 {
+		return
+	}
+	r.mu.Lock()
+	for _, s := range r.secrets {
+		if s == secret {
+			r.mu.Unlock()
+			return
+		}
+	}
+	r.secrets = append(r.secrets, secret)
+	on := r.onAdd
+	r.mu.Unlock()
+	if on != nil {
+		on(secret)
+	}
+}
+
+// Redact returns s with every known secret replaced by "***".
+func (r *Redactor) Redact(s string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, sec := range r.secrets {
+		if strings.Contains(s, sec) {
+			s = strings.ReplaceAll(s, sec, "***")
+		}
+	}
+	return s
+}
+
+func (r *Redactor) replaceAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		if v := a.Value.String(); v != "" {
+			if red := r.Redact(v); red != v {
+				return slog.String(a.Key, red)
+			}
+		}
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok {
+			return slog.String(a.Key, r.Redact(err.Error()))
+		}
+		if s, ok := a.Value.Any().(fmt.Stringer); ok {
+			return slog.String(a.Key, r.Redact(s.String()))
+		}
+	}
+	return a
+}
+
+// redactHandler redacts the message; attributes are redacted by ReplaceAttr.
+type redactHandler struct {
+	slog.Handler
+	red *Redactor
+}
+
+func (h *redactHandler) Handle(ctx context.Context, r slog.Record) error {
+	if m := h.red.Redact(r.Message); m != r.Message {
+		r2 := slog.NewRecord(r.Time, r.Level, m, r.PC)
+		r.Attrs(func(a slog.Attr) bool { r2.AddAttrs(a); return true })
+		r = r2
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *redactHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &redactHandler{Handler: h.Handler.WithAttrs(as), red: h.red}
+}
+
+func (h *redactHandler) WithGroup(name string) slog.Handler {
+	return &redactHandler{Handler: h.Handler.WithGroup(name), red: h.red}
+}

@@ -1,0 +1,465 @@
+// Package oci is relay's registry client: resolve, copy by digest with referrers,
+// attach Sigstore bundles as OCI 1.1 referrers, tag, and the --local sandbox registry.
+package oci
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+)
+
+// Media types of Sigstore bundles attached as referrers (cosign's BUNDLE_SPEC).
+const (
+	BundleMediaType           = "application/vnd.dev.sigstore.bundle.v0.3+json"
+	EmptyMediaType            = "application/vnd.oci.empty.v1+json"
+	AnnotationBundleContent   = "dev.sigstore.bundle.content"
+	AnnotationPredicateType   = "dev.sigstore.bundle.predicateType"
+	AnnotationCreated         = "org.opencontainers.image.created"
+	AnnotationTitle           = "org.opencontainers.image.title"
+	maxManifestSize           = 4 << 20
+	maxBundleSize             = 64 << 20
+	defaultJobs               = 4
+	defaultUserAgent          = "relay"
+	referrersCopyMaxRecursion = 3
+)
+
+// Client talks to registries. It is safe for concurrent use.
+type Client struct {
+	logger *slog.Logger
+	rt     http.RoundTripper
+	ua     string
+	jobs   int
+	kc     authn.Keychain
+	now    func() time.Time
+}
+
+// Option configures a Client.
+type Option func(*Client) error
+
+// WithLogger injects a logger; the client is silent without one.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *Client) error {
+		if l == nil {
+			return errors.New("oci: nil logger")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithTransport sets the HTTP transport (decorated with retries, guards, user agent by the caller).
+func WithTransport(rt http.RoundTripper) Option {
+	return func(c *Client) error {
+		if rt == nil {
+			return errors.New("oci: nil transport")
+		}
+		c.rt = rt
+		return nil
+	}
+}
+
+// WithJobs bounds the parallelism of copies.
+func WithJobs(n int) Option {
+	return func(c *Client) error {
+		if n < 1 {
+			return fmt.Errorf("oci: jobs must be at least 1, got %d", n)
+		}
+		c.jobs = n
+		return nil
+	}
+}
+
+// WithUserAgent sets the User-Agent of every request.
+func WithUserAgent(ua string) Option {
+	return func(c *Client) error { c.ua = ua; return nil }
+}
+
+// WithClock fixes the clock used for annotation timestamps (tests).
+func WithClock(now func() time.Time) Option {
+	return func(c *Client) error { c.now = now; return nil }
+}
+
+// New validates the options and returns a client.
+func New(opts ...Option) (*Client, error) {
+	c := &Client{
+		logger: slog.New(slog.DiscardHandler),
+		rt:     remote.DefaultTransport,
+		ua:     defaultUserAgent,
+		jobs:   defaultJobs,
+		kc:     authn.DefaultKeychain,
+		now:    time.Now,
+	}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *Client) remote(ctx context.Context) []remote.Option {
+	return []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithTransport(c.rt),
+		remote.WithAuthFromKeychain(c.kc),
+		remote.WithUserAgent(c.ua),
+		remote.WithJobs(c.jobs),
+	}
+}
+
+// Manifest is one platform manifest of an image.
+type Manifest struct {
+	Platform string `json:"platform"`
+	Digest   string `json:"digest"`
+}
+
+// Resolved describes what a digest points at.
+type Resolved struct {
+	Digest    string     `json:"digest"`
+	MediaType string     `json:"media_type"`
+	Size      int64      `json:"size"`
+	Manifests []Manifest `json:"manifests,omitempty"`
+}
+
+// Resolve reads the manifest behind ref and, for an index, its platform manifests.
+func (c *Client) Resolve(ctx context.Context, ref name.Reference) (*Resolved, error) {
+	desc, err := remote.Get(ref, c.remote(ctx)...)
+	if err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", ref, err)
+	}
+	r := &Resolved{Digest: desc.Digest.String(), MediaType: string(desc.MediaType), Size: desc.Size}
+	if desc.MediaType.IsIndex() {
+		im, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
+		if err != nil {
+			return nil, fmt.Errorf("parsing index %s: %w", ref, err)
+		}
+		for _, m := range im.Manifests {
+			p := ""
+			if m.Platform != nil {
+				p = m.Platform.String()
+			}
+			r.Manifests = append(r.Manifests, Manifest{Platform: p, Digest: m.Digest.String()})
+		}
+	} else {
+		img, err := desc.Image()
+		if err != nil {
+			return nil, fmt.Errorf("reading image %s: %w", ref, err)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return nil, fmt.Errorf("reading config of %s: %w", ref, err)
+		}
+		r.Manifests = []Manifest{{Platform: cf.Platform().String(), Digest: desc.Digest.String()}}
+	}
+	return r, nil
+}
+
+// Exists reports whether the digest is present in the repository.
+func (c *Client) Exists(ctx context.Context, ref name.Digest) (bool, error) {
+	_, err := remote.Head(ref, c.remote(ctx)...)
+	if err == nil {
+		return true, nil
+	}
+	var te *transport.Error
+	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+		return false, nil
+	}
+	return false, fmt.Errorf("checking %s: %w", ref, err)
+}
+
+// Write pushes an image or index by digest to repo and returns the digest reference.
+func (c *Client) Write(ctx context.Context, repo name.Repository, t remote.Taggable) (name.Digest, error) {
+	var h v1.Hash
+	var err error
+	switch v := t.(type) {
+	case v1.ImageIndex:
+		h, err = v.Digest()
+		if err == nil {
+			err = remote.WriteIndex(repo.Digest(h.String()), v, c.remote(ctx)...)
+		}
+	case v1.Image:
+		h, err = v.Digest()
+		if err == nil {
+			err = remote.Write(repo.Digest(h.String()), v, c.remote(ctx)...)
+		}
+	default:
+		return name.Digest{}, fmt.Errorf("oci: cannot write %T", t)
+	}
+	if err != nil {
+		return name.Digest{}, fmt.Errorf("pushing to %s: %w", repo, err)
+	}
+	return repo.Digest(h.String()), nil
+}
+
+// Copy copies src (all platforms) by digest into dst, with the referrers of every manifest,
+// and applies no tag. Blobs the destination has are skipped.
+func (c *Client) Copy(ctx context.Context, src name.Digest, dst name.Repository) (name.Digest, error) {
+	start := time.Now()
+	desc, err := remote.Get(src, c.remote(ctx)...)
+	if err != nil {
+		return name.Digest{}, fmt.Errorf("copying %s to %s: reading source: %w", src, dst, err)
+	}
+	out := dst.Digest(desc.Digest.String())
+	if ok, err := c.Exists(ctx, out); err == nil && ok {
+		c.logger.Debug("copy: manifest already present", "image", out.String())
+	} else {
+		var t remote.Taggable
+		if desc.MediaType.IsIndex() {
+			t, err = desc.ImageIndex()
+		} else {
+			t, err = desc.Image()
+		}
+		if err != nil {
+			return name.Digest{}, fmt.Errorf("copying %s to %s: %w", src, dst, err)
+		}
+		if _, err := c.Write(ctx, dst, t); err != nil {
+			return name.Digest{}, fmt.Errorf("copying %s to %s: %w", src, dst, err)
+		}
+	}
+	digests := []string{desc.Digest.String()}
+	if desc.MediaType.IsIndex() {
+		im, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
+		if err != nil {
+			return name.Digest{}, err
+		}
+		for _, m := range im.Manifests {
+			digests = append(digests, m.Digest.String())
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.jobs)
+	for _, d := range digests {
+		g.Go(func() error {
+			return c.copyReferrers(gctx, src.Context().Digest(d), dst, 0)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return name.Digest{}, err
+	}
+	c.logger.Info("copied", "image", out.String(), "digest", desc.Digest.String(), "duration_ms", time.Since(start).Milliseconds())
+	return out, nil
+}
+
+func (c *Client) copyReferrers(ctx context.Context, subject name.Digest, dst name.Repository, depth int) error {
+	if depth > referrersCopyMaxRecursion {
+		return nil
+	}
+	refs, err := c.Referrers(ctx, subject)
+	if err != nil {
+		return err
+	}
+	for _, r := range refs {
+		src := subject.Context().Digest(r.Digest.String())
+		if _, err := c.Copy(ctx, src, dst); err != nil {
+			return fmt.Errorf("copying referrer %s of %s: %w", r.Digest, subject, err)
+		}
+	}
+	return nil
+}
+
+// Referrers lists the manifests whose subject is d (referrers API, or the tag schema fallback).
+func (c *Client) Referrers(ctx context.Context, d name.Digest) ([]v1.Descriptor, error) {
+	idx, err := remote.Referrers(d, c.remote(ctx)...)
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("listing referrers of %s: %w", d, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("listing referrers of %s: %w", d, err)
+	}
+	return im.Manifests, nil
+}
+
+// FetchManifest returns the raw manifest at d.
+func (c *Client) FetchManifest(ctx context.Context, d name.Digest) ([]byte, types.MediaType, error) {
+	desc, err := remote.Get(d, c.remote(ctx)...)
+	if err != nil {
+		return nil, "", fmt.Errorf("fetching manifest %s: %w", d, err)
+	}
+	if len(desc.Manifest) > maxManifestSize {
+		return nil, "", fmt.Errorf("manifest %s is %d bytes, over the 4 MiB limit", d, len(desc.Manifest))
+	}
+	return desc.Manifest, desc.MediaType, nil
+}
+
+// FetchBlob reads a blob of at most max bytes and checks its digest.
+func (c *Client) FetchBlob(ctx context.Context, repo name.Repository, digest string, max int64) ([]byte, error) {
+	l, err := remote.Layer(repo.Digest(digest), c.remote(ctx)...)
+	if err != nil {
+		return nil, fmt.Errorf("fetching blob %s@%s: %w", repo, digest, err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, fmt.Errorf("fetching blob %s@%s: %w", repo, digest, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading blob %s@%s: %w", repo, digest, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("blob %s@%s is larger than %d bytes", repo, digest, max)
+	}
+	h, _, _ := v1.SHA256(bytes.NewReader(b))
+	if h.String() != digest {
+		return nil, fmt.Errorf("blob %s@%s: content has digest %s", repo, digest, h)
+	}
+	return b, nil
+}
+
+// Attachment is a Sigstore bundle found as a referrer.
+type Attachment struct {
+	Digest        string // the referrer manifest
+	PredicateType string
+	Bundle        []byte
+}
+
+// Bundles returns the Sigstore bundles attached to d, optionally only those with the
+// given predicate type.
+func (c *Client) Bundles(ctx context.Context, d name.Digest, predicateType string) ([]Attachment, error) {
+	refs, err := c.Referrers(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	var out []Attachment
+	for _, r := range refs {
+		pt := r.Annotations[AnnotationPredicateType]
+		if r.ArtifactType != "" && r.ArtifactType != BundleMediaType && r.ArtifactType != EmptyMediaType {
+			continue
+		}
+		if predicateType != "" && pt != "" && pt != predicateType {
+			continue
+		}
+		raw, _, err := c.FetchManifest(ctx, d.Context().Digest(r.Digest.String()))
+		if err != nil {
+			return nil, err
+		}
+		var m v1.Manifest
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, fmt.Errorf("parsing referrer %s of %s: %w", r.Digest, d, err)
+		}
+		if m.ArtifactType != BundleMediaType || len(m.Layers) != 1 {
+			continue
+		}
+		pt = m.Annotations[AnnotationPredicateType]
+		if predicateType != "" && pt != predicateType {
+			continue
+		}
+		b, err := c.FetchBlob(ctx, d.Context(), m.Layers[0].Digest.String(), maxBundleSize)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Attachment{Digest: r.Digest.String(), PredicateType: pt, Bundle: b})
+	}
+	return out, nil
+}
+
+// AttachBundle stores a Sigstore bundle as an OCI 1.1 referrer of subject, in the layout of
+// cosign's BUNDLE_SPEC, and returns the referrer manifest's digest.
+func (c *Client) AttachBundle(ctx context.Context, subject name.Digest, subjectMediaType types.MediaType, subjectSize int64, bundle []byte, content, predicateType string) (string, error) {
+	repo := subject.Context()
+	bl := static.NewLayer(bundle, BundleMediaType)
+	bh, _ := bl.Digest()
+	empty := static.NewLayer([]byte("{}"), EmptyMediaType)
+	eh, _ := empty.Digest()
+	for _, l := range []v1.Layer{empty, bl} {
+		if err := remote.WriteLayer(repo, l, c.remote(ctx)...); err != nil {
+			return "", fmt.Errorf("uploading bundle for %s: %w", subject, err)
+		}
+	}
+	sh, err := v1.NewHash(subject.DigestStr())
+	if err != nil {
+		return "", err
+	}
+	ann := map[string]string{
+		AnnotationBundleContent: content,
+		AnnotationCreated:       c.now().UTC().Format(time.RFC3339),
+	}
+	if predicateType != "" {
+		ann[AnnotationPredicateType] = predicateType
+	}
+	m := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		ArtifactType:  BundleMediaType,
+		Config:        v1.Descriptor{MediaType: EmptyMediaType, Digest: eh, Size: 2},
+		Layers: []v1.Descriptor{{
+			MediaType:   BundleMediaType,
+			Digest:      bh,
+			Size:        int64(len(bundle)),
+			Annotations: map[string]string{AnnotationTitle: bh.Algorithm + "-" + bh.Hex + ".sigstore.json"},
+		}},
+		Subject:     &v1.Descriptor{MediaType: subjectMediaType, Digest: sh, Size: subjectSize},
+		Annotations: ann,
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return "", err
+	}
+	mh, _, _ := v1.SHA256(bytes.NewReader(raw))
+	if err := remote.Put(repo.Digest(mh.String()), rawManifest{raw: raw, mt: types.OCIManifestSchema1}, c.remote(ctx)...); err != nil {
+		return "", fmt.Errorf("attaching bundle to %s: %w", subject, err)
+	}
+	c.logger.Debug("attached", "image", subject.String(), "referrer", mh.String(), "predicate_type", predicateType)
+	return mh.String(), nil
+}
+
+// Tag points tag at the digest, after checking the digest is present.
+func (c *Client) Tag(ctx context.Context, d name.Digest, tag string) error {
+	ok, err := c.Exists(ctx, d)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("tagging %s as %s: the digest is not in the repository", d, tag)
+	}
+	desc, err := remote.Get(d, c.remote(ctx)...)
+	if err != nil {
+		return fmt.Errorf("tagging %s: %w", d, err)
+	}
+	t := d.Context().Tag(tag)
+	if err := remote.Put(t, rawManifest{raw: desc.Manifest, mt: desc.MediaType}, c.remote(ctx)...); err != nil {
+		return fmt.Errorf("tagging %s as %s: %w", d, tag, err)
+	}
+	return nil
+}
+
+// TagDigest returns the digest a tag points at, or "" if the tag does not exist.
+func (c *Client) TagDigest(ctx context.Context, t name.Tag) (string, error) {
+	desc, err := remote.Head(t, c.remote(ctx)...)
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+			return "", nil
+		}
+		return "", fmt.Errorf("reading tag %s: %w", t, err)
+	}
+	return desc.Digest.String(), nil
+}
+
+type rawManifest struct {
+	raw []byte
+	mt  types.MediaType
+}
+
+func (r rawManifest) RawManifest() ([]byte, error)        { return r.raw, nil }
+func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }

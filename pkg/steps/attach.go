@@ -1,0 +1,106 @@
+package steps
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// attachRequest is one statement about one digest, to exist once in every target.
+type attachRequest struct {
+	image         string
+	platform      string
+	subject       string // digest
+	predicateType string
+	kind          string // file-name fragment: sig, spdx, cyclonedx, provenance
+	// statement builds the statement to sign; called only when no valid one is attached.
+	statement func(ctx context.Context) ([]byte, error)
+}
+
+// ensureAttached makes sure every target repository of the image holds a valid bundle for
+// the request. A bundle already attached that verifies against the run's trust material is
+// reused and copied to targets that lack it, so a re-run never adds a duplicate referrer.
+func ensureAttached(ctx context.Context, env *Env, copies []CopiedImage, req attachRequest) (*Attestation, []byte, error) {
+	if len(copies) == 0 {
+		return nil, nil, fmt.Errorf("image %s has no copies to attach to", req.image)
+	}
+	type found struct {
+		referrer string
+		bundle   []byte
+	}
+	existing := map[string]found{}
+	var chosen []byte
+	for _, c := range copies {
+		repo, err := name.NewRepository(c.Repository)
+		if err != nil {
+			return nil, nil, err
+		}
+		atts, err := env.Registry.Bundles(ctx, repo.Digest(req.subject), req.predicateType)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, a := range atts {
+			if _, err := env.Verifier.VerifyStatement(a.Bundle, req.subject, req.predicateType); err != nil {
+				env.Logger.Debug("ignoring attached bundle that does not verify", "image", c.Repository, "digest", req.subject, "referrer", a.Digest, "error", err)
+				continue
+			}
+			existing[c.Repository] = found{referrer: a.Digest, bundle: a.Bundle}
+			if chosen == nil {
+				chosen = a.Bundle
+			}
+			break
+		}
+	}
+	reused := chosen != nil
+	if !reused {
+		stmt, err := req.statement(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		chosen, err = env.Signer.SignStatement(ctx, stmt)
+		if err != nil {
+			return nil, nil, fmt.Errorf("signing %s of %s: %w", req.kind, req.subject, err)
+		}
+	}
+	att := &Attestation{
+		Image: req.image, Subject: req.subject, Platform: req.platform, PredicateType: req.predicateType,
+		Referrers: map[string]string{}, Reused: reused,
+	}
+	for _, c := range copies {
+		if f, ok := existing[c.Repository]; ok {
+			att.Referrers[c.Repository] = f.referrer
+			continue
+		}
+		repo, _ := name.NewRepository(c.Repository)
+		subj := repo.Digest(req.subject)
+		raw, mt, err := env.Registry.FetchManifest(ctx, subj)
+		if err != nil {
+			return nil, nil, err
+		}
+		ref, err := env.Registry.AttachBundle(ctx, subj, mt, int64(len(raw)), chosen, "dsse-envelope", req.predicateType)
+		if err != nil {
+			return nil, nil, err
+		}
+		att.Referrers[c.Repository] = ref
+	}
+	sum := sha256.Sum256(chosen)
+	att.BundleDigest = fmt.Sprintf("sha256:%x", sum)
+	att.Bundle = filepath.Join("attestations", fmt.Sprintf("%s-%s-%s.sigstore.json", req.image, shortHex(req.subject), req.kind))
+	if err := WriteFileAtomic(filepath.Join(env.StateDir, att.Bundle), chosen, 0o644); err != nil {
+		return nil, nil, err
+	}
+	env.Logger.Info("attached", "image", req.image, "digest", req.subject, "predicate_type", req.predicateType, "reused", reused, "targets", len(copies))
+	return att, chosen, nil
+}
+
+func shortHex(d string) string {
+	_, h, _ := strings.Cut(d, ":")
+	if len(h) > 12 {
+		h = h[:12]
+	}
+	return h
+}

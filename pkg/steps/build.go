@@ -1,0 +1,79 @@
+package steps
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"path/filepath"
+
+	"github.com/relaydev/relay/pkg/build"
+)
+
+// Build builds every image with the configured builder and records the pushed digests.
+type Build struct{}
+
+// Name implements Step.
+func (Build) Name() string { return "build" }
+
+// Plan implements Step.
+func (Build) Plan(env *Env, st *State) Plan {
+	p := Plan{Step: "build", Done: st.Done("build")}
+	if st.Source == nil {
+		p.Missing = append(p.Missing, "the checkout (step checkout)")
+	}
+	for _, im := range env.Config.Images {
+		repo, err := buildRepo(env, im.Name)
+		dst := "?"
+		if err == nil {
+			dst = repo.String()
+		}
+		p.Does = append(p.Does, fmt.Sprintf("build %s for %v with the %s builder, push by digest to %s", im.Name, im.Platforms, builderName(env), dst))
+	}
+	return p
+}
+
+func builderName(env *Env) string {
+	if env.Builder == nil {
+		return env.Config.Builder.Kind
+	}
+	return env.Builder.Name()
+}
+
+// Run implements Step.
+func (Build) Run(ctx context.Context, env *Env, st *State) error {
+	var out []BuiltImage
+	for _, im := range env.Config.Images {
+		repo, err := buildRepo(env, im.Name)
+		if err != nil {
+			return err
+		}
+		res, err := env.Builder.Build(ctx, build.Request{
+			Image:      im,
+			ContextDir: filepath.Join(st.Source.Dir, filepath.FromSlash(im.Context)),
+			Repository: repo,
+			Source: build.SourceInfo{
+				Repo: st.Source.Repo, Commit: st.Source.Commit, Tag: st.Source.Tag, CommitTime: st.Source.CommitTime,
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("building %s: %w", im.Name, err)
+		}
+		b := BuiltImage{Name: im.Name, Result: *res}
+		if len(res.Log) > 0 {
+			sum := sha256.Sum256(res.Log)
+			b.LogDigest = fmt.Sprintf("sha256:%x", sum)
+			b.LogFile = filepath.Join("logs", "build-"+im.Name+".log")
+			if err := WriteFileAtomic(filepath.Join(env.StateDir, b.LogFile), res.Log, 0o644); err != nil {
+				return err
+			}
+		}
+		env.Logger.Info("built", "image", res.Ref, "digest", res.Digest, "platforms", len(res.Platforms))
+		out = append(out, b)
+	}
+	st.Builds = out
+	return nil
+}
+
+func buildRepo(env *Env, image string) (nameRepo, error) {
+	return env.MapRepository(env.Config.Builder.Registry + "/" + image)
+}

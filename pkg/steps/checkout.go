@@ -1,0 +1,45 @@
+package steps
+
+import (
+	"context"
+	"path/filepath"
+
+	"github.com/relaydev/relay/pkg/source"
+)
+
+// Checkout clones the source at the configured ref.
+type Checkout struct{}
+
+// Name implements Step.
+func (Checkout) Name() string { return "checkout" }
+
+// Plan implements Step.
+func (Checkout) Plan(env *Env, st *State) Plan {
+	c := env.Config.Source
+	return Plan{Step: "checkout", Done: st.Done("checkout"), Does: []string{
+		"clone " + env.SourceRepo + " at " + c.Ref + " into " + checkoutDir(env),
+	}}
+}
+
+// Run implements Step.
+func (Checkout) Run(ctx context.Context, env *Env, st *State) error {
+	c := env.Config.Source
+	r, err := source.Checkout(ctx, env.Logger, source.Options{
+		Repo:  env.SourceRepo,
+		Ref:   c.Ref,
+		Depth: c.Depth,
+		Token: env.SourceToken,
+		Dir:   checkoutDir(env),
+	})
+	if err != nil {
+		return err
+	}
+	if env.SourceRepo != c.Repo {
+		// Record the configured repository, not --local's snapshot of it.
+		r.Repo = c.Repo
+	}
+	st.Source = r
+	return nil
+}
+
+func checkoutDir(env *Env) string { return filepath.Join(env.StateDir, "src") }

@@ -1,0 +1,123 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/relaydev/relay/pkg/attest"
+)
+
+// Verify reads every target repository back and verifies, as a consumer would, that each
+// digest is signed, each platform has its SBOMs and each image its provenance.
+type Verify struct{}
+
+// Name implements Step.
+func (Verify) Name() string { return "verify" }
+
+// Plan implements Step.
+func (Verify) Plan(env *Env, st *State) Plan {
+	p := Plan{Step: "verify", Done: st.Done("verify"), Missing: needCopies(env, st)}
+	p.Does = []string{"read every target repository back and verify every signature and attestation against the trusted material; fail if any digest lacks one"}
+	return p
+}
+
+// Check is one expectation about one digest in one repository.
+type Check struct {
+	Repository    string
+	Digest        string
+	PredicateType string
+	// Subjects, when set, must equal the statement's subject digests exactly.
+	Subjects []string
+}
+
+// Expectations derives what must be attached from the config and the copies.
+func Expectations(env *Env, st *State) []Check {
+	var checks []Check
+	for _, im := range env.Config.Images {
+		for _, c := range st.CopiesOf(im.Name) {
+			var all []string
+			for _, d := range digestsOf(c) {
+				all = append(all, d.digest)
+				checks = append(checks, Check{Repository: c.Repository, Digest: d.digest, PredicateType: attest.PredicateSign})
+			}
+			if env.Config.SBOMEnabled() {
+				for _, m := range c.Platforms {
+					for _, f := range env.Config.SBOM.Formats {
+						checks = append(checks, Check{Repository: c.Repository, Digest: m.Digest, PredicateType: formatPredicate[f]})
+					}
+				}
+			}
+			if env.Config.ProvenanceEnabled() {
+				checks = append(checks, Check{Repository: c.Repository, Digest: c.Digest, PredicateType: attest.PredicateSLSA, Subjects: all})
+			}
+		}
+	}
+	return checks
+}
+
+// Run implements Step.
+func (Verify) Run(ctx context.Context, env *Env, st *State) error {
+	checks := Expectations(env, st)
+	res := &Verification{At: env.Now().UTC()}
+	var problems []string
+	for _, c := range checks {
+		err := VerifyOne(ctx, env, c)
+		res.Checked++
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		res.Verified = append(res.Verified, c.Repository+"@"+c.Digest+" "+c.PredicateType)
+	}
+	st.Verification = res
+	if len(problems) > 0 {
+		return fmt.Errorf("%d of %d checks failed:\n  %s", len(problems), len(checks), strings.Join(problems, "\n  "))
+	}
+	env.Logger.Info("verified", "checks", len(checks))
+	return nil
+}
+
+// VerifyOne finds a bundle for the check that verifies; other bundles are ignored.
+func VerifyOne(ctx context.Context, env *Env, c Check) error {
+	repo, err := name.NewRepository(c.Repository)
+	if err != nil {
+		return err
+	}
+	atts, err := env.Registry.Bundles(ctx, repo.Digest(c.Digest), c.PredicateType)
+	if err != nil {
+		return err
+	}
+	if len(atts) == 0 {
+		return fmt.Errorf("%s@%s: no %s attached", c.Repository, c.Digest, c.PredicateType)
+	}
+	var errs []error
+	for _, a := range atts {
+		v, err := env.Verifier.VerifyStatement(a.Bundle, c.Digest, c.PredicateType)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if c.Subjects != nil {
+			var got []string
+			for _, s := range v.Statement.Subject {
+				for algo, h := range s.Digest {
+					got = append(got, algo+":"+h)
+				}
+			}
+			want := append([]string(nil), c.Subjects...)
+			sort.Strings(got)
+			sort.Strings(want)
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				errs = append(errs, fmt.Errorf("subjects %v, want %v", got, want))
+				continue
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("%s@%s: no valid %s: %w", c.Repository, c.Digest, c.PredicateType, errors.Join(errs...))
+}
