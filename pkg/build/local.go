@@ -420,7 +420,6 @@ func filesLayer(ctxDir string, files []config.File, epoch time.Time) (v1.Layer, 
 	return tarLayer(entries, epoch)
 }
 
-
 func fileEntry(src, name string, info os.FileInfo, mode int64) (tarEntry, error) {
 	b, err := os.ReadFile(src)
 	if err != nil {

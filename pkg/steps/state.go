@@ -35,14 +35,14 @@ type State struct {
 	CreatedAt     time.Time    `json:"created_at"`
 	Completed     []StepRecord `json:"completed"`
 
-	Source       *source.Result    `json:"source,omitempty"`       // checkout
-	Builds       []BuiltImage      `json:"builds,omitempty"`       // build
-	Copies       []CopiedImage     `json:"copies,omitempty"`       // copy
-	Signatures   []Attestation     `json:"signatures,omitempty"`   // sign
-	SBOMs        []Attestation     `json:"sboms,omitempty"`        // sbom
-	Provenance   []Attestation     `json:"provenance,omitempty"`   // provenance
-	Verification *Verification     `json:"verification,omitempty"` // verify
-	Release      *ReleaseRecord    `json:"release,omitempty"`      // release
+	Source       *source.Result `json:"source,omitempty"`       // checkout
+	Builds       []BuiltImage   `json:"builds,omitempty"`       // build
+	Copies       []CopiedImage  `json:"copies,omitempty"`       // copy
+	Signatures   []Attestation  `json:"signatures,omitempty"`   // sign
+	SBOMs        []Attestation  `json:"sboms,omitempty"`        // sbom
+	Provenance   []Attestation  `json:"provenance,omitempty"`   // provenance
+	Verification *Verification  `json:"verification,omitempty"` // verify
+	Release      *ReleaseRecord `json:"release,omitempty"`      // release
 }
 
 // Inputs identify what a state was made for; a run with other inputs starts over.

@@ -25,8 +25,8 @@ import (
 
 // Formats relay produces, with the versions it pins.
 const (
-	FormatSPDX      = "spdx-json"      // SPDX 2.3
-	FormatCycloneDX = "cyclonedx-json" // CycloneDX 1.6
+	FormatSPDX       = "spdx-json"      // SPDX 2.3
+	FormatCycloneDX  = "cyclonedx-json" // CycloneDX 1.6
 	SPDXVersion      = "2.3"
 	CycloneDXVersion = "1.6"
 
