@@ -111,7 +111,7 @@ func Provenance(in ProvenanceInput) ([]byte, error) {
 		"repository": in.Repository,
 		"ref":        in.Ref,
 		"workflow":   in.Workflow,
-		"config":     map[string]any{"digest": digestMap(in.ConfigDigest)},
+		"config":     map[string]any{"digest": anyMap(digestMap(in.ConfigDigest))},
 	})
 	if err != nil {
 		return nil, err
@@ -176,4 +176,12 @@ func digestMap(d string) map[string]string {
 		return map[string]string{"sha256": d}
 	}
 	return map[string]string{algo: hex}
+}
+
+func anyMap(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }

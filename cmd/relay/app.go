@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/relaydev/relay/pkg/config"
+	"github.com/relaydev/relay/pkg/logging"
+	"github.com/relaydev/relay/pkg/steps"
+)
+
+// Exit codes: the contract with CI and container platforms (docs/cli.md).
+const (
+	exitOK          = 0
+	exitStepFailed  = 1
+	exitUsage       = 2
+	exitMissing     = 3
+	exitInterrupted = 130
+)
+
+// usageError marks bad flags or arguments.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// exitCode decides the process exit code from the error, at the edge only.
+func exitCode(err error) int {
+	var (
+		ue *usageError
+		ce *config.Error
+		se *steps.StateError
+		mi *steps.MissingInputError
+	)
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, steps.ErrInterrupted), errors.Is(err, context.Canceled):
+		return exitInterrupted
+	case errors.As(err, &mi):
+		return exitMissing
+	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &se):
+		return exitUsage
+	default:
+		return exitStepFailed
+	}
+}
+
+// run is main without the process: tests call it with their own args, streams and env.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	app := newApp(stdout, stderr, getenv)
+	err := app.RunContext(ctx, args)
+	if err == nil && ctx.Err() != nil {
+		err = steps.ErrInterrupted
+	}
+	if err != nil {
+		code := exitCode(err)
+		// Step failures were logged where they happened; say the outcome once, plainly.
+		fmt.Fprintf(stderr, "relay: %v\n", err)
+		return code
+	}
+	return exitOK
+}
+
+func commonFlags(getenv func(string) string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "relay.yaml", EnvVars: []string{"RELAY_CONFIG"}, Usage: "relay.yaml to read"},
+		&cli.StringFlag{Name: "state", Value: ".relay/state.json", EnvVars: []string{"RELAY_STATE"}, Usage: "state file; the checkout, bundles and SBOMs live beside it"},
+		&cli.BoolFlag{Name: "local", EnvVars: []string{"RELAY_LOCAL"}, Usage: "run against embedded stand-ins: sandbox registry, local builder, ephemeral key, --out directory"},
+		&cli.BoolFlag{Name: "dry-run", EnvVars: []string{"RELAY_DRY_RUN"}, Usage: "resolve and check the real configuration, print the plan, write nothing"},
+		&cli.StringFlag{Name: "out", Value: "dist", EnvVars: []string{"RELAY_OUT"}, Usage: "directory for release assets with --local or release.target dir"},
+		&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+		&cli.IntFlag{Name: "jobs", Value: 4, EnvVars: []string{"RELAY_JOBS"}, Usage: "parallel registry and build operations"},
+	}
+}
+
+func newApp(stdout, stderr io.Writer, getenv func(string) string) *cli.App {
+	common := commonFlags(getenv)
+	runFlags := append(append([]cli.Flag(nil), common...),
+		&cli.StringSliceFlag{Name: "only", EnvVars: []string{"RELAY_ONLY"}, Usage: "run only these steps (comma-separated), in pipeline order"},
+		&cli.BoolFlag{Name: "restart", EnvVars: []string{"RELAY_RESTART"}, Usage: "ignore the saved state and start over"},
+	)
+	app := &cli.App{
+		Name:  "relay",
+		Usage: "build, copy by digest, sign, attest, verify and release a container image",
+		UsageText: `relay run --local                 # the whole pipeline on embedded stand-ins, in seconds
+   relay run                         # the real release described by relay.yaml
+   relay plan                        # what each step will do, and what is missing
+   relay sign --state .relay/state.json   # one step, e.g. from a workflow step`,
+		Description: `relay reads relay.yaml (docs/config.md), runs the steps checkout, build, copy, sign,
+sbom, provenance, verify and release in order, and saves the state after each one, so a
+re-run resumes where the last one stopped. Tags are applied last: until release runs,
+nothing is reachable by tag. Every flag also reads RELAY_<NAME> (e.g. RELAY_LOCAL=true).
+
+Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130 interrupted.`,
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideVersion:     true,
+		ExitErrHandler:  func(*cli.Context, error) {}, // exit codes are decided in run, never os.Exit here
+		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return &usageError{err} },
+		Commands: []*cli.Command{
+			{
+				Name:  "run",
+				Usage: "run the pipeline (all steps, or --only some), resuming from the saved state",
+				UsageText: `relay run --local
+   relay run --only build,copy
+   relay run --restart`,
+				Flags:        runFlags,
+				OnUsageError: usageErr,
+				Action: func(c *cli.Context) error {
+					only := splitList(c.StringSlice("only"))
+					return runPipeline(c.Context, options(c, stdout, stderr, getenv), only, c.Bool("restart"), false)
+				},
+			},
+			{
+				Name:         "plan",
+				Usage:        "print the ordered steps, what each will do and which inputs are missing; no network writes",
+				UsageText:    "relay plan\n   relay plan --local",
+				Flags:        common,
+				OnUsageError: usageErr,
+				Action: func(c *cli.Context) error {
+					return planCmd(c.Context, options(c, stdout, stderr, getenv))
+				},
+			},
+			{
+				Name:      "version",
+				Usage:     "print relay's version and the versions of its key libraries",
+				UsageText: "relay version",
+				Action: func(c *cli.Context) error {
+					fmt.Fprint(stdout, versionText())
+					return nil
+				},
+			},
+		},
+		CommandNotFound: func(c *cli.Context, cmd string) {
+			fmt.Fprintf(stderr, "relay: unknown command %q: see relay --help\n", cmd)
+		},
+	}
+	for _, s := range steps.All() {
+		name := s.Name()
+		app.Commands = append(app.Commands, &cli.Command{
+			Name:         name,
+			Usage:        stepUsage[name],
+			UsageText:    fmt.Sprintf("relay %s [--state .relay/state.json] [--local]", name),
+			Description:  "Runs the " + name + " step alone, even if the state marks it done (every step is idempotent), and saves the state.",
+			Flags:        common,
+			OnUsageError: usageErr,
+			Action: func(c *cli.Context) error {
+				if c.Args().Len() > 0 {
+					return &usageError{fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
+				}
+				return runPipeline(c.Context, options(c, stdout, stderr, getenv), []string{name}, false, true)
+			},
+		})
+	}
+	return app
+}
+
+var stepUsage = map[string]string{
+	"checkout":   "clone the source at the configured ref and record commit, tag and tree",
+	"build":      "build every image without a Docker daemon and push it by digest",
+	"copy":       "copy every image by digest (all platforms, with referrers) to each target; no tags",
+	"sign":       "sign the index and every platform manifest, by digest",
+	"sbom":       "attach SPDX and CycloneDX SBOMs as signed attestations",
+	"provenance": "attach signed SLSA v1 provenance",
+	"verify":     "read the targets back and verify every signature and attestation",
+	"release":    "apply the tags, then publish the release assets",
+}
+
+func usageErr(_ *cli.Context, err error, _ bool) error { return &usageError{err} }
+
+func splitList(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// Options is everything a command needs from flags and environment.
+type Options struct {
+	Config    string
+	State     string
+	Local     bool
+	DryRun    bool
+	Out       string
+	LogFormat string
+	LogLevel  string
+	Jobs      int
+	Stdout    io.Writer
+	Stderr    io.Writer
+	Getenv    func(string) string
+}
+
+func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) string) Options {
+	return Options{
+		Config: c.String("config"), State: c.String("state"), Local: c.Bool("local"), DryRun: c.Bool("dry-run"),
+		Out: c.String("out"), LogFormat: c.String("log-format"), LogLevel: c.String("log-level"), Jobs: c.Int("jobs"),
+		Stdout: stdout, Stderr: stderr, Getenv: getenv,
+	}
+}
+
+func newLogger(o Options, red *logging.Redactor) (*slog.Logger, string, error) {
+	format := o.LogFormat
+	if format == "" {
+		format = "json"
+		if f, ok := o.Stderr.(*os.File); ok && isTerminal(f) {
+			format = "text"
+		}
+	}
+	lvl, err := logging.ParseLevel(o.LogLevel)
+	if err != nil {
+		return nil, "", &usageError{err}
+	}
+	cid := logging.CorrelationID(o.Getenv)
+	l, err := logging.New(o.Stderr, logging.Options{
+		Format: format, Level: lvl, CorrelationID: cid, RunnerName: logging.RunnerName(o.Getenv), Redactor: red,
+	})
+	if err != nil {
+		return nil, "", &usageError{err}
+	}
+	return l, cid, nil
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

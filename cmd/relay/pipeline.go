@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/relaydev/relay/pkg/config"
+	"github.com/relaydev/relay/pkg/logging"
+	"github.com/relaydev/relay/pkg/steps"
+)
+
+func runPipeline(ctx context.Context, o Options, only []string, restart, force bool) error {
+	red := logging.NewRedactor()
+	logger, cid, err := newLogger(o, red)
+	if err != nil {
+		return err
+	}
+	if o.Jobs < 1 {
+		return &usageError{fmt.Errorf("--jobs must be at least 1, got %d", o.Jobs)}
+	}
+	selected, err := steps.Select(only)
+	if err != nil {
+		return &usageError{err}
+	}
+	cfg, err := config.Load(o.Config)
+	if err != nil {
+		return err
+	}
+	if o.DryRun {
+		return planCmd(ctx, o)
+	}
+	mode := steps.ModeRelease
+	if o.Local {
+		mode = steps.ModeLocal
+	}
+	inputs := steps.Inputs{ConfigDigest: cfg.Digest, Repo: cfg.Source.Repo, Ref: cfg.Source.Ref}
+	st, err := steps.LoadState(o.State)
+	if err != nil {
+		return err
+	}
+	if st != nil && !restart {
+		if st.Mode != mode {
+			how := map[steps.Mode]string{steps.ModeLocal: "relay run --local", steps.ModeDryRun: "relay run --dry-run", steps.ModeRelease: "a real run"}
+			return &steps.StateError{Path: o.State, Msg: fmt.Sprintf("made by %s; this is %s, which never trusts it", how[st.Mode], how[mode]),
+				Fix: "pass --restart to start over, or another --state"}
+		}
+		if st.Inputs != inputs {
+			logger.Warn("state was made for other inputs: starting over", "state", o.State, "ref", st.Inputs.Ref, "config_digest", st.Inputs.ConfigDigest)
+			st = nil
+		} else if len(st.Completed) > 0 {
+			logger.Info("resuming from state", "state", o.State, "completed", len(st.Completed))
+		}
+	}
+	if st == nil || restart {
+		st = steps.NewState(mode, inputs, cid, nowUTC())
+	}
+	// The correlation id of the run that started the release stays the release's.
+	if st.CorrelationID != "" && st.CorrelationID != cid {
+		logger = logger.With("resumed_correlation_id", st.CorrelationID)
+	}
+
+	w, err := wire(ctx, o, cfg, logger, red, cid)
+	if err != nil {
+		return err
+	}
+	defer w.cleanup()
+	if restart && o.Local {
+		logger.Info("restart: the state starts over; the sandbox registry keeps what it holds")
+	}
+	x := &steps.Executor{Env: w.env, StatePath: o.State, Force: force}
+	if err := x.Run(ctx, selected, st); err != nil {
+		return err
+	}
+	if err := writeGitHubOutputs(o.Getenv, st); err != nil {
+		logger.Warn("writing GitHub Actions outputs failed", "error", err)
+	}
+	if len(only) == 0 || contains(only, "release") {
+		printSummary(o.Stdout, w.env, st, o.State)
+	}
+	return nil
+}
+
+func planCmd(ctx context.Context, o Options) error {
+	red := logging.NewRedactor()
+	logger, cid, err := newLogger(o, red)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(o.Config)
+	if err != nil {
+		return err
+	}
+	st, err := steps.LoadState(o.State)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		st = steps.NewState(steps.ModeDryRun, steps.Inputs{}, cid, nowUTC())
+	}
+	po := o
+	if !o.Local {
+		po.DryRun = true
+	}
+	w, err := wire(ctx, po, cfg, logger, red, cid)
+	if err != nil {
+		return err
+	}
+	defer w.cleanup()
+	fmt.Fprintf(o.Stdout, "relay plan for %s (%s)\n", o.Config, modeName(o))
+	missingTotal := 0
+	for i, s := range steps.All() {
+		p := s.Plan(w.env, st)
+		status := ""
+		if p.Done {
+			status = " [done]"
+		}
+		fmt.Fprintf(o.Stdout, "%d. %s%s\n", i+1, p.Step, status)
+		for _, d := range p.Does {
+			fmt.Fprintf(o.Stdout, "   - %s\n", d)
+		}
+		// A missing input that an earlier step of this plan produces is expected, not missing.
+		if i == 0 || st.Done(steps.All()[i-1].Name()) {
+			for _, m := range p.Missing {
+				fmt.Fprintf(o.Stdout, "   ! missing: %s\n", m)
+				missingTotal++
+			}
+		}
+	}
+	if missingTotal > 0 {
+		fmt.Fprintf(o.Stdout, "%d input(s) missing\n", missingTotal)
+	}
+	return nil
+}
+
+func modeName(o Options) string {
+	switch {
+	case o.Local:
+		return "--local: sandbox registry, local builder, ephemeral key, release into " + o.Out
+	case o.DryRun:
+		return "--dry-run: no writes"
+	default:
+		return "real run; nothing is written by plan"
+	}
+}
+
+func printSummary(w io.Writer, env *steps.Env, st *steps.State, statePath string) {
+	if st.Release == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nrelay: released %s (%s)\n", st.Source.Tag, shortCommit(st.Source.Commit))
+	for _, c := range st.Copies {
+		var plats []string
+		for _, p := range c.Platforms {
+			plats = append(plats, p.Platform)
+		}
+		fmt.Fprintf(w, "  %s  %s\n    platforms: %s\n", c.Name, c.Ref(), strings.Join(plats, ", "))
+	}
+	if len(st.Release.Tags) > 0 {
+		fmt.Fprintf(w, "  tags: %s\n", strings.Join(st.Release.Tags, ", "))
+	}
+	fmt.Fprintf(w, "  signatures: %d, SBOMs: %d, provenance: %d", len(st.Signatures), len(st.SBOMs), len(st.Provenance))
+	if st.Verification != nil {
+		fmt.Fprintf(w, ", verified checks: %d", st.Verification.Checked)
+	}
+	fmt.Fprintf(w, "\n  release: %s (%d files)\n  state: %s\n", st.Release.URL, len(st.Release.Assets), statePath)
+	if env.Mode == steps.ModeLocal {
+		fmt.Fprintf(w, "  (--local: the registry is a sandbox under %s, signed with an ephemeral key: relay-signing.pub)\n", filepath.Join(env.StateDir, "local"))
+	}
+}
+
+func shortCommit(c string) string {
+	if len(c) > 12 {
+		return c[:12]
+	}
+	return c
+}
+
+// writeGitHubOutputs mirrors the results into $GITHUB_OUTPUT and $GITHUB_STEP_SUMMARY.
+func writeGitHubOutputs(getenv func(string) string, st *steps.State) error {
+	if p := getenv("GITHUB_OUTPUT"); p != "" {
+		var b strings.Builder
+		for _, bi := range st.Builds {
+			fmt.Fprintf(&b, "%s-digest=%s\n", bi.Name, bi.Digest)
+		}
+		for _, c := range st.Copies {
+			fmt.Fprintf(&b, "%s-ref=%s\n", c.Name, c.Ref())
+		}
+		if st.Release != nil {
+			fmt.Fprintf(&b, "release-url=%s\n", st.Release.URL)
+		}
+		var done []string
+		for _, r := range st.Completed {
+			done = append(done, r.Name)
+		}
+		j, _ := json.Marshal(done)
+		fmt.Fprintf(&b, "completed-steps=%s\n", j)
+		if err := appendFile(p, b.String()); err != nil {
+			return err
+		}
+	}
+	if p := getenv("GITHUB_STEP_SUMMARY"); p != "" {
+		var b strings.Builder
+		b.WriteString("### relay\n\n| image | reference | platforms |\n|---|---|---|\n")
+		for _, c := range st.Copies {
+			var plats []string
+			for _, m := range c.Platforms {
+				plats = append(plats, m.Platform)
+			}
+			fmt.Fprintf(&b, "| %s | `%s` | %s |\n", c.Name, c.Ref(), strings.Join(plats, ", "))
+		}
+		b.WriteString("\n| step | duration |\n|---|---|\n")
+		for _, r := range st.Completed {
+			fmt.Fprintf(&b, "| %s | %d ms |\n", r.Name, r.DurationMS)
+		}
+		return appendFile(p, b.String())
+	}
+	return nil
+}
+
+func appendFile(p, s string) error {
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(s); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	git "github.com/go-git/go-git/v5"
+
+	"github.com/relaydev/relay/pkg/attest"
+	"github.com/relaydev/relay/pkg/attest/sbom"
+	"github.com/relaydev/relay/pkg/build"
+	"github.com/relaydev/relay/pkg/config"
+	"github.com/relaydev/relay/pkg/logging"
+	"github.com/relaydev/relay/pkg/oci"
+	"github.com/relaydev/relay/pkg/release"
+	"github.com/relaydev/relay/pkg/source"
+	"github.com/relaydev/relay/pkg/steps"
+)
+
+// version is set with -ldflags "-X main.version=..." by `make build`.
+var version = "dev"
+
+// snapshotEpoch is the commit time of --local's snapshot of a plain directory when
+// SOURCE_DATE_EPOCH is unset: fixed, so the same files always give the same commit.
+var snapshotEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// secretEnv are variables whose values must never appear in logs.
+var secretEnv = []string{"GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_RUNTIME_TOKEN", "SIGSTORE_ID_TOKEN", "RELAY_GITHUB_APP_KEY", "COSIGN_PASSWORD", "RELAY_SOURCE_TOKEN"}
+
+type wired struct {
+	env     *steps.Env
+	cleanup func()
+}
+
+func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logger, red *logging.Redactor, cid string) (*wired, error) {
+	stateDir, err := filepath.Abs(filepath.Dir(o.State))
+	if err != nil {
+		return nil, err
+	}
+	mode := steps.ModeRelease
+	switch {
+	case o.Local && o.DryRun:
+		return nil, &usageError{errors.New("--local and --dry-run cannot be combined: --local already writes only to its sandbox")}
+	case o.Local:
+		mode = steps.ModeLocal
+	case o.DryRun:
+		mode = steps.ModeDryRun
+	}
+	ua := fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid)
+	var rt http.RoundTripper = http.DefaultTransport
+	if mode != steps.ModeRelease {
+		rt = oci.WriteGuard(rt)
+	}
+	rt = oci.UserAgent(rt, ua)
+	client, err := oci.New(oci.WithTransport(rt), oci.WithLogger(logger), oci.WithJobs(o.Jobs), oci.WithUserAgent(ua))
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	env := &steps.Env{
+		Config:        cfg,
+		Mode:          mode,
+		Logger:        logger,
+		Registry:      client,
+		Now:           time.Now,
+		StateDir:      stateDir,
+		SourceRepo:    cfg.Source.Repo,
+		CorrelationID: cid,
+		RunnerName:    logging.RunnerName(o.Getenv),
+		Workflow:      workflow(o.Getenv),
+		Version:       version,
+		Jobs:          o.Jobs,
+		MapRepository: func(s string) (name.Repository, error) { return name.NewRepository(s) },
+	}
+	if t := cfg.Source.TokenEnv; t != "" {
+		env.SourceToken = o.Getenv(t)
+		red.Add(env.SourceToken)
+	}
+	w := &wired{env: env, cleanup: func() {}}
+	if isLocalPath(cfg.Source.Repo) {
+		env.SourceRepo = cfg.ResolvePath(cfg.Source.Repo)
+	}
+
+	if mode == steps.ModeLocal {
+		sb, err := oci.StartSandbox(ctx, filepath.Join(stateDir, "local", "registry"), logger)
+		if err != nil {
+			return nil, err
+		}
+		w.cleanup = func() { sb.Close() }
+		addr := sb.Addr()
+		env.MapRepository = func(s string) (name.Repository, error) {
+			// Keep the configured host as a path component so two targets stay two repositories.
+			return name.NewRepository(addr + "/" + strings.ToLower(s))
+		}
+		logger.Info("local sandbox registry", "addr", addr)
+		if env.SourceRepo, err = localSource(ctx, cfg, stateDir, o.Getenv, logger); err != nil {
+			w.cleanup()
+			return nil, err
+		}
+		key, err := attest.LoadOrCreateKey(filepath.Join(stateDir, "local", "signing-key.pem"))
+		if err != nil {
+			w.cleanup()
+			return nil, err
+		}
+		env.Signer = key
+		if env.Trust, err = key.TrustedMaterial(); err != nil {
+			w.cleanup()
+			return nil, err
+		}
+		if env.PublicKey, err = key.PublicKeyPEM(); err != nil {
+			w.cleanup()
+			return nil, err
+		}
+		if env.Verifier, err = attest.NewKeyVerifier(env.Trust); err != nil {
+			w.cleanup()
+			return nil, err
+		}
+	} else {
+		switch cfg.Signing.Mode {
+		case "ephemeral":
+			return nil, &config.Error{File: o.Config, Msg: "signing.mode ephemeral is only for --local: nobody could verify an ephemeral key later", Fix: "use signing.mode keyless or key, or run with --local"}
+		default:
+			if mode == steps.ModeRelease {
+				return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.mode %s is not available in this build of relay", cfg.Signing.Mode), Fix: "run `relay run --local` to see the whole pipeline; keyless and key signing for real releases are on the roadmap (docs/roadmap.md)"}
+			}
+		}
+	}
+
+	if cfg.Builder.Kind != "local" && mode != steps.ModeDryRun {
+		w.cleanup()
+		return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("builder.kind %s is not available in this build of relay", cfg.Builder.Kind), Fix: "use builder.kind local, or --local, which always uses the local builder (docs/roadmap.md)"}
+	}
+	lb, err := build.NewLocal(build.LocalOptions{Client: client, Logger: logger, ConfigDir: cfg.Dir, Jobs: o.Jobs})
+	if err != nil {
+		w.cleanup()
+		return nil, err
+	}
+	env.Builder = lb
+
+	gen, err := sbom.New(sbom.Options{Logger: logger, Formats: cfg.SBOM.Formats, Tool: "relay", Version: version})
+	if err != nil {
+		w.cleanup()
+		return nil, &config.Error{File: o.Config, Msg: err.Error()}
+	}
+	env.SBOM = gen
+
+	out := o.Out
+	if !o.Local && cfg.Release.Dir != "" {
+		out = cfg.ResolvePath(cfg.Release.Dir)
+	}
+	if !o.Local && cfg.Release.Target == "github" && mode == steps.ModeRelease {
+		w.cleanup()
+		return nil, &config.Error{File: o.Config, Msg: "release.target github is not available in this build of relay", Fix: "use release.target dir, or --local (docs/roadmap.md)"}
+	}
+	if env.Publisher, err = release.NewDir(out, logger); err != nil {
+		w.cleanup()
+		return nil, err
+	}
+	for _, k := range secretEnv {
+		red.Add(o.Getenv(k))
+	}
+	return w, nil
+}
+
+func isLocalPath(repo string) bool {
+	return !strings.Contains(repo, "://") && !strings.Contains(repo, "@")
+}
+
+// localSource returns the repository --local clones: the configured local path when it is a
+// git repository, else a snapshot of the directory made into one (the bundled example).
+func localSource(ctx context.Context, cfg *config.Config, stateDir string, getenv func(string) string, logger *slog.Logger) (string, error) {
+	if !isLocalPath(cfg.Source.Repo) {
+		return cfg.Source.Repo, nil
+	}
+	dir := cfg.ResolvePath(cfg.Source.Repo)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return "", &config.Error{File: "relay.yaml", Msg: fmt.Sprintf("source.repo %s is not a directory", dir), Fix: "point source.repo at the directory or git URL to release"}
+	}
+	if _, err := git.PlainOpen(dir); err == nil {
+		return dir, nil
+	}
+	when := snapshotEpoch
+	if s := getenv("SOURCE_DATE_EPOCH"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return "", &usageError{fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a Unix time in seconds", s)}
+		}
+		when = time.Unix(n, 0).UTC()
+	}
+	snap := filepath.Join(stateDir, "local", "source")
+	rel, _ := filepath.Rel(dir, stateDir)
+	exclude := []string{"dist", ".relay"}
+	if top := strings.SplitN(filepath.ToSlash(rel), "/", 2)[0]; top != "" && top != "." && top != ".." {
+		exclude = append(exclude, top)
+	}
+	commit, err := source.Snapshot(ctx, logger, source.SnapshotOptions{Src: dir, Dst: snap, Tag: cfg.Source.Ref, When: when, Exclude: exclude})
+	if err != nil {
+		return "", err
+	}
+	logger.Info("source is not a git repository: snapshot made for --local", "dir", dir, "commit", commit, "ref", cfg.Source.Ref)
+	return snap, nil
+}
+
+func workflow(getenv func(string) string) string {
+	if w := getenv("GITHUB_WORKFLOW_REF"); w != "" {
+		return w
+	}
+	return "relay run"
+}
+
+func versionText() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "relay %s\n", version)
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return b.String()
+	}
+	fmt.Fprintf(&b, "go %s\n", bi.GoVersion)
+	key := []string{
+		"github.com/google/go-containerregistry", "github.com/sigstore/sigstore-go", "github.com/anchore/syft",
+		"github.com/go-git/go-git/v5", "github.com/in-toto/attestation", "github.com/urfave/cli/v2",
+	}
+	for _, k := range key {
+		for _, d := range bi.Deps {
+			if d.Path == k {
+				v := d.Version
+				if d.Replace != nil {
+					v = d.Replace.Version
+				}
+				fmt.Fprintf(&b, "%s %s\n", k, v)
+			}
+		}
+	}
+	return b.String()
+}
+
+func nowUTC() time.Time { return time.Now().UTC() }
