@@ -233,7 +233,11 @@ func yamlError(file string, err error) error {
 		if len(f) >= 2 {
 			e.Msg = fmt.Sprintf("unknown key %q", f[1])
 			if i := strings.LastIndex(msg, "config."); i >= 0 {
-				e.Msg += " in " + strings.ToLower(msg[i+len("config."):])
+				if section := strings.ToLower(msg[i+len("config."):]); section == "config" {
+					e.Msg += " at the top level"
+				} else {
+					e.Msg += " in " + section
+				}
 			}
 		}
 		e.Fix = "remove it or correct its spelling; docs/config.md lists every key"
@@ -282,6 +286,11 @@ func (c *Config) SBOMEnabled() bool { return c.SBOM.Enabled == nil || *c.SBOM.En
 func (c *Config) ProvenanceEnabled() bool {
 	return c.Provenance.Enabled == nil || *c.Provenance.Enabled
 }
+
+var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+
+// ValidTag reports whether s is a tag the OCI distribution spec accepts.
+func ValidTag(s string) bool { return tagPattern.MatchString(s) }
 
 var imageName = regexp.MustCompile(`^[a-z0-9]+(?:[._-][a-z0-9]+)*$`)
 
@@ -356,7 +365,7 @@ func (c *Config) Validate(file string, data []byte) error {
 			}
 		}
 		for j, tag := range im.Tags {
-			if _, err := name.NewTag("example.com/x:"+tag, name.StrictValidation); err != nil && !strings.Contains(tag, "{{") {
+			if !ValidTag(tag) && !strings.Contains(tag, "{{") {
 				return errf(at("tags", fmt.Sprint(j)), fmt.Sprintf("image %s: tag %q is not valid", im.Name, tag), "tags are up to 128 of [A-Za-z0-9_.-], not starting with . or -")
 			}
 		}

@@ -432,11 +432,15 @@ func (c *Client) Tag(ctx context.Context, d name.Digest, tag string) error {
 	if !ok {
 		return fmt.Errorf("tagging %s as %s: the digest is not in the repository", d, tag)
 	}
+	t := d.Context().Tag(tag)
+	if cur, err := c.TagDigest(ctx, t); err == nil && cur == d.DigestStr() {
+		c.logger.Debug("tag already points at the digest", "image", t.String(), "digest", cur)
+		return nil
+	}
 	desc, err := remote.Get(d, c.remote(ctx)...)
 	if err != nil {
 		return fmt.Errorf("tagging %s: %w", d, err)
 	}
-	t := d.Context().Tag(tag)
 	if err := remote.Put(t, rawManifest{raw: desc.Manifest, mt: desc.MediaType}, c.remote(ctx)...); err != nil {
 		return fmt.Errorf("tagging %s as %s: %w", d, tag, err)
 	}

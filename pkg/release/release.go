@@ -90,7 +90,11 @@ func NewDir(path string, logger *slog.Logger) (*Dir, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Dir{path: path, logger: logger}, nil
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Dir{path: abs, logger: logger}, nil
 }
 
 // Name implements Publisher.

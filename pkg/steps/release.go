@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/release"
 )
 
@@ -74,8 +75,8 @@ func renderTags(tpls []string, st *State) ([]string, error) {
 			return nil, fmt.Errorf("tag template %q: %w", t, err)
 		}
 		tag := b.String()
-		if _, err := name.NewTag("example.com/x:"+tag, name.StrictValidation); err != nil {
-			return nil, fmt.Errorf("tag template %q gives %q, which is not a valid tag: %w", t, tag, err)
+		if !config.ValidTag(tag) {
+			return nil, fmt.Errorf("tag template %q gives %q, which is not a valid tag (up to 128 of [A-Za-z0-9_.-], not starting with . or -)", t, tag)
 		}
 		out = append(out, tag)
 	}

@@ -1,0 +1,204 @@
+package attest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+const digestA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+const digestB = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+// seededKey makes a deterministic key so failures reproduce.
+func seededKey(t *testing.T, seed int64) *KeySigner {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.New(rand.NewSource(seed)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewKeySigner(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func signed(t *testing.T, s *KeySigner, subjects []Subject, pt string, pred []byte) []byte {
+	t.Helper()
+	st, err := Statement(subjects, pt, pred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.SignStatement(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestSignVerify(t *testing.T) {
+	s := seededKey(t, 1)
+	other := seededKey(t, 2)
+	tm, err := s.TrustedMaterial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewKeyVerifier(tm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := []Subject{{Name: "r/x", Digest: digestA}}
+	good := signed(t, s, subj, PredicateSPDX, []byte(`{"spdxVersion":"SPDX-2.3"}`))
+
+	got, err := v.VerifyStatement(good, digestA, PredicateSPDX)
+	if err != nil {
+		t.Fatalf("valid bundle rejected: %v", err)
+	}
+	if got.PredicateType != PredicateSPDX || got.Statement.Subject[0].Name != "r/x" {
+		t.Fatalf("verified = %+v", got)
+	}
+	pt, pred, err := Predicate(good)
+	if err != nil || pt != PredicateSPDX || string(pred) != `{"spdxVersion":"SPDX-2.3"}` {
+		t.Fatalf("Predicate = %q %s %v", pt, pred, err)
+	}
+
+	tampered := tamper(t, good)
+	tests := []struct {
+		name, digest, pt string
+		bundle            []byte
+		want              string
+	}{
+		{"other digest", digestB, PredicateSPDX, good, "verifying bundle"},
+		{"other predicate", digestA, PredicateSLSA, good, "another predicate type"},
+		{"other key", digestA, PredicateSPDX, signed(t, other, subj, PredicateSPDX, nil), "verifying bundle"},
+		{"tampered payload", digestA, PredicateSPDX, tampered, "verifying bundle"},
+		{"not a bundle", digestA, "", []byte(`{"x":1}`), "parsing bundle"},
+		{"bad digest", "nope", "", good, "not ALGO:HEX"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := v.VerifyStatement(tt.bundle, tt.digest, tt.pt)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// tamper rewrites the predicate inside the DSSE payload, keeping subject and signature.
+func tamper(t *testing.T, bundle []byte) []byte {
+	var b map[string]any
+	if err := json.Unmarshal(bundle, &b); err != nil {
+		t.Fatal(err)
+	}
+	env := b["dsseEnvelope"].(map[string]any)
+	payload, _ := base64.StdEncoding.DecodeString(env["payload"].(string))
+	payload = []byte(strings.ReplaceAll(string(payload), "SPDX-2.3", "SPDX-9.9"))
+	env["payload"] = base64.StdEncoding.EncodeToString(payload)
+	out, _ := json.Marshal(b)
+	return out
+}
+
+func TestLoadOrCreateKeyPersists(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "k", "key.pem")
+	a, err := LoadOrCreateKey(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := LoadOrCreateKey(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Hint() != b.Hint() {
+		t.Fatal("reloaded key differs")
+	}
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {
+		t.Fatalf("key mode %v", st.Mode())
+	}
+	os.WriteFile(p, []byte("junk"), 0o600)
+	if _, err := LoadOrCreateKey(p); err == nil || !strings.Contains(err.Error(), "not PEM") {
+		t.Fatalf("junk key: %v", err)
+	}
+	pub, _ := a.PublicKeyPEM()
+	pp := filepath.Join(t.TempDir(), "pub.pem")
+	os.WriteFile(pp, pub, 0o644)
+	_, hint, err := LoadPublicKey(pp)
+	if err != nil || hint != a.Hint() {
+		t.Fatalf("LoadPublicKey hint %q err %v", hint, err)
+	}
+}
+
+func TestStatementErrors(t *testing.T) {
+	if _, err := Statement(nil, PredicateSign, nil); err == nil {
+		t.Error("no subjects accepted")
+	}
+	if _, err := Statement([]Subject{{Name: "x", Digest: "abc"}}, PredicateSign, nil); err == nil {
+		t.Error("digest without algorithm accepted")
+	}
+	if _, err := Statement([]Subject{{Name: "x", Digest: digestA}}, PredicateSign, []byte("[1]")); err == nil {
+		t.Error("non-object predicate accepted")
+	}
+}
+
+func TestProvenanceGolden(t *testing.T) {
+	in := ProvenanceInput{
+		Subjects:      []Subject{{Name: "ghcr.io/acme/shop", Digest: digestA}, {Name: "ghcr.io/acme/shop", Digest: digestB}},
+		Repository:    "https://github.com/acme/shop.git",
+		Ref:           "v1.2.3",
+		Commit:        "0123456789abcdef0123456789abcdef01234567",
+		Workflow:      "acme/shop/.github/workflows/release.yml@refs/tags/v1.2.3",
+		ConfigDigest:  "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
+		Builder:       "local",
+		BuilderRunIDs: map[string]string{"shop": "local-1"},
+		BaseImages:    []string{digestB},
+		BuilderID:     DefaultBuilderIDURI + "/runner-7",
+		InvocationID:  "42-1-release",
+		StartedOn:     time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC),
+		FinishedOn:    time.Date(2026, 11, 1, 10, 2, 3, 0, time.UTC),
+		BuildLogs:     map[string]string{"shop": "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"},
+		RelayVersion:  "v0.0.0-test",
+	}
+	got, err := Provenance(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pretty map[string]any
+	if err := json.Unmarshal(got, &pretty); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.MarshalIndent(pretty, "", "  ")
+	golden(t, "provenance.golden.json", append(out, '\n'))
+	// Same input, same bytes: re-runs and caches depend on it.
+	again, _ := Provenance(in)
+	if string(again) != string(got) {
+		t.Fatal("provenance is not deterministic")
+	}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(p, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if string(want) != string(got) {
+		t.Fatalf("%s differs from the output; run go test -update after checking:\n%s", p, got)
+	}
+}

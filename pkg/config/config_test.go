@@ -1,0 +1,129 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const valid = `version: 1
+source:
+  repo: .
+  ref: v1.0.0
+builder:
+  kind: local
+  registry: registry.example.com/build
+images:
+  - name: hello
+    platforms: [linux/amd64, linux/arm64]
+    local:
+      go: {main: .}
+    targets: [ghcr.io/example/hello]
+    tags: ["{{ .Version }}", latest]
+release:
+  target: dir
+`
+
+func TestParseValidAppliesDefaults(t *testing.T) {
+	c, err := Parse("relay.yaml", "/cfg", []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Signing.Mode != "keyless" || len(c.SBOM.Formats) != 2 || c.Images[0].Local.Base != "scratch" || c.Images[0].Local.Go.Binary != "/hello" {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+	if !c.SBOMEnabled() || !c.ProvenanceEnabled() {
+		t.Fatal("sbom and provenance default to enabled")
+	}
+	if !strings.HasPrefix(c.Digest, "sha256:") || c.Dir != "/cfg" {
+		t.Fatalf("digest %q dir %q", c.Digest, c.Dir)
+	}
+	if got := c.ResolvePath("x/y"); got != "/cfg/x/y" {
+		t.Fatalf("ResolvePath = %q", got)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name     string
+		edit     func(string) string
+		line     int
+		contains []string
+	}{
+		{"unknown key", func(s string) string { return strings.Replace(s, "    tags:", "    tagz: [x]\n    tags:", 1) }, 14, []string{`unknown key "tagz"`, "image", "docs/config.md"}},
+		{"unknown top-level key", func(s string) string { return s + "extra: 1\n" }, 18-1, []string{`unknown key "extra"`}},
+		{"no images", func(s string) string { return s[:strings.Index(s, "images:")] + "release:\n  target: dir\n" }, 0, []string{"no image to build", "images:"}},
+		{"malformed target", func(s string) string { return strings.Replace(s, "ghcr.io/example/hello", "ghcr.io/Example/hello:latest", 1) }, 13, []string{"target", "not a valid repository"}},
+		{"bad platform", func(s string) string { return strings.Replace(s, "linux/arm64", "linux", 1) }, 10, []string{`platform "linux"`}},
+		{"wrong version", func(s string) string { return strings.Replace(s, "version: 1", "version: 7", 1) }, 1, []string{"schema version 7", "version: 1"}},
+		{"missing ref", func(s string) string { return strings.Replace(s, "  ref: v1.0.0\n", "", 1) }, 2, []string{"source.ref is missing"}},
+		{"bad builder", func(s string) string { return strings.Replace(s, "kind: local", "kind: docker", 1) }, 6, []string{`unknown builder kind "docker"`, "local, acr, gcb, codebuild"}},
+		{"bad sbom format", func(s string) string { return s + "sbom:\n  formats: [spdx-tag]\n" }, 18, []string{`unknown SBOM format "spdx-tag"`}},
+		{"github without repo", func(s string) string { return strings.Replace(s, "target: dir", "target: github", 1) }, 15, []string{"release.github.repository"}},
+		{"bad tag", func(s string) string { return strings.Replace(s, "latest]", "-bad]", 1) }, 14, []string{`tag "-bad"`}},
+		{"wrong type", func(s string) string { return strings.Replace(s, "platforms: [linux/amd64, linux/arm64]", "platforms: linux/amd64", 1) }, 10, []string{"cannot unmarshal"}},
+		{"local missing", func(s string) string { return strings.Replace(s, "    local:\n      go: {main: .}\n", "", 1) }, 9, []string{"no `local:` build settings"}},
+		{"duplicate image", func(s string) string {
+			i := strings.Index(s, "  - name: hello")
+			j := strings.Index(s, "release:")
+			return s[:j] + s[i:j] + s[j:]
+		}, 15, []string{"used twice"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("relay.yaml", "/cfg", []byte(tt.edit(valid)))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			ce, ok := err.(*Error)
+			if !ok {
+				t.Fatalf("error is %T, want *config.Error: %v", err, err)
+			}
+			for _, c := range tt.contains {
+				if !strings.Contains(err.Error(), c) {
+					t.Errorf("error %q does not mention %q", err, c)
+				}
+			}
+			if tt.line != 0 && ce.Line != tt.line {
+				t.Errorf("line = %d, want %d (%v)", ce.Line, tt.line, err)
+			}
+			if ce.Fix == "" {
+				t.Errorf("error %q says no fix", err)
+			}
+		})
+	}
+}
+
+func TestLoadFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Load(filepath.Join(dir, "missing.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "cannot read config") || !strings.Contains(err.Error(), "--config") {
+		t.Fatalf("missing file: %v", err)
+	}
+	empty := filepath.Join(dir, "empty.yaml")
+	os.WriteFile(empty, nil, 0o644)
+	if _, err := Load(empty); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("empty file: %v", err)
+	}
+	if os.Geteuid() != 0 { // root reads anything
+		unreadable := filepath.Join(dir, "unreadable.yaml")
+		os.WriteFile(unreadable, []byte(valid), 0o000)
+		if _, err := Load(unreadable); err == nil || !strings.Contains(err.Error(), "permission") {
+			t.Fatalf("unreadable file: %v", err)
+		}
+	}
+	dirAsFile := filepath.Join(dir, "sub")
+	os.Mkdir(dirAsFile, 0o755)
+	if _, err := Load(dirAsFile); err == nil || !strings.Contains(err.Error(), "cannot read config") {
+		t.Fatalf("directory: %v", err)
+	}
+}
+
+func TestExampleConfigsParse(t *testing.T) {
+	for _, p := range []string{"../../examples/hello/relay.yaml", "../../docs/relay.example.yaml"} {
+		if _, err := Load(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+}
