@@ -1,0 +1,271 @@
+package oci
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"math/rand"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+func newRegistry(t *testing.T, referrers bool) string {
+	t.Helper()
+	s := httptest.NewServer(registry.New(registry.WithReferrersSupport(referrers), registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(s.Close)
+	return strings.TrimPrefix(s.URL, "http://")
+}
+
+func newClient(t *testing.T) *Client {
+	t.Helper()
+	c, err := New(WithJobs(2), WithClock(func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func twoPlatformIndex(t *testing.T) v1.ImageIndex {
+	t.Helper()
+	var adds []mutate.IndexAddendum
+	for i, arch := range []string{"amd64", "arm64"} {
+		img, err := random.Image(256, 2, random.WithSource(rand.New(rand.NewSource(int64(i+1)))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+	}
+	return mutate.IndexMediaType(mutate.AppendManifests(empty.Index, adds...), types.OCIImageIndex)
+}
+
+func TestCopyByDigestWithReferrers(t *testing.T) {
+	for _, referrers := range []bool{true, false} {
+		name := "referrers-api"
+		if !referrers {
+			name = "tag-schema"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			src, dst := newRegistry(t, referrers), newRegistry(t, referrers)
+			c := newClient(t)
+			srcRepo := mustRepo(t, src+"/build/app")
+			idx := twoPlatformIndex(t)
+			d, err := c.Write(ctx, srcRepo, idx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := c.Resolve(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Manifests) != 2 || r.Manifests[0].Platform != "linux/amd64" {
+				t.Fatalf("resolved %+v", r)
+			}
+			// A signature on a platform manifest must travel with the copy.
+			child := srcRepo.Digest(r.Manifests[1].Digest)
+			raw, mt, err := c.FetchManifest(ctx, child)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, err := c.AttachBundle(ctx, child, mt, int64(len(raw)), []byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}`), "dsse-envelope", "https://example.com/p")
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			dstRepo := mustRepo(t, dst+"/ghcr.io/acme/app")
+			out, err := c.Copy(ctx, d, dstRepo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.DigestStr() != d.DigestStr() {
+				t.Fatalf("digest changed: %s -> %s", d.DigestStr(), out.DigestStr())
+			}
+			got, err := c.Bundles(ctx, dstRepo.Digest(r.Manifests[1].Digest), "https://example.com/p")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Digest != ref {
+				t.Fatalf("referrer not copied: %+v", got)
+			}
+			if other, _ := c.Bundles(ctx, dstRepo.Digest(r.Manifests[1].Digest), "https://example.com/other"); len(other) != 0 {
+				t.Fatalf("predicate filter ignored: %+v", other)
+			}
+			// No tag exists until Tag; re-tagging is a no-op.
+			if d, _ := c.TagDigest(ctx, dstRepo.Tag("v1")); d != "" {
+				t.Fatalf("copy applied a tag: %s", d)
+			}
+			for i := 0; i < 2; i++ {
+				if err := c.Tag(ctx, out, "v1"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if d, _ := c.TagDigest(ctx, dstRepo.Tag("v1")); d != out.DigestStr() {
+				t.Fatalf("tag points at %q", d)
+			}
+			// A second copy changes nothing and still succeeds.
+			if _, err := c.Copy(ctx, d, dstRepo); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := c.Bundles(ctx, dstRepo.Digest(r.Manifests[1].Digest), ""); len(got) != 1 {
+				t.Fatalf("re-copy duplicated referrers: %d", len(got))
+			}
+		})
+	}
+}
+
+func TestTagRefusesMissingDigest(t *testing.T) {
+	reg := newRegistry(t, true)
+	c := newClient(t)
+	d := mustRepo(t, reg+"/x").Digest("sha256:" + strings.Repeat("0", 64))
+	if err := c.Tag(context.Background(), d, "v1"); err == nil || !strings.Contains(err.Error(), "not in the repository") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestSandboxSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	sb, err := StartSandbox(ctx, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := sb.Addr()
+	c := newClient(t)
+	repo := mustRepo(t, addr+"/example/app")
+	d, err := c.Write(ctx, repo, twoPlatformIndex(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Tag(ctx, d, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	sb.Close()
+
+	sb2, err := StartSandbox(ctx, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb2.Close()
+	if sb2.Addr() != addr {
+		t.Fatalf("sandbox moved from %s to %s", addr, sb2.Addr())
+	}
+	if ok, err := c.Exists(ctx, d); err != nil || !ok {
+		t.Fatalf("index lost across restart: %v %v", ok, err)
+	}
+	if got, _ := c.TagDigest(ctx, repo.Tag("v1")); got != d.DigestStr() {
+		t.Fatalf("tag lost across restart: %q", got)
+	}
+	r, err := c.Resolve(ctx, d)
+	if err != nil || len(r.Manifests) != 2 {
+		t.Fatalf("resolve after restart: %+v %v", r, err)
+	}
+}
+
+func TestSandboxRepairsTornJournal(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	sb, err := StartSandbox(ctx, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t)
+	img, _ := random.Image(64, 1)
+	d, err := c.Write(ctx, mustRepo(t, sb.Addr()+"/a"), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.journal.Write([]byte(`{"method":"PUT","pa`)) // a write cut off by a kill
+	sb.Close()
+	sb2, err := StartSandbox(ctx, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb2.Close()
+	if ok, _ := c.Exists(ctx, d); !ok {
+		t.Fatal("manifest before the torn line was lost")
+	}
+	img2, _ := random.Image(64, 1)
+	if _, err := c.Write(ctx, mustRepo(t, sb2.Addr()+"/a"), img2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWriteGuard(t *testing.T) {
+	var hits int
+	rt := WriteGuard(roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		hits++
+		return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
+	}))
+	tests := []struct {
+		method, url string
+		allowed     bool
+	}{
+		{"GET", "https://ghcr.io/v2/", true},
+		{"HEAD", "https://ghcr.io/v2/x/manifests/latest", true},
+		{"PUT", "https://ghcr.io/v2/x/manifests/latest", false},
+		{"POST", "https://user:pw@10.0.0.1/v2/x/blobs/uploads/", false},
+		{"PATCH", "http://127.0.0.1:5000/v2/x/blobs/uploads/1", true},
+		{"PUT", "http://localhost:5000/v2/x/manifests/v1", true},
+		{"DELETE", "http://[::1]:5000/v2/x/manifests/v1", true},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(tt.method, tt.url, nil)
+		_, err := rt.RoundTrip(req)
+		var ge *WriteGuardError
+		if tt.allowed != (err == nil) || (!tt.allowed && !errors.As(err, &ge)) {
+			t.Errorf("%s %s: err = %v, allowed = %v", tt.method, tt.url, err, tt.allowed)
+		}
+		if err != nil && strings.Contains(err.Error(), "pw") {
+			t.Errorf("guard error leaks credentials: %v", err)
+		}
+	}
+	if hits != 5 {
+		t.Errorf("%d requests reached the network, want 5", hits)
+	}
+}
+
+func TestUserAgent(t *testing.T) {
+	var got string
+	rt := UserAgent(roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		got = r.Header.Get("User-Agent")
+		return &http.Response{StatusCode: 200, Body: http.NoBody}, nil
+	}), "relay/x (correlation_id=c1)")
+	req, _ := http.NewRequest("GET", "http://127.0.0.1/", nil)
+	rt.RoundTrip(req)
+	if got != "relay/x (correlation_id=c1)" || req.Header.Get("User-Agent") != "" {
+		t.Fatalf("ua %q; caller's request modified: %q", got, req.Header.Get("User-Agent"))
+	}
+}
+
+func TestOptionsValidated(t *testing.T) {
+	if _, err := New(WithJobs(0)); err == nil {
+		t.Error("jobs 0 accepted")
+	}
+	if _, err := New(WithLogger(nil)); err == nil {
+		t.Error("nil logger accepted")
+	}
+	if _, err := New(WithTransport(nil)); err == nil {
+		t.Error("nil transport accepted")
+	}
+}
+
+func mustRepo(t *testing.T, s string) name.Repository {
+	t.Helper()
+	r, err := name.NewRepository(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
