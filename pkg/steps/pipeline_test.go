@@ -1,0 +1,204 @@
+package steps
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"encoding/json"
+	"io"
+	"log"
+	"math/rand"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/relaydev/relay/pkg/attest"
+	"github.com/relaydev/relay/pkg/build"
+	"github.com/relaydev/relay/pkg/config"
+	"github.com/relaydev/relay/pkg/oci"
+	"github.com/relaydev/relay/pkg/release"
+	"github.com/relaydev/relay/pkg/source"
+)
+
+// fakeBuilder pushes a seeded two-platform index: the steps after build only see digests.
+type fakeBuilder struct{ client *oci.Client }
+
+func (fakeBuilder) Name() string { return "fake" }
+func (f fakeBuilder) Build(ctx context.Context, req build.Request) (*build.Result, error) {
+	var adds []mutate.IndexAddendum
+	for i, p := range req.Image.Platforms {
+		img, err := random.Image(128, 1, random.WithSource(rand.New(rand.NewSource(int64(i+7)))))
+		if err != nil {
+			return nil, err
+		}
+		plat, _ := v1.ParsePlatform(p)
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: plat}})
+	}
+	idx := mutate.IndexMediaType(mutate.AppendManifests(empty.Index, adds...), types.OCIImageIndex)
+	d, err := f.client.Write(ctx, req.Repository, idx)
+	if err != nil {
+		return nil, err
+	}
+	r, err := f.client.Resolve(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return &build.Result{Ref: d.String(), Digest: r.Digest, MediaType: r.MediaType, Platforms: r.Manifests, Builder: "fake", RunID: "run-1", Log: []byte("log\n")}, nil
+}
+
+type fakeSBOM struct{ calls int }
+
+func (f *fakeSBOM) Generate(_ context.Context, ref name.Digest) (map[string][]byte, error) {
+	f.calls++
+	return map[string][]byte{
+		"spdx-json":      []byte(`{"spdxVersion":"SPDX-2.3","name":"` + ref.DigestStr() + `"}`),
+		"cyclonedx-json": []byte(`{"bomFormat":"CycloneDX","specVersion":"1.6"}`),
+	}, nil
+}
+
+func pipelineEnv(t *testing.T) (*Env, *fakeSBOM, string) {
+	t.Helper()
+	srv := httptest.NewServer(registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	cfg, err := config.Parse("relay.yaml", t.TempDir(), []byte(`version: 1
+source: {repo: ., ref: v1.0.0}
+builder: {kind: local, registry: build.example.com/b}
+images:
+  - name: app
+    platforms: [linux/amd64, linux/arm64]
+    local: {go: {main: .}}
+    targets: [ghcr.io/acme/app, docker.io/acme/app]
+    tags: ["{{ .Version }}"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, _ := oci.New()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.New(rand.NewSource(3)))
+	signer, _ := attest.NewKeySigner(k)
+	tm, _ := signer.TrustedMaterial()
+	ver, _ := attest.NewKeyVerifier(tm)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "dist")
+	pub, _ := release.NewDir(out, nil)
+	var logs bytes.Buffer
+	env := testEnv(t, &logs)
+	sb := &fakeSBOM{}
+	env.Config, env.Mode, env.Registry, env.Builder = cfg, ModeLocal, client, fakeBuilder{client}
+	env.Signer, env.Trust, env.Verifier, env.SBOM, env.Publisher = signer, tm, ver, sb, pub
+	env.StateDir, env.Jobs, env.CorrelationID, env.RunnerName, env.Version = dir, 2, "cid-1", "runner-1", "test"
+	env.MapRepository = func(s string) (name.Repository, error) { return name.NewRepository(host + "/" + s) }
+	return env, sb, out
+}
+
+func TestPipelineAfterCheckout(t *testing.T) {
+	ctx := context.Background()
+	env, sb, out := pipelineEnv(t)
+	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
+	st.markDone(StepRecord{Name: "checkout"})
+	statePath := filepath.Join(env.StateDir, "state.json")
+	x := &Executor{Env: env, StatePath: statePath}
+	if err := x.Run(ctx, All(), st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Copies) != 2 || st.Copies[0].Digest != st.Builds[0].Digest {
+		t.Fatalf("copies %+v", st.Copies)
+	}
+	// index + 2 platforms signed; 2 platforms x 2 formats; one provenance.
+	if len(st.Signatures) != 3 || len(st.SBOMs) != 4 || len(st.Provenance) != 1 || sb.calls != 2 {
+		t.Fatalf("sig %d sbom %d prov %d syft calls %d", len(st.Signatures), len(st.SBOMs), len(st.Provenance), sb.calls)
+	}
+	if st.Verification.Checked != 2*(3+4+1) {
+		t.Fatalf("verified %d checks", st.Verification.Checked)
+	}
+	lockRaw, err := os.ReadFile(filepath.Join(out, "images.lock.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lock release.Lock
+	json.Unmarshal(lockRaw, &lock)
+	if len(lock.Images) != 2 || len(lock.Images[0].Referrers) != 8 || lock.Images[0].Tags[0] != "v1.0.0" {
+		t.Fatalf("lock %+v", lock)
+	}
+	for _, im := range lock.Images {
+		d, _ := name.NewDigest(im.Reference)
+		if ok, err := env.Registry.Exists(ctx, d); !ok || err != nil {
+			t.Fatalf("%s does not resolve: %v", im.Reference, err)
+		}
+		if got, _ := env.Registry.TagDigest(ctx, d.Context().Tag("v1.0.0")); got != im.Digest {
+			t.Fatalf("tag of %s points at %q", im.Repository, got)
+		}
+	}
+
+	// A forced re-run of every step converges: no new referrers, no new syft run.
+	before := referrerCount(t, env, st)
+	x.Force = true
+	if err := x.Run(ctx, All()[1:], st); err != nil {
+		t.Fatal(err)
+	}
+	if after := referrerCount(t, env, st); after != before {
+		t.Fatalf("re-run added referrers: %d -> %d", before, after)
+	}
+	if sb.calls != 2 {
+		t.Fatalf("re-run catalogued again: %d calls", sb.calls)
+	}
+	for _, a := range st.Signatures {
+		if !a.Reused {
+			t.Fatalf("signature not reused on re-run: %+v", a)
+		}
+	}
+}
+
+func TestVerifyFailsWithoutSignature(t *testing.T) {
+	ctx := context.Background()
+	env, _, _ := pipelineEnv(t)
+	st := NewState(ModeLocal, Inputs{}, "c", time.Unix(0, 0))
+	st.Source = &source.Result{Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
+	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "s.json")}
+	if err := x.Run(ctx, []Step{Build{}, Copy{}, SBOM{}, Provenance{}}, st); err != nil {
+		t.Fatal(err)
+	}
+	err := x.Run(ctx, []Step{Verify{}}, st)
+	if err == nil || !strings.Contains(err.Error(), "no https://sigstore.dev/cosign/sign/v1 attached") {
+		t.Fatalf("verify passed without signatures: %v", err)
+	}
+	// Signed by a key the verifier does not trust: still rejected.
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.New(rand.NewSource(99)))
+	env.Signer, _ = attest.NewKeySigner(k)
+	if err := x.Run(ctx, []Step{Sign{}}, st); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Run(ctx, []Step{Verify{}}, st); err == nil || !strings.Contains(err.Error(), "no valid") {
+		t.Fatalf("verify accepted an untrusted key: %v", err)
+	}
+}
+
+func referrerCount(t *testing.T, env *Env, st *State) int {
+	t.Helper()
+	n := 0
+	for _, c := range st.Copies {
+		repo, _ := name.NewRepository(c.Repository)
+		for _, d := range digestsOf(c) {
+			refs, err := env.Registry.Referrers(context.Background(), repo.Digest(d.digest))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(refs)
+		}
+	}
+	return n
+}
