@@ -12,6 +12,7 @@ import (
 	"time"
 
 	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
@@ -74,24 +75,15 @@ func Checkout(ctx context.Context, logger *slog.Logger, opts Options) (*Result, 
 	}
 	var repo *git.Repository
 	var err error
-	isHash := plumbing.IsHash(opts.Ref)
-	if !isHash {
-		for _, rn := range []plumbing.ReferenceName{plumbing.NewTagReferenceName(opts.Ref), plumbing.NewBranchReferenceName(opts.Ref)} {
-			co.ReferenceName = rn
-			repo, err = git.PlainCloneContext(ctx, opts.Dir, false, co)
-			if err == nil {
-				break
-			}
-			_ = os.RemoveAll(opts.Dir)
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if !isRefNotFound(err) {
-				return nil, fmt.Errorf("cloning %s: %w", redactURL(opts.Repo), err)
-			}
+	if !plumbing.IsHash(opts.Ref) {
+		rn, err := ResolveRef(ctx, opts)
+		if err != nil {
+			return nil, err
 		}
-		if repo == nil {
-			return nil, &NotFoundError{Repo: redactURL(opts.Repo), Ref: opts.Ref}
+		co.ReferenceName = rn
+		repo, err = git.PlainCloneContext(ctx, opts.Dir, false, co)
+		if err != nil {
+			return nil, fmt.Errorf("cloning %s at %s: %w", redactURL(opts.Repo), opts.Ref, err)
 		}
 	} else {
 		co.Depth, co.SingleBranch = 0, false
@@ -113,6 +105,28 @@ func Checkout(ctx context.Context, logger *slog.Logger, opts Options) (*Result, 
 	}
 	logger.Info("checked out", "repo", redactURL(opts.Repo), "ref", opts.Ref, "commit", r.Commit)
 	return r, nil
+}
+
+// ResolveRef finds the tag or branch named opts.Ref in the remote without cloning.
+func ResolveRef(ctx context.Context, opts Options) (plumbing.ReferenceName, error) {
+	rem := git.NewRemote(nil, &config.RemoteConfig{Name: "origin", URLs: []string{opts.Repo}})
+	lo := &git.ListOptions{}
+	if opts.Token != "" {
+		lo.Auth = &githttp.BasicAuth{Username: "x-access-token", Password: opts.Token}
+	}
+	refs, err := rem.ListContext(ctx, lo)
+	if err != nil {
+		return "", fmt.Errorf("listing refs of %s: %w", redactURL(opts.Repo), err)
+	}
+	want := []plumbing.ReferenceName{plumbing.NewTagReferenceName(opts.Ref), plumbing.NewBranchReferenceName(opts.Ref)}
+	for _, w := range want {
+		for _, r := range refs {
+			if r.Name() == w {
+				return w, nil
+			}
+		}
+	}
+	return "", &NotFoundError{Repo: redactURL(opts.Repo), Ref: opts.Ref}
 }
 
 func open(opts Options) (*Result, error) {
@@ -192,11 +206,6 @@ func describe(repo *git.Repository, opts Options) (*Result, error) {
 		})
 	}
 	return r, nil
-}
-
-func isRefNotFound(err error) bool {
-	return errors.Is(err, plumbing.ErrReferenceNotFound) || strings.Contains(err.Error(), "couldn't find remote ref") ||
-		strings.Contains(err.Error(), "reference not found")
 }
 
 func isLocal(repo string) bool {
