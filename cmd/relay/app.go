@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -56,7 +57,14 @@ func exitCode(err error) int {
 // run is main without the process: tests call it with their own args, streams and env.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	app := newApp(stdout, stderr, getenv)
+	var notFound error
+	app.CommandNotFound = func(c *cli.Context, cmd string) {
+		notFound = &usageError{fmt.Errorf("unknown command %q: see relay --help", cmd)}
+	}
 	err := app.RunContext(ctx, args)
+	if err == nil {
+		err = notFound
+	}
 	if err == nil && ctx.Err() != nil {
 		err = steps.ErrInterrupted
 	}
@@ -69,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	return exitOK
 }
 
-func commonFlags(getenv func(string) string) []cli.Flag {
+func commonFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "relay.yaml", EnvVars: []string{"RELAY_CONFIG"}, Usage: "relay.yaml to read"},
 		&cli.StringFlag{Name: "state", Value: ".relay/state.json", EnvVars: []string{"RELAY_STATE"}, Usage: "state file; the checkout, bundles and SBOMs live beside it"},
@@ -83,7 +91,7 @@ func commonFlags(getenv func(string) string) []cli.Flag {
 }
 
 func newApp(stdout, stderr io.Writer, getenv func(string) string) *cli.App {
-	common := commonFlags(getenv)
+	common := commonFlags()
 	runFlags := append(append([]cli.Flag(nil), common...),
 		&cli.StringSliceFlag{Name: "only", EnvVars: []string{"RELAY_ONLY"}, Usage: "run only these steps (comma-separated), in pipeline order"},
 		&cli.BoolFlag{Name: "restart", EnvVars: []string{"RELAY_RESTART"}, Usage: "ignore the saved state and start over"},
@@ -116,8 +124,16 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 				Flags:        runFlags,
 				OnUsageError: usageErr,
 				Action: func(c *cli.Context) error {
-					only := splitList(c.StringSlice("only"))
-					return runPipeline(c.Context, options(c, stdout, stderr, getenv), only, c.Bool("restart"), false)
+					o, err := options(c, stdout, stderr, getenv)
+					if err != nil {
+						return err
+					}
+					f := flagReader{c: c, getenv: getenv}
+					only, restart := f.list("only"), f.bool("restart")
+					if f.err != nil {
+						return f.err
+					}
+					return runPipeline(c.Context, o, only, restart, false)
 				},
 			},
 			{
@@ -127,7 +143,11 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 				Flags:        common,
 				OnUsageError: usageErr,
 				Action: func(c *cli.Context) error {
-					return planCmd(c.Context, options(c, stdout, stderr, getenv))
+					o, err := options(c, stdout, stderr, getenv)
+					if err != nil {
+						return err
+					}
+					return planCmd(c.Context, o)
 				},
 			},
 			{
@@ -139,9 +159,6 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 					return nil
 				},
 			},
-		},
-		CommandNotFound: func(c *cli.Context, cmd string) {
-			fmt.Fprintf(stderr, "relay: unknown command %q: see relay --help\n", cmd)
 		},
 	}
 	for _, s := range steps.All() {
@@ -157,7 +174,11 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 				if c.Args().Len() > 0 {
 					return &usageError{fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
 				}
-				return runPipeline(c.Context, options(c, stdout, stderr, getenv), []string{name}, false, true)
+				o, err := options(c, stdout, stderr, getenv)
+				if err != nil {
+					return err
+				}
+				return runPipeline(c.Context, o, []string{name}, false, true)
 			},
 		})
 	}
@@ -204,12 +225,70 @@ type Options struct {
 	Getenv    func(string) string
 }
 
-func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) string) Options {
-	return Options{
-		Config: c.String("config"), State: c.String("state"), Local: c.Bool("local"), DryRun: c.Bool("dry-run"),
-		Out: c.String("out"), LogFormat: c.String("log-format"), LogLevel: c.String("log-level"), Jobs: c.Int("jobs"),
+func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) string) (Options, error) {
+	f := flagReader{c: c, getenv: getenv}
+	o := Options{
+		Config: f.str("config"), State: f.str("state"), Local: f.bool("local"), DryRun: f.bool("dry-run"),
+		Out: f.str("out"), LogFormat: f.str("log-format"), LogLevel: f.str("log-level"), Jobs: f.int("jobs"),
 		Stdout: stdout, Stderr: stderr, Getenv: getenv,
 	}
+	return o, f.err
+}
+
+// flagReader reads a flag, falling back to RELAY_<NAME> through the injected getenv, so
+// tests (and embedders) control the environment without touching the process's.
+type flagReader struct {
+	c      *cli.Context
+	getenv func(string) string
+	err    error
+}
+
+func envName(flag string) string {
+	return "RELAY_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func (f *flagReader) env(name string) (string, bool) {
+	if f.c.IsSet(name) {
+		return "", false
+	}
+	v := f.getenv(envName(name))
+	return v, v != ""
+}
+
+func (f *flagReader) str(name string) string {
+	if v, ok := f.env(name); ok {
+		return v
+	}
+	return f.c.String(name)
+}
+
+func (f *flagReader) bool(name string) bool {
+	if v, ok := f.env(name); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil && f.err == nil {
+			f.err = &usageError{fmt.Errorf("%s=%q is not a boolean: use true or false", envName(name), v)}
+		}
+		return b
+	}
+	return f.c.Bool(name)
+}
+
+func (f *flagReader) int(name string) int {
+	if v, ok := f.env(name); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil && f.err == nil {
+			f.err = &usageError{fmt.Errorf("%s=%q is not a whole number", envName(name), v)}
+		}
+		return n
+	}
+	return f.c.Int(name)
+}
+
+func (f *flagReader) list(name string) []string {
+	if v, ok := f.env(name); ok {
+		return splitList([]string{v})
+	}
+	return splitList(f.c.StringSlice(name))
 }
 
 func newLogger(o Options, red *logging.Redactor) (*slog.Logger, string, error) {

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), append([]string{"relay"}, args...), &out, &errb, func(k string) string { return env[k] })
+	return code, out.String(), errb.String()
+}
+
+const goodConfig = `version: 1
+source: {repo: ., ref: v0.1.0}
+builder: {kind: local, registry: registry.example.com/build}
+images:
+  - name: hello
+    local: {go: {main: .}}
+    targets: [ghcr.io/acme/hello]
+`
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "relay.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBadConfigExitsTwo(t *testing.T) {
+	tests := []struct {
+		name, body string
+		want       []string
+	}{
+		{"unknown key", strings.Replace(goodConfig, "source:", "sourc:", 1), []string{`unknown key "sourc"`, ":2:"}},
+		{"missing image", strings.Split(goodConfig, "images:")[0], []string{"no image to build"}},
+		{"malformed reference", strings.Replace(goodConfig, "ghcr.io/acme/hello", "ghcr.io/acme/hello@sha256:xyz", 1), []string{"not a valid repository", "tags go under"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := writeConfig(t, tt.body)
+			out := filepath.Join(filepath.Dir(cfg), "dist")
+			state := filepath.Join(filepath.Dir(cfg), ".relay", "state.json")
+			code, stdout, stderr := runCLI(t, nil, "run", "--local", "--config", cfg, "--out", out, "--state", state)
+			if code != exitUsage {
+				t.Fatalf("exit %d, want 2; stderr: %s", code, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr does not mention %q: %s", w, stderr)
+				}
+			}
+			if !strings.Contains(stderr, "fix:") {
+				t.Errorf("no fix offered: %s", stderr)
+			}
+			if stdout != "" {
+				t.Errorf("something was claimed on stdout: %q", stdout)
+			}
+			for _, p := range []string{out, state} {
+				if _, err := os.Stat(p); !os.IsNotExist(err) {
+					t.Errorf("%s was written by a failed config", p)
+				}
+			}
+		})
+	}
+	t.Run("unreadable file", func(t *testing.T) {
+		code, _, stderr := runCLI(t, nil, "plan", "--config", filepath.Join(t.TempDir(), "nope.yaml"))
+		if code != exitUsage || !strings.Contains(stderr, "cannot read config") {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+	})
+}
+
+func TestUsageErrors(t *testing.T) {
+	cfg := writeConfig(t, goodConfig)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--bogus"}, "flag provided but not defined"},
+		{[]string{"run", "--only", "deploy", "--config", cfg}, `unknown step "deploy"`},
+		{[]string{"run", "--log-format", "xml", "--config", cfg}, "unknown log format"},
+		{[]string{"run", "--jobs", "0", "--config", cfg}, "--jobs must be at least 1"},
+		{[]string{"sign", "extra"}, "takes no arguments"},
+		{[]string{"run", "--local", "--dry-run", "--config", cfg, "--state", filepath.Join(t.TempDir(), "s.json")}, "cannot be combined"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runCLI(t, nil, tt.args...)
+		if code != exitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}
+
+func TestMissingInputExitsThree(t *testing.T) {
+	cfg := writeConfig(t, goodConfig)
+	dir := t.TempDir()
+	code, _, stderr := runCLI(t, nil, "sign", "--local", "--config", cfg, "--state", filepath.Join(dir, "state.json"), "--out", filepath.Join(dir, "dist"))
+	if code != exitMissing || !strings.Contains(stderr, "missing the copies of hello (step copy)") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
+
+func TestEnvironmentVariablesSetFlags(t *testing.T) {
+	cfg := writeConfig(t, goodConfig)
+	dir := t.TempDir()
+	env := map[string]string{"RELAY_CONFIG": cfg, "RELAY_STATE": filepath.Join(dir, "s.json"), "RELAY_LOCAL": "true", "RELAY_LOG_FORMAT": "text", "RELAY_OUT": filepath.Join(dir, "out")}
+	code, stdout, stderr := runCLI(t, env, "plan")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, w := range []string{"relay plan for " + cfg, "--local", "1. checkout", "8. release", "sandbox", filepath.Join(dir, "out")} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("plan output lacks %q:\n%s", w, stdout)
+		}
+	}
+}
+
+func TestRealRunRefusesLocalState(t *testing.T) {
+	cfg := writeConfig(t, strings.Replace(goodConfig, "version: 1", "version: 1\nsigning: {mode: keyless}", 1))
+	state := filepath.Join(t.TempDir(), "state.json")
+	os.WriteFile(state, []byte(`{"version":1,"mode":"local","inputs":{},"completed":[{"name":"checkout"}]}`), 0o644)
+	code, _, stderr := runCLI(t, nil, "run", "--config", cfg, "--state", state)
+	if code != exitUsage || !strings.Contains(stderr, "made by relay run --local") || !strings.Contains(stderr, "--restart") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	code, stdout, _ := runCLI(t, nil, "--help")
+	if code != 0 || !strings.Contains(stdout, "relay run --local") || !strings.Contains(stdout, "RELAY_") || !strings.Contains(stdout, "130 interrupted") {
+		t.Fatalf("help:\n%s", stdout)
+	}
+	for _, cmd := range append([]string{"run", "plan"}, "checkout", "release") {
+		code, stdout, _ := runCLI(t, nil, cmd, "--help")
+		if code != 0 || !strings.Contains(stdout, "relay "+cmd) || !strings.Contains(stdout, "RELAY_STATE") {
+			t.Errorf("%s --help:\n%s", cmd, stdout)
+		}
+	}
+	code, stdout, _ = runCLI(t, nil, "version")
+	if code != 0 || !strings.HasPrefix(stdout, "relay ") {
+		t.Fatalf("version: %q", stdout)
+	}
+	code, _, stderr := runCLI(t, nil, "deploy")
+	if code != exitUsage || !strings.Contains(stderr, `unknown command "deploy"`) {
+		t.Fatalf("unknown command: exit %d %q", code, stderr)
+	}
+}
