@@ -128,7 +128,7 @@ func parseLogs(t *testing.T, stderr string) []map[string]any {
 	return recs
 }
 
-func TestLocalReleaseOfExample(t *testing.T) {
+func TestE2ELocalReleaseOfExample(t *testing.T) {
 	dir := exampleCopy(t)
 	r := runRelay(t, dir, "run", "--local")
 	if r.code != 0 {
@@ -185,7 +185,7 @@ func TestLocalReleaseOfExample(t *testing.T) {
 	}
 }
 
-func TestSIGTERMDuringSBOMResumes(t *testing.T) {
+func TestE2ESIGTERMDuringSBOMResumes(t *testing.T) {
 	dir := exampleCopy(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

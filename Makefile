@@ -1,0 +1,38 @@
+# relay's build, test and benchmark entry points. CI runs `make test` (see .ci/run).
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: all build test test-unit test-integration bench lint clean
+
+all: build
+
+## build: the static relay binary in bin/relay
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/relay ./cmd/relay
+
+## test: everything CI runs: unit tests and the integration tier, race detector on
+test: lint
+	CGO_ENABLED=1 $(GO) test -race -count=1 -tags integration -timeout 30m ./...
+
+## test-unit: the fast tier; needs nothing but Go (plain `go test ./...` runs the same tests)
+test-unit:
+	CGO_ENABLED=1 $(GO) test -race -short ./...
+
+## test-integration: only the end-to-end and real-component tests
+test-integration:
+	CGO_ENABLED=1 $(GO) test -race -count=1 -tags integration -timeout 30m -run 'E2E|Integration' ./...
+
+## bench: measures relay run --local on the example and rewrites docs/benchmarks.md
+bench: build
+	scripts/bench.sh bin/relay docs/benchmarks.md
+
+## lint: formatting and vet, for both build tiers
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './examples/*/vendor/*')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+
+clean:
+	rm -rf bin dist .relay examples/hello/.relay examples/hello/dist
