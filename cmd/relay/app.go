@@ -109,11 +109,11 @@ re-run resumes where the last one stopped. Tags are applied last: until release 
 nothing is reachable by tag. Every flag also reads RELAY_<NAME> (e.g. RELAY_LOCAL=true).
 
 Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130 interrupted.`,
-		Writer:          stdout,
-		ErrWriter:       stderr,
-		HideVersion:     true,
-		ExitErrHandler:  func(*cli.Context, error) {}, // exit codes are decided in run, never os.Exit here
-		OnUsageError:    func(_ *cli.Context, err error, _ bool) error { return &usageError{err} },
+		Writer:         stdout,
+		ErrWriter:      stderr,
+		HideVersion:    true,
+		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are decided in run, never os.Exit here
+		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return &usageError{err} },
 		Commands: []*cli.Command{
 			{
 				Name:  "run",

@@ -25,9 +25,9 @@ import (
 
 	cdx "github.com/CycloneDX/cyclonedx-go"
 	"github.com/google/go-containerregistry/pkg/name"
-	spdxjson "github.com/spdx/tools-golang/json"
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/verify"
+	spdxjson "github.com/spdx/tools-golang/json"
 
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/oci"
@@ -442,4 +442,3 @@ func referrers(t *testing.T, dir string, lock release.Lock) []string {
 	sort.Strings(out)
 	return out
 }
-

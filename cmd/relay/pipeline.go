@@ -99,6 +99,14 @@ func planCmd(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	want := steps.ModeRelease
+	if o.Local {
+		want = steps.ModeLocal
+	}
+	if st != nil && st.Mode != want && !(o.DryRun && st.Mode == steps.ModeRelease) {
+		fmt.Fprintf(o.Stdout, "(state %s was made by a %s run; planning from the start)\n", o.State, st.Mode)
+		st = nil
+	}
 	if st == nil {
 		st = steps.NewState(steps.ModeDryRun, steps.Inputs{}, cid, nowUTC())
 	}
@@ -134,6 +142,26 @@ func planCmd(ctx context.Context, o Options) error {
 	if missingTotal > 0 {
 		fmt.Fprintf(o.Stdout, "%d input(s) missing\n", missingTotal)
 	}
+	if !o.DryRun {
+		return nil
+	}
+	fmt.Fprintf(o.Stdout, "\nchecks (read-only):\n")
+	failed := 0
+	for _, f := range steps.Preflight(ctx, w.env) {
+		mark := "ok  "
+		if !f.OK {
+			mark = "FAIL"
+			failed++
+		}
+		fmt.Fprintf(o.Stdout, "  %s %s: %s\n", mark, f.Check, f.Note)
+	}
+	if ctx.Err() != nil {
+		return steps.ErrInterrupted
+	}
+	if failed > 0 {
+		return fmt.Errorf("dry run: %d check(s) failed; nothing was written", failed)
+	}
+	fmt.Fprintln(o.Stdout, "dry run: every check passed; nothing was written")
 	return nil
 }
 

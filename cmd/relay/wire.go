@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	git "github.com/go-git/go-git/v5"
+	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/attest/sbom"

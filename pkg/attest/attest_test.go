@@ -76,8 +76,8 @@ func TestSignVerify(t *testing.T) {
 	tampered := tamper(t, good)
 	tests := []struct {
 		name, digest, pt string
-		bundle            []byte
-		want              string
+		bundle           []byte
+		want             string
 	}{
 		{"other digest", digestB, PredicateSPDX, good, "verifying bundle"},
 		{"other predicate", digestA, PredicateSLSA, good, "another predicate type"},

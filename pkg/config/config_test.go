@@ -52,9 +52,11 @@ func TestParseErrors(t *testing.T) {
 		contains []string
 	}{
 		{"unknown key", func(s string) string { return strings.Replace(s, "    tags:", "    tagz: [x]\n    tags:", 1) }, 14, []string{`unknown key "tagz"`, "image", "docs/config.md"}},
-		{"unknown top-level key", func(s string) string { return s + "extra: 1\n" }, 18-1, []string{`unknown key "extra"`}},
+		{"unknown top-level key", func(s string) string { return s + "extra: 1\n" }, 18 - 1, []string{`unknown key "extra"`}},
 		{"no images", func(s string) string { return s[:strings.Index(s, "images:")] + "release:\n  target: dir\n" }, 0, []string{"no image to build", "images:"}},
-		{"malformed target", func(s string) string { return strings.Replace(s, "ghcr.io/example/hello", "ghcr.io/Example/hello:latest", 1) }, 13, []string{"target", "not a valid repository"}},
+		{"malformed target", func(s string) string {
+			return strings.Replace(s, "ghcr.io/example/hello", "ghcr.io/Example/hello:latest", 1)
+		}, 13, []string{"target", "not a valid repository"}},
 		{"bad platform", func(s string) string { return strings.Replace(s, "linux/arm64", "linux", 1) }, 10, []string{`platform "linux"`}},
 		{"wrong version", func(s string) string { return strings.Replace(s, "version: 1", "version: 7", 1) }, 1, []string{"schema version 7", "version: 1"}},
 		{"missing ref", func(s string) string { return strings.Replace(s, "  ref: v1.0.0\n", "", 1) }, 2, []string{"source.ref is missing"}},
@@ -62,7 +64,9 @@ func TestParseErrors(t *testing.T) {
 		{"bad sbom format", func(s string) string { return s + "sbom:\n  formats: [spdx-tag]\n" }, 18, []string{`unknown SBOM format "spdx-tag"`}},
 		{"github without repo", func(s string) string { return strings.Replace(s, "target: dir", "target: github", 1) }, 15, []string{"release.github.repository"}},
 		{"bad tag", func(s string) string { return strings.Replace(s, "latest]", "-bad]", 1) }, 14, []string{`tag "-bad"`}},
-		{"wrong type", func(s string) string { return strings.Replace(s, "platforms: [linux/amd64, linux/arm64]", "platforms: linux/amd64", 1) }, 10, []string{"cannot unmarshal"}},
+		{"wrong type", func(s string) string {
+			return strings.Replace(s, "platforms: [linux/amd64, linux/arm64]", "platforms: linux/amd64", 1)
+		}, 10, []string{"cannot unmarshal"}},
 		{"local missing", func(s string) string { return strings.Replace(s, "    local:\n      go: {main: .}\n", "", 1) }, 9, []string{"no `local:` build settings"}},
 		{"duplicate image", func(s string) string {
 			i := strings.Index(s, "  - name: hello")
