@@ -1,0 +1,131 @@
+package sbom
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// pushGoBinaryImage pushes an image holding the bundled example built by `go build`: a
+// real Go binary whose build info lists its vendored dependency.
+func pushGoBinaryImage(t *testing.T) name.Digest {
+	t.Helper()
+	exe := filepath.Join(t.TempDir(), "hello")
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", exe, ".")
+	cmd.Dir = "../../../examples/hello"
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the example: %v\n%s", err, out)
+	}
+	bin, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "app", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg})
+	tw.Write(bin)
+	tw.Close()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://") + "/app")
+	h, _ := img.Digest()
+	ref := repo.Digest(h.String())
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+func TestGenerateFromRegistry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("catalogs a large binary")
+	}
+	ref := pushGoBinaryImage(t)
+	g, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := g.Generate(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spdx struct {
+		SPDXVersion string `json:"spdxVersion"`
+		Packages    []struct {
+			Name    string `json:"name"`
+			Version string `json:"versionInfo"`
+		} `json:"packages"`
+	}
+	if err := json.Unmarshal(docs[FormatSPDX], &spdx); err != nil {
+		t.Fatal(err)
+	}
+	var cdx struct {
+		SpecVersion string `json:"specVersion"`
+		Components  []struct {
+			Name    string `json:"name"`
+			Version string `json:"version"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(docs[FormatCycloneDX], &cdx); err != nil {
+		t.Fatal(err)
+	}
+	if spdx.SPDXVersion != "SPDX-2.3" || cdx.SpecVersion != "1.6" {
+		t.Fatalf("versions %q %q", spdx.SPDXVersion, cdx.SpecVersion)
+	}
+	found := 0
+	for _, p := range spdx.Packages {
+		if p.Name == "github.com/google/uuid" && p.Version == "v1.6.0" {
+			found++
+		}
+	}
+	for _, c := range cdx.Components {
+		if c.Name == "github.com/google/uuid" && c.Version == "v1.6.0" {
+			found++
+		}
+	}
+	if found != 2 {
+		t.Fatalf("github.com/google/uuid v1.6.0 not listed in both formats: %+v", spdx.Packages[:min(8, len(spdx.Packages))])
+	}
+
+	small, _ := New(Options{Budget: 1024})
+	_, err = small.Generate(context.Background(), ref)
+	var tl *TooLargeError
+	if !errors.As(err, &tl) || !strings.Contains(err.Error(), "catalogers") {
+		t.Fatalf("over budget: %v", err)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	if _, err := New(Options{Formats: []string{"spdx-tag"}}); err == nil {
+		t.Error("unknown format accepted")
+	}
+	if _, err := New(Options{Budget: HardCap + 1}); err == nil {
+		t.Error("budget over the hard cap accepted")
+	}
+}
