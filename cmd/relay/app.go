@@ -56,7 +56,12 @@ func exitCode(err error) int {
 
 // run is main without the process: tests call it with their own args, streams and env.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	app := newApp(stdout, stderr, getenv)
+	// Secrets are known before anything can print them, the final error line included.
+	red := logging.NewRedactor()
+	for _, k := range secretEnv {
+		red.Add(getenv(k))
+	}
+	app := newApp(stdout, stderr, getenv, red)
 	var notFound error
 	app.CommandNotFound = func(c *cli.Context, cmd string) {
 		notFound = &usageError{fmt.Errorf("unknown command %q: see relay --help", cmd)}
@@ -71,7 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err != nil {
 		code := exitCode(err)
 		// Step failures were logged where they happened; say the outcome once, plainly.
-		fmt.Fprintf(stderr, "relay: %v\n", err)
+		fmt.Fprintf(stderr, "relay: %s\n", red.Redact(err.Error()))
 		return code
 	}
 	return exitOK
@@ -90,7 +95,7 @@ func commonFlags() []cli.Flag {
 	}
 }
 
-func newApp(stdout, stderr io.Writer, getenv func(string) string) *cli.App {
+func newApp(stdout, stderr io.Writer, getenv func(string) string, red *logging.Redactor) *cli.App {
 	common := commonFlags()
 	runFlags := append(append([]cli.Flag(nil), common...),
 		&cli.StringSliceFlag{Name: "only", EnvVars: []string{"RELAY_ONLY"}, Usage: "run only these steps (comma-separated), in pipeline order"},
@@ -124,7 +129,7 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 				Flags:        runFlags,
 				OnUsageError: usageErr,
 				Action: func(c *cli.Context) error {
-					o, err := options(c, stdout, stderr, getenv)
+					o, err := options(c, stdout, stderr, getenv, red)
 					if err != nil {
 						return err
 					}
@@ -143,7 +148,7 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 				Flags:        common,
 				OnUsageError: usageErr,
 				Action: func(c *cli.Context) error {
-					o, err := options(c, stdout, stderr, getenv)
+					o, err := options(c, stdout, stderr, getenv, red)
 					if err != nil {
 						return err
 					}
@@ -174,7 +179,7 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 				if c.Args().Len() > 0 {
 					return &usageError{fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
 				}
-				o, err := options(c, stdout, stderr, getenv)
+				o, err := options(c, stdout, stderr, getenv, red)
 				if err != nil {
 					return err
 				}
@@ -223,14 +228,15 @@ type Options struct {
 	Stdout    io.Writer
 	Stderr    io.Writer
 	Getenv    func(string) string
+	Redactor  *logging.Redactor
 }
 
-func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) string) (Options, error) {
+func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) string, red *logging.Redactor) (Options, error) {
 	f := flagReader{c: c, getenv: getenv}
 	o := Options{
 		Config: f.str("config"), State: f.str("state"), Local: f.bool("local"), DryRun: f.bool("dry-run"),
 		Out: f.str("out"), LogFormat: f.str("log-format"), LogLevel: f.str("log-level"), Jobs: f.int("jobs"),
-		Stdout: stdout, Stderr: stderr, Getenv: getenv,
+		Stdout: red.Writer(stdout), Stderr: stderr, Getenv: getenv, Redactor: red,
 	}
 	return o, f.err
 }
@@ -291,7 +297,7 @@ func (f *flagReader) list(name string) []string {
 	return splitList(f.c.StringSlice(name))
 }
 
-func newLogger(o Options, red *logging.Redactor) (*slog.Logger, string, error) {
+func newLogger(o Options) (*slog.Logger, string, error) {
 	format := o.LogFormat
 	if format == "" {
 		format = "json"
@@ -305,7 +311,7 @@ func newLogger(o Options, red *logging.Redactor) (*slog.Logger, string, error) {
 	}
 	cid := logging.CorrelationID(o.Getenv)
 	l, err := logging.New(o.Stderr, logging.Options{
-		Format: format, Level: lvl, CorrelationID: cid, RunnerName: logging.RunnerName(o.Getenv), Redactor: red,
+		Format: format, Level: lvl, CorrelationID: cid, RunnerName: logging.RunnerName(o.Getenv), Redactor: o.Redactor,
 	})
 	if err != nil {
 		return nil, "", &usageError{err}

@@ -153,3 +153,26 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Fatalf("unknown command: exit %d %q", code, stderr)
 	}
 }
+
+func TestSecretsNeverPrinted(t *testing.T) {
+	// The repository URL carries a token and GITHUB_TOKEN is set; the source check fails
+	// (nothing listens on port 1), so the token would be in the error if not redacted.
+	cfg := writeConfig(t, strings.Replace(goodConfig, "repo: .", "repo: 'https://x-access-token:url-s3cr3t@127.0.0.1:1/acme/app.git'", 1))
+	dir := t.TempDir()
+	env := map[string]string{"GITHUB_TOKEN": "ghp_envs3cr3t"}
+	for _, format := range []string{"json", "text", "github"} {
+		code, stdout, stderr := runCLI(t, env, "run", "--dry-run", "--log-format", format, "--config", cfg, "--state", filepath.Join(dir, "s.json"))
+		if code != exitStepFailed {
+			t.Fatalf("%s: exit %d\n%s\n%s", format, code, stdout, stderr)
+		}
+		for _, secret := range []string{"url-s3cr3t", "ghp_envs3cr3t"} {
+			// Only an ::add-mask:: command may carry the value itself.
+			if strings.Contains(stdout, secret) || strings.Count(stderr, secret) != strings.Count(stderr, "::add-mask::"+secret+"\n") {
+				t.Errorf("%s: %s printed:\n%s\n%s", format, secret, stdout, stderr)
+			}
+		}
+		if format == "github" && !strings.Contains(stderr, "::add-mask::ghp_envs3cr3t") {
+			t.Errorf("github format did not mask the token:\n%s", stderr)
+		}
+	}
+}

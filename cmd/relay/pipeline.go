@@ -10,13 +10,11 @@ import (
 	"strings"
 
 	"github.com/relaydev/relay/pkg/config"
-	"github.com/relaydev/relay/pkg/logging"
 	"github.com/relaydev/relay/pkg/steps"
 )
 
 func runPipeline(ctx context.Context, o Options, only []string, restart, force bool) error {
-	red := logging.NewRedactor()
-	logger, cid, err := newLogger(o, red)
+	logger, cid, err := newLogger(o)
 	if err != nil {
 		return err
 	}
@@ -64,7 +62,7 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 		logger = logger.With("resumed_correlation_id", st.CorrelationID)
 	}
 
-	w, err := wire(ctx, o, cfg, logger, red, cid)
+	w, err := wire(ctx, o, cfg, logger, cid)
 	if err != nil {
 		return err
 	}
@@ -86,8 +84,7 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 }
 
 func planCmd(ctx context.Context, o Options) error {
-	red := logging.NewRedactor()
-	logger, cid, err := newLogger(o, red)
+	logger, cid, err := newLogger(o)
 	if err != nil {
 		return err
 	}
@@ -114,7 +111,7 @@ func planCmd(ctx context.Context, o Options) error {
 	if !o.Local {
 		po.DryRun = true
 	}
-	w, err := wire(ctx, po, cfg, logger, red, cid)
+	w, err := wire(ctx, po, cfg, logger, cid)
 	if err != nil {
 		return err
 	}

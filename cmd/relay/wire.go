@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -42,7 +43,8 @@ type wired struct {
 	cleanup func()
 }
 
-func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logger, red *logging.Redactor, cid string) (*wired, error) {
+func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logger, cid string) (*wired, error) {
+	red := o.Redactor
 	stateDir, err := filepath.Abs(filepath.Dir(o.State))
 	if err != nil {
 		return nil, err
@@ -84,6 +86,13 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 	if t := cfg.Source.TokenEnv; t != "" {
 		env.SourceToken = o.Getenv(t)
 		red.Add(env.SourceToken)
+	}
+	if u, err := url.Parse(cfg.Source.Repo); err == nil && u.User != nil {
+		// https://TOKEN@host or https://user:TOKEN@host: either part may be the secret.
+		red.Add(u.User.Username())
+		if pw, ok := u.User.Password(); ok {
+			red.Add(pw)
+		}
 	}
 	w := &wired{env: env, cleanup: func() {}}
 	if isLocalPath(cfg.Source.Repo) {
@@ -164,9 +173,6 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 	if env.Publisher, err = release.NewDir(out, logger); err != nil {
 		w.cleanup()
 		return nil, err
-	}
-	for _, k := range secretEnv {
-		red.Add(o.Getenv(k))
 	}
 	return w, nil
 }

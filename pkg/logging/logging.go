@@ -42,10 +42,14 @@ func New(w io.Writer, o Options) (*slog.Logger, error) {
 		h = slog.NewTextHandler(w, hopts)
 	case "github":
 		h = &githubHandler{w: w, level: o.Level, red: red, mu: &sync.Mutex{}}
-		red.onAdd = func(secret string) {
-			// Mask in the runner's own log before anything can print it.
-			fmt.Fprintf(w, "::add-mask::%s\n", secret)
+		// Mask in the runner's own log before anything can print it: the secrets known
+		// now, and each one learnt later.
+		red.mu.Lock()
+		for _, s := range red.secrets {
+			fmt.Fprintf(w, "::add-mask::%s\n", s)
 		}
+		red.onAdd = func(secret string) { fmt.Fprintf(w, "::add-mask::%s\n", secret) }
+		red.mu.Unlock()
 	default:
 		return nil, fmt.Errorf("unknown log format %q: use one of %s", o.Format, strings.Join(Formats, ", "))
 	}
@@ -179,4 +183,20 @@ func (h *redactHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h *redactHandler) WithGroup(name string) slog.Handler {
 	return &redactHandler{Handler: h.Handler.WithGroup(name), red: h.red}
+}
+
+// Writer redacts known secrets from everything written through it; relay's human output
+// (plans, summaries) goes through one.
+func (r *Redactor) Writer(w io.Writer) io.Writer { return redactWriter{w: w, r: r} }
+
+type redactWriter struct {
+	w io.Writer
+	r *Redactor
+}
+
+func (rw redactWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(rw.w, rw.r.Redact(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

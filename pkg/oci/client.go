@@ -25,17 +25,16 @@ import (
 
 // Media types of Sigstore bundles attached as referrers (cosign's BUNDLE_SPEC).
 const (
-	BundleMediaType           = "application/vnd.dev.sigstore.bundle.v0.3+json"
-	EmptyMediaType            = "application/vnd.oci.empty.v1+json"
-	AnnotationBundleContent   = "dev.sigstore.bundle.content"
-	AnnotationPredicateType   = "dev.sigstore.bundle.predicateType"
-	AnnotationCreated         = "org.opencontainers.image.created"
-	AnnotationTitle           = "org.opencontainers.image.title"
-	maxManifestSize           = 4 << 20
-	maxBundleSize             = 64 << 20
-	defaultJobs               = 4
-	defaultUserAgent          = "relay"
-	referrersCopyMaxRecursion = 3
+	BundleMediaType         = "application/vnd.dev.sigstore.bundle.v0.3+json"
+	EmptyMediaType          = "application/vnd.oci.empty.v1+json"
+	AnnotationBundleContent = "dev.sigstore.bundle.content"
+	AnnotationPredicateType = "dev.sigstore.bundle.predicateType"
+	AnnotationCreated       = "org.opencontainers.image.created"
+	AnnotationTitle         = "org.opencontainers.image.title"
+	maxManifestSize         = 4 << 20
+	maxBundleSize           = 64 << 20
+	defaultJobs             = 4
+	defaultUserAgent        = "relay"
 )
 
 // Client talks to registries. It is safe for concurrent use.
@@ -245,7 +244,7 @@ func (c *Client) Copy(ctx context.Context, src name.Digest, dst name.Repository)
 	g.SetLimit(c.jobs)
 	for _, d := range digests {
 		g.Go(func() error {
-			return c.copyReferrers(gctx, src.Context().Digest(d), dst, 0)
+			return c.copyReferrers(gctx, src.Context().Digest(d), dst)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -255,10 +254,9 @@ func (c *Client) Copy(ctx context.Context, src name.Digest, dst name.Repository)
 	return out, nil
 }
 
-func (c *Client) copyReferrers(ctx context.Context, subject name.Digest, dst name.Repository, depth int) error {
-	if depth > referrersCopyMaxRecursion {
-		return nil
-	}
+// copyReferrers copies what refers to subject; Copy recurses into their referrers in turn,
+// which ends because content addressing cannot make a cycle.
+func (c *Client) copyReferrers(ctx context.Context, subject name.Digest, dst name.Repository) error {
 	refs, err := c.Referrers(ctx, subject)
 	if err != nil {
 		return err

@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"unicode"
+
+	"github.com/relaydev/relay/internal/fsutil"
 )
 
 // MaxAssetSize is the largest asset any target accepts (GitHub's limit).
@@ -123,33 +125,13 @@ func (d *Dir) Publish(ctx context.Context, r Release) (*Result, error) {
 			res.Skipped = append(res.Skipped, a.Name)
 			continue
 		}
-		if err := writeAtomic(p, a.Data); err != nil {
+		if err := fsutil.WriteFileAtomic(p, a.Data, 0o644); err != nil {
 			return res, fmt.Errorf("writing asset %s: %w", p, err)
 		}
 		res.Written = append(res.Written, a.Name)
 	}
 	d.logger.Info("release written", "dir", d.path, "written", len(res.Written), "unchanged", len(res.Skipped))
 	return res, nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // SafeName turns an image/platform label into a file-name fragment.

@@ -83,27 +83,27 @@ func Checkout(ctx context.Context, logger *slog.Logger, opts Options) (*Result, 
 		co.ReferenceName = rn
 		repo, err = git.PlainCloneContext(ctx, opts.Dir, false, co)
 		if err != nil {
-			return nil, fmt.Errorf("cloning %s at %s: %w", redactURL(opts.Repo), opts.Ref, err)
+			return nil, fmt.Errorf("cloning %s at %s: %w", RedactURL(opts.Repo), opts.Ref, err)
 		}
 	} else {
 		co.Depth, co.SingleBranch = 0, false
 		repo, err = git.PlainCloneContext(ctx, opts.Dir, false, co)
 		if err != nil {
-			return nil, fmt.Errorf("cloning %s: %w", redactURL(opts.Repo), err)
+			return nil, fmt.Errorf("cloning %s: %w", RedactURL(opts.Repo), err)
 		}
 		wt, err := repo.Worktree()
 		if err != nil {
 			return nil, err
 		}
 		if err := wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(opts.Ref), Force: true}); err != nil {
-			return nil, &NotFoundError{Repo: redactURL(opts.Repo), Ref: opts.Ref}
+			return nil, &NotFoundError{Repo: RedactURL(opts.Repo), Ref: opts.Ref}
 		}
 	}
 	r, err := describe(repo, opts)
 	if err != nil {
 		return nil, err
 	}
-	logger.Info("checked out", "repo", redactURL(opts.Repo), "ref", opts.Ref, "commit", r.Commit)
+	logger.Info("checked out", "repo", RedactURL(opts.Repo), "ref", opts.Ref, "commit", r.Commit)
 	return r, nil
 }
 
@@ -116,7 +116,7 @@ func ResolveRef(ctx context.Context, opts Options) (plumbing.ReferenceName, erro
 	}
 	refs, err := rem.ListContext(ctx, lo)
 	if err != nil {
-		return "", fmt.Errorf("listing refs of %s: %w", redactURL(opts.Repo), err)
+		return "", fmt.Errorf("listing refs of %s: %w", RedactURL(opts.Repo), err)
 	}
 	want := []plumbing.ReferenceName{plumbing.NewTagReferenceName(opts.Ref), plumbing.NewBranchReferenceName(opts.Ref)}
 	for _, w := range want {
@@ -126,7 +126,7 @@ func ResolveRef(ctx context.Context, opts Options) (plumbing.ReferenceName, erro
 			}
 		}
 	}
-	return "", &NotFoundError{Repo: redactURL(opts.Repo), Ref: opts.Ref}
+	return "", &NotFoundError{Repo: RedactURL(opts.Repo), Ref: opts.Ref}
 }
 
 func open(opts Options) (*Result, error) {
@@ -185,7 +185,7 @@ func describe(repo *git.Repository, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("reading commit %s: %w", head.Hash(), err)
 	}
 	r := &Result{
-		Repo:       redactURL(opts.Repo),
+		Repo:       RedactURL(opts.Repo),
 		Ref:        opts.Ref,
 		Commit:     c.Hash.String(),
 		Tree:       c.TreeHash.String(),
@@ -212,8 +212,8 @@ func isLocal(repo string) bool {
 	return strings.HasPrefix(repo, "/") || strings.HasPrefix(repo, "file://") || strings.HasPrefix(repo, ".")
 }
 
-// redactURL drops credentials from a URL so it can be logged and stored.
-func redactURL(u string) string {
+// RedactURL drops credentials from a URL so it can be logged and stored.
+func RedactURL(u string) string {
 	if i := strings.Index(u, "://"); i >= 0 {
 		rest := u[i+3:]
 		if at := strings.Index(rest, "@"); at >= 0 && at < strings.IndexAny(rest+"/", "/") {

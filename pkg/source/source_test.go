@@ -149,8 +149,8 @@ func TestRedactURL(t *testing.T) {
 		"https://github.com/a/b.git":                    "https://github.com/a/b.git",
 		"/srv/repo":                                     "/srv/repo",
 	} {
-		if got := redactURL(in); got != want {
-			t.Errorf("redactURL(%q) = %q", in, got)
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q", in, got)
 		}
 	}
 }

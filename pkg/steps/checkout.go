@@ -36,7 +36,7 @@ func (Checkout) Run(ctx context.Context, env *Env, st *State) error {
 	}
 	if env.SourceRepo != c.Repo {
 		// Record the configured repository, not --local's snapshot of it.
-		r.Repo = c.Repo
+		r.Repo = source.RedactURL(c.Repo)
 	}
 	st.Source = r
 	return nil

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/relaydev/relay/internal/fsutil"
 	"github.com/relaydev/relay/pkg/build"
 	"github.com/relaydev/relay/pkg/oci"
 	"github.com/relaydev/relay/pkg/source"
@@ -195,32 +195,5 @@ func (s *State) Save(path string) error {
 	return WriteFileAtomic(path, append(b, '\n'), 0o644)
 }
 
-// WriteFileAtomic writes via a temporary file in the same directory, fsync and rename.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
+// WriteFileAtomic is fsutil.WriteFileAtomic, for the steps' files beside the state.
+var WriteFileAtomic = fsutil.WriteFileAtomic

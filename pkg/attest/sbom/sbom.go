@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +20,8 @@ import (
 	"github.com/anchore/syft/syft/sbom"
 	"github.com/google/go-containerregistry/pkg/name"
 	_ "modernc.org/sqlite" // RPM database cataloging needs a pure-Go sqlite driver
+
+	"github.com/relaydev/relay/pkg/oci"
 )
 
 // Formats relay produces, with the versions it pins.
@@ -124,7 +125,7 @@ func (g *Generator) Generate(ctx context.Context, ref name.Digest) (map[string][
 		return nil, fmt.Errorf("sbom: %w", err)
 	}
 	reg := &image.RegistryOptions{}
-	if host, _, err := net.SplitHostPort(ref.RegistryStr()); err == nil && isLoopback(host) || isLoopback(ref.RegistryStr()) {
+	if host, _, err := net.SplitHostPort(ref.RegistryStr()); err == nil && oci.IsLoopback(host) || oci.IsLoopback(ref.RegistryStr()) {
 		reg.InsecureUseHTTP = true
 	}
 	src, err := syft.GetSource(ctx, ref.String(), syft.DefaultGetSourceConfig().WithSources("registry").WithRegistryOptions(reg))
@@ -175,12 +176,4 @@ func encode(format string, s sbom.SBOM) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSpace(buf.Bytes()), nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
