@@ -1,10 +1,7 @@
 package main
 
 import (
-	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,19 +9,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaydev/relay/internal/testutil"
+
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/google/go-containerregistry/pkg/registry"
 )
 
 // TestDryRunChecksWithoutWriting runs --dry-run against a loopback registry and a local git
 // repository: every check passes, and no state, release or registry write happens.
 func TestDryRunChecksWithoutWriting(t *testing.T) {
 	var writes int
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(countWrites(reg, &writes))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := testutil.Registry(t, false, func(h http.Handler) http.Handler { return countWrites(h, &writes) })
 
 	dir := t.TempDir()
 	repo, _ := git.PlainInit(filepath.Join(dir, "src"), false)

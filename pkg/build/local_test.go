@@ -4,15 +4,14 @@ import (
 	"archive/tar"
 	"context"
 	"io"
-	"log"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/relaydev/relay/internal/testutil"
+
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -26,8 +25,6 @@ import (
 
 func setup(t *testing.T) (*Local, *oci.Client, name.Repository) {
 	t.Helper()
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(srv.Close)
 	c, err := oci.New()
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +33,7 @@ func setup(t *testing.T) (*Local, *oci.Client, name.Repository) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://") + "/build/tiny")
+	repo, _ := name.NewRepository(testutil.Registry(t, false) + "/build/tiny")
 	return l, c, repo
 }
 

@@ -3,17 +3,15 @@ package oci
 import (
 	"context"
 	"errors"
-	"io"
-	"log"
 	"math/rand"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/relaydev/relay/internal/testutil"
+
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -21,12 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-func newRegistry(t *testing.T, referrers bool) string {
-	t.Helper()
-	s := httptest.NewServer(registry.New(registry.WithReferrersSupport(referrers), registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(s.Close)
-	return strings.TrimPrefix(s.URL, "http://")
-}
+func newRegistry(t *testing.T, referrers bool) string { return testutil.Registry(t, referrers) }
 
 func newClient(t *testing.T) *Client {
 	t.Helper()

@@ -6,18 +6,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"encoding/json"
-	"io"
-	"log"
 	"math/rand"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/relaydev/relay/internal/testutil"
+
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -70,9 +68,7 @@ func (f *fakeSBOM) Generate(_ context.Context, ref name.Digest) (map[string][]by
 
 func pipelineEnv(t *testing.T) (*Env, *fakeSBOM, string) {
 	t.Helper()
-	srv := httptest.NewServer(registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(srv.Close)
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := testutil.Registry(t, true)
 	cfg, err := config.Parse("relay.yaml", t.TempDir(), []byte(`version: 1
 source: {repo: ., ref: v1.0.0}
 builder: {kind: local, registry: build.example.com/b}

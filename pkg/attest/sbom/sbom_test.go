@@ -7,16 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/relaydev/relay/internal/testutil"
+
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -51,9 +50,7 @@ func pushGoBinaryImage(t *testing.T) name.Digest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(srv.Close)
-	repo, _ := name.NewRepository(strings.TrimPrefix(srv.URL, "http://") + "/app")
+	repo, _ := name.NewRepository(testutil.Registry(t, false) + "/app")
 	h, _ := img.Digest()
 	ref := repo.Digest(h.String())
 	if err := remote.Write(ref, img); err != nil {

@@ -1,0 +1,27 @@
+// Package testutil holds helpers shared by relay's tests; production code never imports it.
+package testutil
+
+import (
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+// Registry starts go-containerregistry's registry on 127.0.0.1 for the test and returns
+// host:port. wrap, when given, decorates the handler (fault injection, request counting).
+func Registry(t testing.TB, referrers bool, wrap ...func(http.Handler) http.Handler) string {
+	t.Helper()
+	// registry.Logger(nil) panics on the first request: give it a discard logger.
+	var h http.Handler = registry.New(registry.WithReferrersSupport(referrers), registry.Logger(log.New(io.Discard, "", 0)))
+	for _, w := range wrap {
+		h = w(h)
+	}
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	return strings.TrimPrefix(s.URL, "http://")
+}
