@@ -121,7 +121,8 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 			return nil, err
 		}
 		env.Signer = key
-		if env.Trust, err = key.TrustedMaterial(); err != nil {
+		trust, err := key.TrustedMaterial()
+		if err != nil {
 			w.cleanup()
 			return nil, err
 		}
@@ -129,7 +130,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 			w.cleanup()
 			return nil, err
 		}
-		if env.Verifier, err = attest.NewKeyVerifier(env.Trust); err != nil {
+		if env.Verifier, err = attest.NewKeyVerifier(trust); err != nil {
 			w.cleanup()
 			return nil, err
 		}

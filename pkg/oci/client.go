@@ -250,7 +250,7 @@ func (c *Client) Copy(ctx context.Context, src name.Digest, dst name.Repository)
 	if err := g.Wait(); err != nil {
 		return name.Digest{}, err
 	}
-	c.logger.Info("copied", "image", out.String(), "digest", desc.Digest.String(), "duration_ms", time.Since(start).Milliseconds())
+	c.logger.Debug("copied", "image", out.String(), "digest", desc.Digest.String(), "duration_ms", time.Since(start).Milliseconds())
 	return out, nil
 }
 

@@ -89,15 +89,6 @@ func StartSandbox(ctx context.Context, dir string, logger *slog.Logger) (*Sandbo
 	return s, nil
 }
 
-// Reset forgets the sandbox's port so the next start picks a free one; used by --restart.
-func ResetSandboxAddr(dir string) error {
-	err := os.Remove(filepath.Join(dir, "addr"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
-}
-
 // Addr is host:port of the registry.
 func (s *Sandbox) Addr() string { return s.ln.Addr().String() }
 

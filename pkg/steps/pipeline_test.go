@@ -94,7 +94,7 @@ images:
 	env := testEnv(t, &logs)
 	sb := &fakeSBOM{}
 	env.Config, env.Mode, env.Registry, env.Builder = cfg, ModeLocal, client, fakeBuilder{client}
-	env.Signer, env.Trust, env.Verifier, env.SBOM, env.Publisher = signer, tm, ver, sb, pub
+	env.Signer, env.Verifier, env.SBOM, env.Publisher = signer, ver, sb, pub
 	env.StateDir, env.Jobs, env.CorrelationID, env.RunnerName, env.Version = dir, 2, "cid-1", "runner-1", "test"
 	env.MapRepository = func(s string) (name.Repository, error) { return name.NewRepository(host + "/" + s) }
 	return env, sb, out

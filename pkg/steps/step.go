@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/sigstore/sigstore-go/pkg/root"
 
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/build"
@@ -52,7 +51,6 @@ type Env struct {
 	Registry      *oci.Client
 	Builder       build.Builder
 	Signer        attest.Signer
-	Trust         root.TrustedMaterial
 	Verifier      *attest.Verifier
 	SBOM          SBOMGenerator
 	Publisher     release.Publisher
