@@ -14,10 +14,6 @@ import (
 )
 
 func runPipeline(ctx context.Context, o Options, only []string, restart, force bool) error {
-	logger, cid, err := newLogger(o)
-	if err != nil {
-		return err
-	}
 	if o.Jobs < 1 {
 		return &usageError{fmt.Errorf("--jobs must be at least 1, got %d", o.Jobs)}
 	}
@@ -25,12 +21,17 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 	if err != nil {
 		return &usageError{err}
 	}
-	cfg, err := config.Load(o.Config)
+	if o.DryRun {
+		// A dry run is the plan plus read-only checks of everything a real run would touch.
+		return planCmd(ctx, o)
+	}
+	logger, cid, err := newLogger(o)
 	if err != nil {
 		return err
 	}
-	if o.DryRun {
-		return planCmd(ctx, o)
+	cfg, err := config.Load(o.Config)
+	if err != nil {
+		return err
 	}
 	mode := steps.ModeRelease
 	if o.Local {

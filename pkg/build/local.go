@@ -247,6 +247,9 @@ func (l *Local) goBuild(ctx context.Context, req Request, plat v1.Platform, out 
 	}
 	args = append(args, main)
 	cmd := exec.CommandContext(ctx, l.o.GoBinary, args...)
+	// On cancellation let `go build` stop its compiler children itself, then insist.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Dir = req.ContextDir
 	env := append([]string(nil), l.o.Env...)
 	env = append(env, "CGO_ENABLED=0", "GOOS="+plat.OS, "GOARCH="+plat.Architecture,
