@@ -59,7 +59,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		mode = steps.ModeDryRun
 	}
 	ua := fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid)
-	var rt http.RoundTripper = http.DefaultTransport
+	rt := oci.Retry(http.DefaultTransport, oci.RetryOptions{Logger: logger})
 	if mode != steps.ModeRelease {
 		rt = oci.WriteGuard(rt)
 	}

@@ -97,7 +97,7 @@ func WithClock(now func() time.Time) Option {
 func New(opts ...Option) (*Client, error) {
 	c := &Client{
 		logger: slog.New(slog.DiscardHandler),
-		rt:     remote.DefaultTransport,
+		rt:     nil, // Retry over remote.DefaultTransport, with the final logger
 		ua:     defaultUserAgent,
 		jobs:   defaultJobs,
 		kc:     authn.DefaultKeychain,
@@ -107,6 +107,9 @@ func New(opts ...Option) (*Client, error) {
 		if err := o(c); err != nil {
 			return nil, err
 		}
+	}
+	if c.rt == nil {
+		c.rt = Retry(remote.DefaultTransport, RetryOptions{Logger: c.logger})
 	}
 	return c, nil
 }
