@@ -168,7 +168,7 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 	}
 	for _, s := range steps.All() {
 		name := s.Name()
-		app.Commands = append(app.Commands, &cli.Command{
+		cmd := &cli.Command{
 			Name:         name,
 			Usage:        stepUsage[name],
 			UsageText:    fmt.Sprintf("relay %s [--state .relay/state.json] [--local]", name),
@@ -176,16 +176,32 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 			Flags:        common,
 			OnUsageError: usageErr,
 			Action: func(c *cli.Context) error {
-				if c.Args().Len() > 0 {
-					return &usageError{fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
-				}
 				o, err := options(c, stdout, stderr, getenv, red)
 				if err != nil {
 					return err
 				}
+				if name == "copy" && c.Args().Len() == 2 {
+					f := flagReader{c: c, getenv: getenv}
+					tags := f.list("tag")
+					if f.err != nil {
+						return f.err
+					}
+					return copyCmd(c.Context, o, c.Args().Get(0), c.Args().Get(1), tags)
+				}
+				if c.Args().Len() > 0 {
+					return &usageError{fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
+				}
 				return runPipeline(c.Context, o, []string{name}, false, true)
 			},
-		})
+		}
+		if name == "copy" {
+			cmd.UsageText = `relay copy [--state .relay/state.json]     # the pipeline's copy step
+   relay copy SRC DST [--tag v1.2.3 --tag latest]   # on its own, like crane copy, with referrers
+   relay copy ghcr.io/acme/app@sha256:abc... docker.io/acme/app --tag v1.2.3`
+			cmd.Description = "Without arguments: the copy step of the pipeline. With SRC and DST: copies SRC (every platform, by digest) into the repository DST with its OCI referrers and cosign's .sig/.att/.sbom tags, and applies tags only when given --tag. Prints DST@digest."
+			cmd.Flags = append(append([]cli.Flag(nil), common...), &cli.StringSliceFlag{Name: "tag", EnvVars: []string{"RELAY_TAG"}, Usage: "with SRC DST: tag the copy (repeatable); without it nothing is tagged"})
+		}
+		app.Commands = append(app.Commands, cmd)
 	}
 	return app
 }

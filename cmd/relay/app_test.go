@@ -7,6 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/relaydev/relay/internal/testutil"
+	"github.com/relaydev/relay/pkg/oci"
 )
 
 func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
@@ -174,5 +179,51 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		if format == "github" && !strings.Contains(stderr, "::add-mask::ghp_envs3cr3t") {
 			t.Errorf("github format did not mask the token:\n%s", stderr)
 		}
+	}
+}
+
+func TestCopyStandalone(t *testing.T) {
+	ctx := context.Background()
+	src, dst := testutil.Registry(t, true), testutil.Registry(t, false)
+	c, _ := oci.New()
+	img, _ := random.Image(128, 2)
+	srcRepo, _ := name.NewRepository(src + "/acme/app")
+	d, err := c.Write(ctx, srcRepo, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Tag(ctx, d, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCLI(t, nil, "copy", src+"/acme/app:v1", dst+"/mirror/app")
+	if code != 0 || strings.TrimSpace(stdout) != dst+"/mirror/app@"+d.DigestStr() {
+		t.Fatalf("exit %d stdout %q stderr %s", code, stdout, stderr)
+	}
+	dstRepo, _ := name.NewRepository(dst + "/mirror/app")
+	if got, _ := c.TagDigest(ctx, dstRepo.Tag("v1")); got != "" {
+		t.Fatalf("copy without --tag tagged the destination: %s", got)
+	}
+	code, _, stderr = runCLI(t, nil, "copy", "--tag", "v1", "--tag", "latest", d.String(), dst+"/mirror/app")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, tag := range []string{"v1", "latest"} {
+		if got, _ := c.TagDigest(ctx, dstRepo.Tag(tag)); got != d.DigestStr() {
+			t.Fatalf("tag %s -> %q", tag, got)
+		}
+	}
+	for _, bad := range [][]string{
+		{"copy", src + "/acme/app:v1", dst + "/mirror/app:v1"},
+		{"copy", "NOT A REF", dst + "/x"},
+		{"copy", "--tag", "-x", src + "/acme/app:v1", dst + "/x"},
+		{"copy", src + "/acme/app:v1"},
+	} {
+		if code, _, stderr := runCLI(t, nil, bad...); code != exitUsage {
+			t.Errorf("%v: exit %d, want 2: %s", bad, code, stderr)
+		}
+	}
+	code, _, stderr = runCLI(t, nil, "copy", src+"/acme/app:nope", dst+"/x")
+	if code != exitStepFailed || !strings.Contains(stderr, "nope") {
+		t.Errorf("missing source tag: exit %d: %s", code, stderr)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -45,6 +47,7 @@ type Client struct {
 	jobs   int
 	kc     authn.Keychain
 	now    func() time.Time
+	modes  sync.Map // registry -> referrers mode, probed once per run
 }
 
 // Option configures a Client.
@@ -166,7 +169,11 @@ func (c *Client) Resolve(ctx context.Context, ref name.Reference) (*Resolved, er
 		if err != nil {
 			return nil, fmt.Errorf("reading config of %s: %w", ref, err)
 		}
-		r.Manifests = []Manifest{{Platform: cf.Platform().String(), Digest: desc.Digest.String()}}
+		p := "" // an artifact or a config without os/architecture names no platform
+		if pl := cf.Platform(); pl != nil {
+			p = pl.String()
+		}
+		r.Manifests = []Manifest{{Platform: p, Digest: desc.Digest.String()}}
 	}
 	return r, nil
 }
@@ -233,6 +240,9 @@ func (c *Client) Copy(ctx context.Context, src name.Digest, dst name.Repository)
 			return name.Digest{}, fmt.Errorf("copying %s to %s: %w", src, dst, err)
 		}
 	}
+	if _, err := c.ReferrersMode(ctx, dst); err != nil {
+		return name.Digest{}, err
+	}
 	digests := []string{desc.Digest.String()}
 	if desc.MediaType.IsIndex() {
 		im, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
@@ -247,7 +257,10 @@ func (c *Client) Copy(ctx context.Context, src name.Digest, dst name.Repository)
 	g.SetLimit(c.jobs)
 	for _, d := range digests {
 		g.Go(func() error {
-			return c.copyReferrers(gctx, src.Context().Digest(d), dst)
+			if err := c.copyReferrers(gctx, src.Context().Digest(d), dst); err != nil {
+				return err
+			}
+			return c.copyClassicTags(gctx, src.Context(), dst, d)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -269,6 +282,82 @@ func (c *Client) copyReferrers(ctx context.Context, subject name.Digest, dst nam
 		if _, err := c.Copy(ctx, src, dst); err != nil {
 			return fmt.Errorf("copying referrer %s of %s: %w", r.Digest, subject, err)
 		}
+	}
+	return nil
+}
+
+// Referrers modes of a registry.
+const (
+	ReferrersAPI       = "referrers-api"
+	ReferrersTagSchema = "tag-schema"
+)
+
+// ReferrersMode probes once per registry whether it serves the OCI referrers API, or
+// whether referrers live in the tag schema (sha256-<hex> index tags). repo must exist.
+func (c *Client) ReferrersMode(ctx context.Context, repo name.Repository) (string, error) {
+	key := repo.RegistryStr()
+	if v, ok := c.modes.Load(key); ok {
+		return v.(string), nil
+	}
+	auth, err := c.kc.Resolve(repo.Registry)
+	if err != nil {
+		return "", err
+	}
+	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, c.rt, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return "", fmt.Errorf("probing referrers support of %s: %w", key, err)
+	}
+	u := fmt.Sprintf("%s://%s/v2/%s/referrers/sha256:%s", repo.Registry.Scheme(), key, repo.RepositoryStr(), strings.Repeat("0", 64))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Accept", string(types.OCIImageIndex))
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return "", fmt.Errorf("probing referrers support of %s: %w", key, err)
+	}
+	resp.Body.Close()
+	mode := ReferrersTagSchema
+	if resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), string(types.OCIImageIndex)) {
+		mode = ReferrersAPI
+	}
+	if _, loaded := c.modes.LoadOrStore(key, mode); !loaded {
+		c.logger.Info("registry referrers support", "registry", key, "mode", mode)
+	}
+	return mode, nil
+}
+
+// ClassicSuffixes are cosign's tag-based attachments: sha256-<hex>.sig, .att, .sbom.
+var ClassicSuffixes = []string{".sig", ".att", ".sbom"}
+
+// ClassicTag is the tag cosign stores an attachment of digest under.
+func ClassicTag(digest, suffix string) string {
+	return strings.Replace(digest, ":", "-", 1) + suffix
+}
+
+// copyClassicTags copies cosign's classic signature, attestation and SBOM tags of digest.
+// They are data about the digest, not release tags, so copying them is no commit point.
+func (c *Client) copyClassicTags(ctx context.Context, src, dst name.Repository, digest string) error {
+	for _, suf := range ClassicSuffixes {
+		tag := ClassicTag(digest, suf)
+		d, err := c.TagDigest(ctx, src.Tag(tag))
+		if err != nil {
+			return err
+		}
+		if d == "" {
+			continue
+		}
+		if cur, err := c.TagDigest(ctx, dst.Tag(tag)); err == nil && cur == d {
+			continue
+		}
+		if _, err := c.Copy(ctx, src.Digest(d), dst); err != nil {
+			return fmt.Errorf("copying %s:%s: %w", src, tag, err)
+		}
+		if err := c.Tag(ctx, dst.Digest(d), tag); err != nil {
+			return err
+		}
+		c.logger.Debug("copied cosign attachment", "image", dst.Tag(tag).String(), "digest", d)
 	}
 	return nil
 }

@@ -262,3 +262,41 @@ func mustRepo(t *testing.T, s string) name.Repository {
 	}
 	return r
 }
+
+func TestReferrersModeAndClassicTags(t *testing.T) {
+	ctx := context.Background()
+	for _, api := range []bool{true, false} {
+		src, dst := newRegistry(t, api), newRegistry(t, api)
+		c := newClient(t)
+		srcRepo, dstRepo := mustRepo(t, src+"/a"), mustRepo(t, dst+"/b")
+		img, _ := random.Image(64, 1, random.WithSource(rand.New(rand.NewSource(9))))
+		d, err := c.Write(ctx, srcRepo, img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A cosign classic signature: an image tagged sha256-<hex>.sig beside the subject.
+		sig, _ := random.Image(32, 1, random.WithSource(rand.New(rand.NewSource(10))))
+		sd, err := c.Write(ctx, srcRepo, sig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tag := ClassicTag(d.DigestStr(), ".sig")
+		if err := c.Tag(ctx, sd, tag); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Copy(ctx, d, dstRepo); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := c.TagDigest(ctx, dstRepo.Tag(tag)); got != sd.DigestStr() {
+			t.Fatalf("api=%v: classic signature tag not copied: %q", api, got)
+		}
+		mode, err := c.ReferrersMode(ctx, dstRepo)
+		want := ReferrersTagSchema
+		if api {
+			want = ReferrersAPI
+		}
+		if err != nil || mode != want {
+			t.Fatalf("api=%v: mode %q %v", api, mode, err)
+		}
+	}
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/relaydev/relay/pkg/config"
+	"github.com/relaydev/relay/pkg/oci"
+)
+
+// copyCmd is `relay copy SRC DST`: crane copy's job, by digest, with referrers and cosign's
+// classic attachments, and tags only when asked.
+func copyCmd(ctx context.Context, o Options, src, dst string, tags []string) error {
+	srcRef, err := name.ParseReference(src)
+	if err != nil {
+		return &usageError{fmt.Errorf("SRC %q is not an image reference: %v", src, err)}
+	}
+	if strings.Contains(dst, "@") || strings.Contains(dst[strings.LastIndex(dst, "/")+1:], ":") {
+		return &usageError{fmt.Errorf("DST %q names a tag or digest: DST is a repository; pass tags with --tag", dst)}
+	}
+	dstRepo, err := name.NewRepository(dst)
+	if err != nil {
+		return &usageError{fmt.Errorf("DST %q is not a repository: %v", dst, err)}
+	}
+	for _, t := range tags {
+		if !config.ValidTag(t) {
+			return &usageError{fmt.Errorf("--tag %q is not a valid tag (up to 128 of [A-Za-z0-9_.-], not starting with . or -)", t)}
+		}
+	}
+	if o.Local {
+		return &usageError{fmt.Errorf("relay copy SRC DST works on real registries; --local applies to the pipeline")}
+	}
+	logger, cid, err := newLogger(o)
+	if err != nil {
+		return err
+	}
+	ua := fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid)
+	rt := oci.Retry(http.DefaultTransport, oci.RetryOptions{Logger: logger})
+	if o.DryRun {
+		rt = oci.WriteGuard(rt)
+	}
+	client, err := oci.New(oci.WithTransport(oci.UserAgent(rt, ua)), oci.WithLogger(logger), oci.WithJobs(o.Jobs), oci.WithUserAgent(ua))
+	if err != nil {
+		return &usageError{err}
+	}
+	r, err := client.Resolve(ctx, srcRef)
+	if err != nil {
+		return err
+	}
+	from := srcRef.Context().Digest(r.Digest)
+	if o.DryRun {
+		fmt.Fprintf(o.Stdout, "would copy %s (%d platform(s), with referrers) to %s@%s", from, len(r.Manifests), dstRepo, r.Digest)
+		if len(tags) > 0 {
+			fmt.Fprintf(o.Stdout, ", then tag it %s", strings.Join(tags, ", "))
+		}
+		fmt.Fprintln(o.Stdout)
+		return nil
+	}
+	out, err := client.Copy(ctx, from, dstRepo)
+	if err != nil {
+		return err
+	}
+	for _, t := range tags {
+		if err := client.Tag(ctx, out, t); err != nil {
+			return err
+		}
+		logger.Info("tagged", "image", dstRepo.Tag(t).String(), "digest", out.DigestStr())
+	}
+	fmt.Fprintln(o.Stdout, out.String())
+	return nil
+}
