@@ -75,6 +75,18 @@ func WithTransport(rt http.RoundTripper) Option {
 	}
 }
 
+// WithKeychain sets where credentials come from (default: docker config.json and its
+// credential helpers).
+func WithKeychain(kc authn.Keychain) Option {
+	return func(c *Client) error {
+		if kc == nil {
+			return errors.New("oci: nil keychain")
+		}
+		c.kc = kc
+		return nil
+	}
+}
+
 // WithJobs bounds the parallelism of copies.
 func WithJobs(n int) Option {
 	return func(c *Client) error {
