@@ -139,6 +139,29 @@ func (c *Client) remote(ctx context.Context) []remote.Option {
 	}
 }
 
+// ManifestTooLargeError is a manifest over the 4 MiB that registries are required to accept
+// and clients may refuse (OCI distribution spec); relay refuses it rather than hold it.
+type ManifestTooLargeError struct {
+	Ref  string
+	Size int
+}
+
+func (e *ManifestTooLargeError) Error() string {
+	return fmt.Sprintf("manifest %s is %d bytes, over the 4 MiB limit: the registry served something that is not a sane manifest", e.Ref, e.Size)
+}
+
+// get is remote.Get with the manifest size limit relay holds every registry to.
+func (c *Client) get(ctx context.Context, ref name.Reference) (*remote.Descriptor, error) {
+	desc, err := remote.Get(ref, c.remote(ctx)...)
+	if err != nil {
+		return nil, err
+	}
+	if len(desc.Manifest) > maxManifestSize {
+		return nil, &ManifestTooLargeError{Ref: ref.String(), Size: len(desc.Manifest)}
+	}
+	return desc, nil
+}
+
 // Manifest is one platform manifest of an image.
 type Manifest struct {
 	Platform string `json:"platform"`
@@ -155,7 +178,7 @@ type Resolved struct {
 
 // Resolve reads the manifest behind ref and, for an index, its platform manifests.
 func (c *Client) Resolve(ctx context.Context, ref name.Reference) (*Resolved, error) {
-	desc, err := remote.Get(ref, c.remote(ctx)...)
+	desc, err := c.get(ctx, ref)
 	if err != nil {
 		return nil, fmt.Errorf("resolving %s: %w", ref, err)
 	}
@@ -231,7 +254,7 @@ func (c *Client) Write(ctx context.Context, repo name.Repository, t remote.Tagga
 // and applies no tag. Blobs the destination has are skipped.
 func (c *Client) Copy(ctx context.Context, src name.Digest, dst name.Repository) (name.Digest, error) {
 	start := time.Now()
-	desc, err := remote.Get(src, c.remote(ctx)...)
+	desc, err := c.get(ctx, src)
 	if err != nil {
 		return name.Digest{}, fmt.Errorf("copying %s to %s: reading source: %w", src, dst, err)
 	}
@@ -393,12 +416,9 @@ func (c *Client) Referrers(ctx context.Context, d name.Digest) ([]v1.Descriptor,
 
 // FetchManifest returns the raw manifest at d.
 func (c *Client) FetchManifest(ctx context.Context, d name.Digest) ([]byte, types.MediaType, error) {
-	desc, err := remote.Get(d, c.remote(ctx)...)
+	desc, err := c.get(ctx, d)
 	if err != nil {
 		return nil, "", fmt.Errorf("fetching manifest %s: %w", d, err)
-	}
-	if len(desc.Manifest) > maxManifestSize {
-		return nil, "", fmt.Errorf("manifest %s is %d bytes, over the 4 MiB limit", d, len(desc.Manifest))
 	}
 	return desc.Manifest, desc.MediaType, nil
 }
@@ -539,7 +559,7 @@ func (c *Client) Tag(ctx context.Context, d name.Digest, tag string) error {
 		c.logger.Debug("tag already points at the digest", "image", t.String(), "digest", cur)
 		return nil
 	}
-	desc, err := remote.Get(d, c.remote(ctx)...)
+	desc, err := c.get(ctx, d)
 	if err != nil {
 		return fmt.Errorf("tagging %s: %w", d, err)
 	}
