@@ -59,7 +59,17 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		mode = steps.ModeDryRun
 	}
 	ua := fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid)
-	rt := oci.Retry(http.DefaultTransport, oci.RetryOptions{Logger: logger})
+	var insecure []string
+	budgets := map[string]time.Duration{}
+	for _, r := range cfg.Registries {
+		if r.Insecure {
+			insecure = append(insecure, r.Host)
+		}
+		if b, _ := r.Budget(); b > 0 { // validated with the config
+			budgets[r.Host] = b
+		}
+	}
+	rt := oci.Retry(oci.Insecure(http.DefaultTransport, insecure), oci.RetryOptions{Logger: logger, Budgets: budgets})
 	if mode != steps.ModeRelease {
 		rt = oci.WriteGuard(rt)
 	}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -33,6 +34,7 @@ type Config struct {
 	SBOM       SBOM       `yaml:"sbom" json:"sbom"`
 	Provenance Provenance `yaml:"provenance" json:"provenance"`
 	Release    Release    `yaml:"release" json:"release"`
+	Registries []Registry `yaml:"registries,omitempty" json:"registries,omitempty"`
 
 	// Dir is the directory relative paths resolve against (the config file's directory).
 	Dir string `yaml:"-" json:"-"`
@@ -133,6 +135,24 @@ type Release struct {
 type GitHubRelease struct {
 	Repository string `yaml:"repository" json:"repository"`
 	BaseURL    string `yaml:"base_url,omitempty" json:"base_url,omitempty"`
+}
+
+// Registry holds per-registry settings.
+type Registry struct {
+	// Host is HOST[:PORT] as it appears in references.
+	Host string `yaml:"host" json:"host"`
+	// Insecure allows plain HTTP and unverified TLS for this host, and no other.
+	Insecure bool `yaml:"insecure,omitempty" json:"insecure,omitempty"`
+	// RetryBudget is the total time retries to this host may wait, e.g. "10m"; default 5m.
+	RetryBudget string `yaml:"retry_budget,omitempty" json:"retry_budget,omitempty"`
+}
+
+// Budget parses the registry's retry budget (0 when unset).
+func (r Registry) Budget() (time.Duration, error) {
+	if r.RetryBudget == "" {
+		return 0, nil
+	}
+	return time.ParseDuration(r.RetryBudget)
 }
 
 // Known values.
@@ -404,6 +424,20 @@ func (c *Config) Validate(file string, data []byte) error {
 	}
 	if !oneOf(c.Release.Target, ReleaseTargets) {
 		return errf([]string{"release", "target"}, fmt.Sprintf("unknown release target %q", c.Release.Target), "use one of "+strings.Join(ReleaseTargets, ", "))
+	}
+	seenHost := map[string]bool{}
+	for i, r := range c.Registries {
+		at := []string{"registries", fmt.Sprint(i)}
+		if r.Host == "" || strings.ContainsAny(r.Host, "/@ ") {
+			return errf(at, fmt.Sprintf("registries[%d].host %q is not HOST[:PORT]", i, r.Host), "e.g. `host: registry.internal:5000`")
+		}
+		if seenHost[r.Host] {
+			return errf(at, fmt.Sprintf("registry %s is listed twice", r.Host), "merge the two entries")
+		}
+		seenHost[r.Host] = true
+		if d, err := r.Budget(); err != nil || d < 0 {
+			return errf(append(at, "retry_budget"), fmt.Sprintf("registry %s: retry_budget %q is not a duration", r.Host, r.RetryBudget), "use a Go duration such as 90s or 10m")
+		}
 	}
 	if c.Release.Target == "github" && (c.Release.GitHub == nil || !strings.Contains(c.Release.GitHub.Repository, "/")) {
 		return errf([]string{"release"}, "release.target is github but release.github.repository is missing", "add `github: {repository: OWNER/NAME}`")

@@ -131,3 +131,23 @@ func TestExampleConfigsParse(t *testing.T) {
 		}
 	}
 }
+
+func TestRegistries(t *testing.T) {
+	ok := valid + "registries:\n  - {host: registry.internal:5000, insecure: true, retry_budget: 10m}\n"
+	c, err := Parse("relay.yaml", "/", []byte(ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := c.Registries[0].Budget(); b.Minutes() != 10 || !c.Registries[0].Insecure {
+		t.Fatalf("registries %+v", c.Registries)
+	}
+	for _, bad := range []string{
+		"registries:\n  - {host: registry.internal:5000, retry_budget: soon}\n",
+		"registries:\n  - {host: 'https://x/y'}\n",
+		"registries:\n  - {host: a}\n  - {host: a}\n",
+	} {
+		if _, err := Parse("relay.yaml", "/", []byte(valid+bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -298,5 +299,51 @@ func TestReferrersModeAndClassicTags(t *testing.T) {
 		if err != nil || mode != want {
 			t.Fatalf("api=%v: mode %q %v", api, mode, err)
 		}
+	}
+}
+
+func TestInsecureOnlyForNamedHosts(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hi")) })
+	plain := httptest.NewServer(ok)
+	defer plain.Close()
+	selfSigned := httptest.NewTLSServer(ok)
+	defer selfSigned.Close()
+	plainHost := strings.TrimPrefix(plain.URL, "http://")
+	tlsHost := strings.TrimPrefix(selfSigned.URL, "https://")
+
+	rt := Insecure(http.DefaultTransport, []string{plainHost, tlsHost})
+	strict := Insecure(http.DefaultTransport, []string{"other.example:5000"})
+	for _, u := range []string{"https://" + plainHost + "/v2/", selfSigned.URL + "/v2/"} {
+		req, _ := http.NewRequest("GET", u, nil)
+		resp, err := rt.RoundTrip(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s as an insecure host: %v", u, err)
+		}
+		resp.Body.Close()
+		req, _ = http.NewRequest("GET", u, nil)
+		if resp, err := strict.RoundTrip(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s reached without being named insecure", u)
+		}
+	}
+}
+
+func TestRetryBudgetPerHost(t *testing.T) {
+	fail := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 503, Status: "503", Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+	})
+	rt := Retry(fail, RetryOptions{
+		Policy:  RetryPolicy{MaxAttempts: 50, Initial: time.Second, Max: time.Second, Budget: time.Hour},
+		Budgets: map[string]time.Duration{"tight.example": 2 * time.Second},
+		Rand:    rand.New(rand.NewSource(1)), Sleep: (&instant{}).sleep,
+	})
+	req, _ := http.NewRequest("GET", "http://tight.example/v2/", nil)
+	if _, err := rt.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "budget of 2s") {
+		t.Fatalf("tight host: %v", err)
+	}
+	req, _ = http.NewRequest("GET", "http://roomy.example/v2/", nil)
+	resp, err := rt.RoundTrip(req)
+	if err != nil || resp.StatusCode != 503 {
+		t.Fatalf("other host used the default budget: %v", err)
 	}
 }

@@ -26,12 +26,14 @@ type RetryPolicy struct {
 // DefaultRetryPolicy is what relay uses unless the config says otherwise.
 var DefaultRetryPolicy = RetryPolicy{MaxAttempts: 6, Initial: 200 * time.Millisecond, Max: 30 * time.Second, Budget: 5 * time.Minute}
 
-// RetryOptions are the seams tests use for determinism.
+// RetryOptions configure Retry; Rand and Sleep are the seams tests use for determinism.
 type RetryOptions struct {
 	Policy RetryPolicy
-	Logger *slog.Logger
-	Rand   *rand.Rand                                       // jitter; seeded in tests
-	Sleep  func(ctx context.Context, d time.Duration) error // waits; instant in tests
+	// Budgets overrides Policy.Budget for some hosts (relay.yaml registries[].retry_budget).
+	Budgets map[string]time.Duration
+	Logger  *slog.Logger
+	Rand    *rand.Rand                                       // jitter; seeded in tests
+	Sleep   func(ctx context.Context, d time.Duration) error // waits; instant in tests
 }
 
 // Retry retries requests that failed with 429, 5xx, a reset connection or a timeout, with
@@ -90,8 +92,12 @@ func (r *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		wait := r.backoff(attempt, resp)
 		host := req.URL.Host
+		budget := r.o.Policy.Budget
+		if b, ok := r.o.Budgets[host]; ok && b > 0 {
+			budget = b
+		}
 		r.mu.Lock()
-		over := r.spent[host]+wait > r.o.Policy.Budget
+		over := r.spent[host]+wait > budget
 		if !over {
 			r.spent[host] += wait
 		}
@@ -100,7 +106,7 @@ func (r *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 			if resp != nil {
 				resp.Body.Close()
 			}
-			return nil, &RetryBudgetError{Host: host, Budget: r.o.Policy.Budget, Last: reason}
+			return nil, &RetryBudgetError{Host: host, Budget: budget, Last: reason}
 		}
 		if resp != nil {
 			// Drain a little so the connection can be reused, then let it go.

@@ -1,6 +1,8 @@
 package oci
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -53,3 +55,40 @@ func UserAgent(next http.RoundTripper, ua string) http.RoundTripper {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// Insecure lets the named hosts, and only them, skip TLS verification and fall back to
+// plain HTTP when the server speaks it; every other host gets next unchanged.
+func Insecure(next http.RoundTripper, hosts []string) http.RoundTripper {
+	if len(hosts) == 0 {
+		return next
+	}
+	set := map[string]bool{}
+	for _, h := range hosts {
+		set[strings.ToLower(h)] = true
+	}
+	base, ok := next.(*http.Transport)
+	if !ok {
+		base = http.DefaultTransport.(*http.Transport)
+	}
+	lax := base.Clone()
+	lax.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only for hosts the config names insecure
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if !set[strings.ToLower(req.URL.Host)] {
+			return next.RoundTrip(req)
+		}
+		resp, err := lax.RoundTrip(req)
+		var rh tls.RecordHeaderError
+		if err != nil && (errors.As(err, &rh) || errors.Is(err, http.ErrSchemeMismatch)) && req.URL.Scheme == "https" {
+			// The server answered in plain HTTP: speak it, to this named host only.
+			plain := req.Clone(req.Context())
+			plain.URL.Scheme = "http"
+			if req.GetBody != nil {
+				if plain.Body, err = req.GetBody(); err != nil {
+					return nil, err
+				}
+			}
+			return lax.RoundTrip(plain)
+		}
+		return resp, err
+	})
+}
