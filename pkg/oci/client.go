@@ -48,6 +48,7 @@ type Client struct {
 	kc     authn.Keychain
 	now    func() time.Time
 	modes  sync.Map // registry -> referrers mode, probed once per run
+	every  time.Duration
 }
 
 // Option configures a Client.
@@ -103,6 +104,18 @@ func WithUserAgent(ua string) Option {
 	return func(c *Client) error { c.ua = ua; return nil }
 }
 
+// WithProgressInterval sets how often a push logs a progress event (default 5s; 0 turns
+// progress events off). Events are log records, never a progress bar.
+func WithProgressInterval(d time.Duration) Option {
+	return func(c *Client) error {
+		if d < 0 {
+			return fmt.Errorf("oci: negative progress interval %s", d)
+		}
+		c.every = d
+		return nil
+	}
+}
+
 // WithClock fixes the clock used for annotation timestamps (tests).
 func WithClock(now func() time.Time) Option {
 	return func(c *Client) error { c.now = now; return nil }
@@ -117,6 +130,7 @@ func New(opts ...Option) (*Client, error) {
 		jobs:   defaultJobs,
 		kc:     authn.DefaultKeychain,
 		now:    time.Now,
+		every:  5 * time.Second,
 	}
 	for _, o := range opts {
 		if err := o(c); err != nil {
@@ -228,26 +242,58 @@ func (c *Client) Exists(ctx context.Context, ref name.Digest) (bool, error) {
 
 // Write pushes an image or index by digest to repo and returns the digest reference.
 func (c *Client) Write(ctx context.Context, repo name.Repository, t remote.Taggable) (name.Digest, error) {
+	opts := c.remote(ctx)
+	var done chan struct{}
+	if c.every > 0 {
+		updates := make(chan v1.Update, 16)
+		done = make(chan struct{})
+		opts = append(opts, remote.WithProgress(updates))
+		go c.progress(repo, updates, done)
+	}
 	var h v1.Hash
 	var err error
 	switch v := t.(type) {
 	case v1.ImageIndex:
 		h, err = v.Digest()
 		if err == nil {
-			err = remote.WriteIndex(repo.Digest(h.String()), v, c.remote(ctx)...)
+			err = remote.WriteIndex(repo.Digest(h.String()), v, opts...)
 		}
 	case v1.Image:
 		h, err = v.Digest()
 		if err == nil {
-			err = remote.Write(repo.Digest(h.String()), v, c.remote(ctx)...)
+			err = remote.Write(repo.Digest(h.String()), v, opts...)
 		}
 	default:
-		return name.Digest{}, fmt.Errorf("oci: cannot write %T", t)
+		err = fmt.Errorf("oci: cannot write %T", t)
+	}
+	if done != nil && err == nil {
+		<-done // go-containerregistry closes the channel when a write it started ends
 	}
 	if err != nil {
 		return name.Digest{}, fmt.Errorf("pushing to %s: %w", repo, err)
 	}
 	return repo.Digest(h.String()), nil
+}
+
+// progress logs bytes done at most once per interval, and once at the end of a push that
+// moved any bytes.
+func (c *Client) progress(repo name.Repository, updates <-chan v1.Update, done chan<- struct{}) {
+	defer close(done)
+	var last v1.Update
+	next := time.Now().Add(c.every)
+	for u := range updates {
+		if u.Error != nil {
+			continue
+		}
+		last = u
+		if time.Now().After(next) {
+			c.logger.Info("push progress", "event", "copy.progress", "image", repo.String(), "bytes_done", u.Complete, "bytes_total", u.Total)
+			next = time.Now().Add(c.every)
+		}
+	}
+	if last.Total > 0 {
+		c.logger.Info("push progress", "event", "copy.progress", "image", repo.String(), "bytes_done", last.Complete, "bytes_total", last.Total)
+	}
 }
 
 // Copy copies src (all platforms) by digest into dst, with the referrers of every manifest,

@@ -1,8 +1,11 @@
 package oci
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
@@ -345,5 +348,33 @@ func TestRetryBudgetPerHost(t *testing.T) {
 	resp, err := rt.RoundTrip(req)
 	if err != nil || resp.StatusCode != 503 {
 		t.Fatalf("other host used the default budget: %v", err)
+	}
+}
+
+func TestProgressEvents(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&buf, nil))
+	c, err := New(WithLogger(logger), WithProgressInterval(time.Nanosecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := random.Image(64<<10, 3, random.WithSource(rand.New(rand.NewSource(5))))
+	if _, err := c.Write(context.Background(), mustRepo(t, newRegistry(t, true)+"/p"), img); err != nil {
+		t.Fatal(err)
+	}
+	var last map[string]any
+	n := 0
+	for _, line := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+		var rec map[string]any
+		json.Unmarshal(line, &rec)
+		if rec["event"] == "copy.progress" {
+			last, n = rec, n+1
+		}
+	}
+	if n == 0 || last["bytes_done"] != last["bytes_total"] || last["bytes_total"].(float64) < 3*64<<10 {
+		t.Fatalf("%d progress events, last %v", n, last)
+	}
+	if _, err := New(WithProgressInterval(-1)); err == nil {
+		t.Fatal("negative interval accepted")
 	}
 }
