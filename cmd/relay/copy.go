@@ -43,7 +43,7 @@ func copyCmd(ctx context.Context, o Options, src, dst string, tags []string) err
 	if o.DryRun {
 		rt = oci.WriteGuard(rt)
 	}
-	client, err := oci.New(oci.WithTransport(oci.UserAgent(rt, ua)), oci.WithLogger(logger), oci.WithJobs(o.Jobs), oci.WithUserAgent(ua))
+	client, err := oci.New(oci.WithTransport(oci.UserAgent(rt, ua)), oci.WithLogger(logger), oci.WithJobs(o.Jobs), oci.WithUserAgent(ua), oci.WithKeychain(oci.Keychain(o.Getenv)))
 	if err != nil {
 		return &usageError{err}
 	}

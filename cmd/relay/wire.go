@@ -74,7 +74,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		rt = oci.WriteGuard(rt)
 	}
 	rt = oci.UserAgent(rt, ua)
-	client, err := oci.New(oci.WithTransport(rt), oci.WithLogger(logger), oci.WithJobs(o.Jobs), oci.WithUserAgent(ua))
+	client, err := oci.New(oci.WithTransport(rt), oci.WithLogger(logger), oci.WithJobs(o.Jobs), oci.WithUserAgent(ua), oci.WithKeychain(oci.Keychain(o.Getenv)))
 	if err != nil {
 		return nil, &usageError{err}
 	}
