@@ -58,7 +58,7 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 	if st == nil || restart {
 		st = steps.NewState(mode, inputs, cid, nowUTC())
 	}
-	// The correlation id of the run that started the release stays the release's.
+	// A resumed run logs the id of the run it continues, so their logs can be joined.
 	if st.CorrelationID != "" && st.CorrelationID != cid {
 		logger = logger.With("resumed_correlation_id", st.CorrelationID)
 	}

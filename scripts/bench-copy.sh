@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Copy benchmarks (issue 2/6): relay copy against crane, regctl and skopeo on the same
+# generated images between two local distribution registries, in the same run.
+#   scripts/bench-copy.sh BIN REPORT [ROUNDS]
+# Appends a section to REPORT. Peers come from pinned `go install`s and Debian (see
+# scripts/bench-tools.sh); missing ones are reported as missing, never silently skipped.
+set -euo pipefail
+bin=$(realpath "$1"); report=$2; rounds=${3:-3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+export PATH="$PATH:$(go env GOPATH)/bin"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_registry() { # kind(debian|v3) name -> prints host:port
+  local kind=$1 nm=$2 port; port=$(free_port)
+  mkdir -p "$work/$nm"
+  cat > "$work/$nm/config.yml" <<YML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/$nm/data}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$port, secret: bench}
+YML
+  local cmd=docker-registry; [ "$kind" = v3 ] && cmd=registry
+  "$cmd" serve "$work/$nm/config.yml" >"$work/$nm/log" 2>&1 & pids+=($!); echo $! > "$work/$nm/pid"
+  for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
+  echo "127.0.0.1:$port"
+}
+stop_registry() { kill "$(cat "$work/$1/pid")" 2>/dev/null || true; rm -rf "$work/$1"; }
+timeit() { # out-var-prefix, command...; records wall seconds and max RSS KiB
+  /usr/bin/time -f '%e %M' -o "$work/t" "$@" >/dev/null 2>"$work/err" || { echo "FAILED: $*" >&2; cat "$work/err" >&2; return 1; }
+  cat "$work/t"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+tools=(relay)
+for t in crane regctl skopeo; do command -v "$t" >/dev/null && tools+=("$t") || echo "bench-copy: $t is not installed" >&2; done
+copy_cmd() { # tool src dst
+  case $1 in
+    relay)  echo "$bin copy --log-level error $2 $3" ;;
+    crane)  echo "crane copy --insecure $2 $3:bench" ;;
+    regctl) echo "regctl image copy --referrers --host reg=${3%%/*},tls=disabled --host reg=${2%%/*},tls=disabled $2 $3:bench" ;;
+    skopeo) echo "skopeo copy --all --src-tls-verify=false --dest-tls-verify=false docker://$2 docker://$3:bench" ;;
+  esac
+}
+
+kinds=(debian); command -v registry >/dev/null && kinds+=(v3) || echo "bench-copy: distribution v3 (registry) is not installed" >&2
+{
+  echo
+  echo "## relay copy against crane, regctl and skopeo"
+  echo
+  echo "Produced by \`make bench\` (\`scripts/bench-copy.sh bin/relay docs/benchmarks.md $rounds\`); medians of $rounds rounds,"
+  echo "a source and a fresh destination registry of the same kind on 127.0.0.1 for every copy, generated images of"
+  echo "pseudo-random (incompressible) layers. \`/usr/bin/time\` resolves 10 ms, so no-op ratios are coarse."
+  echo "Peers: $(crane version 2>/dev/null | head -1 | sed 's/^/crane /'), $(regctl version --format '{{.VCSTag}}' 2>/dev/null | sed 's/^/regctl /'), $(skopeo --version 2>/dev/null)."
+  echo "relay copies referrers and cosign's classic tags as well (none exist here, but it looks for them). skopeo runs without --preserve-digests, which it refuses for these OCI indexes (1.9.3), so it may rewrite the index."
+  echo
+  echo "| registry | image | tool | wall (s) | vs fastest peer | peak RSS (MiB) |"
+  echo "|---|---|---|---|---|---|"
+} >> "$work/section.md"
+
+for kind in "${kinds[@]}"; do
+  src=$(start_registry "$kind" "src-$kind")
+  a=$(go run "$root/internal/cmd/benchimg" -ref "$src/bench/a:src" -platforms 1 -layers 12 -size $((1<<30)) -seed 1)
+  b=$(go run "$root/internal/cmd/benchimg" -ref "$src/bench/b:src" -platforms 4 -layers 6 -size $((200<<20)) -seed 2)
+  for img in a b; do
+    ref=${!img}
+    declare -A wall=() rss=()
+    for t in "${tools[@]}"; do
+      for r in $(seq "$rounds"); do
+        # A fresh destination registry each time: no tool may mount or skip blobs that an
+        # earlier copy left there (skopeo's blob-info cache would).
+        dst=$(start_registry "$kind" "dst-$kind-$img-$t-$r")
+        read -r w m < <(timeit $(copy_cmd "$t" "$ref" "$dst/$t/$img"))
+        wall[$t]+="$w"$'\n'; rss[$t]+="$m"$'\n'
+        if [ "$r" = 1 ]; then
+          # (c) the same copy again: the destination has everything.
+          read -r w m < <(timeit $(copy_cmd "$t" "$ref" "$dst/$t/$img"))
+          wall[$t-noop]+="$w"$'\n'; rss[$t-noop]+="$m"$'\n'
+        fi
+        stop_registry "dst-$kind-$img-$t-$r"
+      done
+    done
+    for suffix in "" "-noop"; do
+      best=""
+      for t in "${tools[@]}"; do
+        [ "$t" = relay ] && continue
+        m=$(printf '%s' "${wall[$t$suffix]}" | median); [ -z "$best" ] || awk "BEGIN{exit !($m < $best)}" && best=$m
+      done
+      label="$img ($([ "$img" = a ] && echo '12 layers, 1 GiB' || echo '4 platforms x 200 MiB'))"; [ -n "$suffix" ] && label="$label, again (no-op)"
+      for t in "${tools[@]}"; do
+        m=$(printf '%s' "${wall[$t$suffix]}" | median)
+        ratio="-"; [ -n "$best" ] && ratio=$(awk "BEGIN{printf \"%.2f\", $m/$best}")
+        echo "| $kind | $label | $t | $m | $ratio | $(( $(printf '%s' "${rss[$t$suffix]}" | median | cut -d. -f1) / 1024 )) |" >> "$work/section.md"
+      done
+    done
+    unset wall rss
+  done
+  # The ceiling: one raw 1 GiB blob streamed GET -> PUT with curl.
+  layer=$(curl -fs -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$src/v2/bench/a/manifests/src" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
+  big=$(go run "$root/internal/cmd/benchimg" -ref "$src/bench/ceil:src" -platforms 1 -layers 1 -size $((1<<30)) -seed 3)
+  blob=$(curl -fs -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$src/v2/bench/ceil/manifests/src" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
+  cw=()
+  dst=$(start_registry "$kind" "dst-$kind-ceiling")
+  for r in $(seq "$rounds"); do
+    loc=$(curl -fsi -X POST "http://$dst/v2/ceil/r$r/blobs/uploads/" | awk -F': ' 'tolower($1)=="location" {print $2}' | tr -d '\r')
+    case $loc in http*) ;; *) loc="http://$dst$loc";; esac
+    sep='?'; case $loc in *\?*) sep='&';; esac
+    s=$(date +%s.%N)
+    curl -fs "http://$src/v2/bench/ceil/blobs/$blob" | curl -fs -T - -H 'Content-Type: application/octet-stream' "$loc${sep}digest=$blob" >/dev/null
+    cw+=("$(awk "BEGIN{print $(date +%s.%N) - $s}")")
+  done
+  echo "| $kind | ceiling: one 1 GiB blob, curl GET piped into curl PUT | curl | $(printf '%s\n' "${cw[@]}" | median) | - | - |" >> "$work/section.md"
+  : "$layer"
+  stop_registry "dst-$kind-ceiling"; stop_registry "src-$kind"
+done
+case $report in /*) ;; *) report="$root/$report";; esac
+cat "$work/section.md" >> "$report"
+cat "$work/section.md"
