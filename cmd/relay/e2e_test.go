@@ -291,7 +291,7 @@ func checkSHA256SUMS(t *testing.T, dist string) {
 
 func checkSBOMs(t *testing.T, dist string) {
 	t.Helper()
-	want := map[string]string{"example.com/hello": "v0.1.0", "github.com/google/uuid": "v1.6.0"}
+	want := map[string]string{"example.com/hello": "v0.1.0", "golang.org/x/sync": "v0.24.0"}
 	for _, plat := range []string{"linux-amd64", "linux-arm64"} {
 		f, err := os.Open(filepath.Join(dist, "hello_"+plat+".spdx.json"))
 		if err != nil {

@@ -1,5 +1,5 @@
 module example.com/hello
 
-go 1.22
+go 1.26.0
 
-require github.com/google/uuid v1.6.0
+require golang.org/x/sync v0.24.0

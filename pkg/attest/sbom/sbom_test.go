@@ -97,17 +97,17 @@ func TestGenerateFromRegistry(t *testing.T) {
 	}
 	found := 0
 	for _, p := range spdx.Packages {
-		if p.Name == "github.com/google/uuid" && p.Version == "v1.6.0" {
+		if p.Name == "golang.org/x/sync" && p.Version == "v0.24.0" {
 			found++
 		}
 	}
 	for _, c := range cdx.Components {
-		if c.Name == "github.com/google/uuid" && c.Version == "v1.6.0" {
+		if c.Name == "golang.org/x/sync" && c.Version == "v0.24.0" {
 			found++
 		}
 	}
 	if found != 2 {
-		t.Fatalf("github.com/google/uuid v1.6.0 not listed in both formats: %+v", spdx.Packages[:min(8, len(spdx.Packages))])
+		t.Fatalf("golang.org/x/sync v0.24.0 not listed in both formats: %+v", spdx.Packages[:min(8, len(spdx.Packages))])
 	}
 
 	small, _ := New(Options{Budget: 1024})
