@@ -180,13 +180,13 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 				if err != nil {
 					return err
 				}
-				if name == "copy" && c.Args().Len() == 2 {
+				if name == "copy" && c.Args().Len() >= 2 {
 					f := flagReader{c: c, getenv: getenv}
 					tags := f.list("tag")
 					if f.err != nil {
 						return f.err
 					}
-					return copyCmd(c.Context, o, c.Args().Get(0), c.Args().Get(1), tags)
+					return copyCmd(c.Context, o, c.Args().First(), c.Args().Tail(), tags)
 				}
 				if c.Args().Len() > 0 {
 					return &usageError{fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
@@ -196,9 +196,9 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 		}
 		if name == "copy" {
 			cmd.UsageText = `relay copy [--state .relay/state.json]     # the pipeline's copy step
-   relay copy SRC DST [--tag v1.2.3 --tag latest]   # on its own, like crane copy, with referrers
+   relay copy SRC DST [DST...] [--tag v1.2.3 --tag latest]   # on its own, like crane copy, with referrers
    relay copy ghcr.io/acme/app@sha256:abc... docker.io/acme/app --tag v1.2.3`
-			cmd.Description = "Without arguments: the copy step of the pipeline. With SRC and DST: copies SRC (every platform, by digest) into the repository DST with its OCI referrers and cosign's .sig/.att/.sbom tags, and applies tags only when given --tag. Prints DST@digest."
+			cmd.Description = "Without arguments: the copy step of the pipeline. With SRC and one or more DST: copies SRC (every platform, by digest) into each repository DST with its OCI referrers and cosign's .sig/.att/.sbom tags, reading each source blob once for all destinations, and applies tags only when given --tag. Prints DST@digest per destination."
 			cmd.Flags = append(append([]cli.Flag(nil), common...), &cli.StringSliceFlag{Name: "tag", EnvVars: []string{"RELAY_TAG"}, Usage: "with SRC DST: tag the copy (repeatable); without it nothing is tagged"})
 		}
 		app.Commands = append(app.Commands, cmd)

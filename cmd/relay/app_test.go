@@ -222,6 +222,17 @@ func TestCopyStandalone(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2: %s", bad, code, stderr)
 		}
 	}
+	other := testutil.Registry(t, true)
+	code, stdout, stderr = runCLI(t, nil, "copy", "--tag", "v2", d.String(), dst+"/two/app", other+"/two/app")
+	if code != 0 || stdout != dst+"/two/app@"+d.DigestStr()+"\n"+other+"/two/app@"+d.DigestStr()+"\n" {
+		t.Fatalf("two destinations: exit %d stdout %q stderr %s", code, stdout, stderr)
+	}
+	for _, h := range []string{dst, other} {
+		r, _ := name.NewRepository(h + "/two/app")
+		if got, _ := c.TagDigest(ctx, r.Tag("v2")); got != d.DigestStr() {
+			t.Fatalf("%s: tag v2 -> %q", h, got)
+		}
+	}
 	code, _, stderr = runCLI(t, nil, "copy", src+"/acme/app:nope", dst+"/x")
 	if code != exitStepFailed || !strings.Contains(stderr, "nope") {
 		t.Errorf("missing source tag: exit %d: %s", code, stderr)

@@ -14,17 +14,21 @@ import (
 
 // copyCmd is `relay copy SRC DST`: crane copy's job, by digest, with referrers and cosign's
 // classic attachments, and tags only when asked.
-func copyCmd(ctx context.Context, o Options, src, dst string, tags []string) error {
+func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags []string) error {
 	srcRef, err := name.ParseReference(src)
 	if err != nil {
 		return &usageError{fmt.Errorf("SRC %q is not an image reference: %v", src, err)}
 	}
-	if strings.Contains(dst, "@") || strings.Contains(dst[strings.LastIndex(dst, "/")+1:], ":") {
-		return &usageError{fmt.Errorf("DST %q names a tag or digest: DST is a repository; pass tags with --tag", dst)}
-	}
-	dstRepo, err := name.NewRepository(dst)
-	if err != nil {
-		return &usageError{fmt.Errorf("DST %q is not a repository: %v", dst, err)}
+	var repos []name.Repository
+	for _, dst := range dsts {
+		if strings.Contains(dst, "@") || strings.Contains(dst[strings.LastIndex(dst, "/")+1:], ":") {
+			return &usageError{fmt.Errorf("DST %q names a tag or digest: DST is a repository; pass tags with --tag", dst)}
+		}
+		r, err := name.NewRepository(dst)
+		if err != nil {
+			return &usageError{fmt.Errorf("DST %q is not a repository: %v", dst, err)}
+		}
+		repos = append(repos, r)
 	}
 	for _, t := range tags {
 		if !config.ValidTag(t) {
@@ -53,23 +57,30 @@ func copyCmd(ctx context.Context, o Options, src, dst string, tags []string) err
 	}
 	from := srcRef.Context().Digest(r.Digest)
 	if o.DryRun {
-		fmt.Fprintf(o.Stdout, "would copy %s (%d platform(s), with referrers) to %s@%s", from, len(r.Manifests), dstRepo, r.Digest)
-		if len(tags) > 0 {
-			fmt.Fprintf(o.Stdout, ", then tag it %s", strings.Join(tags, ", "))
+		for _, dst := range repos {
+			fmt.Fprintf(o.Stdout, "would copy %s (%d platform(s), with referrers) to %s@%s", from, len(r.Manifests), dst, r.Digest)
+			if len(tags) > 0 {
+				fmt.Fprintf(o.Stdout, ", then tag it %s", strings.Join(tags, ", "))
+			}
+			fmt.Fprintln(o.Stdout)
 		}
-		fmt.Fprintln(o.Stdout)
 		return nil
 	}
-	out, err := client.Copy(ctx, from, dstRepo)
+	outs, err := client.CopyMulti(ctx, from, repos)
 	if err != nil {
 		return err
 	}
-	for _, t := range tags {
-		if err := client.Tag(ctx, out, t); err != nil {
-			return err
+	// Tags only once every destination holds the whole image: the commit point.
+	for _, out := range outs {
+		for _, t := range tags {
+			if err := client.Tag(ctx, out, t); err != nil {
+				return err
+			}
+			logger.Info("tagged", "image", out.Context().Tag(t).String(), "digest", out.DigestStr())
 		}
-		logger.Info("tagged", "image", dstRepo.Tag(t).String(), "digest", out.DigestStr())
 	}
-	fmt.Fprintln(o.Stdout, out.String())
+	for _, out := range outs {
+		fmt.Fprintln(o.Stdout, out.String())
+	}
 	return nil
 }

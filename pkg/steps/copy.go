@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"golang.org/x/sync/errgroup"
 )
 
 type nameRepo = name.Repository
@@ -38,50 +37,37 @@ func (Copy) Plan(env *Env, st *State) Plan {
 
 // Run implements Step.
 func (Copy) Run(ctx context.Context, env *Env, st *State) error {
-	type job struct {
-		image string
-		src   name.Digest
-		dst   name.Repository
-		idx   int
-	}
-	var jobs []job
+	var out []CopiedImage
 	for _, im := range env.Config.Images {
 		b := st.Build(im.Name)
 		src, err := name.NewDigest(b.Ref)
 		if err != nil {
 			return fmt.Errorf("state holds a malformed build reference %q: %w", b.Ref, err)
 		}
+		var dsts []name.Repository
 		for _, t := range im.Targets {
 			dst, err := env.MapRepository(t)
 			if err != nil {
 				return err
 			}
-			jobs = append(jobs, job{image: im.Name, src: src, dst: dst, idx: len(jobs)})
+			dsts = append(dsts, dst)
 		}
-	}
-	out := make([]CopiedImage, len(jobs))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(1, env.Jobs))
-	for _, j := range jobs {
-		g.Go(func() error {
-			d, err := env.Registry.Copy(gctx, j.src, j.dst)
+		// One read of the build registry feeds every target.
+		copies, err := env.Registry.CopyMulti(ctx, src, dsts)
+		if err != nil {
+			return err
+		}
+		for _, d := range copies {
+			r, err := env.Registry.Resolve(ctx, d)
 			if err != nil {
 				return err
 			}
-			r, err := env.Registry.Resolve(gctx, d)
-			if err != nil {
-				return err
+			if r.Digest != src.DigestStr() {
+				return fmt.Errorf("copy of %s to %s changed the digest to %s", src, d.Context(), r.Digest)
 			}
-			if r.Digest != j.src.DigestStr() {
-				return fmt.Errorf("copy of %s to %s changed the digest to %s", j.src, j.dst, r.Digest)
-			}
-			out[j.idx] = CopiedImage{Name: j.image, Repository: j.dst.String(), Digest: r.Digest, MediaType: r.MediaType, Size: r.Size, Platforms: r.Manifests}
+			out = append(out, CopiedImage{Name: im.Name, Repository: d.Context().String(), Digest: r.Digest, MediaType: r.MediaType, Size: r.Size, Platforms: r.Manifests})
 			env.Logger.Info("copied by digest", "image", d.String(), "digest", r.Digest)
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return err
+		}
 	}
 	st.Copies = out
 	return nil
