@@ -98,6 +98,27 @@ for kind in "${kinds[@]}"; do
     done
     unset wall rss
   done
+  # (d) one source to two destination registries: relay reads once and uploads in parallel;
+  # the peer does two sequential crane copies.
+  declare -A two=()
+  for r in $(seq "$rounds"); do
+    d1=$(start_registry "$kind" "two1-$kind-$r"); d2=$(start_registry "$kind" "two2-$kind-$r")
+    read -r w m < <(timeit "$bin" copy --log-level error "$a" "$d1/relay/a" "$d2/relay/a"); two[relay]+="$w"$'\n'; two[relay-rss]+="$m"$'\n'
+    stop_registry "two1-$kind-$r"; stop_registry "two2-$kind-$r"
+    if command -v crane >/dev/null; then
+      d1=$(start_registry "$kind" "two1-$kind-$r"); d2=$(start_registry "$kind" "two2-$kind-$r")
+      s=$(date +%s.%N)
+      crane copy --insecure "$a" "$d1/crane/a:bench" >/dev/null 2>&1 && crane copy --insecure "$a" "$d2/crane/a:bench" >/dev/null 2>&1
+      two[crane]+="$(awk "BEGIN{print $(date +%s.%N) - $s}")"$'\n'
+      stop_registry "two1-$kind-$r"; stop_registry "two2-$kind-$r"
+    fi
+  done
+  rw=$(printf '%s' "${two[relay]}" | median); cw2=$(printf '%s' "${two[crane]:-}" | median)
+  ratio="-"; [ -n "$cw2" ] && ratio=$(awk "BEGIN{printf \"%.2f\", $rw/$cw2}")
+  echo "| $kind | a to two registries at once | relay | $rw | $ratio of two sequential crane copies | $(( $(printf '%s' "${two[relay-rss]}" | median | cut -d. -f1) / 1024 )) |" >> "$work/section.md"
+  [ -n "$cw2" ] && echo "| $kind | a to two registries, one after the other | crane x2 | $cw2 | 1.00 | - |" >> "$work/section.md"
+  unset two
+
   # The ceiling: one raw 1 GiB blob streamed GET -> PUT with curl.
   layer=$(curl -fs -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$src/v2/bench/a/manifests/src" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
   big=$(go run "$root/internal/cmd/benchimg" -ref "$src/bench/ceil:src" -platforms 1 -layers 1 -size $((1<<30)) -seed 3)
