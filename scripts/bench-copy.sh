@@ -92,7 +92,7 @@ for kind in "${kinds[@]}"; do
       label="$img ($([ "$img" = a ] && echo '12 layers, 1 GiB' || echo '4 platforms x 200 MiB'))"; [ -n "$suffix" ] && label="$label, again (no-op)"
       for t in "${tools[@]}"; do
         m=$(printf '%s' "${wall[$t$suffix]}" | median)
-        ratio="-"; [ -n "$best" ] && ratio=$(awk "BEGIN{printf \"%.2f\", $m/$best}")
+        ratio="-"; [ -n "$best" ] && ratio=$(awk "BEGIN{ if ($best > 0) printf \"%.2f\", $m/$best; else print \"- (peer under 10 ms)\" }")
         echo "| $kind | $label | $t | $m | $ratio | $(( $(printf '%s' "${rss[$t$suffix]}" | median | cut -d. -f1) / 1024 )) |" >> "$work/section.md"
       done
     done

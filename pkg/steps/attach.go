@@ -28,11 +28,7 @@ func ensureAttached(ctx context.Context, env *Env, copies []CopiedImage, req att
 	if len(copies) == 0 {
 		return nil, nil, fmt.Errorf("image %s has no copies to attach to", req.image)
 	}
-	type found struct {
-		referrer string
-		bundle   []byte
-	}
-	existing := map[string]found{}
+	existing := map[string]string{} // repository -> referrer already holding a valid bundle
 	var chosen []byte
 	for _, c := range copies {
 		repo, err := name.NewRepository(c.Repository)
@@ -48,7 +44,7 @@ func ensureAttached(ctx context.Context, env *Env, copies []CopiedImage, req att
 				env.Logger.Debug("ignoring attached bundle that does not verify", "image", c.Repository, "digest", req.subject, "referrer", a.Digest, "error", err)
 				continue
 			}
-			existing[c.Repository] = found{referrer: a.Digest, bundle: a.Bundle}
+			existing[c.Repository] = a.Digest
 			if chosen == nil {
 				chosen = a.Bundle
 			}
@@ -71,8 +67,8 @@ func ensureAttached(ctx context.Context, env *Env, copies []CopiedImage, req att
 		Referrers: map[string]string{}, Reused: reused,
 	}
 	for _, c := range copies {
-		if f, ok := existing[c.Repository]; ok {
-			att.Referrers[c.Repository] = f.referrer
+		if ref, ok := existing[c.Repository]; ok {
+			att.Referrers[c.Repository] = ref
 			continue
 		}
 		repo, _ := name.NewRepository(c.Repository)
