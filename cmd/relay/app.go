@@ -182,11 +182,11 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 				}
 				if name == "copy" && c.Args().Len() >= 2 {
 					f := flagReader{c: c, getenv: getenv}
-					tags := f.list("tag")
+					tags, plats := f.list("tag"), f.list("platform")
 					if f.err != nil {
 						return f.err
 					}
-					return copyCmd(c.Context, o, c.Args().First(), c.Args().Tail(), tags)
+					return copyCmd(c.Context, o, c.Args().First(), c.Args().Tail(), tags, plats)
 				}
 				if c.Args().Len() > 0 {
 					return &usageError{fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
@@ -199,7 +199,8 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
    relay copy SRC DST [DST...] [--tag v1.2.3 --tag latest]   # on its own, like crane copy, with referrers
    relay copy ghcr.io/acme/app@sha256:abc... docker.io/acme/app --tag v1.2.3`
 			cmd.Description = "Without arguments: the copy step of the pipeline. With SRC and one or more DST: copies SRC (every platform, by digest) into each repository DST with its OCI referrers and cosign's .sig/.att/.sbom tags, reading each source blob once for all destinations, and applies tags only when given --tag. Prints DST@digest per destination."
-			cmd.Flags = append(append([]cli.Flag(nil), common...), &cli.StringSliceFlag{Name: "tag", EnvVars: []string{"RELAY_TAG"}, Usage: "with SRC DST: tag the copy (repeatable); without it nothing is tagged"})
+			cmd.Flags = append(append([]cli.Flag(nil), common...), &cli.StringSliceFlag{Name: "tag", EnvVars: []string{"RELAY_TAG"}, Usage: "with SRC DST: tag the copy (repeatable); without it nothing is tagged"},
+				&cli.StringSliceFlag{Name: "platform", EnvVars: []string{"RELAY_PLATFORM"}, Usage: "with SRC DST: copy only these platforms of an index (repeatable); the new index gets its own digest"})
 		}
 		app.Commands = append(app.Commands, cmd)
 	}

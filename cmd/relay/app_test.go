@@ -217,6 +217,7 @@ func TestCopyStandalone(t *testing.T) {
 		{"copy", "NOT A REF", dst + "/x"},
 		{"copy", "--tag", "-x", src + "/acme/app:v1", dst + "/x"},
 		{"copy", src + "/acme/app:v1"},
+		{"copy", "--platform", "arm64", src + "/acme/app:v1", dst + "/x"},
 	} {
 		if code, _, stderr := runCLI(t, nil, bad...); code != exitUsage {
 			t.Errorf("%v: exit %d, want 2: %s", bad, code, stderr)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/oci"
@@ -14,7 +15,7 @@ import (
 
 // copyCmd is `relay copy SRC DST`: crane copy's job, by digest, with referrers and cosign's
 // classic attachments, and tags only when asked.
-func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags []string) error {
+func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags, platforms []string) error {
 	srcRef, err := name.ParseReference(src)
 	if err != nil {
 		return &usageError{fmt.Errorf("SRC %q is not an image reference: %v", src, err)}
@@ -34,6 +35,14 @@ func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags []s
 		if !config.ValidTag(t) {
 			return &usageError{fmt.Errorf("--tag %q is not a valid tag (up to 128 of [A-Za-z0-9_.-], not starting with . or -)", t)}
 		}
+	}
+	var plats []v1.Platform
+	for _, p := range platforms {
+		pl, err := v1.ParsePlatform(p)
+		if err != nil || !strings.Contains(p, "/") {
+			return &usageError{fmt.Errorf("--platform %q is not OS/ARCH[/VARIANT], e.g. linux/arm64", p)}
+		}
+		plats = append(plats, *pl)
 	}
 	if o.Local {
 		return &usageError{fmt.Errorf("relay copy SRC DST works on real registries; --local applies to the pipeline")}
@@ -66,8 +75,16 @@ func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags []s
 		}
 		return nil
 	}
-	outs, err := client.CopyMulti(ctx, from, repos)
-	if err != nil {
+	var outs []name.Digest
+	if len(plats) > 0 {
+		for _, dst := range repos {
+			out, err := client.CopyPlatforms(ctx, from, dst, plats)
+			if err != nil {
+				return err
+			}
+			outs = append(outs, out)
+		}
+	} else if outs, err = client.CopyMulti(ctx, from, repos); err != nil {
 		return err
 	}
 	// Tags only once every destination holds the whole image: the commit point.
