@@ -36,7 +36,7 @@ var version = "dev"
 var snapshotEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // secretEnv are variables whose values must never appear in logs.
-var secretEnv = []string{"GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_RUNTIME_TOKEN", "SIGSTORE_ID_TOKEN", "RELAY_GITHUB_APP_KEY", "COSIGN_PASSWORD", "RELAY_SOURCE_TOKEN"}
+var secretEnv = []string{"GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_RUNTIME_TOKEN", "SIGSTORE_ID_TOKEN", "RELAY_GITHUB_APP_KEY", "COSIGN_PASSWORD", "RELAY_SOURCE_TOKEN", "IDENTITY_HEADER", "DOCKERHUB_TOKEN"}
 
 type wired struct {
 	env     *steps.Env

@@ -10,9 +10,20 @@ import (
 //     as the user; DOCKERHUB_USERNAME and DOCKERHUB_TOKEN for Docker Hub;
 //  2. docker's config.json ($DOCKER_CONFIG) and the credential helpers it names;
 //  3. Google Artifact Registry and GCR through application default credentials or the
-//     metadata server (go-containerregistry's maintained google keychain).
+//     metadata server (go-containerregistry's maintained google keychain);
+//  4. Azure Container Registry through the managed identity, when the workload has one
+//     (IDENTITY_ENDPOINT from Container Apps/App Service, or AZURE_CLIENT_ID): asking the
+//     metadata endpoint elsewhere would only wait for a timeout.
 func Keychain(getenv func(string) string) authn.Keychain {
-	return authn.NewMultiKeychain(envKeychain{getenv}, authn.DefaultKeychain, google.Keychain)
+	kcs := []authn.Keychain{envKeychain{getenv}, authn.DefaultKeychain, google.Keychain}
+	if getenv("IDENTITY_ENDPOINT") != "" || getenv("AZURE_CLIENT_ID") != "" {
+		kcs = append(kcs, ACRKeychain(ACROptions{
+			IdentityEndpoint: getenv("IDENTITY_ENDPOINT"),
+			IdentityHeader:   getenv("IDENTITY_HEADER"),
+			ClientID:         getenv("AZURE_CLIENT_ID"),
+		}))
+	}
+	return authn.NewMultiKeychain(kcs...)
 }
 
 type envKeychain struct{ getenv func(string) string }
