@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,23 +26,16 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 		// A dry run is the plan plus read-only checks of everything a real run would touch.
 		return planCmd(ctx, o)
 	}
-	logger, cid, err := newLogger(o)
+	in, err := load(o)
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(o.Config)
-	if err != nil {
-		return err
-	}
+	logger, cid, cfg, st := in.logger, in.cid, in.cfg, in.st
 	mode := steps.ModeRelease
 	if o.Local {
 		mode = steps.ModeLocal
 	}
 	inputs := steps.Inputs{ConfigDigest: cfg.Digest, Repo: cfg.Source.Repo, Ref: cfg.Source.Ref}
-	st, err := steps.LoadState(o.State)
-	if err != nil {
-		return err
-	}
 	if st != nil && !restart {
 		if st.Mode != mode {
 			how := map[steps.Mode]string{steps.ModeLocal: "relay run --local", steps.ModeDryRun: "relay run --dry-run", steps.ModeRelease: "a real run"}
@@ -84,19 +78,36 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 	return nil
 }
 
-func planCmd(ctx context.Context, o Options) error {
+// loaded is what every pipeline command starts from.
+type loaded struct {
+	logger *slog.Logger
+	cid    string
+	cfg    *config.Config
+	st     *steps.State // nil when there is no state file yet
+}
+
+func load(o Options) (*loaded, error) {
 	logger, cid, err := newLogger(o)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfg, err := config.Load(o.Config)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st, err := steps.LoadState(o.State)
 	if err != nil {
+		return nil, err
+	}
+	return &loaded{logger: logger, cid: cid, cfg: cfg, st: st}, nil
+}
+
+func planCmd(ctx context.Context, o Options) error {
+	in, err := load(o)
+	if err != nil {
 		return err
 	}
+	logger, cid, cfg, st := in.logger, in.cid, in.cfg, in.st
 	want := steps.ModeRelease
 	if o.Local {
 		want = steps.ModeLocal
