@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/relaydev/relay/pkg/config"
-	"github.com/relaydev/relay/pkg/oci"
 )
 
 // copyCmd is `relay copy SRC DST`: crane copy's job, by digest, with referrers and cosign's
@@ -51,14 +49,10 @@ func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags, pl
 	if err != nil {
 		return err
 	}
-	ua := fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid)
-	rt := oci.Retry(http.DefaultTransport, oci.RetryOptions{Logger: logger})
-	if o.DryRun {
-		rt = oci.WriteGuard(rt)
-	}
-	client, err := oci.New(oci.WithTransport(oci.UserAgent(rt, ua)), oci.WithLogger(logger), oci.WithJobs(o.Jobs), oci.WithUserAgent(ua), oci.WithKeychain(oci.Keychain(o.Getenv)))
+	// relay copy reads no relay.yaml: no insecure hosts, default retry budgets.
+	client, err := registryClient(o, logger, cid, nil, o.DryRun)
 	if err != nil {
-		return &usageError{err}
+		return err
 	}
 	r, err := client.Resolve(ctx, srcRef)
 	if err != nil {

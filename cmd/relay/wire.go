@@ -58,25 +58,9 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 	case o.DryRun:
 		mode = steps.ModeDryRun
 	}
-	ua := fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid)
-	var insecure []string
-	budgets := map[string]time.Duration{}
-	for _, r := range cfg.Registries {
-		if r.Insecure {
-			insecure = append(insecure, r.Host)
-		}
-		if b, _ := r.Budget(); b > 0 { // validated with the config
-			budgets[r.Host] = b
-		}
-	}
-	rt := oci.Retry(oci.Insecure(http.DefaultTransport, insecure), oci.RetryOptions{Logger: logger, Budgets: budgets})
-	if mode != steps.ModeRelease {
-		rt = oci.WriteGuard(rt)
-	}
-	rt = oci.UserAgent(rt, ua)
-	client, err := oci.New(oci.WithTransport(rt), oci.WithLogger(logger), oci.WithJobs(o.Jobs), oci.WithUserAgent(ua), oci.WithKeychain(oci.Keychain(o.Getenv)))
+	client, err := registryClient(o, logger, cid, cfg.Registries, mode != steps.ModeRelease)
 	if err != nil {
-		return nil, &usageError{err}
+		return nil, err
 	}
 	env := &steps.Env{
 		Config:        cfg,
@@ -186,6 +170,33 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		return nil, err
 	}
 	return w, nil
+}
+
+// registryClient builds the one registry client of a command: retries (with the config's
+// per-registry budgets) over a transport that lets only the config's insecure hosts skip
+// TLS, the write guard for --local and --dry-run, and the User-Agent with the correlation id.
+func registryClient(o Options, logger *slog.Logger, cid string, registries []config.Registry, guard bool) (*oci.Client, error) {
+	var insecure []string
+	budgets := map[string]time.Duration{}
+	for _, r := range registries {
+		if r.Insecure {
+			insecure = append(insecure, r.Host)
+		}
+		if b, _ := r.Budget(); b > 0 { // validated with the config
+			budgets[r.Host] = b
+		}
+	}
+	rt := oci.Retry(oci.Insecure(http.DefaultTransport, insecure), oci.RetryOptions{Logger: logger, Budgets: budgets})
+	if guard {
+		rt = oci.WriteGuard(rt)
+	}
+	ua := fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid)
+	client, err := oci.New(oci.WithTransport(oci.UserAgent(rt, ua)), oci.WithLogger(logger), oci.WithJobs(o.Jobs),
+		oci.WithUserAgent(ua), oci.WithKeychain(oci.Keychain(o.Getenv)))
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	return client, nil
 }
 
 func isLocalPath(repo string) bool {

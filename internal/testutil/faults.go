@@ -59,18 +59,12 @@ func Faults(rate float64, seed int64, counts *FaultCounts) func(http.Handler) ht
 type resetWriter struct {
 	http.ResponseWriter
 	cut, sent int
-	dead      bool
 }
 
 func (rw *resetWriter) Write(p []byte) (int, error) {
-	if rw.dead {
-		return 0, http.ErrAbortHandler
-	}
 	if rw.sent+len(p) > rw.cut {
-		p = p[:rw.cut-rw.sent]
-		rw.ResponseWriter.Write(p)
+		rw.ResponseWriter.Write(p[:rw.cut-rw.sent])
 		rw.ResponseWriter.(http.Flusher).Flush()
-		rw.dead = true
 		// http.ErrAbortHandler makes the server close the connection mid-body.
 		panic(http.ErrAbortHandler)
 	}

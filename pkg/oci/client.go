@@ -593,20 +593,18 @@ func (c *Client) AttachBundle(ctx context.Context, subject name.Digest, subjectM
 
 // Tag points tag at the digest, after checking the digest is present.
 func (c *Client) Tag(ctx context.Context, d name.Digest, tag string) error {
-	ok, err := c.Exists(ctx, d)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("tagging %s as %s: the digest is not in the repository", d, tag)
-	}
 	t := d.Context().Tag(tag)
 	if cur, err := c.TagDigest(ctx, t); err == nil && cur == d.DigestStr() {
 		c.logger.Debug("tag already points at the digest", "image", t.String(), "digest", cur)
 		return nil
 	}
+	// Reading the manifest is also the presence check: a tag never points at a missing digest.
 	desc, err := c.get(ctx, d)
 	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+			return fmt.Errorf("tagging %s as %s: the digest is not in the repository", d, tag)
+		}
 		return fmt.Errorf("tagging %s: %w", d, err)
 	}
 	if err := remote.Put(t, rawManifest{raw: desc.Manifest, mt: desc.MediaType}, c.remote(ctx)...); err != nil {

@@ -11,7 +11,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -194,9 +193,6 @@ func (t *teeLayer) Compressed() (io.ReadCloser, error) {
 	t.once.Do(func() { rc = t.r })
 	return rc, nil
 }
-
-// MediaType keeps the source's; go-containerregistry uploads blobs by digest regardless.
-func (t *teeLayer) MediaType() (types.MediaType, error) { return t.Layer.MediaType() }
 
 type errReader struct{ err error }
 
