@@ -31,19 +31,22 @@ type Distribution struct {
 	Transport http.RoundTripper // trusts the registry's self-signed certificate
 }
 
-// Keychain returns the registry's credentials for its host and anonymous elsewhere.
-func (d *Distribution) Keychain() authn.Keychain {
-	return staticKeychain{host: d.Host, auth: &authn.Basic{Username: d.User, Password: d.Password}}
+// Keychain returns the registry's credentials for its host (and for the proxies in front
+// of it named in also) and anonymous elsewhere.
+func (d *Distribution) Keychain(also ...string) authn.Keychain {
+	return staticKeychain{hosts: append([]string{d.Host}, also...), auth: &authn.Basic{Username: d.User, Password: d.Password}}
 }
 
 type staticKeychain struct {
-	host string
-	auth authn.Authenticator
+	hosts []string
+	auth  authn.Authenticator
 }
 
 func (k staticKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
-	if r.RegistryStr() == k.host {
-		return k.auth, nil
+	for _, h := range k.hosts {
+		if r.RegistryStr() == h {
+			return k.auth, nil
+		}
 	}
 	return authn.Anonymous, nil
 }

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"io"
 	"math/rand"
 	"net/http"
 	"strings"
@@ -91,3 +92,45 @@ func (cw *chunkWriter) Write(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// CutUploads cuts the request body of the first n requests that match after `after`
+// bytes and then drops the client's connection, as when a link dies in the middle of a blob
+// upload. The handler behind sees the truncated body, like a registry whose client vanished.
+func CutUploads(n int, after int64, match func(*http.Request) bool) func(http.Handler) http.Handler {
+	var mu sync.Mutex
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			cut := n > 0 && match(r)
+			if cut {
+				n--
+			}
+			mu.Unlock()
+			if !cut {
+				next.ServeHTTP(w, r)
+				return
+			}
+			r.Body = &cutBody{r: io.LimitReader(r.Body, after)}
+			next.ServeHTTP(discardWriter{h: http.Header{}}, r)
+			panic(http.ErrAbortHandler) // the client sees its connection reset mid-request
+		})
+	}
+}
+
+type cutBody struct{ r io.Reader }
+
+func (c *cutBody) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (c *cutBody) Close() error { return nil }
+
+type discardWriter struct{ h http.Header }
+
+func (d discardWriter) Header() http.Header         { return d.h }
+func (d discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d discardWriter) WriteHeader(int)             {}

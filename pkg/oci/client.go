@@ -22,7 +22,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"golang.org/x/sync/errgroup"
 )
 
 // Media types of Sigstore bundles attached as referrers (cosign's BUNDLE_SPEC).
@@ -49,6 +48,13 @@ type Client struct {
 	now    func() time.Time
 	modes  sync.Map // registry -> referrers mode, probed once per run
 	every  time.Duration
+
+	chunk      int64                                            // bytes per upload chunk
+	unchunked  sync.Map                                         // registries that refused a chunk
+	resumeWait time.Duration                                    // first wait before resuming an upload
+	sleep      func(ctx context.Context, d time.Duration) error // a seam for tests
+	trMu       sync.Mutex
+	trs        map[string]http.RoundTripper // authenticated transports by registry and scopes
 }
 
 // Option configures a Client.
@@ -116,6 +122,18 @@ func WithProgressInterval(d time.Duration) Option {
 	}
 }
 
+// WithChunkSize sets how many bytes go in one blob upload request; an interrupted upload
+// resumes at the last chunk the registry acknowledged.
+func WithChunkSize(n int64) Option {
+	return func(c *Client) error {
+		if n < 1 {
+			return fmt.Errorf("oci: chunk size must be positive, got %d", n)
+		}
+		c.chunk = n
+		return nil
+	}
+}
+
 // WithClock fixes the clock used for annotation timestamps (tests).
 func WithClock(now func() time.Time) Option {
 	return func(c *Client) error { c.now = now; return nil }
@@ -131,6 +149,10 @@ func New(opts ...Option) (*Client, error) {
 		kc:     authn.DefaultKeychain,
 		now:    time.Now,
 		every:  5 * time.Second,
+
+		chunk:      defaultChunkSize,
+		resumeWait: 500 * time.Millisecond,
+		sleep:      sleepCtx,
 	}
 	for _, o := range opts {
 		if err := o(c); err != nil {
@@ -296,77 +318,6 @@ func (c *Client) progress(repo name.Repository, updates <-chan v1.Update, done c
 	}
 }
 
-// Copy copies src (all platforms) by digest into dst, with the referrers of every manifest,
-// and applies no tag. Blobs the destination has are skipped.
-func (c *Client) Copy(ctx context.Context, src name.Digest, dst name.Repository) (name.Digest, error) {
-	start := time.Now()
-	desc, err := c.get(ctx, src)
-	if err != nil {
-		return name.Digest{}, fmt.Errorf("copying %s to %s: reading source: %w", src, dst, err)
-	}
-	out := dst.Digest(desc.Digest.String())
-	if ok, err := c.Exists(ctx, out); err == nil && ok {
-		c.logger.Debug("copy: manifest already present", "image", out.String())
-	} else {
-		var t remote.Taggable
-		if desc.MediaType.IsIndex() {
-			t, err = desc.ImageIndex()
-		} else {
-			t, err = desc.Image()
-		}
-		if err != nil {
-			return name.Digest{}, fmt.Errorf("copying %s to %s: %w", src, dst, err)
-		}
-		if _, err := c.Write(ctx, dst, t); err != nil {
-			return name.Digest{}, fmt.Errorf("copying %s to %s: %w", src, dst, err)
-		}
-	}
-	if _, err := c.ReferrersMode(ctx, dst); err != nil {
-		return name.Digest{}, err
-	}
-	digests := []string{desc.Digest.String()}
-	if desc.MediaType.IsIndex() {
-		im, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
-		if err != nil {
-			return name.Digest{}, err
-		}
-		for _, m := range im.Manifests {
-			digests = append(digests, m.Digest.String())
-		}
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(c.jobs)
-	for _, d := range digests {
-		g.Go(func() error {
-			if err := c.copyReferrers(gctx, src.Context().Digest(d), dst); err != nil {
-				return err
-			}
-			return c.copyClassicTags(gctx, src.Context(), dst, d)
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return name.Digest{}, err
-	}
-	c.logger.Debug("copied", "image", out.String(), "digest", desc.Digest.String(), "duration_ms", time.Since(start).Milliseconds())
-	return out, nil
-}
-
-// copyReferrers copies what refers to subject; Copy recurses into their referrers in turn,
-// which ends because content addressing cannot make a cycle.
-func (c *Client) copyReferrers(ctx context.Context, subject name.Digest, dst name.Repository) error {
-	refs, err := c.Referrers(ctx, subject)
-	if err != nil {
-		return err
-	}
-	for _, r := range refs {
-		src := subject.Context().Digest(r.Digest.String())
-		if _, err := c.Copy(ctx, src, dst); err != nil {
-			return fmt.Errorf("copying referrer %s of %s: %w", r.Digest, subject, err)
-		}
-	}
-	return nil
-}
-
 // Referrers modes of a registry.
 const (
 	ReferrersAPI       = "referrers-api"
@@ -415,32 +366,6 @@ var ClassicSuffixes = []string{".sig", ".att", ".sbom"}
 // ClassicTag is the tag cosign stores an attachment of digest under.
 func ClassicTag(digest, suffix string) string {
 	return strings.Replace(digest, ":", "-", 1) + suffix
-}
-
-// copyClassicTags copies cosign's classic signature, attestation and SBOM tags of digest.
-// They are data about the digest, not release tags, so copying them is no commit point.
-func (c *Client) copyClassicTags(ctx context.Context, src, dst name.Repository, digest string) error {
-	for _, suf := range ClassicSuffixes {
-		tag := ClassicTag(digest, suf)
-		d, err := c.TagDigest(ctx, src.Tag(tag))
-		if err != nil {
-			return err
-		}
-		if d == "" {
-			continue
-		}
-		if cur, err := c.TagDigest(ctx, dst.Tag(tag)); err == nil && cur == d {
-			continue
-		}
-		if _, err := c.Copy(ctx, src.Digest(d), dst); err != nil {
-			return fmt.Errorf("copying %s:%s: %w", src, tag, err)
-		}
-		if err := c.Tag(ctx, dst.Digest(d), tag); err != nil {
-			return err
-		}
-		c.logger.Debug("copied cosign attachment", "image", dst.Tag(tag).String(), "digest", d)
-	}
-	return nil
 }
 
 // Referrers lists the manifests whose subject is d (referrers API, or the tag schema fallback).

@@ -4,13 +4,22 @@ package oci
 
 import (
 	"context"
+	"fmt"
+	"io"
+	stdlog "log"
+	"math/rand"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/relaydev/relay/internal/testutil"
 )
@@ -109,3 +118,153 @@ func referrerSet(t *testing.T, c *Client, repo name.Repository, digests []string
 	sort.Strings(out)
 	return strings.Join(out, "\n")
 }
+
+// TestIntegrationUploadResumesInDistribution breaks a blob's second chunk on its way to
+// distribution 2.8. When the chunk never reached the registry (a proxy's 503), the upload
+// asks the registry where it stands and continues from the last acknowledged chunk in the
+// same session. When the link dies mid-chunk, distribution drops the session (it holds a
+// torn chunk), and the upload starts that blob again: the registry decides, relay adapts.
+func TestIntegrationUploadResumesInDistribution(t *testing.T) {
+	const chunk = 1 << 20
+	second := func(r *http.Request) bool {
+		return r.Method == http.MethodPatch && strings.HasPrefix(r.Header.Get("Content-Range"), fmt.Sprintf("%d-", chunk))
+	}
+	refuse := func(next http.Handler) http.Handler {
+		var once sync.Once
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hit := false
+			if second(r) {
+				once.Do(func() { hit = true })
+			}
+			if hit {
+				http.Error(w, "upstream unavailable", http.StatusServiceUnavailable)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	for _, tc := range []struct {
+		name     string
+		fault    func(http.Handler) http.Handler
+		sessions int    // upload sessions (POSTs) for the two blobs
+		status   string // what the registry said when asked where the upload stands
+		reread   string // the Range of the source read that resumed
+	}{
+		{"503 before the chunk reaches the registry", refuse, 2, "-> 204", fmt.Sprintf("bytes=%d-", chunk)},
+		{"link cut in the middle of the chunk", testutil.CutUploads(1, chunk/2, second), 3, "-> 404", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			dist := testutil.StartDistribution(t)
+			img, err := random.Image(4*chunk, 1, random.WithSource(rand.New(rand.NewSource(9))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ls, _ := img.Layers()
+			layer, _ := ls[0].Digest()
+
+			var mu sync.Mutex
+			var log []string // method path content-range -> status, as the proxy saw them
+			var proxyHost string
+			rp := &httputil.ReverseProxy{
+				Rewrite: func(pr *httputil.ProxyRequest) {
+					pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.Host = "https", dist.Host, dist.Host
+				},
+				Transport: dist.Transport,
+				ModifyResponse: func(resp *http.Response) error {
+					if l := resp.Header.Get("Location"); l != "" {
+						resp.Header.Set("Location", strings.Replace(l, "https://"+dist.Host, "http://"+proxyHost, 1))
+					}
+					return nil
+				},
+				ErrorLog: stdlog.New(io.Discard, "", 0),
+			}
+			record := func(h http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					sw := &statusWriter{ResponseWriter: w}
+					defer func() {
+						mu.Lock()
+						log = append(log, fmt.Sprintf("%s %s %s -> %d", r.Method, r.URL.Path, r.Header.Get("Content-Range"), sw.code))
+						mu.Unlock()
+					}()
+					h.ServeHTTP(sw, r)
+				})
+			}
+			proxy := httptest.NewServer(record(tc.fault(rp)))
+			defer proxy.Close()
+			proxyHost = strings.TrimPrefix(proxy.URL, "http://")
+
+			var reads []string // Range headers of the source's layer reads
+			src := mustRepo(t, testutil.Registry(t, true, func(h http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+layer.String()) {
+						mu.Lock()
+						reads = append(reads, r.Header.Get("Range"))
+						mu.Unlock()
+					}
+					h.ServeHTTP(w, r)
+				})
+			})+"/build/app")
+			c, err := New(WithKeychain(dist.Keychain(proxyHost)), WithChunkSize(chunk), WithJobs(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.sleep = (&instant{}).sleep
+			d, err := c.Write(ctx, src, img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := c.Copy(ctx, d, mustRepo(t, proxyHost+"/acme/app"))
+			if err != nil {
+				t.Fatalf("copy through a broken link: %v", err)
+			}
+			if out.DigestStr() != d.DigestStr() {
+				t.Fatalf("digest changed: %s", out.DigestStr())
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			var uploads []string
+			posts, seconds, asked := 0, 0, ""
+			for _, l := range log {
+				if !strings.Contains(l, "/blobs/uploads/") {
+					continue
+				}
+				uploads = append(uploads, l)
+				switch {
+				case strings.HasPrefix(l, "POST "):
+					posts++
+				case strings.HasPrefix(l, "PATCH ") && strings.Contains(l, fmt.Sprintf(" %d-%d ", chunk, 2*chunk-1)):
+					seconds++
+				case strings.HasPrefix(l, "GET "):
+					asked = l
+				}
+			}
+			if posts != tc.sessions || seconds != 2 || !strings.HasSuffix(asked, tc.status) {
+				t.Fatalf("%d upload sessions (want %d), second chunk sent %d times (want 2), status query %q (want %s):\n%s",
+					posts, tc.sessions, seconds, asked, tc.status, strings.Join(uploads, "\n"))
+			}
+			// The first read streams the whole blob; the second starts where the registry stands.
+			if len(reads) != 2 || reads[0] != "" || !strings.HasPrefix(reads[1], tc.reread) || (tc.reread == "") != (reads[1] == "") {
+				t.Fatalf("source reads with ranges %q, want [\"\" %q...]", reads, tc.reread)
+			}
+			// The content arrived whole: read the layer back and hash it.
+			direct, _ := New(WithTransport(dist.Transport), WithKeychain(dist.Keychain()))
+			rc, err := direct.openBlob(ctx, mustRepo(t, dist.Host+"/acme/app"), v1.Descriptor{Digest: layer}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			h, _, err := v1.SHA256(rc)
+			if err != nil || h != layer {
+				t.Fatalf("layer read back as %s (%v), want %s", h, err, layer)
+			}
+		})
+	}
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(c int) { s.code = c; s.ResponseWriter.WriteHeader(c) }
