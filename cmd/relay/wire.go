@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -186,7 +185,7 @@ func registryClient(o Options, logger *slog.Logger, cid string, registries []con
 			budgets[r.Host] = b
 		}
 	}
-	rt := oci.Retry(oci.Insecure(http.DefaultTransport, insecure), oci.RetryOptions{Logger: logger, Budgets: budgets})
+	rt := oci.Retry(oci.Insecure(oci.NewTransport(), insecure), oci.RetryOptions{Logger: logger, Budgets: budgets})
 	if guard {
 		rt = oci.WriteGuard(rt)
 	}

@@ -143,7 +143,7 @@ func WithClock(now func() time.Time) Option {
 func New(opts ...Option) (*Client, error) {
 	c := &Client{
 		logger: slog.New(slog.DiscardHandler),
-		rt:     nil, // Retry over remote.DefaultTransport, with the final logger
+		rt:     nil, // Retry over NewTransport, with the final logger
 		ua:     defaultUserAgent,
 		jobs:   defaultJobs,
 		kc:     authn.DefaultKeychain,
@@ -160,7 +160,7 @@ func New(opts ...Option) (*Client, error) {
 		}
 	}
 	if c.rt == nil {
-		c.rt = Retry(remote.DefaultTransport, RetryOptions{Logger: c.logger})
+		c.rt = Retry(NewTransport(), RetryOptions{Logger: c.logger})
 	}
 	return c, nil
 }

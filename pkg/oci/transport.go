@@ -52,6 +52,18 @@ func UserAgent(next http.RoundTripper, ua string) http.RoundTripper {
 	})
 }
 
+// NewTransport is the HTTP transport relay talks to registries through: one connection pool
+// shared by every request, keeping enough idle connections per host for parallel blob
+// uploads (net/http keeps 2), and buffers large enough that a blob stream costs few
+// system calls.
+func NewTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	t.WriteBufferSize = 256 << 10
+	t.ReadBufferSize = 256 << 10
+	return t
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -465,7 +465,8 @@ func (c *Client) copyBlob(ctx context.Context, src name.Repository, d v1.Descrip
 			leave()
 		}()
 	}
-	_, cerr := io.Copy(fan, rc)
+	// Large pieces: every piece is handed to each destination's goroutine in turn.
+	_, cerr := io.CopyBuffer(fan, struct{ io.Reader }{rc}, make([]byte, 1<<20))
 	fan.close(cerr)
 	wg.Wait()
 	prog.blobDone(len(dsts))
