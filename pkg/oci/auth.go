@@ -13,9 +13,12 @@ import (
 //     metadata server (go-containerregistry's maintained google keychain);
 //  4. Azure Container Registry through the managed identity, when the workload has one
 //     (IDENTITY_ENDPOINT from Container Apps/App Service, or AZURE_CLIENT_ID): asking the
-//     metadata endpoint elsewhere would only wait for a timeout.
+//     metadata endpoint elsewhere would only wait for a timeout;
+//  5. private Amazon ECR through ecr:GetAuthorizationToken with the AWS SDK's default
+//     credential chain (IRSA web identity, ECS/Fargate/CodeBuild container credentials,
+//     instance profile). Only ECR hosts ever reach AWS.
 func Keychain(getenv func(string) string) authn.Keychain {
-	kcs := []authn.Keychain{envKeychain{getenv}, authn.DefaultKeychain, google.Keychain}
+	kcs := []authn.Keychain{envKeychain{getenv}, authn.DefaultKeychain, google.Keychain, ECRKeychain(ECROptions{})}
 	if getenv("IDENTITY_ENDPOINT") != "" || getenv("AZURE_CLIENT_ID") != "" {
 		kcs = append(kcs, ACRKeychain(ACROptions{
 			IdentityEndpoint: getenv("IDENTITY_ENDPOINT"),
