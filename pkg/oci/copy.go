@@ -39,6 +39,10 @@ func (c *Client) walk(ctx context.Context, src name.Digest) (*graph, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.walkFrom(ctx, src, desc)
+}
+
+func (c *Client) walkFrom(ctx context.Context, src name.Digest, desc *remote.Descriptor) (*graph, error) {
 	g := &graph{}
 	seen := map[string]bool{}
 	var visit func(ref string, mt types.MediaType, raw []byte) error
@@ -92,6 +96,20 @@ func (c *Client) walk(ctx context.Context, src name.Digest) (*graph, error) {
 	return g, nil
 }
 
+// shallow lists an image's manifest and the children its index names, without reading them.
+func shallow(desc *remote.Descriptor) *graph {
+	g := &graph{}
+	if desc.MediaType.IsIndex() {
+		if im, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest)); err == nil {
+			for _, m := range im.Manifests {
+				g.nodes = append(g.nodes, node{digest: m.Digest.String(), mt: m.MediaType})
+			}
+		}
+	}
+	g.nodes = append(g.nodes, node{digest: desc.Digest.String(), mt: desc.MediaType, raw: desc.Manifest})
+	return g
+}
+
 // Copy copies src (all platforms) by digest into dst, with the referrers and cosign's
 // classic attachments of every manifest, and applies no tag. Blobs the destination has are
 // skipped; children are written before the index that lists them.
@@ -107,21 +125,29 @@ func (c *Client) Copy(ctx context.Context, src name.Digest, dst name.Repository)
 // source once and streaming it to every destination that lacks it in parallel.
 func (c *Client) CopyMulti(ctx context.Context, src name.Digest, dsts []name.Repository) ([]name.Digest, error) {
 	start := c.now()
-	g, err := c.walk(ctx, src)
+	desc, err := c.get(ctx, src)
 	if err != nil {
 		return nil, fmt.Errorf("copying %s: reading source: %w", src, err)
 	}
-	root := g.root().digest
+	root := desc.Digest.String()
 	var need []name.Repository
 	for _, dst := range dsts {
 		if ok, err := c.Exists(ctx, dst.Digest(root)); err != nil || !ok {
 			need = append(need, dst) // an error here resurfaces, with its cause, on the write
 		}
 	}
+	var g *graph
 	if len(need) > 0 {
+		if g, err = c.walkFrom(ctx, src, desc); err != nil {
+			return nil, fmt.Errorf("copying %s: reading source: %w", src, err)
+		}
 		if err := c.copyGraph(ctx, src.Context(), g, need); err != nil {
 			return nil, fmt.Errorf("copying %s: %w", src, err)
 		}
+	} else {
+		// Every destination has the image (children are written before their index), so
+		// only the attachments can be missing: the index lists the digests to look at.
+		g = shallow(desc)
 	}
 	if err := c.copyAttached(ctx, src.Context(), g, dsts); err != nil {
 		return nil, err
@@ -172,7 +198,7 @@ func (c *Client) copyAttached(ctx context.Context, src name.Repository, g *graph
 		}
 	}
 	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(c.jobs)
+	eg.SetLimit(max(c.jobs, 8)) // small metadata requests: latency, not bandwidth, bounds them
 	for _, n := range g.nodes {
 		eg.Go(func() error {
 			subject := src.Digest(n.digest)
@@ -194,35 +220,36 @@ func (c *Client) copyAttached(ctx context.Context, src name.Repository, g *graph
 // copyClassicTags copies cosign's classic signature, attestation and SBOM tags of digest.
 // They are data about the digest, not release tags, so copying them is no commit point.
 func (c *Client) copyClassicTags(ctx context.Context, src name.Repository, dsts []name.Repository, digest string) error {
+	eg, ctx := errgroup.WithContext(ctx)
 	for _, suf := range ClassicSuffixes {
-		tag := ClassicTag(digest, suf)
-		d, err := c.TagDigest(ctx, src.Tag(tag))
-		if err != nil {
-			return err
-		}
-		if d == "" {
-			continue
-		}
-		var stale []name.Repository
-		for _, dst := range dsts {
-			if cur, err := c.TagDigest(ctx, dst.Tag(tag)); err != nil || cur != d {
-				stale = append(stale, dst)
-			}
-		}
-		if len(stale) == 0 {
-			continue
-		}
-		if _, err := c.CopyMulti(ctx, src.Digest(d), stale); err != nil {
-			return fmt.Errorf("copying %s:%s: %w", src, tag, err)
-		}
-		for _, dst := range stale {
-			if err := c.Tag(ctx, dst.Digest(d), tag); err != nil {
+		eg.Go(func() error {
+			tag := ClassicTag(digest, suf)
+			d, err := c.TagDigest(ctx, src.Tag(tag))
+			if err != nil || d == "" {
 				return err
 			}
-			c.logger.Debug("copied cosign attachment", "image", dst.Tag(tag).String(), "digest", d)
-		}
+			var stale []name.Repository
+			for _, dst := range dsts {
+				if cur, err := c.TagDigest(ctx, dst.Tag(tag)); err != nil || cur != d {
+					stale = append(stale, dst)
+				}
+			}
+			if len(stale) == 0 {
+				return nil
+			}
+			if _, err := c.CopyMulti(ctx, src.Digest(d), stale); err != nil {
+				return fmt.Errorf("copying %s:%s: %w", src, tag, err)
+			}
+			for _, dst := range stale {
+				if err := c.Tag(ctx, dst.Digest(d), tag); err != nil {
+					return err
+				}
+				c.logger.Debug("copied cosign attachment", "image", dst.Tag(tag).String(), "digest", d)
+			}
+			return nil
+		})
 	}
-	return nil
+	return eg.Wait()
 }
 
 // copyProgress counts the bytes and blobs of one graph copy and logs them every interval.
