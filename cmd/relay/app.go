@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	app.CommandNotFound = func(c *cli.Context, cmd string) {
 		notFound = &usageError{fmt.Errorf("unknown command %q: see relay --help", cmd)}
 	}
-	err := app.RunContext(ctx, args)
+	err := app.RunContext(ctx, flagsFirst(app, args))
 	if err == nil {
 		err = notFound
 	}
@@ -188,6 +188,21 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 					}
 					return copyCmd(c.Context, o, c.Args().First(), c.Args().Tail(), tags, plats)
 				}
+				if name == "verify" && c.Args().Len() > 0 {
+					if c.Args().Len() > 1 {
+						return &usageError{fmt.Errorf("relay verify takes one IMAGE, got %q", c.Args().Slice())}
+					}
+					f := flagReader{c: c, getenv: getenv}
+					vf := verifyFlags{
+						identity: f.str("certificate-identity"), identityRegexp: f.str("certificate-identity-regexp"),
+						issuer: f.str("certificate-oidc-issuer"), issuerRegexp: f.str("certificate-oidc-issuer-regexp"),
+						trustedRoot: f.str("trusted-root"), key: f.str("key"), output: f.str("output"), noTlog: f.bool("no-tlog"),
+					}
+					if f.err != nil {
+						return f.err
+					}
+					return verifyCmd(c.Context, o, c.Args().First(), vf)
+				}
 				if c.Args().Len() > 0 {
 					return &usageError{fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
 				}
@@ -201,6 +216,24 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 			cmd.Description = "Without arguments: the copy step of the pipeline. With SRC and one or more DST: copies SRC (every platform, by digest) into each repository DST with its OCI referrers and cosign's .sig/.att/.sbom tags, reading each source blob once for all destinations, and applies tags only when given --tag. Prints DST@digest per destination."
 			cmd.Flags = append(append([]cli.Flag(nil), common...), &cli.StringSliceFlag{Name: "tag", EnvVars: []string{"RELAY_TAG"}, Usage: "with SRC DST: tag the copy (repeatable); without it nothing is tagged"},
 				&cli.StringSliceFlag{Name: "platform", EnvVars: []string{"RELAY_PLATFORM"}, Usage: "with SRC DST: copy only these platforms of an index (repeatable); the new index gets its own digest"})
+		}
+		if name == "verify" {
+			cmd.UsageText = `relay verify [--state .relay/state.json]    # the pipeline's verify step
+   relay verify IMAGE --certificate-identity ID --certificate-oidc-issuer URL [--trusted-root trusted_root.json]
+   relay verify ghcr.io/acme/app:v1.2.3 \
+     --certificate-identity-regexp '^https://github.com/acme/app/\.github/workflows/release\.yml@' \
+     --certificate-oidc-issuer https://token.actions.githubusercontent.com
+   relay verify localhost:5000/acme/app@sha256:abc... --key dist/relay-signing.pub`
+			cmd.Description = "Without arguments: the verify step of the pipeline. With IMAGE: a consumer's check that needs no relay state. Every manifest of IMAGE (the index and each platform) must carry a Sigstore signature that verifies against the trusted root (public-good Sigstore unless --trusted-root) and was made by the given identity and OIDC issuer (or by --key); attestations that verify are listed. Exit 0 when everything is signed, 1 otherwise."
+			cmd.Flags = append(append([]cli.Flag(nil), common...),
+				&cli.StringFlag{Name: "certificate-identity", EnvVars: []string{"RELAY_CERTIFICATE_IDENTITY"}, Usage: "with IMAGE: the signer's identity (email or workflow URI), exactly"},
+				&cli.StringFlag{Name: "certificate-identity-regexp", EnvVars: []string{"RELAY_CERTIFICATE_IDENTITY_REGEXP"}, Usage: "with IMAGE: the signer's identity, as a regular expression"},
+				&cli.StringFlag{Name: "certificate-oidc-issuer", EnvVars: []string{"RELAY_CERTIFICATE_OIDC_ISSUER"}, Usage: "with IMAGE: the OIDC issuer that vouched for the signer, exactly"},
+				&cli.StringFlag{Name: "certificate-oidc-issuer-regexp", EnvVars: []string{"RELAY_CERTIFICATE_OIDC_ISSUER_REGEXP"}, Usage: "with IMAGE: the OIDC issuer, as a regular expression"},
+				&cli.StringFlag{Name: "trusted-root", EnvVars: []string{"RELAY_TRUSTED_ROOT"}, Usage: "with IMAGE: trusted_root.json of a private Sigstore instance (default: public-good, via TUF)"},
+				&cli.StringFlag{Name: "key", EnvVars: []string{"RELAY_KEY"}, Usage: "with IMAGE: verify key signatures with this PEM public key instead of an identity"},
+				&cli.BoolFlag{Name: "no-tlog", EnvVars: []string{"RELAY_NO_TLOG"}, Usage: "with IMAGE: accept keyless signatures without a Rekor entry (signed timestamps only)"},
+				&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "with IMAGE: text or json"})
 		}
 		app.Commands = append(app.Commands, cmd)
 	}
@@ -216,6 +249,46 @@ var stepUsage = map[string]string{
 	"provenance": "attach signed SLSA v1 provenance",
 	"verify":     "read the targets back and verify every signature and attestation",
 	"release":    "apply the tags, then publish the release assets",
+}
+
+// flagsFirst moves a command's flags ahead of its arguments, so `relay copy SRC DST --tag
+// v1` means what it says: urfave/cli stops reading flags at the first argument.
+func flagsFirst(app *cli.App, args []string) []string {
+	if len(args) < 3 {
+		return args
+	}
+	cmd := app.Command(args[1])
+	if cmd == nil {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range cmd.Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			takesValue[n] = !isBool
+		}
+	}
+	var flags, positional []string
+	rest := args[2:]
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		switch {
+		case a == "--":
+			positional = append(positional, rest[i:]...)
+			i = len(rest)
+		case len(a) > 1 && a[0] == '-':
+			flags = append(flags, a)
+			n := strings.TrimLeft(a, "-")
+			if !strings.Contains(n, "=") && takesValue[n] && i+1 < len(rest) {
+				i++
+				flags = append(flags, rest[i])
+			}
+		default:
+			positional = append(positional, a)
+		}
+	}
+	out := append([]string{args[0], args[1]}, flags...)
+	return append(out, positional...)
 }
 
 func usageErr(_ *cli.Context, err error, _ bool) error { return &usageError{err} }

@@ -15,6 +15,7 @@ import (
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/sigstore/sigstore-go/pkg/root"
 
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/attest/sbom"
@@ -131,9 +132,18 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		switch cfg.Signing.Mode {
 		case "ephemeral":
 			return nil, &config.Error{File: o.Config, Msg: "signing.mode ephemeral is only for --local: nobody could verify an ephemeral key later", Fix: "use signing.mode keyless or key, or run with --local"}
+		case "keyless":
+			if mode == steps.ModeRelease {
+				s, v, err := keyless(cfg, o, logger)
+				if err != nil {
+					w.cleanup()
+					return nil, err
+				}
+				env.Signer, env.Verifier = s, v
+			}
 		default:
 			if mode == steps.ModeRelease {
-				return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.mode %s is not available in this build of relay", cfg.Signing.Mode), Fix: "run `relay run --local` to see the whole pipeline; keyless and key signing for real releases are on the roadmap (docs/roadmap.md)"}
+				return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.mode %s is not available in this build of relay", cfg.Signing.Mode), Fix: "use signing.mode keyless, or run `relay run --local` (key files and KMS are on the roadmap, docs/roadmap.md)"}
 			}
 		}
 	}
@@ -271,3 +281,48 @@ func versionText() string {
 }
 
 func nowUTC() time.Time { return time.Now().UTC() }
+
+// keyless builds the keyless signer and the verifier of the run's own identity. A private
+// Sigstore instance comes from signing.trusted_root and signing.signing_config; without
+// them, the public-good instance's trust material comes from its TUF repository.
+func keyless(cfg *config.Config, o Options, logger *slog.Logger) (*attest.KeylessSigner, *attest.Verifier, error) {
+	var tm root.TrustedMaterial
+	var sc *root.SigningConfig
+	public := cfg.Signing.TrustedRoot == ""
+	if public {
+		tr, err := root.FetchTrustedRoot()
+		if err != nil {
+			return nil, nil, fmt.Errorf("fetching the public-good Sigstore trusted root (TUF): %w", err)
+		}
+		if sc, err = root.FetchSigningConfig(); err != nil {
+			return nil, nil, fmt.Errorf("fetching the public-good Sigstore signing config (TUF): %w", err)
+		}
+		tm = tr
+	} else {
+		tr, err := root.NewTrustedRootFromPath(cfg.ResolvePath(cfg.Signing.TrustedRoot))
+		if err != nil {
+			return nil, nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.trusted_root %s: %v", cfg.Signing.TrustedRoot, err), Fix: "point it at a trusted_root.json (cosign trusted-root create makes one)"}
+		}
+		if sc, err = root.NewSigningConfigFromPath(cfg.ResolvePath(cfg.Signing.SigningConfig)); err != nil {
+			return nil, nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.signing_config %s: %v", cfg.Signing.SigningConfig, err), Fix: "point it at a signing_config.json (cosign signing-config create makes one)"}
+		}
+		tm = tr
+	}
+	tokenFile := cfg.Signing.TokenFile
+	if tokenFile != "" {
+		tokenFile = cfg.ResolvePath(tokenFile)
+	}
+	tokens, err := attest.TokenSourceFromEnv(o.Getenv, tokenFile, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	budget, _ := cfg.Signing.Budget() // validated with the config
+	s, err := attest.NewKeylessSigner(attest.KeylessOptions{
+		SigningConfig: sc, TrustedRoot: tm, Tokens: tokens, Budget: budget, Logger: logger,
+		PublicLog: public, AllowPrivateInPublicLog: cfg.Signing.AllowPublicLog,
+	})
+	if err != nil {
+		return nil, nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "check the Sigstore services in signing.signing_config"}
+	}
+	return s, attest.NewSignerVerifier(tm, s, !s.UsesTransparencyLog()), nil
+}

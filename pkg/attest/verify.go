@@ -1,10 +1,12 @@
 package attest
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/root"
@@ -18,6 +20,27 @@ type Verifier struct {
 	v        *verify.Verifier
 	identity *verify.CertificateIdentity
 	keyed    bool
+
+	// lazy builds the verifier on first use (the run's own keyless identity is known only
+	// once Fulcio certified it).
+	lazy    func() (*Verifier, error)
+	once    sync.Once
+	inner   *Verifier
+	lazyErr error
+}
+
+// NewSignerVerifier verifies keyless bundles against tm and the identity of s's own
+// certificate: the pipeline checks that what it published carries this run's identity, and
+// reuses an attached bundle only if it does.
+func NewSignerVerifier(tm root.TrustedMaterial, s *KeylessSigner, noTransparencyLog bool) *Verifier {
+	return &Verifier{lazy: func() (*Verifier, error) {
+		p, err := s.Policy(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		p.NoTransparencyLog = noTransparencyLog
+		return NewIdentityVerifier(tm, p)
+	}}
 }
 
 // NewKeyVerifier verifies bundles signed by the key in tm, without a transparency log
@@ -28,6 +51,54 @@ func NewKeyVerifier(tm root.TrustedMaterial) (*Verifier, error) {
 		return nil, err
 	}
 	return &Verifier{v: v, keyed: true}, nil
+}
+
+// IdentityPolicy is who must have signed a keyless bundle: the certificate's subject (an
+// email or a workflow URI) and the OIDC issuer that vouched for it, each exact or a regexp.
+type IdentityPolicy struct {
+	Identity, IdentityRegexp string
+	Issuer, IssuerRegexp     string
+	// NoTransparencyLog accepts bundles without a Rekor entry (signed timestamps only), for
+	// private repositories that keep their names out of the public log.
+	NoTransparencyLog bool
+}
+
+// Validate says what is missing: a keyless verification without an identity would accept
+// any certificate Fulcio ever issued.
+func (p IdentityPolicy) Validate() error {
+	if p.Identity == "" && p.IdentityRegexp == "" {
+		return errors.New("keyless verification needs --certificate-identity or --certificate-identity-regexp: without one, any Sigstore user's signature would pass")
+	}
+	if p.Issuer == "" && p.IssuerRegexp == "" {
+		return errors.New("keyless verification needs --certificate-oidc-issuer or --certificate-oidc-issuer-regexp (GitHub Actions: https://token.actions.githubusercontent.com)")
+	}
+	return nil
+}
+
+// NewIdentityVerifier verifies keyless bundles against tm (Fulcio roots, Rekor keys, TSA
+// chains) and the identity policy: a certificate chain to a trusted Fulcio, a signed time
+// inside the certificate's validity (TSA or Rekor), a Rekor entry unless the policy waives
+// it, and SCTs when the trusted root lists CT logs.
+func NewIdentityVerifier(tm root.TrustedMaterial, p IdentityPolicy) (*Verifier, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	id, err := verify.NewShortCertificateIdentity(p.Issuer, p.IssuerRegexp, p.Identity, p.IdentityRegexp)
+	if err != nil {
+		return nil, fmt.Errorf("identity policy: %w", err)
+	}
+	opts := []verify.VerifierOption{verify.WithObserverTimestamps(1)}
+	if !p.NoTransparencyLog {
+		opts = append(opts, verify.WithTransparencyLog(1))
+	}
+	if len(tm.CTLogs()) > 0 {
+		opts = append(opts, verify.WithSignedCertificateTimestamps(1))
+	}
+	v, err := verify.NewVerifier(tm, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Verifier{v: v, identity: &id}, nil
 }
 
 // Verified is what a successful verification proves.
@@ -43,6 +114,13 @@ var ErrWrongPredicate = errors.New("statement has another predicate type")
 // VerifyStatement checks a bundle's signature, that its statement names digest among its
 // subjects, and that its predicate type is predicateType (any when empty).
 func (v *Verifier) VerifyStatement(bundleJSON []byte, digest, predicateType string) (*Verified, error) {
+	if v.lazy != nil {
+		v.once.Do(func() { v.inner, v.lazyErr = v.lazy() })
+		if v.lazyErr != nil {
+			return nil, v.lazyErr
+		}
+		return v.inner.VerifyStatement(bundleJSON, digest, predicateType)
+	}
 	var b bundle.Bundle
 	if err := b.UnmarshalJSON(bundleJSON); err != nil {
 		return nil, fmt.Errorf("parsing bundle: %w", err)
@@ -74,6 +152,9 @@ func (v *Verifier) VerifyStatement(bundleJSON []byte, digest, predicateType stri
 	out := &Verified{PredicateType: res.Statement.PredicateType, Statement: res.Statement}
 	if res.Signature != nil && res.Signature.Certificate != nil {
 		out.Signer = res.Signature.Certificate.SubjectAlternativeName
+		if iss := res.Signature.Certificate.Extensions.Issuer; iss != "" {
+			out.Signer += " (issuer " + iss + ")"
+		}
 	} else if res.VerifiedIdentity == nil {
 		out.Signer = "key"
 	}

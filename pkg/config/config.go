@@ -111,6 +111,25 @@ type Signing struct {
 	Mode string `yaml:"mode" json:"mode"`
 	// Key is a cosign key file or KMS URI when Mode is key.
 	Key string `yaml:"key,omitempty" json:"key,omitempty"`
+	// TrustedRoot and SigningConfig name a private Sigstore instance (trusted_root.json,
+	// signing_config.json); both empty means the public-good instance through its TUF root.
+	TrustedRoot   string `yaml:"trusted_root,omitempty" json:"trusted_root,omitempty"`
+	SigningConfig string `yaml:"signing_config,omitempty" json:"signing_config,omitempty"`
+	// TokenFile is an OIDC token file re-read before each use (projected Kubernetes tokens).
+	TokenFile string `yaml:"token_file,omitempty" json:"token_file,omitempty"`
+	// RetryBudget bounds the time retries of Fulcio, Rekor and the TSA may wait (default 10m).
+	RetryBudget string `yaml:"retry_budget,omitempty" json:"retry_budget,omitempty"`
+	// AllowPublicLog lets a private or internal repository write to the public Rekor, whose
+	// entries reveal repository and workflow names. Off by default.
+	AllowPublicLog bool `yaml:"allow_public_log,omitempty" json:"allow_public_log,omitempty"`
+}
+
+// Budget is the parsed retry budget; zero means the default.
+func (s Signing) Budget() (time.Duration, error) {
+	if s.RetryBudget == "" {
+		return 0, nil
+	}
+	return time.ParseDuration(s.RetryBudget)
 }
 
 // SBOM chooses the SBOM formats.
@@ -416,6 +435,12 @@ func (c *Config) Validate(file string, data []byte) error {
 	}
 	if c.Signing.Mode == "key" && c.Signing.Key == "" {
 		return errf([]string{"signing"}, "signing.mode is key but signing.key is empty", "name a cosign key file or KMS URI")
+	}
+	if (c.Signing.TrustedRoot == "") != (c.Signing.SigningConfig == "") {
+		return errf([]string{"signing"}, "a private Sigstore instance needs both signing.trusted_root and signing.signing_config", "name both files (cosign trusted-root create / signing-config create make them), or neither for the public-good instance")
+	}
+	if d, err := c.Signing.Budget(); err != nil || d < 0 {
+		return errf([]string{"signing", "retry_budget"}, fmt.Sprintf("signing.retry_budget %q is not a duration", c.Signing.RetryBudget), "use a Go duration such as 10m")
 	}
 	for j, f := range c.SBOM.Formats {
 		if !oneOf(f, SBOMFormats) {

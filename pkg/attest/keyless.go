@@ -1,0 +1,302 @@
+package attest
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore-go/pkg/sign"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// KeylessOptions configure a KeylessSigner.
+type KeylessOptions struct {
+	// SigningConfig names the Fulcio, Rekor and timestamp authority to use
+	// (signing_config.json; the public-good instance's comes from its TUF repository).
+	SigningConfig *root.SigningConfig
+	// TrustedRoot checks every bundle right after it is made, so a misconfigured instance
+	// fails the sign step instead of the consumer's verify.
+	TrustedRoot root.TrustedMaterial
+	Tokens      TokenSource
+	// PublicLog says the transparency log is the public one: then a token for a private or
+	// internal repository (GitHub's repository_visibility claim) is refused unless
+	// AllowPrivateInPublicLog, because public entries reveal repository and workflow names.
+	PublicLog               bool
+	AllowPrivateInPublicLog bool
+	// Budget is the total time retries of Fulcio, Rekor and the TSA may wait (default 10 min).
+	Budget    time.Duration
+	Transport http.RoundTripper
+	Logger    *slog.Logger
+	Now       func() time.Time
+	Sleep     func(ctx context.Context, d time.Duration) error
+	Rand      *rand.Rand
+}
+
+// KeylessSigner signs with an ephemeral key certified by Fulcio for the workload's OIDC
+// identity, timestamps each signature (RFC 3161) and/or logs it in Rekor. One certificate
+// serves every artifact of the run while it is valid.
+type KeylessSigner struct {
+	o      KeylessOptions
+	kp     *sign.EphemeralKeypair
+	certs  *runCertificate
+	tsas   []*sign.TimestampAuthority
+	tlogs  []sign.Transparency
+	mu     sync.Mutex // guards spent and Rand
+	spent  time.Duration
+	fulcio string
+}
+
+// NewKeylessSigner picks the services the signing config names that are valid now and
+// whose API versions relay speaks.
+func NewKeylessSigner(o KeylessOptions) (*KeylessSigner, error) {
+	if o.SigningConfig == nil {
+		return nil, errors.New("keyless signing needs a signing config (which Fulcio, Rekor and TSA to use)")
+	}
+	if o.Tokens == nil {
+		return nil, errors.New("keyless signing needs an OIDC token source")
+	}
+	if o.Budget <= 0 {
+		o.Budget = 10 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Sleep == nil {
+		o.Sleep = func(ctx context.Context, d time.Duration) error {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+				return nil
+			}
+		}
+	}
+	if o.Rand == nil {
+		o.Rand = rand.New(rand.NewSource(time.Now().UnixNano()))
+	}
+	sc, now := o.SigningConfig, o.Now()
+	fulcio, err := root.SelectService(sc.FulcioCertificateAuthorityURLs(), sign.FulcioAPIVersions, now)
+	if err != nil {
+		return nil, fmt.Errorf("signing config: no usable Fulcio: %w", err)
+	}
+	s := &KeylessSigner{o: o, fulcio: fulcio.URL}
+	if len(sc.TimestampAuthorityURLs()) > 0 {
+		tsas, err := root.SelectServices(sc.TimestampAuthorityURLs(), sc.TimestampAuthorityURLsConfig(), sign.TimestampAuthorityAPIVersions, now)
+		if err != nil {
+			return nil, fmt.Errorf("signing config: timestamp authorities: %w", err)
+		}
+		for _, t := range tsas {
+			s.tsas = append(s.tsas, sign.NewTimestampAuthority(&sign.TimestampAuthorityOptions{URL: t.URL, Transport: o.Transport}))
+		}
+	}
+	if len(sc.RekorLogURLs()) > 0 {
+		logs, err := root.SelectServices(sc.RekorLogURLs(), sc.RekorLogURLsConfig(), sign.RekorAPIVersions, now)
+		if err != nil {
+			return nil, fmt.Errorf("signing config: transparency logs: %w", err)
+		}
+		for _, l := range logs {
+			if l.MajorAPIVersion == 2 && len(s.tsas) == 0 {
+				return nil, fmt.Errorf("signing config: Rekor v2 (%s) records no time, so a timestamp authority is required and none is configured", l.URL)
+			}
+			s.tlogs = append(s.tlogs, sign.NewRekor(&sign.RekorOptions{BaseURL: l.URL, Version: l.MajorAPIVersion}))
+		}
+	}
+	if len(s.tsas) == 0 && len(s.tlogs) == 0 {
+		return nil, errors.New("signing config: a keyless signature needs a transparency log or a timestamp authority to prove when it was made, and none is configured")
+	}
+	if s.kp, err = sign.NewEphemeralKeypair(nil); err != nil {
+		return nil, err
+	}
+	s.certs = &runCertificate{fulcio: sign.NewFulcio(&sign.FulcioOptions{BaseURL: fulcio.URL, Transport: o.Transport}), tokens: o.Tokens, now: o.Now, logger: o.Logger,
+		guard: o.PublicLog && len(s.tlogs) > 0 && !o.AllowPrivateInPublicLog}
+	return s, nil
+}
+
+// Identity implements Signer: the certificate's identity once one was issued.
+func (s *KeylessSigner) Identity() string {
+	if id := s.certs.identity(); id != "" {
+		return "keyless " + id
+	}
+	return "keyless (Fulcio " + s.fulcio + ", token from " + s.o.Tokens.Name() + ")"
+}
+
+// Policy is the identity policy this run's signatures satisfy: the subject and issuer of
+// the certificate Fulcio issued (asking for one if none was issued yet).
+func (s *KeylessSigner) Policy(ctx context.Context) (IdentityPolicy, error) {
+	if _, err := s.certs.GetCertificate(ctx, s.kp, nil); err != nil {
+		return IdentityPolicy{}, fmt.Errorf("keyless signing: %w", err)
+	}
+	s.certs.mu.Lock()
+	defer s.certs.mu.Unlock()
+	return IdentityPolicy{Identity: s.certs.san, Issuer: s.certs.issuer}, nil
+}
+
+// UsesTransparencyLog reports whether signatures go to a Rekor log.
+func (s *KeylessSigner) UsesTransparencyLog() bool { return len(s.tlogs) > 0 }
+
+// SignStatement implements Signer. Failures of the Sigstore services that may pass (5xx,
+// 429, network) are retried with backoff until the budget is spent; the certificate is
+// reused across retries.
+func (s *KeylessSigner) SignStatement(ctx context.Context, statement []byte) ([]byte, error) {
+	for attempt := 1; ; attempt++ {
+		b, err := sign.Bundle(&sign.DSSEData{Data: statement, PayloadType: InTotoPayloadType}, s.kp, sign.BundleOptions{
+			CertificateProvider:  s.certs,
+			TimestampAuthorities: s.tsas,
+			TransparencyLogs:     s.tlogs,
+			Context:              ctx,
+			TrustedRoot:          s.o.TrustedRoot,
+		})
+		if err == nil {
+			return protojson.Marshal(b)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if permanent(err) || errors.Is(err, ErrPrivateRepository) || errors.Is(err, ErrNoToken) {
+			return nil, fmt.Errorf("keyless signing: %w", err)
+		}
+		wait := s.backoff(attempt)
+		s.mu.Lock()
+		over := s.spent+wait > s.o.Budget
+		if !over {
+			s.spent += wait
+		}
+		s.mu.Unlock()
+		if over {
+			return nil, fmt.Errorf("keyless signing: the Sigstore services kept failing past the retry budget of %s (raise signing.retry_budget, or try later): %w", s.o.Budget, err)
+		}
+		s.o.Logger.Warn("sigstore service failed, retrying", "attempt", attempt, "reason", err.Error(), "wait_ms", wait.Milliseconds())
+		if err := s.o.Sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (s *KeylessSigner) backoff(attempt int) time.Duration {
+	ceil := time.Second << min(attempt-1, 5) // 1 s .. 32 s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ceil/2 + time.Duration(s.o.Rand.Int63n(int64(ceil/2)+1))
+}
+
+// ErrNoToken is an identity token that could not be had; waiting does not bring one.
+var ErrNoToken = errors.New("no OIDC identity token")
+
+// ErrPrivateRepository is a private or internal repository about to enter the public log.
+var ErrPrivateRepository = errors.New("private repository")
+
+// PrivateRepositoryError reads (does not verify: it is our own token) the GitHub claims
+// of an OIDC token and refuses a private or internal repository.
+func PrivateRepositoryError(token string) error {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil
+	}
+	var claims struct {
+		Repository string `json:"repository"`
+		Visibility string `json:"repository_visibility"`
+	}
+	if json.Unmarshal(raw, &claims) != nil {
+		return nil
+	}
+	if claims.Visibility == "private" || claims.Visibility == "internal" {
+		return fmt.Errorf("%w: %s is %s, and signing would record its name and workflow in the public Rekor log; set signing.allow_public_log: true to accept that, or use a private Sigstore instance (signing.trusted_root and signing.signing_config)", ErrPrivateRepository, claims.Repository, claims.Visibility)
+	}
+	return nil
+}
+
+// A refusal (bad token, bad request, forbidden) will not pass by waiting.
+var refusal = regexp.MustCompile(`\b(returned|status|code)[: ]*(400|401|403|404|409|413|422)\b|IDToken|subject from identity token|unsupported`)
+
+func permanent(err error) bool { return refusal.MatchString(err.Error()) }
+
+// runCertificate asks Fulcio once per run for a certificate of the ephemeral key, and
+// again only when it is about to expire (Fulcio's certificates live ten minutes).
+type runCertificate struct {
+	fulcio *sign.Fulcio
+	tokens TokenSource
+	now    func() time.Time
+	logger *slog.Logger
+	guard  bool // refuse private repositories (public log)
+
+	mu          sync.Mutex
+	der         []byte
+	notAfter    time.Time
+	id          string
+	san, issuer string
+}
+
+func (c *runCertificate) GetCertificate(ctx context.Context, kp sign.Keypair, _ *sign.CertificateProviderOptions) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.der != nil && c.now().Add(time.Minute).Before(c.notAfter) {
+		return c.der, nil
+	}
+	tok, err := c.tokens.Token(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w from %s: %w", ErrNoToken, c.tokens.Name(), err)
+	}
+	if c.guard {
+		if err := PrivateRepositoryError(tok); err != nil {
+			return nil, err
+		}
+	}
+	der, err := c.fulcio.GetCertificate(ctx, kp, &sign.CertificateProviderOptions{IDToken: tok})
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("parsing Fulcio's certificate: %w", err)
+	}
+	c.san, c.issuer = certSubject(cert)
+	c.der, c.notAfter, c.id = der, cert.NotAfter, c.san+" (issuer "+c.issuer+")"
+	c.logger.Info("signing certificate issued", "identity", c.id, "not_after", cert.NotAfter.UTC().Format(time.RFC3339))
+	return der, nil
+}
+
+func (c *runCertificate) identity() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.id
+}
+
+// oidIssuerV2 is Fulcio's OIDC issuer extension (DER-encoded UTF8String).
+var oidIssuerV2 = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 1, 8}
+
+// certSubject reads a Fulcio certificate's subject (URI or email) and OIDC issuer.
+func certSubject(cert *x509.Certificate) (san, issuer string) {
+	switch {
+	case len(cert.URIs) > 0:
+		san = cert.URIs[0].String()
+	case len(cert.EmailAddresses) > 0:
+		san = cert.EmailAddresses[0]
+	}
+	for _, e := range cert.Extensions {
+		if e.Id.Equal(oidIssuerV2) {
+			asn1.Unmarshal(e.Value, &issuer)
+		}
+	}
+	return san, issuer
+}
