@@ -62,6 +62,8 @@ func TestParseErrors(t *testing.T) {
 		{"missing ref", func(s string) string { return strings.Replace(s, "  ref: v1.0.0\n", "", 1) }, 2, []string{"source.ref is missing"}},
 		{"bad builder", func(s string) string { return strings.Replace(s, "kind: local", "kind: docker", 1) }, 6, []string{`unknown builder kind "docker"`, "local, acr, gcb, codebuild"}},
 		{"bad sbom format", func(s string) string { return s + "sbom:\n  formats: [spdx-tag]\n" }, 18, []string{`unknown SBOM format "spdx-tag"`}},
+		{"trusted root without signing config", func(s string) string { return s + "signing:\n  trusted_root: tr.json\n" }, 17, []string{"both signing.trusted_root and signing.signing_config", "cosign trusted-root create"}},
+		{"bad signing retry budget", func(s string) string { return s + "signing:\n  retry_budget: soon\n" }, 18, []string{`signing.retry_budget "soon"`, "10m"}},
 		{"github without repo", func(s string) string { return strings.Replace(s, "target: dir", "target: github", 1) }, 15, []string{"release.github.repository"}},
 		{"bad tag", func(s string) string { return strings.Replace(s, "latest]", "-bad]", 1) }, 14, []string{`tag "-bad"`}},
 		{"wrong type", func(s string) string {
