@@ -89,20 +89,7 @@ type result struct {
 
 func runRelay(t *testing.T, dir string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := relayCmd(ctx, dir, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{code: code, stdout: out.String(), stderr: errb.String(), logs: parseLogs(t, errb.String())}
+	return runRelayEnv(t, dir, nil, args...)
 }
 
 // parseLogs checks every log line is a JSON object with a correlation_id.

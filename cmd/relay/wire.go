@@ -141,6 +141,30 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 				}
 				env.Signer, env.Verifier = s, v
 			}
+		case "key":
+			if strings.Contains(cfg.Signing.Key, "://") {
+				w.cleanup()
+				return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.key %s: KMS keys are not available in this build of relay", cfg.Signing.Key), Fix: "use a cosign key file (cosign generate-key-pair) with COSIGN_PASSWORD, or signing.mode keyless (docs/roadmap.md)"}
+			}
+			if mode == steps.ModeRelease {
+				k, err := attest.LoadCosignKey(cfg.ResolvePath(cfg.Signing.Key), []byte(o.Getenv("COSIGN_PASSWORD")))
+				if err != nil {
+					w.cleanup()
+					return nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "point signing.key at the cosign.key of `cosign generate-key-pair` and set COSIGN_PASSWORD"}
+				}
+				tm, err := k.TrustedMaterial()
+				if err == nil {
+					env.Verifier, err = attest.NewKeyVerifier(tm)
+				}
+				if err == nil {
+					env.PublicKey, err = k.PublicKeyPEM()
+				}
+				if err != nil {
+					w.cleanup()
+					return nil, err
+				}
+				env.Signer = k
+			}
 		default:
 			if mode == steps.ModeRelease {
 				return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.mode %s is not available in this build of relay", cfg.Signing.Mode), Fix: "use signing.mode keyless, or run `relay run --local` (key files and KMS are on the roadmap, docs/roadmap.md)"}

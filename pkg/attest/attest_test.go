@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	cryptorand "crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"math/rand"
 	"os"
@@ -13,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/theupdateframework/go-tuf/encrypted"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -200,5 +206,63 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 	if string(want) != string(got) {
 		t.Fatalf("%s differs from the output; run go test -update after checking:\n%s", p, got)
+	}
+}
+
+func TestLoadCosignKey(t *testing.T) {
+	dir := t.TempDir()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), cryptorand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	enc, err := encrypted.Encrypt(der, []byte("s3cret")) // what cosign generate-key-pair does
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaKey, _ := rsa.GenerateKey(cryptorand.Reader, 2048)
+	rsaDER, _ := x509.MarshalPKCS8PrivateKey(rsaKey)
+	files := map[string][]byte{
+		"cosign.key":  pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED SIGSTORE PRIVATE KEY", Bytes: enc}),
+		"old.key":     pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED COSIGN PRIVATE KEY", Bytes: enc}),
+		"plain.key":   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
+		"rsa.key":     pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: rsaDER}),
+		"cert.pem":    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}),
+		"garbage.key": []byte("not pem"),
+	}
+	for n, b := range files {
+		os.WriteFile(filepath.Join(dir, n), b, 0o600)
+	}
+	for _, tc := range []struct {
+		file, pass, wantErr string
+	}{
+		{"cosign.key", "s3cret", ""},
+		{"old.key", "s3cret", ""},
+		{"plain.key", "", ""},
+		{"cosign.key", "wrong", "COSIGN_PASSWORD"},
+		{"rsa.key", "", "ECDSA P-256"},
+		{"cert.pem", "", `"CERTIFICATE"`},
+		{"garbage.key", "", "not PEM"},
+		{"missing.key", "", "no such file"},
+	} {
+		s, err := LoadCosignKey(filepath.Join(dir, tc.file), []byte(tc.pass))
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s/%s: error %v, want %q", tc.file, tc.pass, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.file, err)
+			continue
+		}
+		// The loaded key signs bundles that verify against its own public key.
+		stmt, _ := Statement([]Subject{{Name: "x", Digest: "sha256:" + strings.Repeat("cd", 32)}}, PredicateSign, nil)
+		b, err := s.SignStatement(context.Background(), stmt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tm, _ := TrustedKey(&k.PublicKey, s.Hint())
+		v, _ := NewKeyVerifier(tm)
+		if _, err := v.VerifyStatement(b, "sha256:"+strings.Repeat("cd", 32), PredicateSign); err != nil {
+			t.Errorf("%s: %v", tc.file, err)
+		}
 	}
 }

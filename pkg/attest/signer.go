@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/sign"
@@ -80,6 +81,40 @@ func LoadOrCreateKey(path string) (*KeySigner, error) {
 	ek, ok := k.(*ecdsa.PrivateKey)
 	if !ok || ek.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("signing key %s is not an ECDSA P-256 key", path)
+	}
+	return NewKeySigner(ek)
+}
+
+// LoadCosignKey reads a private key as `cosign generate-key-pair` writes it (PEM
+// "ENCRYPTED SIGSTORE PRIVATE KEY" or the older "ENCRYPTED COSIGN PRIVATE KEY": scrypt and
+// secretbox over PKCS#8), decrypting it with password (COSIGN_PASSWORD); an unencrypted
+// PKCS#8 PEM key is accepted too. Only ECDSA P-256 keys, cosign's default, are supported.
+func LoadCosignKey(path string, password []byte) (*KeySigner, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading signing key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("signing key %s is not PEM: expected a cosign key (cosign generate-key-pair)", path)
+	}
+	der := blk.Bytes
+	switch blk.Type {
+	case "ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY":
+		if der, err = encrypted.Decrypt(blk.Bytes, password); err != nil {
+			return nil, fmt.Errorf("decrypting signing key %s: %w (is COSIGN_PASSWORD the key's password?)", path, err)
+		}
+	case "PRIVATE KEY":
+	default:
+		return nil, fmt.Errorf("signing key %s is a %q PEM block, not a cosign private key", path, blk.Type)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("parsing signing key %s: %w", path, err)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok || ek.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("signing key %s is a %T; relay signs with ECDSA P-256 keys (cosign's default)", path, k)
 	}
 	return NewKeySigner(ek)
 }

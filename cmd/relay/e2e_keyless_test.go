@@ -1,0 +1,144 @@
+//go:build integration
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relaydev/relay/internal/testutil"
+)
+
+// TestE2EKeylessRelease runs a real (not --local) release of the example against a local
+// Sigstore (Fulcio, Rekor v2, TSA, an OIDC issuer) and a local registry: keyless signatures,
+// SBOM and provenance attestations, the pipeline's own verify step; then a consumer's
+// `relay verify` and cosign v2's verify accept the result, a wrong identity is refused, and
+// a second run reuses every bundle instead of signing again.
+func TestE2EKeylessRelease(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	st := testutil.StartSigstore(t)
+	reg := testutil.Registry(t, true)
+	dir := exampleCopy(t)
+	git := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t",
+			"GIT_COMMITTER_EMAIL=t@example.com", "GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	git("init", "-q", "-b", "main")
+	git("add", "-A")
+	git("commit", "-q", "-m", "hello")
+	git("tag", "v0.1.0")
+	cfg := fmt.Sprintf(`version: 1
+source: {repo: %s, ref: v0.1.0}
+builder: {kind: local, registry: %s/build}
+images:
+  - name: hello
+    platforms: [linux/amd64, linux/arm64]
+    local: {base: scratch, go: {main: .}}
+    targets: [%s/acme/hello]
+    tags: ["{{ .Version }}"]
+signing:
+  mode: keyless
+  trusted_root: %s
+  signing_config: %s
+release: {target: dir, dir: %s}
+`, dir, reg, reg, st.TrustedRoot, st.SigningConfig, filepath.Join(dir, "dist"))
+	os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(cfg), 0o644)
+	const identity = "release@example.com"
+	env := []string{"SIGSTORE_ID_TOKEN=" + st.OIDC.Token(t, identity)}
+
+	r := runRelayEnv(t, dir, env, "run")
+	if r.code != 0 {
+		t.Fatalf("keyless release: exit %d\n%s", r.code, r.stderr)
+	}
+	lock := readLock(t, filepath.Join(dir, "dist"))
+	im := lock.Images[0]
+	if len(im.Referrers) != 3+4+1 {
+		t.Fatalf("%d referrers, want 8 (3 signatures, 4 SBOMs, 1 provenance)", len(im.Referrers))
+	}
+	certs := 0
+	for _, rec := range r.logs {
+		if rec["msg"] == "signing certificate issued" {
+			certs++
+		}
+	}
+	if certs != 1 {
+		t.Fatalf("%d Fulcio certificates for 8 bundles, want 1", certs)
+	}
+
+	// A consumer's check: relay verify, by identity and issuer, against the private root.
+	verifyArgs := func(id string) []string {
+		return []string{"verify", im.Reference, "--trusted-root", st.TrustedRoot, "--certificate-identity", id, "--certificate-oidc-issuer", st.OIDC.URL}
+	}
+	v := runRelayEnv(t, dir, nil, verifyArgs(identity)...)
+	if v.code != 0 || strings.Count(v.stdout, ": verified") != 3 || !strings.Contains(v.stdout, "https://slsa.dev/provenance/v1") || !strings.Contains(v.stdout, "https://spdx.dev/Document") {
+		t.Fatalf("relay verify: exit %d\n%s\n%s", v.code, v.stdout, v.stderr)
+	}
+	if bad := runRelayEnv(t, dir, nil, verifyArgs("mallory@example.com")...); bad.code != 1 || !strings.Contains(bad.stdout, "NOT VERIFIED") {
+		t.Fatalf("wrong identity: exit %d\n%s", bad.code, bad.stdout)
+	}
+	// cosign v2's own verification code accepts the signature and the provenance.
+	for _, args := range [][]string{
+		{"verify", "--certificate-identity", identity, im.Reference},
+		{"verify-attestation", "--type", "slsaprovenance1", "--certificate-identity", identity, im.Reference},
+		{"verify-attestation", "--type", "cyclonedx", "--certificate-identity", identity, im.Repository + "@" + im.Platforms[1].Digest},
+	} {
+		base := []string{"--allow-insecure-registry", "--new-bundle-format", "--trusted-root", st.TrustedRoot,
+			"--use-signed-timestamps", "--insecure-ignore-sct", "--certificate-oidc-issuer", st.OIDC.URL}
+		cmd := exec.Command(st.Cosign, append(append(args[:1:1], base...), args[1:]...)...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("cosign %s: %v\n%s", args[0], err, out)
+		}
+	}
+
+	// Again from scratch, with a fresh token: every bundle is reused, nothing is re-signed.
+	r2 := runRelayEnv(t, dir, []string{"SIGSTORE_ID_TOKEN=" + st.OIDC.Token(t, identity)}, "run", "--restart")
+	if r2.code != 0 {
+		t.Fatalf("second run: exit %d\n%s", r2.code, r2.stderr)
+	}
+	reused := 0
+	for _, rec := range r2.logs {
+		if rec["msg"] == "attached" && rec["reused"] == true {
+			reused++
+		}
+	}
+	if lock2 := readLock(t, filepath.Join(dir, "dist")); reused != 8 || len(lock2.Images[0].Referrers) != 8 {
+		t.Fatalf("second run reused %d bundles and lists %d referrers, want 8 and 8", reused, len(lock2.Images[0].Referrers))
+	}
+}
+
+// runRelayEnv is runRelay with extra environment variables.
+func runRelayEnv(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := relayCmd(ctx, dir, args...)
+	cmd.Env = append(cmd.Env, env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{code: code, stdout: out.String(), stderr: errb.String(), logs: parseLogs(t, errb.String())}
+}
