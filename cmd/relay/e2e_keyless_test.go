@@ -28,37 +28,7 @@ func TestE2EKeylessRelease(t *testing.T) {
 	}
 	st := testutil.StartSigstore(t)
 	reg := testutil.Registry(t, true)
-	dir := exampleCopy(t)
-	git := func(args ...string) {
-		t.Helper()
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t",
-			"GIT_COMMITTER_EMAIL=t@example.com", "GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	git("init", "-q", "-b", "main")
-	git("add", "-A")
-	git("commit", "-q", "-m", "hello")
-	git("tag", "v0.1.0")
-	cfg := fmt.Sprintf(`version: 1
-source: {repo: %s, ref: v0.1.0}
-builder: {kind: local, registry: %s/build}
-images:
-  - name: hello
-    platforms: [linux/amd64, linux/arm64]
-    local: {base: scratch, go: {main: .}}
-    targets: [%s/acme/hello]
-    tags: ["{{ .Version }}"]
-signing:
-  mode: keyless
-  trusted_root: %s
-  signing_config: %s
-release: {target: dir, dir: %s}
-`, dir, reg, reg, st.TrustedRoot, st.SigningConfig, filepath.Join(dir, "dist"))
-	os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(cfg), 0o644)
+	dir := realExample(t, reg, fmt.Sprintf("signing:\n  mode: keyless\n  trusted_root: %s\n  signing_config: %s\n", st.TrustedRoot, st.SigningConfig))
 	const identity = "release@example.com"
 	env := []string{"SIGSTORE_ID_TOKEN=" + st.OIDC.Token(t, identity)}
 
@@ -120,6 +90,81 @@ release: {target: dir, dir: %s}
 	}
 	if lock2 := readLock(t, filepath.Join(dir, "dist")); reused != 8 || len(lock2.Images[0].Referrers) != 8 {
 		t.Fatalf("second run reused %d bundles and lists %d referrers, want 8 and 8", reused, len(lock2.Images[0].Referrers))
+	}
+}
+
+// realExample is the example as a git repository tagged v0.1.0, with a relay.yaml for a real
+// release into the registry reg, a dir release in dist/, and the given signing section.
+func realExample(t *testing.T, reg, signing string) string {
+	t.Helper()
+	dir := exampleCopy(t)
+	git := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t",
+			"GIT_COMMITTER_EMAIL=t@example.com", "GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	git("init", "-q", "-b", "main")
+	git("add", "-A")
+	git("commit", "-q", "-m", "hello")
+	git("tag", "v0.1.0")
+	cfg := fmt.Sprintf(`version: 1
+source: {repo: %s, ref: v0.1.0}
+builder: {kind: local, registry: %s/build}
+images:
+  - name: hello
+    platforms: [linux/amd64, linux/arm64]
+    local: {base: scratch, go: {main: .}}
+    targets: [%s/acme/hello]
+    tags: ["{{ .Version }}"]
+release: {target: dir, dir: %s}
+%s`, dir, reg, reg, filepath.Join(dir, "dist"), signing)
+	os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(cfg), 0o644)
+	return dir
+}
+
+// TestE2EKeyRelease signs a real release with a key made by `cosign generate-key-pair`;
+// cosign v2 verifies it with the public key, and so does `relay verify --key`.
+func TestE2EKeyRelease(t *testing.T) {
+	if !testutil.InNetNS(t) { // cosign may look for the public TUF repository: let it find nothing
+		return
+	}
+	cosign := testutil.Tool(t, "cosign", "go install github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5")
+	keys := t.TempDir()
+	gen := exec.Command(cosign, "generate-key-pair")
+	gen.Dir, gen.Env = keys, append(os.Environ(), "COSIGN_PASSWORD=pw-for-test", "HOME="+keys)
+	if out, err := gen.CombinedOutput(); err != nil {
+		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
+	}
+	reg := testutil.Registry(t, true)
+	dir := realExample(t, reg, "signing: {mode: key, key: "+filepath.Join(keys, "cosign.key")+"}\n")
+	if r := runRelayEnv(t, dir, []string{"COSIGN_PASSWORD=wrong"}, "run"); r.code != exitUsage || !strings.Contains(r.stderr, "COSIGN_PASSWORD") {
+		t.Fatalf("wrong password: exit %d\n%s", r.code, r.stderr)
+	}
+	r := runRelayEnv(t, dir, []string{"COSIGN_PASSWORD=pw-for-test"}, "run", "--restart")
+	if r.code != 0 {
+		t.Fatalf("key release: exit %d\n%s", r.code, r.stderr)
+	}
+	if strings.Contains(r.stderr, "pw-for-test") {
+		t.Fatal("the key's password reached the logs")
+	}
+	im := readLock(t, filepath.Join(dir, "dist")).Images[0]
+	if v := runRelay(t, dir, "verify", im.Reference, "--key", filepath.Join(keys, "cosign.pub")); v.code != 0 || strings.Count(v.stdout, ": verified") != 3 {
+		t.Fatalf("relay verify --key: exit %d\n%s\n%s", v.code, v.stdout, v.stderr)
+	}
+	// An empty trusted root: the key is the trust, and cosign must not go looking for the
+	// public-good TUF repository.
+	emptyRoot := filepath.Join(keys, "trusted_root.json")
+	os.WriteFile(emptyRoot, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644)
+	cmd := exec.Command(cosign, "verify", "--key", filepath.Join(keys, "cosign.pub"), "--trusted-root", emptyRoot,
+		"--insecure-ignore-tlog", "--new-bundle-format", "--allow-insecure-registry", im.Reference)
+	cmd.Env = append(os.Environ(), "HOME="+keys)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cosign verify --key: %v\n%s", err, out)
 	}
 }
 

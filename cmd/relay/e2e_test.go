@@ -97,7 +97,10 @@ func parseLogs(t *testing.T, stderr string) []map[string]any {
 	t.Helper()
 	var recs []map[string]any
 	for _, line := range strings.Split(strings.TrimSpace(stderr), "\n") {
-		if line == "" || strings.HasPrefix(line, "relay: ") { // the final one-line outcome
+		if strings.HasPrefix(line, "relay: ") {
+			break // the final outcome, last, and it may span lines
+		}
+		if line == "" {
 			continue
 		}
 		var rec map[string]any
