@@ -1,0 +1,402 @@
+package release
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// fakeGitHub is a stateful GitHub releases API (GitHub Enterprise Server layout: /api/v3/
+// and /api/uploads/) whose responses are the recorded api.github.com ones of
+// testdata/octokit with this fake's ids, names and URLs filled in.
+type fakeGitHub struct {
+	t     *testing.T
+	srv   *httptest.Server
+	token string
+
+	mu       sync.Mutex
+	releases []*fakeRelease
+	nextID   int64
+	calls    int
+	perPage  int // default page size, small so pagination is exercised
+	// after runs once a call was served, with its number (crash tests cancel there).
+	after func(n int)
+	// fail answers the call with this status instead of serving it, when non-zero.
+	fail      func(n int, r *http.Request) int
+	scopes    string // X-Accepted-GitHub-Permissions style refusal when set: 403 on writes
+	land504   int    // the next this-many uploads are stored, then answered 504
+	templRel  map[string]any
+	templAsst map[string]any
+	templ422  map[string]any
+}
+
+type fakeRelease struct {
+	id          int64
+	tag, name   string
+	body        string
+	draft       bool
+	assets      []*fakeAsset
+	attestCount int
+}
+
+type fakeAsset struct {
+	id    int64
+	name  string
+	state string
+	data  []byte
+}
+
+func newFakeGitHub(t *testing.T) *fakeGitHub {
+	f := &fakeGitHub{t: t, token: "ghs_test", nextID: 1000, perPage: 3}
+	type exchange struct {
+		Method   string          `json:"method"`
+		Path     string          `json:"path"`
+		Status   int             `json:"status"`
+		Response json.RawMessage `json:"response"`
+	}
+	var rec []exchange
+	for _, file := range []string{"release-assets.json", "release-assets-conflict.json"} {
+		b, err := os.ReadFile("testdata/octokit/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r []exchange
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatal(err)
+		}
+		rec = append(rec, r...)
+	}
+	obj := func(raw json.RawMessage) map[string]any {
+		var m map[string]any
+		json.Unmarshal(raw, &m)
+		return m
+	}
+	for _, r := range rec {
+		switch {
+		case r.Method == "get" && strings.Contains(r.Path, "/releases/tags/"):
+			f.templRel = obj(r.Response)
+		case r.Method == "post" && r.Status == 201:
+			f.templAsst = obj(r.Response)
+		case r.Method == "post" && r.Status == 422:
+			f.templ422 = obj(r.Response)
+		}
+	}
+	if f.templRel == nil || f.templAsst == nil || f.templ422 == nil {
+		t.Fatal("the octokit fixtures lack a release, an uploaded asset or a 422")
+	}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeGitHub) baseURL() string   { return f.srv.URL + "/api/v3/" }
+func (f *fakeGitHub) uploadURL() string { return f.srv.URL + "/api/uploads/" }
+
+var (
+	reReleases   = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases$`)
+	reRelease    = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/(\d+)$`)
+	reAssets     = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/(\d+)/assets$`)
+	reAsset      = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/assets/(\d+)$`)
+	reUpload     = regexp.MustCompile(`^/api/uploads/repos/([^/]+)/([^/]+)/releases/(\d+)/assets$`)
+	reAttest     = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/attestations$`)
+	reByTag      = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/tags/(.+)$`)
+	fakeRepoName = "acme/shop"
+)
+
+func (f *fakeGitHub) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	n := f.calls
+	if r.Header.Get("Authorization") != "Bearer "+f.token {
+		f.json(w, 401, map[string]any{"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
+		return
+	}
+	if f.fail != nil {
+		if code := f.fail(n, r); code != 0 {
+			if code == 403 {
+				w.Header().Set("Retry-After", "1")
+				f.json(w, 403, map[string]any{"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"})
+			} else {
+				f.json(w, code, map[string]any{"message": "Server Error"})
+			}
+			return
+		}
+	}
+	if f.scopes != "" && r.Method != http.MethodGet {
+		w.Header().Set("X-Accepted-GitHub-Permissions", f.scopes)
+		f.json(w, 403, map[string]any{"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest"})
+		return
+	}
+	f.route(w, r)
+	if f.after != nil {
+		f.after(n)
+	}
+}
+
+func (f *fakeGitHub) route(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if m := reReleases.FindStringSubmatch(p); m != nil && m[1]+"/"+m[2] != fakeRepoName {
+		f.json(w, 404, map[string]any{"message": "Not Found"})
+		return
+	}
+	switch {
+	case reReleases.MatchString(p) && r.Method == http.MethodGet:
+		var out []any
+		for i := len(f.releases) - 1; i >= 0; i-- { // newest first, as GitHub lists them
+			out = append(out, f.releaseJSON(f.releases[i]))
+		}
+		f.page(w, r, out)
+	case reReleases.MatchString(p) && r.Method == http.MethodPost:
+		var in struct {
+			Tag   string `json:"tag_name"`
+			Name  string `json:"name"`
+			Body  string `json:"body"`
+			Draft bool   `json:"draft"`
+		}
+		json.NewDecoder(r.Body).Decode(&in)
+		for _, rel := range f.releases {
+			if rel.tag == in.Tag && !rel.draft {
+				f.json(w, 422, map[string]any{"message": "Validation Failed", "errors": []any{map[string]any{"resource": "Release", "code": "already_exists", "field": "tag_name"}}})
+				return
+			}
+		}
+		f.nextID++
+		rel := &fakeRelease{id: f.nextID, tag: in.Tag, name: in.Name, body: in.Body, draft: in.Draft}
+		f.releases = append(f.releases, rel)
+		f.json(w, 201, f.releaseJSON(rel))
+	case reByTag.MatchString(p):
+		tag := reByTag.FindStringSubmatch(p)[3]
+		for _, rel := range f.releases {
+			if rel.tag == tag && !rel.draft { // drafts are not found by tag
+				f.json(w, 200, f.releaseJSON(rel))
+				return
+			}
+		}
+		f.json(w, 404, map[string]any{"message": "Not Found"})
+	case reRelease.MatchString(p) && r.Method == http.MethodPatch:
+		rel := f.release(reRelease.FindStringSubmatch(p)[3])
+		if rel == nil {
+			f.json(w, 404, map[string]any{"message": "Not Found"})
+			return
+		}
+		var in map[string]any
+		json.NewDecoder(r.Body).Decode(&in)
+		if v, ok := in["body"].(string); ok {
+			rel.body = v
+		}
+		if v, ok := in["draft"].(bool); ok {
+			rel.draft = v
+		}
+		f.json(w, 200, f.releaseJSON(rel))
+	case reAssets.MatchString(p) && r.Method == http.MethodGet:
+		rel := f.release(reAssets.FindStringSubmatch(p)[3])
+		if rel == nil {
+			f.json(w, 404, map[string]any{"message": "Not Found"})
+			return
+		}
+		var out []any
+		for _, a := range rel.assets {
+			out = append(out, f.assetJSON(a))
+		}
+		f.page(w, r, out)
+	case reUpload.MatchString(p) && r.Method == http.MethodPost:
+		rel := f.release(reUpload.FindStringSubmatch(p)[3])
+		name := r.URL.Query().Get("name")
+		if rel == nil || name == "" {
+			f.json(w, 404, map[string]any{"message": "Not Found"})
+			return
+		}
+		for _, a := range rel.assets {
+			if a.name == name {
+				f.json(w, 422, f.templ422)
+				return
+			}
+		}
+		data, err := io.ReadAll(r.Body)
+		f.nextID++
+		a := &fakeAsset{id: f.nextID, name: name, state: "uploaded", data: data}
+		if err != nil || int64(len(data)) != r.ContentLength {
+			a.state = "starter" // GitHub keeps a broken upload around in this state
+		}
+		rel.assets = append(rel.assets, a)
+		if f.land504 > 0 {
+			f.land504--
+			f.json(w, 504, map[string]any{"message": "We couldn't respond to your request in time."})
+			return
+		}
+		f.json(w, 201, f.assetJSON(a))
+	case reAsset.MatchString(p):
+		id := reAsset.FindStringSubmatch(p)[3]
+		rel, a := f.asset(id)
+		if a == nil {
+			f.json(w, 404, map[string]any{"message": "Not Found"})
+			return
+		}
+		switch r.Method {
+		case http.MethodGet:
+			if r.Header.Get("Accept") == "application/octet-stream" {
+				w.Header().Set("Content-Type", "application/octet-stream")
+				w.Write(a.data)
+				return
+			}
+			f.json(w, 200, f.assetJSON(a))
+		case http.MethodPatch:
+			var in struct {
+				Name string `json:"name"`
+			}
+			json.NewDecoder(r.Body).Decode(&in)
+			for _, o := range rel.assets {
+				if o.name == in.Name && o != a {
+					f.json(w, 422, f.templ422)
+					return
+				}
+			}
+			if in.Name != "" {
+				a.name = in.Name
+			}
+			f.json(w, 200, f.assetJSON(a))
+		case http.MethodDelete:
+			for i, o := range rel.assets {
+				if o == a {
+					rel.assets = append(rel.assets[:i], rel.assets[i+1:]...)
+				}
+			}
+			w.WriteHeader(204)
+		}
+	case reAttest.MatchString(p) && r.Method == http.MethodPost:
+		var in struct {
+			Bundle json.RawMessage `json:"bundle"`
+		}
+		if json.NewDecoder(r.Body).Decode(&in) != nil || len(in.Bundle) == 0 {
+			f.json(w, 422, map[string]any{"message": "Validation Failed"})
+			return
+		}
+		f.nextID++
+		f.json(w, 201, map[string]any{"id": f.nextID})
+	default:
+		f.t.Errorf("fake GitHub: unexpected %s %s", r.Method, r.URL)
+		f.json(w, 404, map[string]any{"message": "Not Found"})
+	}
+}
+
+// page serves one page of items with GitHub's Link header.
+func (f *fakeGitHub) page(w http.ResponseWriter, r *http.Request, items []any) {
+	per, _ := strconv.Atoi(r.URL.Query().Get("per_page"))
+	if per <= 0 || per > f.perPage {
+		per = f.perPage // the server decides; clients must follow Link
+	}
+	pg, _ := strconv.Atoi(r.URL.Query().Get("page"))
+	if pg < 1 {
+		pg = 1
+	}
+	lo, hi := (pg-1)*per, pg*per
+	if lo > len(items) {
+		lo = len(items)
+	}
+	if hi > len(items) {
+		hi = len(items)
+	}
+	if hi < len(items) {
+		u := *r.URL
+		q := u.Query()
+		q.Set("page", strconv.Itoa(pg+1))
+		q.Set("per_page", strconv.Itoa(per))
+		u.RawQuery = q.Encode()
+		w.Header().Set("Link", fmt.Sprintf(`<%s%s>; rel="next"`, f.srv.URL, u.RequestURI()))
+	}
+	out := items[lo:hi]
+	if out == nil {
+		out = []any{}
+	}
+	f.json(w, 200, out)
+}
+
+func (f *fakeGitHub) release(id string) *fakeRelease {
+	for _, r := range f.releases {
+		if strconv.FormatInt(r.id, 10) == id {
+			return r
+		}
+	}
+	return nil
+}
+
+func (f *fakeGitHub) asset(id string) (*fakeRelease, *fakeAsset) {
+	for _, r := range f.releases {
+		for _, a := range r.assets {
+			if strconv.FormatInt(a.id, 10) == id {
+				return r, a
+			}
+		}
+	}
+	return nil, nil
+}
+
+func clone(m map[string]any) map[string]any {
+	b, _ := json.Marshal(m)
+	var out map[string]any
+	json.Unmarshal(b, &out)
+	return out
+}
+
+func (f *fakeGitHub) releaseJSON(r *fakeRelease) map[string]any {
+	m := clone(f.templRel)
+	api := fmt.Sprintf("%s/api/v3/repos/%s/releases/%d", f.srv.URL, fakeRepoName, r.id)
+	m["id"], m["url"], m["assets_url"] = r.id, api, api+"/assets"
+	m["upload_url"] = fmt.Sprintf("%s/api/uploads/repos/%s/releases/%d/assets{?name,label}", f.srv.URL, fakeRepoName, r.id)
+	m["html_url"] = fmt.Sprintf("https://github.example/%s/releases/tag/%s", fakeRepoName, r.tag)
+	m["tag_name"], m["name"], m["body"], m["draft"] = r.tag, r.name, r.body, r.draft
+	if r.draft {
+		m["published_at"] = nil
+	}
+	var as []any
+	for _, a := range r.assets {
+		as = append(as, f.assetJSON(a))
+	}
+	if as == nil {
+		as = []any{}
+	}
+	m["assets"] = as
+	return m
+}
+
+// assetJSON is the recorded asset with this one's facts; like the 2017 recording, it carries
+// no digest, so the publisher must compare content by downloading.
+func (f *fakeGitHub) assetJSON(a *fakeAsset) map[string]any {
+	m := clone(f.templAsst)
+	m["id"], m["name"], m["label"], m["state"], m["size"] = a.id, a.name, "", a.state, len(a.data)
+	m["content_type"] = "application/octet-stream"
+	m["url"] = fmt.Sprintf("%s/api/v3/repos/%s/releases/assets/%d", f.srv.URL, fakeRepoName, a.id)
+	return m
+}
+
+func (f *fakeGitHub) json(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// state renders the releases for comparisons: tag, draft, and each asset's name and content.
+func (f *fakeGitHub) state() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, r := range f.releases {
+		var as []string
+		for _, a := range r.assets {
+			as = append(as, fmt.Sprintf("%s=%q(%s)", a.name, a.data, a.state))
+		}
+		sort.Strings(as)
+		out = append(out, fmt.Sprintf("%s draft=%v body=%q [%s]", r.tag, r.draft, r.body, strings.Join(as, " ")))
+	}
+	return strings.Join(out, "\n")
+}
