@@ -92,6 +92,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.IntFlag{Name: "jobs", Value: 4, EnvVars: []string{"RELAY_JOBS"}, Usage: "parallel registry and build operations"},
+		&cli.BoolFlag{Name: "replace", EnvVars: []string{"RELAY_REPLACE"}, Usage: "release: swap a published asset whose content changed (default: fail and name both checksums)"},
 	}
 }
 
@@ -315,6 +316,7 @@ type Options struct {
 	LogFormat string
 	LogLevel  string
 	Jobs      int
+	Replace   bool
 	Stdout    io.Writer
 	Stderr    io.Writer
 	Getenv    func(string) string
@@ -325,7 +327,7 @@ func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) strin
 	f := flagReader{c: c, getenv: getenv}
 	o := Options{
 		Config: f.str("config"), State: f.str("state"), Local: f.bool("local"), DryRun: f.bool("dry-run"),
-		Out: f.str("out"), LogFormat: f.str("log-format"), LogLevel: f.str("log-level"), Jobs: f.int("jobs"),
+		Out: f.str("out"), LogFormat: f.str("log-format"), LogLevel: f.str("log-level"), Jobs: f.int("jobs"), Replace: f.bool("replace"),
 		Stdout: red.Writer(stdout), Stderr: stderr, Getenv: getenv, Redactor: red,
 	}
 	return o, f.err

@@ -260,8 +260,23 @@ func checkSHA256SUMS(t *testing.T, dist string) {
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	ents, _ := os.ReadDir(dist)
-	if len(lines) != len(ents)-1 {
-		t.Fatalf("SHA256SUMS lists %d files, dist has %d besides it", len(lines), len(ents)-1)
+	if len(lines) != len(ents)-2 {
+		t.Fatalf("SHA256SUMS lists %d files, dist has %d besides it and its signature", len(lines), len(ents)-2)
+	}
+	// SHA256SUMS.sigstore.json signs SHA256SUMS, as an in-toto statement about its digest.
+	sig, err := os.ReadFile(filepath.Join(dist, "SHA256SUMS.sigstore.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, hint, err := attest.LoadPublicKey(filepath.Join(dist, "relay-signing.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, _ := attest.TrustedKey(pub, hint)
+	v, _ := attest.NewKeyVerifier(tm)
+	sum := sha256.Sum256(b)
+	if _, err := v.VerifyStatement(sig, "sha256:"+hex.EncodeToString(sum[:]), attest.PredicateSign); err != nil {
+		t.Fatalf("SHA256SUMS.sigstore.json: %v", err)
 	}
 	for _, l := range lines {
 		sum, file, ok := strings.Cut(l, "  ")

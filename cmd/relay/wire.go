@@ -195,8 +195,20 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		out = cfg.ResolvePath(cfg.Release.Dir)
 	}
 	if !o.Local && cfg.Release.Target == "github" && mode == steps.ModeRelease {
-		w.cleanup()
-		return nil, &config.Error{File: o.Config, Msg: "release.target github is not available in this build of relay", Fix: "use release.target dir, or --local (docs/roadmap.md)"}
+		tok := o.Getenv("GITHUB_TOKEN")
+		if tok == "" {
+			tok = o.Getenv("GH_TOKEN")
+		}
+		gh, err := release.NewGitHub(release.GitHubOptions{
+			Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL, Token: tok,
+			Replace: o.Replace, Logger: logger,
+		})
+		if err != nil {
+			w.cleanup()
+			return nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "set GITHUB_TOKEN to a token with contents: write on " + cfg.Release.GitHub.Repository}
+		}
+		env.Publisher = gh
+		return w, nil
 	}
 	if env.Publisher, err = release.NewDir(out, logger); err != nil {
 		w.cleanup()

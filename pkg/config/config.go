@@ -154,6 +154,11 @@ type Release struct {
 type GitHubRelease struct {
 	Repository string `yaml:"repository" json:"repository"`
 	BaseURL    string `yaml:"base_url,omitempty" json:"base_url,omitempty"`
+	// Notes is a text/template for the release body (docs/config.md lists its fields).
+	Notes string `yaml:"notes,omitempty" json:"notes,omitempty"`
+	// Attestations uploads the provenance and SBOM bundles to GitHub's attestations API,
+	// where `gh attestation verify` finds them (the token needs attestations: write).
+	Attestations bool `yaml:"attestations,omitempty" json:"attestations,omitempty"`
 }
 
 // Registry holds per-registry settings.

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"math/rand"
 	"os"
@@ -197,4 +199,81 @@ func referrerCount(t *testing.T, env *Env, st *State) int {
 		}
 	}
 	return n
+}
+
+// recordingPublisher is a publisher that also takes attestations, as the GitHub one does.
+type recordingPublisher struct {
+	rel          release.Release
+	attestations [][]byte
+	publishes    int
+}
+
+func (p *recordingPublisher) Name() string { return "recording" }
+func (p *recordingPublisher) Publish(_ context.Context, r release.Release) (*release.Result, error) {
+	p.rel, p.publishes = r, p.publishes+1
+	return &release.Result{URL: "https://github.example/acme/app/releases/tag/" + r.Tag}, nil
+}
+func (p *recordingPublisher) UploadAttestation(_ context.Context, b []byte) (int64, error) {
+	p.attestations = append(p.attestations, b)
+	return int64(len(p.attestations)), nil
+}
+
+func TestReleaseNotesSignedSumsAndAttestations(t *testing.T) {
+	ctx := context.Background()
+	env, _, _ := pipelineEnv(t)
+	env.Config.Release.GitHub = &config.GitHubRelease{Repository: "acme/app", Attestations: true}
+	pub := &recordingPublisher{}
+	env.Publisher = pub
+	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
+	st.markDone(StepRecord{Name: "checkout"})
+	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
+	if err := x.Run(ctx, All(), st); err != nil {
+		t.Fatal(err)
+	}
+	notes := pub.rel.Notes
+	for _, want := range []string{"Release v1.0.0 (" + strings.Repeat("ab", 20) + ")", st.Copies[0].Ref(), "linux/arm64: " + st.Copies[0].Platforms[1].Digest, "relay verify " + st.Copies[0].Ref() + " --key relay-signing.pub"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes lack %q:\n%s", want, notes)
+		}
+	}
+	var sums, sig []byte
+	for _, a := range pub.rel.Assets {
+		switch a.Name {
+		case "SHA256SUMS":
+			sums = a.Data
+		case "SHA256SUMS.sigstore.json":
+			sig = a.Data
+		}
+	}
+	sum := sha256.Sum256(sums)
+	if _, err := env.Verifier.VerifyStatement(sig, "sha256:"+hex.EncodeToString(sum[:]), attest.PredicateSign); err != nil {
+		t.Fatalf("SHA256SUMS signature: %v", err)
+	}
+	// Each provenance and SBOM bundle goes to the attestations API once.
+	if len(pub.attestations) != len(st.Provenance)+len(st.SBOMs) || len(st.Release.Attestations) != len(pub.attestations) {
+		t.Fatalf("%d attestations uploaded, state records %d", len(pub.attestations), len(st.Release.Attestations))
+	}
+	// The release step again (a resumed or forced run): nothing uploaded twice, same signature.
+	x.Force = true
+	if err := x.Run(ctx, []Step{Release{}}, st); err != nil {
+		t.Fatal(err)
+	}
+	if len(pub.attestations) != len(st.Provenance)+len(st.SBOMs) {
+		t.Fatalf("re-run uploaded attestations again: %d", len(pub.attestations))
+	}
+	for _, a := range pub.rel.Assets {
+		if a.Name == "SHA256SUMS.sigstore.json" && !bytes.Equal(a.Data, sig) {
+			t.Fatal("re-run signed SHA256SUMS again instead of reusing the signature")
+		}
+	}
+	// A custom template, and a broken one.
+	env.Config.Release.GitHub.Notes = "{{ .Version }} pins:\n{{ .PinFile }}"
+	if err := x.Run(ctx, []Step{Release{}}, st); err != nil || !strings.HasPrefix(pub.rel.Notes, "v1.0.0 pins:\n"+st.Copies[0].Ref()) {
+		t.Fatalf("custom notes %q: %v", pub.rel.Notes, err)
+	}
+	env.Config.Release.GitHub.Notes = "{{ .Nope }}"
+	if err := x.Run(ctx, []Step{Release{}}, st); err == nil || !strings.Contains(err.Error(), "release.github.notes") {
+		t.Fatalf("broken template: %v", err)
+	}
 }

@@ -3,6 +3,8 @@ package steps
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/relaydev/relay/internal/fsutil"
+	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/release"
 )
@@ -167,10 +171,26 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 		return err
 	}
 	assets = append(assets, release.Asset{Name: "release.json", Data: append(mj, '\n')})
-	assets = append(assets, release.Asset{Name: "SHA256SUMS", Data: release.Checksums(assets)})
+	sums := release.Checksums(assets)
+	assets = append(assets, release.Asset{Name: "SHA256SUMS", Data: sums})
+	if env.Signer != nil {
+		// The checksums signed like everything else: one bundle vouches for every asset.
+		b, err := signBlob(ctx, env, "SHA256SUMS", sums)
+		if err != nil {
+			return err
+		}
+		assets = append(assets, release.Asset{Name: "SHA256SUMS.sigstore.json", Data: b})
+	}
+	body, err := releaseNotes(env, st, lock)
+	if err != nil {
+		return err
+	}
 
+	if err := uploadAttestations(ctx, env, st, rec); err != nil {
+		return err
+	}
 	res, err := env.Publisher.Publish(ctx, release.Release{
-		Tag: st.Source.Tag, Name: st.Source.Tag, Notes: notes(lock), Assets: assets,
+		Tag: st.Source.Tag, Name: st.Source.Tag, Notes: body, Assets: assets,
 	})
 	if err != nil {
 		return fmt.Errorf("publishing the release: %w", err)
@@ -183,11 +203,121 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 	return nil
 }
 
-func notes(l *release.Lock) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Release %s (%s)\n\n", l.Release, l.Commit)
-	for _, im := range l.Images {
-		fmt.Fprintf(&b, "- %s\n", im.Reference)
+// signBlob signs a file as an in-toto statement whose subject is the file's sha256
+// (`cosign verify-blob-attestation --bundle NAME.sigstore.json NAME` checks it). A signature
+// already made for the same bytes is reused, so re-runs publish the same bundle.
+func signBlob(ctx context.Context, env *Env, name string, data []byte) ([]byte, error) {
+	sum := sha256.Sum256(data)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	cache := filepath.Join(env.StateDir, "blobs", name+"-"+hex.EncodeToString(sum[:12])+".sigstore.json")
+	if b, err := os.ReadFile(cache); err == nil {
+		if _, err := env.Verifier.VerifyStatement(b, digest, attest.PredicateSign); err == nil {
+			return b, nil
+		}
 	}
-	return b.String()
+	stmt, err := attest.Statement([]attest.Subject{{Name: name, Digest: digest}}, attest.PredicateSign, nil)
+	if err != nil {
+		return nil, err
+	}
+	b, err := env.Signer.SignStatement(ctx, stmt)
+	if err != nil {
+		return nil, fmt.Errorf("signing %s: %w", name, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(cache), 0o755); err != nil {
+		return nil, err
+	}
+	return b, fsutil.WriteFileAtomic(cache, b, 0o644)
+}
+
+// attestationUploader is a publisher that can also feed GitHub's attestations API.
+type attestationUploader interface {
+	UploadAttestation(ctx context.Context, bundle []byte) (int64, error)
+}
+
+// uploadAttestations sends the provenance and SBOM bundles to GitHub's attestations API
+// when the config asks for it, each once (the state remembers what was sent).
+func uploadAttestations(ctx context.Context, env *Env, st *State, rec *ReleaseRecord) error {
+	gh := env.Config.Release.GitHub
+	up, ok := env.Publisher.(attestationUploader)
+	if gh == nil || !gh.Attestations || !ok {
+		return nil
+	}
+	if st.Release != nil && st.Release.Attestations != nil {
+		rec.Attestations = st.Release.Attestations
+	} else {
+		rec.Attestations = map[string]int64{}
+	}
+	for _, a := range append(append([]Attestation(nil), st.Provenance...), st.SBOMs...) {
+		if _, done := rec.Attestations[a.BundleDigest]; done {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(env.StateDir, a.Bundle))
+		if err != nil {
+			return fmt.Errorf("reading %s for the attestations API: %w", a.Bundle, err)
+		}
+		id, err := up.UploadAttestation(ctx, b)
+		if err != nil {
+			return err
+		}
+		rec.Attestations[a.BundleDigest] = id
+		st.Release = rec // saved with the state even if a later upload fails
+		env.Logger.Info("attestation uploaded to GitHub", "predicate_type", a.PredicateType, "subject", a.Subject, "id", id)
+	}
+	return nil
+}
+
+// NotesData is what release.github.notes templates see.
+type NotesData struct {
+	Version, Tag, Commit string
+	Images               []release.LockedImage
+	PinFile              string // images.txt: one repository@digest per line
+	Verify               string // a relay verify command for the first image
+}
+
+const defaultNotes = `Release {{ .Version }} ({{ .Commit }})
+
+Images, by digest (pin these; tags can move):
+{{ range .Images }}- {{ .Reference }}{{ range .Platforms }}
+  - {{ .Platform }}: {{ .Digest }}{{ end }}
+{{ end }}
+Every digest is signed and carries SBOMs (SPDX, CycloneDX) and SLSA provenance. Check them:
+
+    {{ .Verify }}
+
+SHA256SUMS lists every asset; SHA256SUMS.sigstore.json is its signature.
+`
+
+func releaseNotes(env *Env, st *State, lock *release.Lock) (string, error) {
+	tpl := defaultNotes
+	if gh := env.Config.Release.GitHub; gh != nil && gh.Notes != "" {
+		tpl = gh.Notes
+	}
+	t, err := template.New("notes").Option("missingkey=error").Parse(tpl)
+	if err != nil {
+		return "", fmt.Errorf("release.github.notes: %w", err)
+	}
+	d := NotesData{Version: st.Source.Tag, Tag: st.Source.Tag, Commit: st.Source.Commit, Images: lock.Images, PinFile: string(lock.Text())}
+	if d.Version == "" && len(d.Commit) >= 12 {
+		d.Version = d.Commit[:12]
+	}
+	if len(lock.Images) > 0 {
+		d.Verify = "relay verify " + lock.Images[0].Reference + " " + verifyFlags(env)
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, d); err != nil {
+		return "", fmt.Errorf("release.github.notes: %w", err)
+	}
+	return b.String(), nil
+}
+
+// verifyFlags are the identity flags a consumer passes to check this release.
+func verifyFlags(env *Env) string {
+	if p, ok := env.Signer.(interface {
+		Policy(context.Context) (attest.IdentityPolicy, error)
+	}); ok {
+		if pol, err := p.Policy(context.Background()); err == nil {
+			return fmt.Sprintf("--certificate-identity %s --certificate-oidc-issuer %s", pol.Identity, pol.Issuer)
+		}
+	}
+	return "--key relay-signing.pub"
 }

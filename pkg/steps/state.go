@@ -108,6 +108,9 @@ type ReleaseRecord struct {
 	URL    string   `json:"url"`
 	Tags   []string `json:"tags"`
 	Assets []string `json:"assets"`
+	// Attestations maps bundle digests to the ids GitHub's attestations API gave them, so a
+	// resumed release does not upload one twice.
+	Attestations map[string]int64 `json:"attestations,omitempty"`
 }
 
 // NewState starts a state for the given inputs.
