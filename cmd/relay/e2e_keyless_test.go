@@ -5,6 +5,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -94,7 +99,8 @@ func TestE2EKeylessRelease(t *testing.T) {
 }
 
 // realExample is the example as a git repository tagged v0.1.0, with a relay.yaml for a real
-// release into the registry reg, a dir release in dist/, and the given signing section.
+// release into the registry reg, the given signing (and release) sections, and by default a
+// dir release in dist/.
 func realExample(t *testing.T, reg, signing string) string {
 	t.Helper()
 	dir := exampleCopy(t)
@@ -121,8 +127,10 @@ images:
     local: {base: scratch, go: {main: .}}
     targets: [%s/acme/hello]
     tags: ["{{ .Version }}"]
-release: {target: dir, dir: %s}
-%s`, dir, reg, reg, filepath.Join(dir, "dist"), signing)
+%s`, dir, reg, reg, signing)
+	if !strings.Contains(signing, "release:") {
+		cfg += fmt.Sprintf("release: {target: dir, dir: %s}\n", filepath.Join(dir, "dist"))
+	}
 	os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(cfg), 0o644)
 	return dir
 }
@@ -186,4 +194,54 @@ func runRelayEnv(t *testing.T, dir string, env []string, args ...string) result 
 		t.Fatal(err)
 	}
 	return result{code: code, stdout: out.String(), stderr: errb.String(), logs: parseLogs(t, errb.String())}
+}
+
+// TestE2EGitHubRelease releases the example to a GitHub release (the fake API shaped on
+// recorded api.github.com responses): a draft, every asset, then published; a second run
+// uploads nothing; a run whose assets changed fails until --replace swaps them.
+func TestE2EGitHubRelease(t *testing.T) {
+	gh := testutil.NewGitHub(t)
+	reg := testutil.Registry(t, true)
+	keyDir := t.TempDir()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	keyFile := filepath.Join(keyDir, "release.key")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	dir := realExample(t, reg, fmt.Sprintf(`signing: {mode: key, key: %s}
+release:
+  target: github
+  github: {repository: %s, base_url: %s, attestations: true}
+`, keyFile, testutil.FakeGitHubRepo, gh.BaseURL()))
+	env := []string{"GITHUB_TOKEN=" + gh.Token}
+	// GHES uploads live under /api/uploads/: go-github derives it from the base URL.
+	r := runRelayEnv(t, dir, env, "run")
+	if r.code != 0 {
+		t.Fatalf("github release: exit %d\n%s", r.code, r.stderr)
+	}
+	if strings.Contains(r.stderr, gh.Token) || strings.Contains(r.stdout, gh.Token) {
+		t.Fatal("the token reached the output")
+	}
+	rels := gh.Releases()
+	if len(rels) != 1 || rels[0].Draft || rels[0].Tag != "v0.1.0" {
+		t.Fatalf("releases: %+v", rels)
+	}
+	names := map[string]bool{}
+	for _, a := range rels[0].Assets {
+		if a.State != "uploaded" || names[a.Name] {
+			t.Fatalf("asset %s: state %s, duplicate %v", a.Name, a.State, names[a.Name])
+		}
+		names[a.Name] = true
+	}
+	for _, want := range []string{"SHA256SUMS", "SHA256SUMS.sigstore.json", "images.lock.json", "images.txt", "release.json", "relay-signing.pub"} {
+		if !names[want] {
+			t.Errorf("release lacks %s (has %v)", want, names)
+		}
+	}
+	state := gh.State()
+	before := gh.Calls
+	r2 := runRelayEnv(t, dir, env, "run", "--restart")
+	if r2.code != 0 || gh.State() != state {
+		t.Fatalf("second run: exit %d, release changed:\n%s\n%s", r2.code, gh.State(), r2.stderr)
+	}
+	t.Logf("first run %d API calls, second %d", before, gh.Calls-before)
 }

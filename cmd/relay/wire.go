@@ -21,6 +21,7 @@ import (
 	"github.com/relaydev/relay/pkg/attest/sbom"
 	"github.com/relaydev/relay/pkg/build"
 	"github.com/relaydev/relay/pkg/config"
+	"github.com/relaydev/relay/pkg/ghapp"
 	"github.com/relaydev/relay/pkg/logging"
 	"github.com/relaydev/relay/pkg/oci"
 	"github.com/relaydev/relay/pkg/release"
@@ -195,9 +196,10 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		out = cfg.ResolvePath(cfg.Release.Dir)
 	}
 	if !o.Local && cfg.Release.Target == "github" && mode == steps.ModeRelease {
-		tok := o.Getenv("GITHUB_TOKEN")
-		if tok == "" {
-			tok = o.Getenv("GH_TOKEN")
+		tok, err := githubToken(ctx, o, cfg)
+		if err != nil {
+			w.cleanup()
+			return nil, err
 		}
 		gh, err := release.NewGitHub(release.GitHubOptions{
 			Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL, Token: tok,
@@ -317,6 +319,39 @@ func versionText() string {
 }
 
 func nowUTC() time.Time { return time.Now().UTC() }
+
+// githubToken is GITHUB_TOKEN (or GH_TOKEN), else an installation token minted from a
+// GitHub App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY or RELAY_GITHUB_APP_KEY_FILE):
+// no long-lived token needs to exist. A minted token is redacted from every output.
+func githubToken(ctx context.Context, o Options, cfg *config.Config) (string, error) {
+	for _, k := range []string{"GITHUB_TOKEN", "GH_TOKEN"} {
+		if t := o.Getenv(k); t != "" {
+			return t, nil
+		}
+	}
+	id := o.Getenv("RELAY_GITHUB_APP_ID")
+	if id == "" {
+		return "", nil // NewGitHub says a token is needed
+	}
+	key := []byte(o.Getenv("RELAY_GITHUB_APP_KEY"))
+	if f := o.Getenv("RELAY_GITHUB_APP_KEY_FILE"); len(key) == 0 && f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("RELAY_GITHUB_APP_KEY_FILE: %w", err)
+		}
+		key = b
+	}
+	base := "https://api.github.com"
+	if cfg.Release.GitHub.BaseURL != "" {
+		base = cfg.Release.GitHub.BaseURL
+	}
+	tok, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: cfg.Release.GitHub.Repository, BaseURL: base})
+	if err != nil {
+		return "", err
+	}
+	o.Redactor.Add(tok.Value)
+	return tok.Value, nil
+}
 
 // keyless builds the keyless signer and the verifier of the run's own identity. A private
 // Sigstore instance comes from signing.trusted_root and signing.signing_config; without

@@ -9,10 +9,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relaydev/relay/internal/testutil"
 
 	"github.com/google/go-github/v92/github"
 )
@@ -25,10 +26,10 @@ func testAssets(n int, version string) []Asset {
 	return out
 }
 
-func newPublisher(t *testing.T, f *fakeGitHub, replace bool, logs *bytes.Buffer) *GitHub {
+func newPublisher(t *testing.T, f *testutil.GitHub, replace bool, logs *bytes.Buffer) *GitHub {
 	t.Helper()
 	var waits []time.Duration
-	o := GitHubOptions{Repository: fakeRepoName, BaseURL: f.baseURL(), UploadURL: f.uploadURL(), Token: f.token, Replace: replace,
+	o := GitHubOptions{Repository: testutil.FakeGitHubRepo, BaseURL: f.BaseURL(), UploadURL: f.UploadURL(), Token: f.Token, Replace: replace,
 		Sleep: func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }}
 	if logs != nil {
 		o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
@@ -41,7 +42,7 @@ func newPublisher(t *testing.T, f *fakeGitHub, replace bool, logs *bytes.Buffer)
 }
 
 func TestGitHubPublishIsIdempotent(t *testing.T) {
-	f := newFakeGitHub(t)
+	f := testutil.NewGitHub(t)
 	g := newPublisher(t, f, false, nil)
 	rel := Release{Tag: "v1.2.3", Name: "v1.2.3", Notes: "notes", Assets: testAssets(5, "a")}
 	res, err := g.Publish(context.Background(), rel)
@@ -52,25 +53,25 @@ func TestGitHubPublishIsIdempotent(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 	want := `v1.2.3 draft=false body="notes" [asset-0.json="{\"n\":0,\"v\":\"a\"}"(uploaded) asset-1.json="{\"n\":1,\"v\":\"a\"}"(uploaded) asset-2.json="{\"n\":2,\"v\":\"a\"}"(uploaded) asset-3.json="{\"n\":3,\"v\":\"a\"}"(uploaded) asset-4.json="{\"n\":4,\"v\":\"a\"}"(uploaded)]`
-	if got := f.state(); got != want {
+	if got := f.State(); got != want {
 		t.Fatalf("state:\n%s\nwant:\n%s", got, want)
 	}
 	// Again: nothing is written, nothing duplicated.
 	writes := 0
-	f.fail = func(_ int, r *http.Request) int {
+	f.Fail = func(_ int, r *http.Request) int {
 		if r.Method != http.MethodGet {
 			writes++
 		}
 		return 0
 	}
 	res, err = g.Publish(context.Background(), rel)
-	if err != nil || len(res.Skipped) != 5 || writes != 0 || f.state() != want {
-		t.Fatalf("re-run: %v %+v, %d writes\n%s", err, res, writes, f.state())
+	if err != nil || len(res.Skipped) != 5 || writes != 0 || f.State() != want {
+		t.Fatalf("re-run: %v %+v, %d writes\n%s", err, res, writes, f.State())
 	}
 }
 
 func TestGitHubConflictAndReplace(t *testing.T) {
-	f := newFakeGitHub(t)
+	f := testutil.NewGitHub(t)
 	ctx := context.Background()
 	if _, err := newPublisher(t, f, false, nil).Publish(ctx, Release{Tag: "v1", Name: "v1", Assets: testAssets(2, "old")}); err != nil {
 		t.Fatal(err)
@@ -85,7 +86,7 @@ func TestGitHubConflictAndReplace(t *testing.T) {
 	if _, err := newPublisher(t, f, true, &logs).Publish(ctx, Release{Tag: "v1", Name: "v1", Assets: changed}); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.state(); strings.Contains(got, "old") || strings.Contains(got, ".relay-") || strings.Count(got, `\"new\"`) != 2 {
+	if got := f.State(); strings.Contains(got, "old") || strings.Contains(got, ".relay-") || strings.Count(got, `\"new\"`) != 2 {
 		t.Fatalf("after replace:\n%s", got)
 	}
 	if !strings.Contains(logs.String(), "release asset replaced") {
@@ -110,25 +111,25 @@ func TestGitHubCrashAtEveryCall(t *testing.T) {
 		t.Run(scenario.name, func(t *testing.T) {
 			ctx := context.Background()
 			rel := Release{Tag: "v2", Name: "v2", Notes: "n", Assets: scenario.assets}
-			setup := func() *fakeGitHub {
-				f := newFakeGitHub(t)
+			setup := func() *testutil.GitHub {
+				f := testutil.NewGitHub(t)
 				if scenario.before != nil {
 					if _, err := newPublisher(t, f, false, nil).Publish(ctx, Release{Tag: "v2", Name: "v2", Notes: "n", Assets: scenario.before}); err != nil {
 						t.Fatal(err)
 					}
 				}
-				f.calls = 0
+				f.Calls = 0
 				return f
 			}
 			ref := setup()
 			if _, err := newPublisher(t, ref, scenario.replace, nil).Publish(ctx, rel); err != nil {
 				t.Fatal(err)
 			}
-			want, total := ref.state(), ref.calls
+			want, total := ref.State(), ref.Calls
 			for n := 1; n < total; n++ {
 				f := setup()
 				cctx, cancel := context.WithCancel(ctx)
-				f.after = func(i int) {
+				f.After = func(i int) {
 					if i == n {
 						cancel()
 					}
@@ -140,27 +141,25 @@ func TestGitHubCrashAtEveryCall(t *testing.T) {
 				}
 				// At rest after the crash: a published release holds every asset's content
 				// (under its name, or mid-swap under its temporary name).
-				f.mu.Lock()
-				for _, r := range f.releases {
-					if r.draft {
+				for _, r := range f.Releases() {
+					if r.Draft {
 						continue
 					}
 					for _, a := range rel.Assets {
 						found := false
-						for _, x := range r.assets {
-							found = found || (x.state == "uploaded" && (x.name == a.Name || x.name == a.Name+newSuffix || x.name == a.Name+oldSuffix))
+						for _, x := range r.Assets {
+							found = found || (x.State == "uploaded" && (x.Name == a.Name || x.Name == a.Name+newSuffix || x.Name == a.Name+oldSuffix))
 						}
 						if !found {
 							t.Errorf("crash after call %d: published release lacks %s", n, a.Name)
 						}
 					}
 				}
-				f.mu.Unlock()
-				f.after = nil
+				f.After = nil
 				if _, err := newPublisher(t, f, scenario.replace, nil).Publish(ctx, rel); err != nil {
 					t.Fatalf("re-run after a crash at call %d: %v", n, err)
 				}
-				if got := f.state(); got != want {
+				if got := f.State(); got != want {
 					t.Fatalf("crash at call %d of %d, then a re-run, ends as:\n%s\nwant:\n%s", n, total, got, want)
 				}
 			}
@@ -170,10 +169,10 @@ func TestGitHubCrashAtEveryCall(t *testing.T) {
 }
 
 func TestGitHubRetries(t *testing.T) {
-	f := newFakeGitHub(t)
+	f := testutil.NewGitHub(t)
 	var logs bytes.Buffer
 	g := newPublisher(t, f, false, &logs)
-	f.fail = func(n int, r *http.Request) int {
+	f.Fail = func(n int, r *http.Request) int {
 		switch n {
 		case 1:
 			return 502
@@ -182,12 +181,12 @@ func TestGitHubRetries(t *testing.T) {
 		}
 		return 0
 	}
-	f.land504 = 1 // the first upload lands, and its answer is lost in a 504
+	f.Land504 = 1 // the first upload lands, and its answer is lost in a 504
 	rel := Release{Tag: "v3", Name: "v3", Assets: testAssets(2, "x")}
 	if _, err := g.Publish(context.Background(), rel); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.state(); strings.Count(got, "(uploaded)") != 2 || strings.Contains(got, "draft=true") {
+	if got := f.State(); strings.Count(got, "(uploaded)") != 2 || strings.Contains(got, "draft=true") {
 		t.Fatalf("state:\n%s", got)
 	}
 	for _, want := range []string{"GitHub request failed, retrying", "release asset landed despite the error", "secondary rate limit"} {
@@ -199,8 +198,8 @@ func TestGitHubRetries(t *testing.T) {
 
 func TestGitHubRefusals(t *testing.T) {
 	ctx := context.Background()
-	f := newFakeGitHub(t)
-	f.scopes = "contents=write"
+	f := testutil.NewGitHub(t)
+	f.Scopes = "contents=write"
 	_, err := newPublisher(t, f, false, nil).Publish(ctx, Release{Tag: "v4", Name: "v4", Assets: testAssets(1, "x")})
 	if err == nil || !strings.Contains(err.Error(), "contents: write") || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("missing permission: %v", err)
@@ -209,9 +208,9 @@ func TestGitHubRefusals(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "attestations: write") {
 		t.Fatalf("attestation without permission: %v", err)
 	}
-	f.scopes = ""
+	f.Scopes = ""
 
-	bad := newFakeGitHub(t)
+	bad := testutil.NewGitHub(t)
 	for _, tc := range []struct {
 		assets []Asset
 		want   string
@@ -225,8 +224,8 @@ func TestGitHubRefusals(t *testing.T) {
 			t.Errorf("%v: %v", tc.assets[0].Name, err)
 		}
 	}
-	if bad.calls != 0 {
-		t.Fatalf("bad input cost %d API calls; it must be refused before any", bad.calls)
+	if bad.Calls != 0 {
+		t.Fatalf("bad input cost %d API calls; it must be refused before any", bad.Calls)
 	}
 	if _, err := NewGitHub(GitHubOptions{Repository: "acme", Token: "t"}); err == nil || !strings.Contains(err.Error(), "OWNER/NAME") {
 		t.Fatalf("bad repository: %v", err)
@@ -234,15 +233,15 @@ func TestGitHubRefusals(t *testing.T) {
 	if _, err := NewGitHub(GitHubOptions{Repository: "acme/shop"}); err == nil || !strings.Contains(err.Error(), "GITHUB_TOKEN") {
 		t.Fatalf("no token: %v", err)
 	}
-	wrong := newFakeGitHub(t)
-	g, _ := NewGitHub(GitHubOptions{Repository: fakeRepoName, BaseURL: wrong.baseURL(), UploadURL: wrong.uploadURL(), Token: "expired"})
+	wrong := testutil.NewGitHub(t)
+	g, _ := NewGitHub(GitHubOptions{Repository: testutil.FakeGitHubRepo, BaseURL: wrong.BaseURL(), UploadURL: wrong.UploadURL(), Token: "expired"})
 	if _, err := g.Publish(ctx, Release{Tag: "v6", Name: "v6"}); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("bad token: %v", err)
 	}
 }
 
 func TestGitHubAttestation(t *testing.T) {
-	f := newFakeGitHub(t)
+	f := testutil.NewGitHub(t)
 	id, err := newPublisher(t, f, false, nil).UploadAttestation(context.Background(), []byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}`))
 	if err != nil || id == 0 {
 		t.Fatalf("%d %v", id, err)
@@ -253,10 +252,7 @@ func TestGitHubAttestation(t *testing.T) {
 // scenario to go-github, the code the publisher runs: the release, the 422 already_exists
 // and the asset list parse as the publisher expects them to.
 func TestOctokitFixturesParse(t *testing.T) {
-	b, err := os.ReadFile("testdata/octokit/release-assets-conflict.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := testutil.OctokitFixture("release-assets-conflict.json")
 	var rec []struct {
 		Method   string          `json:"method"`
 		Path     string          `json:"path"`

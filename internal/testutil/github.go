@@ -1,12 +1,12 @@
-package release
+package testutil
 
 import (
+	"embed"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -15,25 +15,38 @@ import (
 	"testing"
 )
 
-// fakeGitHub is a stateful GitHub releases API (GitHub Enterprise Server layout: /api/v3/
+//go:embed testdata/octokit/*.json
+var octokit embed.FS
+
+// OctokitFixture returns a recorded api.github.com scenario of @octokit/fixtures
+// (testdata/octokit/README.md): release-assets.json or release-assets-conflict.json.
+func OctokitFixture(name string) []byte {
+	b, err := octokit.ReadFile("testdata/octokit/" + name)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// GitHub is a stateful GitHub releases API (GitHub Enterprise Server layout: /api/v3/
 // and /api/uploads/) whose responses are the recorded api.github.com ones of
 // testdata/octokit with this fake's ids, names and URLs filled in.
-type fakeGitHub struct {
-	t     *testing.T
+type GitHub struct {
+	t     testing.TB
 	srv   *httptest.Server
-	token string
+	Token string
 
 	mu       sync.Mutex
 	releases []*fakeRelease
 	nextID   int64
-	calls    int
+	Calls    int
 	perPage  int // default page size, small so pagination is exercised
 	// after runs once a call was served, with its number (crash tests cancel there).
-	after func(n int)
+	After func(n int)
 	// fail answers the call with this status instead of serving it, when non-zero.
-	fail      func(n int, r *http.Request) int
-	scopes    string // X-Accepted-GitHub-Permissions style refusal when set: 403 on writes
-	land504   int    // the next this-many uploads are stored, then answered 504
+	Fail      func(n int, r *http.Request) int
+	Scopes    string // X-Accepted-GitHub-Permissions style refusal when set: 403 on writes
+	Land504   int    // the next this-many uploads are stored, then answered 504
 	templRel  map[string]any
 	templAsst map[string]any
 	templ422  map[string]any
@@ -55,8 +68,10 @@ type fakeAsset struct {
 	data  []byte
 }
 
-func newFakeGitHub(t *testing.T) *fakeGitHub {
-	f := &fakeGitHub{t: t, token: "ghs_test", nextID: 1000, perPage: 3}
+// NewGitHub serves the fake on 127.0.0.1 for the test; its repository is acme/shop and its
+// token ghs_test.
+func NewGitHub(t testing.TB) *GitHub {
+	f := &GitHub{t: t, Token: "ghs_test", nextID: 1000, perPage: 3}
 	type exchange struct {
 		Method   string          `json:"method"`
 		Path     string          `json:"path"`
@@ -65,10 +80,7 @@ func newFakeGitHub(t *testing.T) *fakeGitHub {
 	}
 	var rec []exchange
 	for _, file := range []string{"release-assets.json", "release-assets-conflict.json"} {
-		b, err := os.ReadFile("testdata/octokit/" + file)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := OctokitFixture(file)
 		var r []exchange
 		if err := json.Unmarshal(b, &r); err != nil {
 			t.Fatal(err)
@@ -98,31 +110,32 @@ func newFakeGitHub(t *testing.T) *fakeGitHub {
 	return f
 }
 
-func (f *fakeGitHub) baseURL() string   { return f.srv.URL + "/api/v3/" }
-func (f *fakeGitHub) uploadURL() string { return f.srv.URL + "/api/uploads/" }
+// BaseURL and UploadURL are the API roots, GitHub Enterprise Server style.
+func (f *GitHub) BaseURL() string   { return f.srv.URL + "/api/v3/" }
+func (f *GitHub) UploadURL() string { return f.srv.URL + "/api/uploads/" }
 
 var (
-	reReleases   = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases$`)
-	reRelease    = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/(\d+)$`)
-	reAssets     = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/(\d+)/assets$`)
-	reAsset      = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/assets/(\d+)$`)
-	reUpload     = regexp.MustCompile(`^/api/uploads/repos/([^/]+)/([^/]+)/releases/(\d+)/assets$`)
-	reAttest     = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/attestations$`)
-	reByTag      = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/tags/(.+)$`)
-	fakeRepoName = "acme/shop"
+	reReleases     = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases$`)
+	reRelease      = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/(\d+)$`)
+	reAssets       = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/(\d+)/assets$`)
+	reAsset        = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/assets/(\d+)$`)
+	reUpload       = regexp.MustCompile(`^/api/uploads/repos/([^/]+)/([^/]+)/releases/(\d+)/assets$`)
+	reAttest       = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/attestations$`)
+	reByTag        = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/tags/(.+)$`)
+	FakeGitHubRepo = "acme/shop"
 )
 
-func (f *fakeGitHub) serve(w http.ResponseWriter, r *http.Request) {
+func (f *GitHub) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls++
-	n := f.calls
-	if r.Header.Get("Authorization") != "Bearer "+f.token {
+	f.Calls++
+	n := f.Calls
+	if r.Header.Get("Authorization") != "Bearer "+f.Token {
 		f.json(w, 401, map[string]any{"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
 		return
 	}
-	if f.fail != nil {
-		if code := f.fail(n, r); code != 0 {
+	if f.Fail != nil {
+		if code := f.Fail(n, r); code != 0 {
 			if code == 403 {
 				w.Header().Set("Retry-After", "1")
 				f.json(w, 403, map[string]any{"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"})
@@ -132,20 +145,20 @@ func (f *fakeGitHub) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if f.scopes != "" && r.Method != http.MethodGet {
-		w.Header().Set("X-Accepted-GitHub-Permissions", f.scopes)
+	if f.Scopes != "" && r.Method != http.MethodGet {
+		w.Header().Set("X-Accepted-GitHub-Permissions", f.Scopes)
 		f.json(w, 403, map[string]any{"message": "Resource not accessible by integration", "documentation_url": "https://docs.github.com/rest"})
 		return
 	}
 	f.route(w, r)
-	if f.after != nil {
-		f.after(n)
+	if f.After != nil {
+		f.After(n)
 	}
 }
 
-func (f *fakeGitHub) route(w http.ResponseWriter, r *http.Request) {
+func (f *GitHub) route(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
-	if m := reReleases.FindStringSubmatch(p); m != nil && m[1]+"/"+m[2] != fakeRepoName {
+	if m := reReleases.FindStringSubmatch(p); m != nil && m[1]+"/"+m[2] != FakeGitHubRepo {
 		f.json(w, 404, map[string]any{"message": "Not Found"})
 		return
 	}
@@ -229,8 +242,8 @@ func (f *fakeGitHub) route(w http.ResponseWriter, r *http.Request) {
 			a.state = "starter" // GitHub keeps a broken upload around in this state
 		}
 		rel.assets = append(rel.assets, a)
-		if f.land504 > 0 {
-			f.land504--
+		if f.Land504 > 0 {
+			f.Land504--
 			f.json(w, 504, map[string]any{"message": "We couldn't respond to your request in time."})
 			return
 		}
@@ -290,7 +303,7 @@ func (f *fakeGitHub) route(w http.ResponseWriter, r *http.Request) {
 }
 
 // page serves one page of items with GitHub's Link header.
-func (f *fakeGitHub) page(w http.ResponseWriter, r *http.Request, items []any) {
+func (f *GitHub) page(w http.ResponseWriter, r *http.Request, items []any) {
 	per, _ := strconv.Atoi(r.URL.Query().Get("per_page"))
 	if per <= 0 || per > f.perPage {
 		per = f.perPage // the server decides; clients must follow Link
@@ -321,7 +334,7 @@ func (f *fakeGitHub) page(w http.ResponseWriter, r *http.Request, items []any) {
 	f.json(w, 200, out)
 }
 
-func (f *fakeGitHub) release(id string) *fakeRelease {
+func (f *GitHub) release(id string) *fakeRelease {
 	for _, r := range f.releases {
 		if strconv.FormatInt(r.id, 10) == id {
 			return r
@@ -330,7 +343,7 @@ func (f *fakeGitHub) release(id string) *fakeRelease {
 	return nil
 }
 
-func (f *fakeGitHub) asset(id string) (*fakeRelease, *fakeAsset) {
+func (f *GitHub) asset(id string) (*fakeRelease, *fakeAsset) {
 	for _, r := range f.releases {
 		for _, a := range r.assets {
 			if strconv.FormatInt(a.id, 10) == id {
@@ -348,12 +361,12 @@ func clone(m map[string]any) map[string]any {
 	return out
 }
 
-func (f *fakeGitHub) releaseJSON(r *fakeRelease) map[string]any {
+func (f *GitHub) releaseJSON(r *fakeRelease) map[string]any {
 	m := clone(f.templRel)
-	api := fmt.Sprintf("%s/api/v3/repos/%s/releases/%d", f.srv.URL, fakeRepoName, r.id)
+	api := fmt.Sprintf("%s/api/v3/repos/%s/releases/%d", f.srv.URL, FakeGitHubRepo, r.id)
 	m["id"], m["url"], m["assets_url"] = r.id, api, api+"/assets"
-	m["upload_url"] = fmt.Sprintf("%s/api/uploads/repos/%s/releases/%d/assets{?name,label}", f.srv.URL, fakeRepoName, r.id)
-	m["html_url"] = fmt.Sprintf("https://github.example/%s/releases/tag/%s", fakeRepoName, r.tag)
+	m["upload_url"] = fmt.Sprintf("%s/api/uploads/repos/%s/releases/%d/assets{?name,label}", f.srv.URL, FakeGitHubRepo, r.id)
+	m["html_url"] = fmt.Sprintf("https://github.example/%s/releases/tag/%s", FakeGitHubRepo, r.tag)
 	m["tag_name"], m["name"], m["body"], m["draft"] = r.tag, r.name, r.body, r.draft
 	if r.draft {
 		m["published_at"] = nil
@@ -371,22 +384,22 @@ func (f *fakeGitHub) releaseJSON(r *fakeRelease) map[string]any {
 
 // assetJSON is the recorded asset with this one's facts; like the 2017 recording, it carries
 // no digest, so the publisher must compare content by downloading.
-func (f *fakeGitHub) assetJSON(a *fakeAsset) map[string]any {
+func (f *GitHub) assetJSON(a *fakeAsset) map[string]any {
 	m := clone(f.templAsst)
 	m["id"], m["name"], m["label"], m["state"], m["size"] = a.id, a.name, "", a.state, len(a.data)
 	m["content_type"] = "application/octet-stream"
-	m["url"] = fmt.Sprintf("%s/api/v3/repos/%s/releases/assets/%d", f.srv.URL, fakeRepoName, a.id)
+	m["url"] = fmt.Sprintf("%s/api/v3/repos/%s/releases/assets/%d", f.srv.URL, FakeGitHubRepo, a.id)
 	return m
 }
 
-func (f *fakeGitHub) json(w http.ResponseWriter, code int, v any) {
+func (f *GitHub) json(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(v)
 }
 
-// state renders the releases for comparisons: tag, draft, and each asset's name and content.
-func (f *fakeGitHub) state() string {
+// State renders the releases for comparisons: tag, draft, and each asset's name and content.
+func (f *GitHub) State() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []string
@@ -399,4 +412,32 @@ func (f *fakeGitHub) state() string {
 		out = append(out, fmt.Sprintf("%s draft=%v body=%q [%s]", r.tag, r.draft, r.body, strings.Join(as, " ")))
 	}
 	return strings.Join(out, "\n")
+}
+
+// FakeRelease is a snapshot of one release of the fake.
+type FakeRelease struct {
+	Tag    string
+	Draft  bool
+	Assets []FakeAsset
+}
+
+// FakeAsset is one asset of a FakeRelease.
+type FakeAsset struct {
+	Name, State string
+	Data        []byte
+}
+
+// Releases returns a snapshot of the fake's releases.
+func (f *GitHub) Releases() []FakeRelease {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []FakeRelease
+	for _, r := range f.releases {
+		fr := FakeRelease{Tag: r.tag, Draft: r.draft}
+		for _, a := range r.assets {
+			fr.Assets = append(fr.Assets, FakeAsset{Name: a.name, State: a.state, Data: append([]byte(nil), a.data...)})
+		}
+		out = append(out, fr)
+	}
+	return out
 }

@@ -1,0 +1,168 @@
+// Package ghapp turns a GitHub App's id and private key into an installation token: the
+// credential relay uses instead of a long-lived personal access token, for releases and
+// (in the runner) for registering runners.
+package ghapp
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options configure InstallationToken.
+type Options struct {
+	AppID      string
+	PrivateKey []byte // PEM, as GitHub issues it (PKCS#1) or PKCS#8
+	// InstallationID skips the lookup; else the installation on Repository is used.
+	InstallationID int64
+	Repository     string // OWNER/NAME
+	// BaseURL is the REST API root: https://api.github.com (default) or https://HOST/api/v3.
+	BaseURL string
+	HTTP    *http.Client
+	Now     func() time.Time
+}
+
+// Token is an installation access token.
+type Token struct {
+	Value     string
+	ExpiresAt time.Time
+}
+
+// InstallationToken signs an App JWT (valid nine minutes, issued a minute in the past for
+// clock drift) and exchanges it for an installation token limited to the repository.
+func InstallationToken(ctx context.Context, o Options) (*Token, error) {
+	if o.AppID == "" || len(o.PrivateKey) == 0 {
+		return nil, errors.New("GitHub App: the app id and its private key are both required")
+	}
+	if _, err := strconv.ParseInt(o.AppID, 10, 64); err != nil {
+		return nil, fmt.Errorf("GitHub App id %q is not a number (it is on the App's settings page)", o.AppID)
+	}
+	key, err := parseKey(o.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	if o.BaseURL == "" {
+		o.BaseURL = "https://api.github.com"
+	}
+	o.BaseURL = strings.TrimRight(o.BaseURL, "/")
+	if o.HTTP == nil {
+		o.HTTP = &http.Client{Timeout: 30 * time.Second}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	jwt, err := appJWT(o.AppID, key, o.Now())
+	if err != nil {
+		return nil, err
+	}
+	id := o.InstallationID
+	if id == 0 {
+		if o.Repository == "" {
+			return nil, errors.New("GitHub App: name the repository (or the installation id) the token is for")
+		}
+		var inst struct {
+			ID int64 `json:"id"`
+		}
+		if err := o.do(ctx, http.MethodGet, "/repos/"+o.Repository+"/installation", jwt, nil, http.StatusOK, &inst); err != nil {
+			return nil, fmt.Errorf("GitHub App %s: finding its installation on %s (is the App installed there?): %w", o.AppID, o.Repository, err)
+		}
+		id = inst.ID
+	}
+	var body any
+	if o.Repository != "" {
+		_, name, _ := strings.Cut(o.Repository, "/")
+		body = map[string]any{"repositories": []string{name}}
+	}
+	var out struct {
+		Token     string    `json:"token"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if err := o.do(ctx, http.MethodPost, fmt.Sprintf("/app/installations/%d/access_tokens", id), jwt, body, http.StatusCreated, &out); err != nil {
+		return nil, fmt.Errorf("GitHub App %s: minting an installation token: %w", o.AppID, err)
+	}
+	if out.Token == "" {
+		return nil, fmt.Errorf("GitHub App %s: GitHub returned no token", o.AppID)
+	}
+	return &Token{Value: out.Token, ExpiresAt: out.ExpiresAt}, nil
+}
+
+func parseKey(b []byte) (*rsa.PrivateKey, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New("GitHub App private key is not PEM: use the .pem file GitHub generated")
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(blk.Bytes); err == nil {
+		return k, nil
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("GitHub App private key: %w", err)
+	}
+	rk, ok := k.(*rsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("GitHub App private key is a %T; GitHub Apps use RSA keys", k)
+	}
+	return rk, nil
+}
+
+func appJWT(appID string, key *rsa.PrivateKey, now time.Time) (string, error) {
+	enc := func(v any) string {
+		b, _ := json.Marshal(v)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	signing := enc(map[string]string{"alg": "RS256", "typ": "JWT"}) + "." +
+		enc(map[string]any{"iat": now.Add(-time.Minute).Unix(), "exp": now.Add(9 * time.Minute).Unix(), "iss": appID})
+	sum := sha256.Sum256([]byte(signing))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
+	if err != nil {
+		return "", err
+	}
+	return signing + "." + base64.RawURLEncoding.EncodeToString(sig), nil
+}
+
+func (o Options) do(ctx context.Context, method, path, jwt string, body any, want int, out any) error {
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, o.BaseURL+path, r)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+jwt)
+	req.Header.Set("Accept", "application/vnd.github+json")
+	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
+	req.Header.Set("User-Agent", "relay")
+	resp, err := o.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != want {
+		var e struct {
+			Message string `json:"message"`
+		}
+		json.Unmarshal(b, &e)
+		if e.Message == "" {
+			e.Message = strings.TrimSpace(string(b))
+		}
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Message)
+	}
+	return json.Unmarshal(b, out)
+}
