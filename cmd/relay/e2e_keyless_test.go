@@ -238,10 +238,10 @@ release:
 		}
 	}
 	state := gh.State()
-	before := gh.Calls
+	before := gh.CallCount()
 	r2 := runRelayEnv(t, dir, env, "run", "--restart")
 	if r2.code != 0 || gh.State() != state {
 		t.Fatalf("second run: exit %d, release changed:\n%s\n%s", r2.code, gh.State(), r2.stderr)
 	}
-	t.Logf("first run %d API calls, second %d", before, gh.Calls-before)
+	t.Logf("first run %d API calls, second %d", before, gh.CallCount()-before)
 }

@@ -441,3 +441,10 @@ func (f *GitHub) Releases() []FakeRelease {
 	}
 	return out
 }
+
+// CallCount is how many API calls the fake has served.
+func (f *GitHub) CallCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Calls
+}

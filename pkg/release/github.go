@@ -151,8 +151,14 @@ func (g *GitHub) Publish(ctx context.Context, r Release) (*Result, error) {
 		g.o.Logger.Info("release is published and immutable: assets can only be checked", "tag", r.Tag)
 	}
 	res := &Result{URL: rel.HTMLURL}
+	// One listing, kept up to date as assets change: re-listing per asset would cost a
+	// release with many assets pages of API calls (and rate limit) for nothing.
+	have, err := g.assets(ctx, rel.ID)
+	if err != nil {
+		return nil, err
+	}
 	for _, a := range r.Assets {
-		wrote, err := g.ensureAsset(ctx, rel, a)
+		wrote, err := g.ensureAsset(ctx, rel, have, a)
 		if err != nil {
 			return res, err
 		}
@@ -243,15 +249,11 @@ func (g *GitHub) assets(ctx context.Context, id int64) (map[string]*github.Relea
 
 // ensureAsset makes the release hold a with its content, finishing a swap an earlier run
 // left half done. It reports whether it wrote anything.
-func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease, a Asset) (bool, error) {
-	have, err := g.assets(ctx, rel.ID)
-	if err != nil {
-		return false, err
-	}
+func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease, have map[string]*github.ReleaseAsset, a Asset) (bool, error) {
 	want := a.SHA256()
 	cur, tmp, old := have[a.Name], have[a.Name+newSuffix], have[a.Name+oldSuffix]
 	if cur != nil && cur.GetState() != "uploaded" { // an upload that died half-way
-		if err := g.deleteAsset(ctx, cur); err != nil {
+		if err := g.deleteAsset(ctx, have, cur); err != nil {
 			return false, err
 		}
 		cur = nil
@@ -261,21 +263,21 @@ func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease,
 		if same, _, err := g.sameContent(ctx, tmp, a); err != nil {
 			return false, err
 		} else if same {
-			if err := g.rename(ctx, tmp, a.Name); err != nil {
+			if err := g.rename(ctx, have, tmp, a.Name); err != nil {
 				return false, err
 			}
 			if old != nil {
-				return true, g.deleteAsset(ctx, old)
+				return true, g.deleteAsset(ctx, have, old)
 			}
 			return true, nil
 		}
-		if err := g.deleteAsset(ctx, tmp); err != nil {
+		if err := g.deleteAsset(ctx, have, tmp); err != nil {
 			return false, err
 		}
 		tmp = nil
 	}
 	if cur == nil {
-		return true, g.upload(ctx, rel, a.Name, a.Data)
+		return true, g.upload(ctx, rel, have, a.Name, a.Data)
 	}
 	same, got, err := g.sameContent(ctx, cur, a)
 	if err != nil {
@@ -283,7 +285,7 @@ func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease,
 	}
 	if same {
 		if old != nil { // a finished swap whose clean-up did not run
-			return false, g.deleteAsset(ctx, old)
+			return false, g.deleteAsset(ctx, have, old)
 		}
 		return false, nil
 	}
@@ -294,27 +296,24 @@ func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease,
 	// old one is moved away; GitHub allows one asset per name, so the rename pair is the
 	// only moment the name is free, and a re-run completes it.
 	if tmp == nil {
-		if err := g.upload(ctx, rel, a.Name+newSuffix, a.Data); err != nil {
-			return false, err
-		}
-		if have, err = g.assets(ctx, rel.ID); err != nil {
+		if err := g.upload(ctx, rel, have, a.Name+newSuffix, a.Data); err != nil {
 			return false, err
 		}
 		tmp = have[a.Name+newSuffix]
 	}
 	if old != nil {
-		if err := g.deleteAsset(ctx, old); err != nil {
+		if err := g.deleteAsset(ctx, have, old); err != nil {
 			return false, err
 		}
 	}
-	if err := g.rename(ctx, cur, a.Name+oldSuffix); err != nil {
+	if err := g.rename(ctx, have, cur, a.Name+oldSuffix); err != nil {
 		return false, err
 	}
-	if err := g.rename(ctx, tmp, a.Name); err != nil {
+	if err := g.rename(ctx, have, tmp, a.Name); err != nil {
 		return false, err
 	}
 	g.o.Logger.Info("release asset replaced", "asset", a.Name, "old_sha256", got, "new_sha256", want)
-	return true, g.deleteAsset(ctx, cur)
+	return true, g.deleteAsset(ctx, have, cur)
 }
 
 // sameContent compares an uploaded asset with a: by GitHub's digest when it reports one,
@@ -346,13 +345,14 @@ func (g *GitHub) sameContent(ctx context.Context, cur *github.ReleaseAsset, a As
 // upload sends one asset. A failed upload may still have landed (a 504 after the bytes
 // arrived, a 422 already_exists after a lost response), so every failure is followed by a
 // read-back: a complete asset with the right content is success, a partial one is deleted.
-func (g *GitHub) upload(ctx context.Context, rel *github.RepositoryRelease, name string, data []byte) error {
+func (g *GitHub) upload(ctx context.Context, rel *github.RepositoryRelease, have map[string]*github.ReleaseAsset, name string, data []byte) error {
 	for attempt := 1; ; attempt++ {
 		// The body is not rewindable on purpose: this loop, not the transport, retries.
-		_, resp, err := g.c.Repositories.UploadReleaseAssetFromRelease(ctx, rel, &github.UploadOptions{Name: name, MediaType: "application/octet-stream"},
+		up, resp, err := g.c.Repositories.UploadReleaseAssetFromRelease(ctx, rel, &github.UploadOptions{Name: name, MediaType: "application/octet-stream"},
 			io.NopCloser(bytes.NewReader(data)), int64(len(data)))
 		if err == nil {
 			g.o.Logger.Info("release asset uploaded", "asset", name, "bytes", len(data))
+			have[name] = up
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -361,16 +361,17 @@ func (g *GitHub) upload(ctx context.Context, rel *github.RepositoryRelease, name
 		if perm := permissionError(err, resp, "uploading "+name, "contents: write", g.o.Repository); perm != nil {
 			return perm
 		}
-		have, lerr := g.assets(ctx, rel.ID)
+		now, lerr := g.assets(ctx, rel.ID)
 		if lerr != nil {
 			return lerr
 		}
-		if cur := have[name]; cur != nil {
+		if cur := now[name]; cur != nil {
 			if same, _, serr := g.sameContent(ctx, cur, Asset{Name: name, Data: data}); serr == nil && same && cur.GetState() == "uploaded" {
 				g.o.Logger.Info("release asset landed despite the error", "asset", name, "error", err.Error())
+				have[name] = cur
 				return nil
 			}
-			if derr := g.deleteAsset(ctx, cur); derr != nil {
+			if derr := g.deleteAsset(ctx, now, cur); derr != nil {
 				return derr
 			}
 		}
@@ -383,21 +384,32 @@ func (g *GitHub) upload(ctx context.Context, rel *github.RepositoryRelease, name
 	}
 }
 
-func (g *GitHub) rename(ctx context.Context, a *github.ReleaseAsset, to string) error {
-	return g.call(ctx, "renaming asset "+a.GetName()+" to "+to, "contents: write", func() (*github.Response, error) {
+func (g *GitHub) rename(ctx context.Context, have map[string]*github.ReleaseAsset, a *github.ReleaseAsset, to string) error {
+	from := a.GetName()
+	err := g.call(ctx, "renaming asset "+from+" to "+to, "contents: write", func() (*github.Response, error) {
 		_, resp, err := g.c.Repositories.UpdateReleaseAsset(ctx, g.owner, g.repo, a.GetID(), github.UpdateReleaseAssetRequest{Name: github.Ptr(to)})
 		return resp, err
 	})
+	if err == nil {
+		delete(have, from)
+		a.Name = github.Ptr(to)
+		have[to] = a
+	}
+	return err
 }
 
-func (g *GitHub) deleteAsset(ctx context.Context, a *github.ReleaseAsset) error {
-	return g.call(ctx, "deleting asset "+a.GetName(), "contents: write", func() (*github.Response, error) {
+func (g *GitHub) deleteAsset(ctx context.Context, have map[string]*github.ReleaseAsset, a *github.ReleaseAsset) error {
+	err := g.call(ctx, "deleting asset "+a.GetName(), "contents: write", func() (*github.Response, error) {
 		resp, err := g.c.Repositories.DeleteReleaseAsset(ctx, g.owner, g.repo, a.GetID())
 		if resp != nil && resp.StatusCode == http.StatusNotFound {
 			return resp, nil // already gone: what we wanted
 		}
 		return resp, err
 	})
+	if err == nil && have[a.GetName()] == a {
+		delete(have, a.GetName())
+	}
+	return err
 }
 
 // UploadAttestation stores a Sigstore bundle with GitHub's attestations API, where

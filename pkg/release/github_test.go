@@ -125,7 +125,7 @@ func TestGitHubCrashAtEveryCall(t *testing.T) {
 			if _, err := newPublisher(t, ref, scenario.replace, nil).Publish(ctx, rel); err != nil {
 				t.Fatal(err)
 			}
-			want, total := ref.State(), ref.Calls
+			want, total := ref.State(), ref.CallCount()
 			for n := 1; n < total; n++ {
 				f := setup()
 				cctx, cancel := context.WithCancel(ctx)
@@ -224,8 +224,8 @@ func TestGitHubRefusals(t *testing.T) {
 			t.Errorf("%v: %v", tc.assets[0].Name, err)
 		}
 	}
-	if bad.Calls != 0 {
-		t.Fatalf("bad input cost %d API calls; it must be refused before any", bad.Calls)
+	if bad.CallCount() != 0 {
+		t.Fatalf("bad input cost %d API calls; it must be refused before any", bad.CallCount())
 	}
 	if _, err := NewGitHub(GitHubOptions{Repository: "acme", Token: "t"}); err == nil || !strings.Contains(err.Error(), "OWNER/NAME") {
 		t.Fatalf("bad repository: %v", err)
