@@ -268,3 +268,48 @@ type statusWriter struct {
 }
 
 func (s *statusWriter) WriteHeader(c int) { s.code = c; s.ResponseWriter.WriteHeader(c) }
+
+// TestIntegrationCrossRepositoryMount copies within distribution 2.8 (which links blobs per
+// repository): every blob is mounted from the source repository, none is uploaded.
+func TestIntegrationCrossRepositoryMount(t *testing.T) {
+	ctx := context.Background()
+	dist := testutil.StartDistribution(t)
+	var mu sync.Mutex
+	var reqs []string
+	counting := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		mu.Lock()
+		reqs = append(reqs, req.Method+" "+req.URL.Path+"?"+req.URL.RawQuery)
+		mu.Unlock()
+		return dist.Transport.RoundTrip(req)
+	})
+	c, err := New(WithTransport(counting), WithKeychain(dist.Keychain()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.Write(ctx, mustRepo(t, dist.Host+"/build/app"), bigIndex(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	reqs = nil
+	mu.Unlock()
+	out, err := c.Copy(ctx, d, mustRepo(t, dist.Host+"/acme/app"))
+	if err != nil || out.DigestStr() != d.DigestStr() {
+		t.Fatalf("%v %v", out, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	mounts, patches := 0, 0
+	for _, r := range reqs {
+		switch {
+		case strings.HasPrefix(r, "POST /v2/acme/app/blobs/uploads/?") && strings.Contains(r, "mount=") && strings.Contains(r, "from=build%2Fapp"):
+			mounts++
+		case strings.HasPrefix(r, "PATCH "):
+			patches++
+		}
+	}
+	// 4 platforms x (6 layers + config).
+	if mounts != 28 || patches != 0 {
+		t.Fatalf("%d mounts (want 28) and %d uploaded chunks (want 0)", mounts, patches)
+	}
+}
