@@ -27,9 +27,12 @@ type GitHubOptions struct {
 	UploadURL string
 	Token     string
 	// Replace swaps an asset whose content differs instead of failing.
-	Replace   bool
-	Transport http.RoundTripper
-	Logger    *slog.Logger
+	Replace bool
+	// MaxAssetSize is the per-asset limit checked before any upload: GitHub's 2 GiB unless
+	// a GitHub Enterprise Server sets another.
+	MaxAssetSize int64
+	Transport    http.RoundTripper
+	Logger       *slog.Logger
 	// Budget bounds the time retries (5xx, rate limits) may wait in total (default 5 min).
 	Budget time.Duration
 	Sleep  func(ctx context.Context, d time.Duration) error
@@ -67,6 +70,9 @@ func NewGitHub(o GitHubOptions) (*GitHub, error) {
 	}
 	if o.Budget <= 0 {
 		o.Budget = 5 * time.Minute
+	}
+	if o.MaxAssetSize <= 0 {
+		o.MaxAssetSize = MaxAssetSize
 	}
 	if o.Sleep == nil {
 		o.Sleep = func(ctx context.Context, d time.Duration) error {
@@ -113,8 +119,8 @@ func (g *GitHub) Publish(ctx context.Context, r Release) (*Result, error) {
 		if err := ValidateAssetName(a.Name); err != nil {
 			return nil, err
 		}
-		if int64(len(a.Data)) > MaxAssetSize {
-			return nil, fmt.Errorf("asset %s is %d bytes, over GitHub's 2 GiB limit per asset", a.Name, len(a.Data))
+		if int64(len(a.Data)) > g.o.MaxAssetSize {
+			return nil, fmt.Errorf("asset %s is %d bytes, over the release's limit of %d bytes per asset; nothing was uploaded", a.Name, len(a.Data), g.o.MaxAssetSize)
 		}
 		if seen[a.Name] {
 			return nil, fmt.Errorf("asset %s is listed twice", a.Name)

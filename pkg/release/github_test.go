@@ -224,6 +224,10 @@ func TestGitHubRefusals(t *testing.T) {
 			t.Errorf("%v: %v", tc.assets[0].Name, err)
 		}
 	}
+	small, _ := NewGitHub(GitHubOptions{Repository: testutil.FakeGitHubRepo, BaseURL: bad.BaseURL(), UploadURL: bad.UploadURL(), Token: bad.Token, MaxAssetSize: 4})
+	if _, err := small.Publish(ctx, Release{Tag: "v5", Name: "v5", Assets: []Asset{{Name: "ok", Data: []byte("1234")}, {Name: "big", Data: []byte("12345")}}}); err == nil || !strings.Contains(err.Error(), "asset big is 5 bytes, over the release's limit of 4") {
+		t.Errorf("oversized asset: %v", err)
+	}
 	if bad.CallCount() != 0 {
 		t.Fatalf("bad input cost %d API calls; it must be refused before any", bad.CallCount())
 	}
