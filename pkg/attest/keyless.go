@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/relaydev/relay/internal/backoff"
+
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -77,16 +79,7 @@ func NewKeylessSigner(o KeylessOptions) (*KeylessSigner, error) {
 		o.Now = time.Now
 	}
 	if o.Sleep == nil {
-		o.Sleep = func(ctx context.Context, d time.Duration) error {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-t.C:
-				return nil
-			}
-		}
+		o.Sleep = backoff.Sleep
 	}
 	if o.Rand == nil {
 		o.Rand = rand.New(rand.NewSource(time.Now().UnixNano()))
@@ -190,10 +183,9 @@ func (s *KeylessSigner) SignStatement(ctx context.Context, statement []byte) ([]
 }
 
 func (s *KeylessSigner) backoff(attempt int) time.Duration {
-	ceil := time.Second << min(attempt-1, 5) // 1 s .. 32 s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return ceil/2 + time.Duration(s.o.Rand.Int63n(int64(ceil/2)+1))
+	return backoff.Equal(s.o.Rand, time.Second, attempt) // 0.5 s .. 32 s
 }
 
 // ErrNoToken is an identity token that could not be had; waiting does not bring one.

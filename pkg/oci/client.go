@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/relaydev/relay/internal/backoff"
+
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -152,7 +154,7 @@ func New(opts ...Option) (*Client, error) {
 
 		chunk:      defaultChunkSize,
 		resumeWait: 500 * time.Millisecond,
-		sleep:      sleepCtx,
+		sleep:      backoff.Sleep,
 	}
 	for _, o := range opts {
 		if err := o(c); err != nil {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/relaydev/relay/internal/backoff"
 )
 
 // RetryPolicy bounds the retries of one registry host.
@@ -51,7 +53,7 @@ func Retry(next http.RoundTripper, o RetryOptions) http.RoundTripper {
 		o.Rand = rand.New(rand.NewSource(time.Now().UnixNano()))
 	}
 	if o.Sleep == nil {
-		o.Sleep = sleepCtx
+		o.Sleep = backoff.Sleep
 	}
 	return &retrier{next: next, o: o, spent: map[string]time.Duration{}}
 }
@@ -174,15 +176,4 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 		return 0, true
 	}
 	return 0, false
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

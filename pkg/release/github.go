@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relaydev/relay/internal/backoff"
+
 	"github.com/google/go-github/v92/github"
 )
 
@@ -75,16 +77,7 @@ func NewGitHub(o GitHubOptions) (*GitHub, error) {
 		o.MaxAssetSize = MaxAssetSize
 	}
 	if o.Sleep == nil {
-		o.Sleep = func(ctx context.Context, d time.Duration) error {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-t.C:
-				return nil
-			}
-		}
+		o.Sleep = backoff.Sleep
 	}
 	if o.Rand == nil {
 		o.Rand = rand.New(rand.NewSource(time.Now().UnixNano()))
@@ -477,8 +470,7 @@ func (g *GitHub) wait(ctx context.Context, attempt int, err error, resp *github.
 		d = time.Duration(s) * time.Second
 	}
 	if d <= 0 {
-		ceil := time.Second << min(attempt-1, 5)
-		d = ceil/2 + time.Duration(g.o.Rand.Int63n(int64(ceil/2)+1))
+		d = backoff.Equal(g.o.Rand, time.Second, attempt)
 	}
 	if g.spent+d > g.o.Budget {
 		return fmt.Errorf("GitHub kept failing past the retry budget of %s: %w", g.o.Budget, err)
