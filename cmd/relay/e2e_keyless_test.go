@@ -25,7 +25,7 @@ import (
 // TestE2EKeylessRelease runs a real (not --local) release of the example against a local
 // Sigstore (Fulcio, Rekor v2, TSA, an OIDC issuer) and a local registry: keyless signatures,
 // SBOM and provenance attestations, the pipeline's own verify step; then a consumer's
-// `relay verify` and cosign v2's verify accept the result, a wrong identity is refused, and
+// `relay verify` and cosign v2's and v3's verify accept the result, a wrong identity is refused, and
 // a second run reuses every bundle instead of signing again.
 func TestE2EKeylessRelease(t *testing.T) {
 	if !testutil.InNetNS(t) {
@@ -67,18 +67,23 @@ func TestE2EKeylessRelease(t *testing.T) {
 	if bad := runRelayEnv(t, dir, nil, verifyArgs("mallory@example.com")...); bad.code != 1 || !strings.Contains(bad.stdout, "NOT VERIFIED") {
 		t.Fatalf("wrong identity: exit %d\n%s", bad.code, bad.stdout)
 	}
-	// cosign v2's own verification code accepts the signature and the provenance.
-	for _, args := range [][]string{
-		{"verify", "--certificate-identity", identity, im.Reference},
-		{"verify-attestation", "--type", "slsaprovenance1", "--certificate-identity", identity, im.Reference},
-		{"verify-attestation", "--type", "cyclonedx", "--certificate-identity", identity, im.Repository + "@" + im.Platforms[1].Digest},
-	} {
-		base := []string{"--allow-insecure-registry", "--new-bundle-format", "--trusted-root", st.TrustedRoot,
-			"--use-signed-timestamps", "--insecure-ignore-sct", "--certificate-oidc-issuer", st.OIDC.URL}
-		cmd := exec.Command(st.Cosign, append(append(args[:1:1], base...), args[1:]...)...)
-		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("cosign %s: %v\n%s", args[0], err, out)
+	// cosign v2's and v3's own verification code accept the signature and the attestations.
+	for _, bin := range []string{st.Cosign, st.Cosign3} {
+		for _, args := range [][]string{
+			{"verify", "--certificate-identity", identity, im.Reference},
+			{"verify-attestation", "--type", "slsaprovenance1", "--certificate-identity", identity, im.Reference},
+			{"verify-attestation", "--type", "cyclonedx", "--certificate-identity", identity, im.Repository + "@" + im.Platforms[1].Digest},
+		} {
+			base := []string{"--allow-insecure-registry", "--trusted-root", st.TrustedRoot,
+				"--use-signed-timestamps", "--insecure-ignore-sct", "--certificate-oidc-issuer", st.OIDC.URL}
+			if bin == st.Cosign {
+				base = append(base, "--new-bundle-format")
+			}
+			cmd := exec.Command(bin, append(append(args[:1:1], base...), args[1:]...)...)
+			cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s %s: %v\n%s", filepath.Base(bin), args[0], err, out)
+			}
 		}
 	}
 

@@ -153,16 +153,18 @@ type Sigstore struct {
 	OIDC                        *OIDCIssuer
 	FulcioURL, RekorURL, TSAURL string
 	TrustedRoot, SigningConfig  string // file paths
-	Cosign                      string // cosign v2 binary, the reference verifier
+	Cosign                      string // cosign v2 binary, a reference verifier
+	Cosign3                     string // cosign v3, the other one
 	Dir                         string
 }
 
 // Pinned versions: newer rekor-tiles needs Go 1.27, v2.3.0 rejects DSSE entries.
 const (
-	installFulcio = "go install github.com/sigstore/fulcio@v1.8.8"
-	installTSA    = "go install github.com/sigstore/timestamp-authority/cmd/timestamp-server@v1.2.9"
-	installRekor  = "go install github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix@v2.2.1"
-	installCosign = "go install github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5"
+	installFulcio  = "go install github.com/sigstore/fulcio@v1.8.8"
+	installTSA     = "go install github.com/sigstore/timestamp-authority/cmd/timestamp-server@v1.2.9"
+	installRekor   = "go install github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix@v2.2.1"
+	installCosign  = "go install github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5"
+	installCosign3 = "GOBIN=$(mktemp -d) go install github.com/sigstore/cosign/v3/cmd/cosign@v3.1.3, then move it to $(go env GOPATH)/bin/cosign3"
 )
 
 // StartSigstore starts the stack for the test; call it inside InNetNS.
@@ -172,7 +174,7 @@ func StartSigstore(t *testing.T) *Sigstore {
 		t.Fatal("StartSigstore outside a private network namespace: wrap the test in InNetNS")
 	}
 	fulcio, tsa, rekor := Tool(t, "fulcio", installFulcio), Tool(t, "timestamp-server", installTSA), Tool(t, "posix", installRekor)
-	s := &Sigstore{Dir: t.TempDir(), Cosign: Tool(t, "cosign", installCosign), OIDC: StartOIDCIssuer(t)}
+	s := &Sigstore{Dir: t.TempDir(), Cosign: Tool(t, "cosign", installCosign), Cosign3: Tool(t, "cosign3", installCosign3), OIDC: StartOIDCIssuer(t)}
 	dir := s.Dir
 
 	fulcioCfg, _ := json.Marshal(map[string]any{"OIDCIssuers": map[string]any{s.OIDC.URL: map[string]string{

@@ -42,7 +42,7 @@ func (c *countingTokens) Token(ctx context.Context) (string, error) {
 
 // TestIntegrationKeyless signs a signature and an SBOM attestation keylessly against a
 // local Sigstore (Fulcio, Rekor v2, TSA, OIDC issuer), attaches them to an image as OCI
-// referrers, and has sigstore-go and cosign v2's own verify code accept them; wrong
+// referrers, and has sigstore-go and cosign v2's and v3's own verify code accept them; wrong
 // identities, issuers, digests and tampered payloads are rejected.
 func TestIntegrationKeyless(t *testing.T) {
 	if !testutil.InNetNS(t) {
@@ -139,22 +139,27 @@ func TestIntegrationKeyless(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cosign := func(args ...string) (string, error) {
-		base := []string{"--allow-insecure-registry", "--new-bundle-format", "--trusted-root", st.TrustedRoot,
-			"--use-signed-timestamps", "--insecure-ignore-sct", "--certificate-oidc-issuer", st.OIDC.URL}
-		cmd := exec.Command(st.Cosign, append(append(args[:1:1], base...), args[1:]...)...)
-		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	if out, err := cosign("verify", "--certificate-identity", email, d.String()); err != nil {
-		t.Fatalf("cosign v2 verify rejected relay's signature: %v\n%s", err, out)
-	}
-	if out, err := cosign("verify-attestation", "--type", "spdxjson", "--certificate-identity", email, d.String()); err != nil {
-		t.Fatalf("cosign v2 verify-attestation rejected relay's SBOM attestation: %v\n%s", err, out)
-	}
-	if out, err := cosign("verify", "--certificate-identity", "mallory@example.com", d.String()); err == nil {
-		t.Fatalf("cosign accepted the wrong identity:\n%s", out)
+	for _, v := range []struct{ name, bin string }{{"cosign v2", st.Cosign}, {"cosign v3", st.Cosign3}} {
+		cosign := func(args ...string) (string, error) {
+			base := []string{"--allow-insecure-registry", "--trusted-root", st.TrustedRoot,
+				"--use-signed-timestamps", "--insecure-ignore-sct", "--certificate-oidc-issuer", st.OIDC.URL}
+			if v.bin == st.Cosign {
+				base = append(base, "--new-bundle-format") // v3 reads bundles by default
+			}
+			cmd := exec.Command(v.bin, append(append(args[:1:1], base...), args[1:]...)...)
+			cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+			out, err := cmd.CombinedOutput()
+			return string(out), err
+		}
+		if out, err := cosign("verify", "--certificate-identity", email, d.String()); err != nil {
+			t.Fatalf("%s verify rejected relay's signature: %v\n%s", v.name, err, out)
+		}
+		if out, err := cosign("verify-attestation", "--type", "spdxjson", "--certificate-identity", email, d.String()); err != nil {
+			t.Fatalf("%s verify-attestation rejected relay's SBOM attestation: %v\n%s", v.name, err, out)
+		}
+		if out, err := cosign("verify", "--certificate-identity", "mallory@example.com", d.String()); err == nil {
+			t.Fatalf("%s accepted the wrong identity:\n%s", v.name, out)
+		}
 	}
 }
 
