@@ -141,7 +141,7 @@ images:
 }
 
 // TestE2EKeyRelease signs a real release with a key made by `cosign generate-key-pair`;
-// cosign v2 verifies it with the public key, and so does `relay verify --key`.
+// cosign v2 and v3 verify it with the public key, and so does `relay verify --key`.
 func TestE2EKeyRelease(t *testing.T) {
 	if !testutil.InNetNS(t) { // cosign may look for the public TUF repository: let it find nothing
 		return
@@ -173,11 +173,17 @@ func TestE2EKeyRelease(t *testing.T) {
 	// public-good TUF repository.
 	emptyRoot := filepath.Join(keys, "trusted_root.json")
 	os.WriteFile(emptyRoot, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644)
-	cmd := exec.Command(cosign, "verify", "--key", filepath.Join(keys, "cosign.pub"), "--trusted-root", emptyRoot,
-		"--insecure-ignore-tlog", "--new-bundle-format", "--allow-insecure-registry", im.Reference)
-	cmd.Env = append(os.Environ(), "HOME="+keys)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("cosign verify --key: %v\n%s", err, out)
+	cosign3 := testutil.Tool(t, "cosign3", "see .ci/run")
+	for _, args := range [][]string{
+		{cosign, "verify", "--new-bundle-format"},
+		{cosign3, "verify"},
+	} {
+		cmd := exec.Command(args[0], append(args[1:], "--key", filepath.Join(keys, "cosign.pub"), "--trusted-root", emptyRoot,
+			"--insecure-ignore-tlog", "--allow-insecure-registry", im.Reference)...)
+		cmd.Env = append(os.Environ(), "HOME="+keys)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s verify --key: %v\n%s", filepath.Base(args[0]), err, out)
+		}
 	}
 }
 
