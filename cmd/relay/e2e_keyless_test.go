@@ -9,6 +9,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -140,8 +142,9 @@ images:
 	return dir
 }
 
-// TestE2EKeyRelease signs a real release with a key made by `cosign generate-key-pair`;
-// cosign v2 and v3 verify it with the public key, and so does `relay verify --key`.
+// TestE2EKeyRelease signs a real release with a key made by `cosign generate-key-pair`, as
+// Sigstore bundles and as cosign's classic .sig signatures; cosign v2 (both formats) and v3
+// verify it with the public key, and so does `relay verify --key`.
 func TestE2EKeyRelease(t *testing.T) {
 	if !testutil.InNetNS(t) { // cosign may look for the public TUF repository: let it find nothing
 		return
@@ -154,7 +157,7 @@ func TestE2EKeyRelease(t *testing.T) {
 		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
 	}
 	reg := testutil.Registry(t, true)
-	dir := realExample(t, reg, "signing: {mode: key, key: "+filepath.Join(keys, "cosign.key")+"}\n")
+	dir := realExample(t, reg, "signing: {mode: key, key: "+filepath.Join(keys, "cosign.key")+", classic: true}\n")
 	if r := runRelayEnv(t, dir, []string{"COSIGN_PASSWORD=wrong"}, "run"); r.code != exitUsage || !strings.Contains(r.stderr, "COSIGN_PASSWORD") {
 		t.Fatalf("wrong password: exit %d\n%s", r.code, r.stderr)
 	}
@@ -168,6 +171,25 @@ func TestE2EKeyRelease(t *testing.T) {
 	im := readLock(t, filepath.Join(dir, "dist")).Images[0]
 	if v := runRelay(t, dir, "verify", im.Reference, "--key", filepath.Join(keys, "cosign.pub")); v.code != 0 || strings.Count(v.stdout, ": verified") != 3 {
 		t.Fatalf("relay verify --key: exit %d\n%s\n%s", v.code, v.stdout, v.stderr)
+	}
+	// The classic .sig signature on its own: cosign reads it from the tag and checks it.
+	dl := exec.Command(cosign, "download", "signature", "--allow-insecure-registry", im.Reference)
+	dl.Env = append(os.Environ(), "HOME="+keys)
+	out, err := dl.Output()
+	if err != nil {
+		t.Fatalf("cosign download signature: %v", err)
+	}
+	var classic struct {
+		Base64Signature string
+		Payload         string
+	}
+	if err := json.Unmarshal(bytes.SplitN(out, []byte("\n"), 2)[0], &classic); err != nil || classic.Base64Signature == "" {
+		t.Fatalf("cosign found no classic signature: %v\n%s", err, out)
+	}
+	payload, _ := base64.StdEncoding.DecodeString(classic.Payload)
+	os.WriteFile(filepath.Join(keys, "payload.json"), payload, 0o644)
+	if !strings.Contains(string(payload), im.Digest) {
+		t.Fatalf("the classic payload names another digest: %s", payload)
 	}
 	// An empty trusted root: the key is the trust, and cosign must not go looking for the
 	// public-good TUF repository.
@@ -184,6 +206,12 @@ func TestE2EKeyRelease(t *testing.T) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s verify --key: %v\n%s", filepath.Base(args[0]), err, out)
 		}
+	}
+	vb := exec.Command(cosign, "verify-blob", "--key", filepath.Join(keys, "cosign.pub"), "--signature", classic.Base64Signature,
+		"--insecure-ignore-tlog", filepath.Join(keys, "payload.json"))
+	vb.Env = append(os.Environ(), "HOME="+keys)
+	if out, err := vb.CombinedOutput(); err != nil {
+		t.Fatalf("cosign verify-blob of the classic signature: %v\n%s", err, out)
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -30,6 +31,7 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 		return &usageError{fmt.Errorf("--output %q: use text or json", f.output)}
 	}
 	var v *attest.Verifier
+	var classicKey crypto.PublicKey
 	if f.key != "" {
 		if f.identity != "" || f.identityRegexp != "" {
 			return &usageError{fmt.Errorf("--key verifies a key signature; --certificate-identity applies to keyless ones: pass one or the other")}
@@ -42,6 +44,7 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 		if err != nil {
 			return err
 		}
+		classicKey = pub
 		if v, err = attest.NewKeyVerifier(tm); err != nil {
 			return err
 		}
@@ -70,7 +73,7 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 	if err != nil {
 		return err
 	}
-	rep, verr := steps.VerifyImage(ctx, client, v, ref)
+	rep, verr := steps.VerifyImage(ctx, client, v, ref, classicKey)
 	if rep != nil {
 		if f.output == "json" {
 			enc := json.NewEncoder(o.Stdout)

@@ -73,6 +73,15 @@ func TestVerifyImage(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
+	// A cosign classic .sig signature by the key counts as well.
+	payload, _ := attest.SimpleSigningPayload(repo.String(), r.Manifests[1].Digest)
+	sig, _ := key.SignBlob(payload)
+	if err := c.AddClassicSignature(ctx, repo.Digest(r.Manifests[1].Digest), oci.ClassicSignature{Payload: payload, Signature: sig}); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := runCLI(t, nil, "verify", d.String(), "--key", filepath.Join(dir, "relay-signing.pub")); code != 0 || !strings.Contains(out, "signed by key (cosign classic .sig)") {
+		t.Fatalf("classic signature: exit %d\n%s\n%s", code, out, stderr)
+	}
 	attach(key, r.Manifests[1].Digest, attest.PredicateSign, nil)
 	if code, out, stderr := runCLI(t, nil, "verify", d.String(), "--key", filepath.Join(dir, "relay-signing.pub"), "--output", "json"); code != 0 || !strings.Contains(out, `"signers"`) {
 		t.Fatalf("all signed: exit %d\n%s\n%s", code, out, stderr)

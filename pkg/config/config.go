@@ -122,6 +122,9 @@ type Signing struct {
 	// AllowPublicLog lets a private or internal repository write to the public Rekor, whose
 	// entries reveal repository and workflow names. Off by default.
 	AllowPublicLog bool `yaml:"allow_public_log,omitempty" json:"allow_public_log,omitempty"`
+	// Classic also writes cosign's classic sha256-<hex>.sig signatures, for verifiers that
+	// predate Sigstore bundles (key signatures only: keyless ones would need Rekor v1).
+	Classic bool `yaml:"classic,omitempty" json:"classic,omitempty"`
 }
 
 // Budget is the parsed retry budget; zero means the default.
@@ -440,6 +443,9 @@ func (c *Config) Validate(file string, data []byte) error {
 	}
 	if c.Signing.Mode == "key" && c.Signing.Key == "" {
 		return errf([]string{"signing"}, "signing.mode is key but signing.key is empty", "name a cosign key file or KMS URI")
+	}
+	if c.Signing.Classic && c.Signing.Mode == "keyless" {
+		return errf([]string{"signing", "classic"}, "signing.classic writes cosign's classic .sig signatures, which for keyless signing need a Rekor v1 bundle relay does not make", "use it with signing.mode key, or drop it: cosign v2.6+ and v3 read relay's bundles")
 	}
 	if (c.Signing.TrustedRoot == "") != (c.Signing.SigningConfig == "") {
 		return errf([]string{"signing"}, "a private Sigstore instance needs both signing.trusted_root and signing.signing_config", "name both files (cosign trusted-root create / signing-config create make them), or neither for the public-good instance")

@@ -277,3 +277,51 @@ func TestReleaseNotesSignedSumsAndAttestations(t *testing.T) {
 		t.Fatalf("broken template: %v", err)
 	}
 }
+
+// TestClassicSignatures: with signing.classic every digest in every target also gets a cosign
+// classic .sig signature, the verify step checks them, and a forced re-run adds none.
+func TestClassicSignatures(t *testing.T) {
+	ctx := context.Background()
+	env, _, _ := pipelineEnv(t)
+	env.Config.Signing.Classic = true
+	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
+	st.markDone(StepRecord{Name: "checkout"})
+	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
+	if err := x.Run(ctx, All(), st); err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		n := 0
+		for _, c := range st.Copies {
+			repo, _ := name.NewRepository(c.Repository)
+			for _, d := range digestsOf(c) {
+				sigs, err := env.Registry.ClassicSignatures(ctx, repo.Digest(d.digest))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, s := range sigs {
+					if err := attest.VerifyClassic(env.Signer.(classicSigner).PublicKey(), s.Payload, s.Signature, d.digest); err != nil {
+						t.Fatalf("%s@%s: %v", c.Repository, d.digest, err)
+					}
+				}
+				n += len(sigs)
+			}
+		}
+		return n
+	}
+	// 2 targets x (index + 2 platforms).
+	if n := count(); n != 6 {
+		t.Fatalf("%d classic signatures, want 6", n)
+	}
+	if st.Verification.Checked != 2*(3+4+1)+6 {
+		t.Fatalf("verify checked %d, want the bundles and 6 classic signatures", st.Verification.Checked)
+	}
+	x.Force = true
+	if err := x.Run(ctx, []Step{Sign{}, Verify{}}, st); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 6 {
+		t.Fatalf("re-run left %d classic signatures, want 6", n)
+	}
+}

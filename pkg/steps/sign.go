@@ -2,9 +2,12 @@ package steps
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/relaydev/relay/pkg/attest"
+	"github.com/relaydev/relay/pkg/oci"
 )
 
 // Sign signs the index and every platform manifest of every image, by digest.
@@ -65,8 +68,59 @@ func (Sign) Run(ctx context.Context, env *Env, st *State) error {
 				return err
 			}
 			out = append(out, *att)
+			if env.Config.Signing.Classic {
+				if err := ensureClassic(ctx, env, copies, d.digest); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	st.Signatures = out
+	return nil
+}
+
+// classicSigner signs cosign's classic simple-signing payloads (key signers do).
+type classicSigner interface {
+	SignBlob(payload []byte) (string, error)
+	PublicKey() crypto.PublicKey
+}
+
+// ensureClassic gives digest a classic cosign signature in every target, unless one that
+// verifies with the signer's key is there already.
+func ensureClassic(ctx context.Context, env *Env, copies []CopiedImage, digest string) error {
+	cs, ok := env.Signer.(classicSigner)
+	if !ok {
+		return fmt.Errorf("signing.classic needs a key signer; %s cannot make classic signatures", env.Signer.Identity())
+	}
+	for _, c := range copies {
+		repo, err := name.NewRepository(c.Repository)
+		if err != nil {
+			return err
+		}
+		d := repo.Digest(digest)
+		have, err := env.Registry.ClassicSignatures(ctx, d)
+		if err != nil {
+			return err
+		}
+		valid := false
+		for _, h := range have {
+			valid = valid || attest.VerifyClassic(cs.PublicKey(), h.Payload, h.Signature, digest) == nil
+		}
+		if valid {
+			continue
+		}
+		payload, err := attest.SimpleSigningPayload(c.Repository, digest)
+		if err != nil {
+			return err
+		}
+		sig, err := cs.SignBlob(payload)
+		if err != nil {
+			return err
+		}
+		if err := env.Registry.AddClassicSignature(ctx, d, oci.ClassicSignature{Payload: payload, Signature: sig}); err != nil {
+			return err
+		}
+		env.Logger.Info("classic signature attached", "image", c.Repository, "digest", digest)
+	}
 	return nil
 }

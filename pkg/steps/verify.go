@@ -74,6 +74,21 @@ func (Verify) Run(ctx context.Context, env *Env, st *State) error {
 		}
 		res.Verified = append(res.Verified, c.Repository+"@"+c.Digest+" "+c.PredicateType)
 	}
+	if env.Config.Signing.Classic {
+		cs, ok := env.Signer.(classicSigner)
+		for _, im := range env.Config.Images {
+			for _, c := range st.CopiesOf(im.Name) {
+				for _, d := range digestsOf(c) {
+					res.Checked++
+					if err := verifyClassic(ctx, env, cs, ok, c.Repository, d.digest); err != nil {
+						problems = append(problems, err.Error())
+						continue
+					}
+					res.Verified = append(res.Verified, c.Repository+"@"+d.digest+" cosign classic .sig")
+				}
+			}
+		}
+	}
 	st.Verification = res
 	if len(problems) > 0 {
 		return fmt.Errorf("%d of %d checks failed:\n  %s", len(problems), len(checks), strings.Join(problems, "\n  "))
@@ -120,4 +135,27 @@ func VerifyOne(ctx context.Context, env *Env, c Check) error {
 		return nil
 	}
 	return fmt.Errorf("%s@%s: no valid %s: %w", c.Repository, c.Digest, c.PredicateType, errors.Join(errs...))
+}
+
+func verifyClassic(ctx context.Context, env *Env, cs classicSigner, ok bool, repository, digest string) error {
+	if !ok {
+		return fmt.Errorf("%s@%s: signing.classic needs a key signer to check against", repository, digest)
+	}
+	repo, err := name.NewRepository(repository)
+	if err != nil {
+		return err
+	}
+	sigs, err := env.Registry.ClassicSignatures(ctx, repo.Digest(digest))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range sigs {
+		if err := attest.VerifyClassic(cs.PublicKey(), s.Payload, s.Signature, digest); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return nil
+	}
+	return fmt.Errorf("%s@%s: no valid cosign classic .sig signature (%d found): %w", repository, digest, len(sigs), errors.Join(errs...))
 }

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"sort"
@@ -33,8 +34,9 @@ type ImageReport struct {
 // VerifyImage is a consumer's check of an image, independent of any relay state: every
 // manifest (the index and each platform) must carry a signature that verifies against the
 // trust material and identity policy in v; attestations that verify are listed with it.
-// It fails when any manifest has no valid signature.
-func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref name.Reference) (*ImageReport, error) {
+// It fails when any manifest has no valid signature. With classicKey, cosign's classic
+// sha256-<hex>.sig signatures made with that key count too.
+func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref name.Reference, classicKey crypto.PublicKey) (*ImageReport, error) {
 	r, err := reg.Resolve(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -67,6 +69,19 @@ func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref n
 				t.Attestations = appendOnce(t.Attestations, res.PredicateType)
 			}
 		}
+		if classicKey != nil {
+			sigs, err := reg.ClassicSignatures(ctx, repo.Digest(t.Digest))
+			if err != nil {
+				return nil, err
+			}
+			for _, s := range sigs {
+				if err := attest.VerifyClassic(classicKey, s.Payload, s.Signature, t.Digest); err != nil {
+					t.Rejected = append(t.Rejected, "classic .sig: "+err.Error())
+					continue
+				}
+				t.Signers = appendOnce(t.Signers, "key (cosign classic .sig)")
+			}
+		}
 		sort.Strings(t.Attestations)
 		rep.Digests = append(rep.Digests, t)
 		if len(t.Signers) == 0 {
@@ -75,8 +90,10 @@ func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref n
 				what += " (" + t.Platform + ")"
 			}
 			why := "nothing is attached"
-			if len(atts) > 0 {
-				why = fmt.Sprintf("%d attached bundle(s), none a valid signature: %s", len(atts), strings.Join(t.Rejected, "; "))
+			if len(t.Rejected) > 0 {
+				why = fmt.Sprintf("%d attached signature(s) or attestation(s), none a valid signature: %s", len(t.Rejected), strings.Join(t.Rejected, "; "))
+			} else if len(atts) > 0 {
+				why = fmt.Sprintf("%d attestation(s) but no signature", len(atts))
 			}
 			missing = append(missing, what+": "+why)
 		}
