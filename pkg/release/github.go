@@ -276,7 +276,13 @@ func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease,
 		tmp = nil
 	}
 	if cur == nil {
-		return true, g.upload(ctx, rel, have, a.Name, a.Data)
+		if err := g.upload(ctx, rel, have, a.Name, a.Data); err != nil {
+			return false, err
+		}
+		if old != nil {
+			return true, g.deleteAsset(ctx, have, old)
+		}
+		return true, nil
 	}
 	same, got, err := g.sameContent(ctx, cur, a)
 	if err != nil {
@@ -294,6 +300,16 @@ func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease,
 	// Swap: the new content goes up under a temporary name first, so it exists before the
 	// old one is moved away; GitHub allows one asset per name, so the rename pair is the
 	// only moment the name is free, and a re-run completes it.
+	if tmp != nil { // left by an earlier swap: usable only if it holds this run's content
+		if same, _, err := g.sameContent(ctx, tmp, a); err != nil {
+			return false, err
+		} else if !same || tmp.GetState() != "uploaded" {
+			if err := g.deleteAsset(ctx, have, tmp); err != nil {
+				return false, err
+			}
+			tmp = nil
+		}
+	}
 	if tmp == nil {
 		if err := g.upload(ctx, rel, have, a.Name+newSuffix, a.Data); err != nil {
 			return false, err

@@ -92,6 +92,20 @@ func TestGitHubConflictAndReplace(t *testing.T) {
 	if !strings.Contains(logs.String(), "release asset replaced") {
 		t.Fatalf("the swap was not logged:\n%s", logs.String())
 	}
+
+	// A temporary asset left by some earlier swap, with other content, is not taken for
+	// this run's: it is replaced, and nothing temporary remains.
+	f2 := testutil.NewGitHub(t)
+	stale := append(testAssets(2, "old"), Asset{Name: "asset-0.json" + newSuffix, Data: []byte("stale")})
+	if _, err := newPublisher(t, f2, false, nil).Publish(ctx, Release{Tag: "v1", Name: "v1", Assets: stale}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newPublisher(t, f2, true, nil).Publish(ctx, Release{Tag: "v1", Name: "v1", Assets: changed}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f2.State(); strings.Contains(got, "stale") || strings.Contains(got, ".relay-") || strings.Count(got, `\"new\"`) != 2 {
+		t.Fatalf("after replacing over a stale temporary asset:\n%s", got)
+	}
 }
 
 // TestGitHubCrashAtEveryCall stops the publisher after each API call in turn (as a killed
