@@ -108,7 +108,9 @@ func newApp(stdout, stderr io.Writer, getenv func(string) string, red *logging.R
 		UsageText: `relay run --local                 # the whole pipeline on embedded stand-ins, in seconds
    relay run                         # the real release described by relay.yaml
    relay plan                        # what each step will do, and what is missing
-   relay sign --state .relay/state.json   # one step, e.g. from a workflow step`,
+   relay sign --state .relay/state.json   # one step, e.g. from a workflow step
+   relay copy SRC DST --tag v1            # crane copy's job, by digest, with referrers
+   relay verify IMAGE --certificate-identity ID --certificate-oidc-issuer URL   # a consumer's check`,
 		Description: `relay reads relay.yaml (docs/config.md), runs the steps checkout, build, copy, sign,
 sbom, provenance, verify and release in order, and saves the state after each one, so a
 re-run resumes where the last one stopped. Tags are applied last: until release runs,
