@@ -42,11 +42,13 @@ signing: {mode: keyless}
 `)
 	state := filepath.Join(dir, ".relay", "state.json")
 	out := filepath.Join(dir, "dist")
-	code, stdout, stderr := runCLI(t, nil, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out)
+	env := map[string]string{"SIGSTORE_ID_TOKEN": "eyJ.test.token"}
+	code, stdout, stderr := runCLI(t, env, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	for _, w := range []string{"ok   source", "found refs/tags/v1.0.0", "ok   build repository", "ok   target " + host + "/acme/hello", "does not exist yet", "nothing was written"} {
+	for _, w := range []string{"ok   source", "found refs/tags/v1.0.0", "ok   build repository", "ok   target " + host + "/acme/hello", "does not exist yet",
+		"ok   signing identity (keyless): identity token from SIGSTORE_ID_TOKEN", "nothing was written"} {
 		if !strings.Contains(stdout, w) {
 			t.Errorf("output lacks %q:\n%s", w, stdout)
 		}
@@ -60,9 +62,21 @@ signing: {mode: keyless}
 		t.Errorf("dry run made %d write requests", writes)
 	}
 
+	// No identity token, and a GitHub release without credentials: both named before a run.
+	gh := string(mustRead(t, cfg)) + "release: {target: github, github: {repository: acme/hello}}\n"
+	os.WriteFile(cfg, []byte(gh), 0o644)
+	code, stdout, _ = runCLI(t, nil, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out)
+	if code != exitStepFailed || !strings.Contains(stdout, "FAIL signing identity (keyless): keyless signing needs an OIDC identity token") ||
+		!strings.Contains(stdout, "FAIL GitHub release credentials for acme/hello: no GITHUB_TOKEN") {
+		t.Fatalf("missing credentials: exit %d\n%s", code, stdout)
+	}
+	if code, stdout, _ = runCLI(t, map[string]string{"SIGSTORE_ID_TOKEN": "t", "GITHUB_TOKEN": "ghs_x"}, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out); code != 0 || strings.Contains(stdout, "ghs_x") {
+		t.Fatalf("with credentials: exit %d\n%s", code, stdout)
+	}
+
 	bad := strings.Replace(string(mustRead(t, cfg)), "ref: v1.0.0", "ref: v9", 1)
 	os.WriteFile(cfg, []byte(bad), 0o644)
-	code, stdout, _ = runCLI(t, nil, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out)
+	code, stdout, _ = runCLI(t, env, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out)
 	if code != exitStepFailed || !strings.Contains(stdout, `FAIL source`) || !strings.Contains(stdout, `ref "v9" not found`) {
 		t.Fatalf("missing ref: exit %d\n%s", code, stdout)
 	}

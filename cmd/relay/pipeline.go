@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/steps"
+	"github.com/sigstore/sigstore-go/pkg/root"
 )
 
 func runPipeline(ctx context.Context, o Options, only []string, restart, force bool) error {
@@ -156,7 +158,7 @@ func planCmd(ctx context.Context, o Options) error {
 	}
 	fmt.Fprintf(o.Stdout, "\nchecks (read-only):\n")
 	failed := 0
-	for _, f := range steps.Preflight(ctx, w.env) {
+	for _, f := range append(steps.Preflight(ctx, w.env), credentialChecks(o, w.env.Config)...) {
 		mark := "ok  "
 		if !f.OK {
 			mark = "FAIL"
@@ -278,4 +280,60 @@ func contains(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// credentialChecks are --dry-run's read-only checks of what signing and publishing need
+// from the environment: an OIDC token source and readable trust files for keyless signing,
+// a decryptable key for key signing, a token or GitHub App for a GitHub release. Nothing is
+// requested from Fulcio or GitHub.
+func credentialChecks(o Options, cfg *config.Config) []steps.Finding {
+	var out []steps.Finding
+	add := func(check string, err error, note string) {
+		if err != nil {
+			out = append(out, steps.Finding{Check: check, Note: err.Error()})
+			return
+		}
+		out = append(out, steps.Finding{Check: check, OK: true, Note: note})
+	}
+	switch cfg.Signing.Mode {
+	case "keyless":
+		tokenFile := cfg.Signing.TokenFile
+		if tokenFile != "" {
+			tokenFile = cfg.ResolvePath(tokenFile)
+		}
+		ts, err := attest.TokenSourceFromEnv(o.Getenv, tokenFile, nil)
+		note := ""
+		if err == nil {
+			note = "identity token from " + ts.Name()
+		}
+		add("signing identity (keyless)", err, note)
+		if cfg.Signing.TrustedRoot != "" {
+			_, err := root.NewTrustedRootFromPath(cfg.ResolvePath(cfg.Signing.TrustedRoot))
+			add("signing.trusted_root "+cfg.Signing.TrustedRoot, err, "parses")
+			_, err = root.NewSigningConfigFromPath(cfg.ResolvePath(cfg.Signing.SigningConfig))
+			add("signing.signing_config "+cfg.Signing.SigningConfig, err, "parses")
+		}
+	case "key":
+		if !strings.Contains(cfg.Signing.Key, "://") {
+			k, err := attest.LoadCosignKey(cfg.ResolvePath(cfg.Signing.Key), []byte(o.Getenv("COSIGN_PASSWORD")))
+			note := ""
+			if err == nil {
+				note = "decrypts; key " + k.Hint()
+			}
+			add("signing key "+cfg.Signing.Key, err, note)
+		}
+	}
+	if cfg.Release.Target == "github" && cfg.Release.GitHub != nil {
+		var err error
+		note := "GITHUB_TOKEN is set (its permissions are checked when the release step runs)"
+		switch {
+		case o.Getenv("GITHUB_TOKEN") != "" || o.Getenv("GH_TOKEN") != "":
+		case o.Getenv("RELAY_GITHUB_APP_ID") != "" && (o.Getenv("RELAY_GITHUB_APP_KEY") != "" || o.Getenv("RELAY_GITHUB_APP_KEY_FILE") != ""):
+			note = "a GitHub App installation token will be minted"
+		default:
+			err = fmt.Errorf("no GITHUB_TOKEN, GH_TOKEN or GitHub App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY[_FILE]): the release step needs one with contents: write")
+		}
+		add("GitHub release credentials for "+cfg.Release.GitHub.Repository, err, note)
+	}
+	return out
 }
