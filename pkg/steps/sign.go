@@ -98,15 +98,7 @@ func ensureClassic(ctx context.Context, env *Env, copies []CopiedImage, digest s
 			return err
 		}
 		d := repo.Digest(digest)
-		have, err := env.Registry.ClassicSignatures(ctx, d)
-		if err != nil {
-			return err
-		}
-		valid := false
-		for _, h := range have {
-			valid = valid || attest.VerifyClassic(cs.PublicKey(), h.Payload, h.Signature, digest) == nil
-		}
-		if valid {
+		if classicValid(ctx, env.Registry, d, cs.PublicKey()) == nil {
 			continue
 		}
 		payload, err := attest.SimpleSigningPayload(c.Repository, digest)

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/relaydev/relay/pkg/attest"
+	"github.com/relaydev/relay/pkg/oci"
 )
 
 // Verify reads every target repository back and verifies, as a consumer would, that each
@@ -145,17 +147,40 @@ func verifyClassic(ctx context.Context, env *Env, cs classicSigner, ok bool, rep
 	if err != nil {
 		return err
 	}
-	sigs, err := env.Registry.ClassicSignatures(ctx, repo.Digest(digest))
+	return classicValid(ctx, env.Registry, repo.Digest(digest), cs.PublicKey())
+}
+
+// errNoClassic is a digest without any cosign classic .sig signature.
+var errNoClassic = errors.New("no cosign classic .sig signature")
+
+// classicRejectedError is a digest whose classic signatures all failed to verify.
+type classicRejectedError struct {
+	digest string
+	errs   []error
+}
+
+func (e *classicRejectedError) Error() string {
+	return fmt.Sprintf("%s: no valid cosign classic .sig signature (%d found): %v", e.digest, len(e.errs), errors.Join(e.errs...))
+}
+
+// classicValid finds a cosign classic .sig signature of d that verifies with key. It
+// returns errNoClassic when there is none, a *classicRejectedError when none verifies, and
+// the registry's error when it cannot tell.
+func classicValid(ctx context.Context, reg *oci.Client, d name.Digest, key crypto.PublicKey) error {
+	sigs, err := reg.ClassicSignatures(ctx, d)
 	if err != nil {
 		return err
 	}
-	var errs []error
+	if len(sigs) == 0 {
+		return fmt.Errorf("%s: %w", d, errNoClassic)
+	}
+	rej := &classicRejectedError{digest: d.String()}
 	for _, s := range sigs {
-		if err := attest.VerifyClassic(cs.PublicKey(), s.Payload, s.Signature, digest); err != nil {
-			errs = append(errs, err)
+		if err := attest.VerifyClassic(key, s.Payload, s.Signature, d.DigestStr()); err != nil {
+			rej.errs = append(rej.errs, err)
 			continue
 		}
 		return nil
 	}
-	return fmt.Errorf("%s@%s: no valid cosign classic .sig signature (%d found): %w", repository, digest, len(sigs), errors.Join(errs...))
+	return rej
 }

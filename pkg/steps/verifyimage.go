@@ -70,16 +70,14 @@ func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref n
 			}
 		}
 		if classicKey != nil {
-			sigs, err := reg.ClassicSignatures(ctx, repo.Digest(t.Digest))
-			if err != nil {
-				return nil, err
-			}
-			for _, s := range sigs {
-				if err := attest.VerifyClassic(classicKey, s.Payload, s.Signature, t.Digest); err != nil {
-					t.Rejected = append(t.Rejected, "classic .sig: "+err.Error())
-					continue
-				}
+			var rej *classicRejectedError
+			switch err := classicValid(ctx, reg, repo.Digest(t.Digest), classicKey); {
+			case err == nil:
 				t.Signers = appendOnce(t.Signers, "key (cosign classic .sig)")
+			case errors.As(err, &rej):
+				t.Rejected = append(t.Rejected, err.Error())
+			case !errors.Is(err, errNoClassic):
+				return nil, err
 			}
 		}
 		sort.Strings(t.Attestations)
