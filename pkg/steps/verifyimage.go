@@ -112,11 +112,6 @@ func (e *UnverifiedError) Error() string {
 	return fmt.Sprintf("%s is not verified: %d manifest(s) lack a valid signature:\n  %s", e.Image, len(e.Problems), strings.Join(e.Problems, "\n  "))
 }
 
-// ErrUnverified matches an UnverifiedError with errors.Is.
-var ErrUnverified = errors.New("image not verified")
-
-func (e *UnverifiedError) Is(target error) bool { return target == ErrUnverified }
-
 func appendOnce(s []string, v string) []string {
 	for _, x := range s {
 		if x == v {
