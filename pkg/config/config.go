@@ -128,12 +128,7 @@ type Signing struct {
 }
 
 // Budget is the parsed retry budget; zero means the default.
-func (s Signing) Budget() (time.Duration, error) {
-	if s.RetryBudget == "" {
-		return 0, nil
-	}
-	return time.ParseDuration(s.RetryBudget)
-}
+func (s Signing) Budget() (time.Duration, error) { return parseBudget(s.RetryBudget) }
 
 // SBOM chooses the SBOM formats.
 type SBOM struct {
@@ -175,11 +170,14 @@ type Registry struct {
 }
 
 // Budget parses the registry's retry budget (0 when unset).
-func (r Registry) Budget() (time.Duration, error) {
-	if r.RetryBudget == "" {
+func (r Registry) Budget() (time.Duration, error) { return parseBudget(r.RetryBudget) }
+
+// parseBudget reads a retry_budget: a Go duration, or 0 (the default) when unset.
+func parseBudget(s string) (time.Duration, error) {
+	if s == "" {
 		return 0, nil
 	}
-	return time.ParseDuration(r.RetryBudget)
+	return time.ParseDuration(s)
 }
 
 // Known values.
