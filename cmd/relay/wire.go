@@ -115,17 +115,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 			w.cleanup()
 			return nil, err
 		}
-		env.Signer = key
-		trust, err := key.TrustedMaterial()
-		if err != nil {
-			w.cleanup()
-			return nil, err
-		}
-		if env.PublicKey, err = key.PublicKeyPEM(); err != nil {
-			w.cleanup()
-			return nil, err
-		}
-		if env.Verifier, err = attest.NewKeyVerifier(trust); err != nil {
+		if err := useKey(env, key); err != nil {
 			w.cleanup()
 			return nil, err
 		}
@@ -153,22 +143,14 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 					w.cleanup()
 					return nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "point signing.key at the cosign.key of `cosign generate-key-pair` and set COSIGN_PASSWORD"}
 				}
-				tm, err := k.TrustedMaterial()
-				if err == nil {
-					env.Verifier, err = attest.NewKeyVerifier(tm)
-				}
-				if err == nil {
-					env.PublicKey, err = k.PublicKeyPEM()
-				}
-				if err != nil {
+				if err := useKey(env, k); err != nil {
 					w.cleanup()
 					return nil, err
 				}
-				env.Signer = k
 			}
 		default:
 			if mode == steps.ModeRelease {
-				return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.mode %s is not available in this build of relay", cfg.Signing.Mode), Fix: "use signing.mode keyless, or run `relay run --local` (key files and KMS are on the roadmap, docs/roadmap.md)"}
+				return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.mode %s is not available in this build of relay", cfg.Signing.Mode), Fix: "use signing.mode keyless or key"}
 			}
 		}
 	}
@@ -320,6 +302,23 @@ func versionText() string {
 
 func nowUTC() time.Time { return time.Now().UTC() }
 
+// useKey makes k the run's signer: bundles are verified against its public key, which is
+// published with the release.
+func useKey(env *steps.Env, k *attest.KeySigner) error {
+	tm, err := k.TrustedMaterial()
+	if err != nil {
+		return err
+	}
+	if env.Verifier, err = attest.NewKeyVerifier(tm); err != nil {
+		return err
+	}
+	if env.PublicKey, err = k.PublicKeyPEM(); err != nil {
+		return err
+	}
+	env.Signer = k
+	return nil
+}
+
 // githubToken is GITHUB_TOKEN (or GH_TOKEN), else an installation token minted from a
 // GitHub App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY or RELAY_GITHUB_APP_KEY_FILE):
 // no long-lived token needs to exist. A minted token is redacted from every output.
@@ -341,11 +340,7 @@ func githubToken(ctx context.Context, o Options, cfg *config.Config) (string, er
 		}
 		key = b
 	}
-	base := "https://api.github.com"
-	if cfg.Release.GitHub.BaseURL != "" {
-		base = cfg.Release.GitHub.BaseURL
-	}
-	tok, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: cfg.Release.GitHub.Repository, BaseURL: base})
+	tok, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL})
 	if err != nil {
 		return "", err
 	}
