@@ -297,11 +297,7 @@ func credentialChecks(o Options, cfg *config.Config) []steps.Finding {
 	}
 	switch cfg.Signing.Mode {
 	case "keyless":
-		tokenFile := cfg.Signing.TokenFile
-		if tokenFile != "" {
-			tokenFile = cfg.ResolvePath(tokenFile)
-		}
-		ts, err := attest.TokenSourceFromEnv(o.Getenv, tokenFile, nil)
+		ts, err := tokenSource(cfg, o)
 		note := ""
 		if err == nil {
 			note = "identity token from " + ts.Name()

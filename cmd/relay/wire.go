@@ -374,11 +374,7 @@ func keyless(cfg *config.Config, o Options, logger *slog.Logger) (*attest.Keyles
 		}
 		tm = tr
 	}
-	tokenFile := cfg.Signing.TokenFile
-	if tokenFile != "" {
-		tokenFile = cfg.ResolvePath(tokenFile)
-	}
-	tokens, err := attest.TokenSourceFromEnv(o.Getenv, tokenFile, nil)
+	tokens, err := tokenSource(cfg, o)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -391,4 +387,14 @@ func keyless(cfg *config.Config, o Options, logger *slog.Logger) (*attest.Keyles
 		return nil, nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "check the Sigstore services in signing.signing_config"}
 	}
 	return s, attest.NewSignerVerifier(tm, s, !s.UsesTransparencyLog()), nil
+}
+
+// tokenSource is where keyless signing's identity tokens come from (signing.token_file is
+// relative to the config file).
+func tokenSource(cfg *config.Config, o Options) (attest.TokenSource, error) {
+	f := cfg.Signing.TokenFile
+	if f != "" {
+		f = cfg.ResolvePath(f)
+	}
+	return attest.TokenSourceFromEnv(o.Getenv, f, nil)
 }
