@@ -181,7 +181,7 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 		}
 		assets = append(assets, release.Asset{Name: "SHA256SUMS.sigstore.json", Data: b})
 	}
-	body, err := releaseNotes(env, st, lock)
+	body, err := releaseNotes(ctx, env, st, lock)
 	if err != nil {
 		return err
 	}
@@ -287,7 +287,7 @@ Every digest is signed and carries SBOMs (SPDX, CycloneDX) and SLSA provenance. 
 SHA256SUMS lists every asset; SHA256SUMS.sigstore.json is its signature.
 `
 
-func releaseNotes(env *Env, st *State, lock *release.Lock) (string, error) {
+func releaseNotes(ctx context.Context, env *Env, st *State, lock *release.Lock) (string, error) {
 	tpl := defaultNotes
 	if gh := env.Config.Release.GitHub; gh != nil && gh.Notes != "" {
 		tpl = gh.Notes
@@ -301,7 +301,7 @@ func releaseNotes(env *Env, st *State, lock *release.Lock) (string, error) {
 		d.Version = d.Commit[:12]
 	}
 	if len(lock.Images) > 0 {
-		d.Verify = "relay verify " + lock.Images[0].Reference + " " + verifyFlags(env)
+		d.Verify = "relay verify " + lock.Images[0].Reference + " " + verifyFlags(ctx, env)
 	}
 	var b strings.Builder
 	if err := t.Execute(&b, d); err != nil {
@@ -311,11 +311,11 @@ func releaseNotes(env *Env, st *State, lock *release.Lock) (string, error) {
 }
 
 // verifyFlags are the identity flags a consumer passes to check this release.
-func verifyFlags(env *Env) string {
+func verifyFlags(ctx context.Context, env *Env) string {
 	if p, ok := env.Signer.(interface {
 		Policy(context.Context) (attest.IdentityPolicy, error)
 	}); ok {
-		if pol, err := p.Policy(context.Background()); err == nil {
+		if pol, err := p.Policy(ctx); err == nil {
 			return fmt.Sprintf("--certificate-identity %s --certificate-oidc-issuer %s", pol.Identity, pol.Issuer)
 		}
 	}
