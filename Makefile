@@ -23,11 +23,14 @@ test-unit:
 test-integration:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -tags integration -timeout 30m -run 'E2E|Integration' ./...
 
-## bench: relay run --local on the example, then relay copy against crane, regctl and
-## skopeo; rewrites docs/benchmarks.md. Peers: scripts/bench-tools.sh installs them.
+## bench: relay run --local on the example, relay copy against crane, regctl and skopeo,
+## then sign/SBOM/provenance/verify against syft + cosign on the local Sigstore stack (root:
+## it needs a private network namespace); rewrites docs/benchmarks.md. Peers:
+## scripts/bench-tools.sh installs them.
 bench: build
 	scripts/bench.sh bin/relay docs/benchmarks.md
 	scripts/bench-copy.sh bin/relay docs/benchmarks.md 3
+	scripts/bench-sign.sh docs/benchmarks.md 3
 
 ## lint: formatting (vendored third-party code excepted) and vet, for both build tiers
 lint:

@@ -323,6 +323,9 @@ type Options struct {
 	Stderr    io.Writer
 	Getenv    func(string) string
 	Redactor  *logging.Redactor
+	// Steps are the steps this run executes (empty: all); credentials for signing are
+	// wired only when one of them signs or verifies.
+	Steps []string
 }
 
 func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) string, red *logging.Redactor) (Options, error) {

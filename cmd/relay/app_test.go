@@ -239,3 +239,23 @@ func TestCopyStandalone(t *testing.T) {
 		t.Errorf("missing source tag: exit %d: %s", code, stderr)
 	}
 }
+
+// Only steps that sign or verify need the signing credentials: a build-only run must not
+// fail for a missing key or identity token, a signing run must.
+func TestSigningCredentialsOnlyForSigningSteps(t *testing.T) {
+	cfg := writeConfig(t, strings.Replace(goodConfig, "version: 1", "version: 1\nsigning: {mode: key, key: missing.key}", 1))
+	for _, tc := range []struct {
+		only string
+		code int
+		want string
+	}{
+		{"build,copy", exitMissing, "missing the checkout"},
+		{"sign", exitUsage, "missing.key"},
+		{"verify", exitUsage, "missing.key"},
+	} {
+		code, _, stderr := runCLI(t, nil, "run", "--only", tc.only, "--config", cfg, "--state", filepath.Join(t.TempDir(), "state.json"))
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("--only %s: exit %d, want %d with %q: %s", tc.only, code, tc.code, tc.want, stderr)
+		}
+	}
+}

@@ -108,7 +108,7 @@ func TestE2EKeylessRelease(t *testing.T) {
 // realExample is the example as a git repository tagged v0.1.0, with a relay.yaml for a real
 // release into the registry reg, the given signing (and release) sections, and by default a
 // dir release in dist/.
-func realExample(t *testing.T, reg, signing string) string {
+func realExample(t testing.TB, reg, signing string) string {
 	t.Helper()
 	dir := exampleCopy(t)
 	git := func(args ...string) {
@@ -216,7 +216,7 @@ func TestE2EKeyRelease(t *testing.T) {
 }
 
 // runRelayEnv is runRelay with extra environment variables.
-func runRelayEnv(t *testing.T, dir string, env []string, args ...string) result {
+func runRelayEnv(t testing.TB, dir string, env []string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

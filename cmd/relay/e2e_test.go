@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 }
 
 // exampleCopy copies examples/hello into a fresh directory, without local state.
-func exampleCopy(t *testing.T) string {
+func exampleCopy(t testing.TB) string {
 	t.Helper()
 	src, _ := filepath.Abs("../../examples/hello")
 	dst := filepath.Join(t.TempDir(), "hello")
@@ -87,13 +87,13 @@ type result struct {
 	logs   []map[string]any
 }
 
-func runRelay(t *testing.T, dir string, args ...string) result {
+func runRelay(t testing.TB, dir string, args ...string) result {
 	t.Helper()
 	return runRelayEnv(t, dir, nil, args...)
 }
 
 // parseLogs checks every log line is a JSON object with a correlation_id.
-func parseLogs(t *testing.T, stderr string) []map[string]any {
+func parseLogs(t testing.TB, stderr string) []map[string]any {
 	t.Helper()
 	var recs []map[string]any
 	for _, line := range strings.Split(strings.TrimSpace(stderr), "\n") {

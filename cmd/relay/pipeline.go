@@ -59,6 +59,9 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 		logger = logger.With("resumed_correlation_id", st.CorrelationID)
 	}
 
+	for _, s := range selected {
+		o.Steps = append(o.Steps, s.Name())
+	}
 	w, err := wire(ctx, o, cfg, logger, cid)
 	if err != nil {
 		return err

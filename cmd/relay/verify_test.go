@@ -75,7 +75,7 @@ func TestVerifyImage(t *testing.T) {
 	}
 	// A cosign classic .sig signature by the key counts as well.
 	payload, _ := attest.SimpleSigningPayload(repo.String(), r.Manifests[1].Digest)
-	sig, _ := key.SignBlob(payload)
+	sig, _ := key.SignBlob(context.Background(), payload)
 	if err := c.AddClassicSignature(ctx, repo.Digest(r.Manifests[1].Digest), oci.ClassicSignature{Payload: payload, Signature: sig}); err != nil {
 		t.Fatal(err)
 	}

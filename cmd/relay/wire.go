@@ -124,7 +124,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		case "ephemeral":
 			return nil, &config.Error{File: o.Config, Msg: "signing.mode ephemeral is only for --local: nobody could verify an ephemeral key later", Fix: "use signing.mode keyless or key, or run with --local"}
 		case "keyless":
-			if mode == steps.ModeRelease {
+			if mode == steps.ModeRelease && signs(o.Steps) {
 				s, v, err := keyless(cfg, o, logger)
 				if err != nil {
 					w.cleanup()
@@ -137,7 +137,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 				w.cleanup()
 				return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.key %s: KMS keys are not available in this build of relay", cfg.Signing.Key), Fix: "use a cosign key file (cosign generate-key-pair) with COSIGN_PASSWORD, or signing.mode keyless (docs/roadmap.md)"}
 			}
-			if mode == steps.ModeRelease {
+			if mode == steps.ModeRelease && signs(o.Steps) {
 				k, err := attest.LoadCosignKey(cfg.ResolvePath(cfg.Signing.Key), []byte(o.Getenv("COSIGN_PASSWORD")))
 				if err != nil {
 					w.cleanup()
@@ -387,6 +387,21 @@ func keyless(cfg *config.Config, o Options, logger *slog.Logger) (*attest.Keyles
 		return nil, nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "check the Sigstore services in signing.signing_config"}
 	}
 	return s, attest.NewSignerVerifier(tm, s, !s.UsesTransparencyLog()), nil
+}
+
+// signs says whether the selected steps (none: all) sign or verify, so that `relay run
+// --only checkout,build,copy` needs no identity token or key password.
+func signs(selected []string) bool {
+	if len(selected) == 0 {
+		return true
+	}
+	for _, s := range selected {
+		switch s {
+		case "sign", "sbom", "provenance", "verify", "release":
+			return true
+		}
+	}
+	return false
 }
 
 // tokenSource is where keyless signing's identity tokens come from (signing.token_file is

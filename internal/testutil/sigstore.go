@@ -168,7 +168,7 @@ const (
 )
 
 // StartSigstore starts the stack for the test; call it inside InNetNS.
-func StartSigstore(t *testing.T) *Sigstore {
+func StartSigstore(t testing.TB) *Sigstore {
 	t.Helper()
 	if os.Getenv("RELAY_TEST_NETNS") != "1" {
 		t.Fatal("StartSigstore outside a private network namespace: wrap the test in InNetNS")

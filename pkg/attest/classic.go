@@ -1,9 +1,9 @@
 package attest
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -38,9 +38,8 @@ func SimpleSigningPayload(repo, digest string) ([]byte, error) {
 
 // SignBlob signs payload (ECDSA over its SHA-256, ASN.1) and returns it base64, as cosign's
 // classic signatures carry it.
-func (s *KeySigner) SignBlob(payload []byte) (string, error) {
-	sum := sha256.Sum256(payload)
-	sig, err := ecdsa.SignASN1(rand.Reader, s.priv, sum[:])
+func (s *KeySigner) SignBlob(ctx context.Context, payload []byte) (string, error) {
+	sig, err := s.sign(ctx, payload)
 	if err != nil {
 		return "", err
 	}
@@ -72,4 +71,4 @@ func VerifyClassic(pub crypto.PublicKey, payload []byte, sigB64, digest string) 
 }
 
 // PublicKey is the signer's public key.
-func (s *KeySigner) PublicKey() crypto.PublicKey { return &s.priv.PublicKey }
+func (s *KeySigner) PublicKey() crypto.PublicKey { return s.pub }

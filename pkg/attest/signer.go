@@ -38,10 +38,13 @@ type Signer interface {
 
 // KeySigner signs with an ECDSA P-256 key and no certificate authority or transparency
 // log: the bundles verify against trust material made from the same public key
-// (sigstore-go's offline signing with nil providers). It is --local's ephemeral signer.
+// (sigstore-go's offline signing with nil providers). It is --local's ephemeral signer,
+// signing.mode key's file key, and a KMS key (LoadKMSKey), which never leaves the KMS.
 type KeySigner struct {
-	priv *ecdsa.PrivateKey
+	pub  *ecdsa.PublicKey
+	sign func(ctx context.Context, message []byte) ([]byte, error) // ASN.1 ECDSA over SHA-256
 	hint string
+	name string // the KMS key URI, if the key lives in a KMS
 	now  func() time.Time
 }
 
@@ -121,23 +124,35 @@ func LoadCosignKey(path string, password []byte) (*KeySigner, error) {
 
 // NewKeySigner wraps an ECDSA P-256 private key.
 func NewKeySigner(k *ecdsa.PrivateKey) (*KeySigner, error) {
-	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	return newKeySigner(&k.PublicKey, func(_ context.Context, message []byte) ([]byte, error) {
+		sum := sha256.Sum256(message)
+		return ecdsa.SignASN1(rand.Reader, k, sum[:])
+	})
+}
+
+func newKeySigner(pub *ecdsa.PublicKey, sign func(context.Context, []byte) ([]byte, error)) (*KeySigner, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(der)
-	return &KeySigner{priv: k, hint: base64.StdEncoding.EncodeToString(sum[:]), now: time.Now}, nil
+	return &KeySigner{pub: pub, sign: sign, hint: base64.StdEncoding.EncodeToString(sum[:]), now: time.Now}, nil
 }
 
 // Identity implements Signer.
-func (s *KeySigner) Identity() string { return "key " + s.hint }
+func (s *KeySigner) Identity() string {
+	if s.name != "" {
+		return "key " + s.name + " (" + s.hint + ")"
+	}
+	return "key " + s.hint
+}
 
 // Hint is the key id written into bundles (base64 sha256 of the public key).
 func (s *KeySigner) Hint() string { return s.hint }
 
 // PublicKeyPEM is the verification key, published with the release.
 func (s *KeySigner) PublicKeyPEM() ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(&s.priv.PublicKey)
+	der, err := x509.MarshalPKIXPublicKey(s.pub)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +161,7 @@ func (s *KeySigner) PublicKeyPEM() ([]byte, error) {
 
 // TrustedMaterial trusts exactly this key.
 func (s *KeySigner) TrustedMaterial() (root.TrustedMaterial, error) {
-	return TrustedKey(&s.priv.PublicKey, s.hint)
+	return TrustedKey(s.pub, s.hint)
 }
 
 // TrustedKey makes trust material from one public key, valid at any time.
@@ -205,13 +220,13 @@ func (k keypair) GetSigningAlgorithm() protocommon.PublicKeyDetails {
 }
 func (k keypair) GetHint() []byte                { return []byte(k.s.hint) }
 func (k keypair) GetKeyAlgorithm() string        { return "ECDSA" }
-func (k keypair) GetPublicKey() crypto.PublicKey { return &k.s.priv.PublicKey }
+func (k keypair) GetPublicKey() crypto.PublicKey { return k.s.pub }
 func (k keypair) GetPublicKeyPem() (string, error) {
 	b, err := k.s.PublicKeyPEM()
 	return string(b), err
 }
-func (k keypair) SignData(_ context.Context, data []byte) ([]byte, []byte, error) {
+func (k keypair) SignData(ctx context.Context, data []byte) ([]byte, []byte, error) {
 	sum := sha256.Sum256(data)
-	sig, err := ecdsa.SignASN1(rand.Reader, k.s.priv, sum[:])
+	sig, err := k.s.sign(ctx, data)
 	return sig, sum[:], err
 }

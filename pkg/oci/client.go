@@ -57,6 +57,9 @@ type Client struct {
 	sleep      func(ctx context.Context, d time.Duration) error // a seam for tests
 	trMu       sync.Mutex
 	trs        map[string]http.RoundTripper // authenticated transports by registry and scopes
+	// subjects serialises attaches to one subject: without a referrers API each attach
+	// rewrites the subject's sha256-<hex> tag index, and two at once would lose one.
+	subjects sync.Map // repository@digest -> *sync.Mutex
 }
 
 // Option configures a Client.
@@ -511,6 +514,9 @@ func (c *Client) AttachBundle(ctx context.Context, subject name.Digest, subjectM
 		return "", err
 	}
 	mh, _, _ := v1.SHA256(bytes.NewReader(raw))
+	mu, _ := c.subjects.LoadOrStore(subject.String(), new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	if err := remote.Put(repo.Digest(mh.String()), rawManifest{raw: raw, mt: types.OCIManifestSchema1}, c.remote(ctx)...); err != nil {
 		return "", fmt.Errorf("attaching bundle to %s: %w", subject, err)
 	}

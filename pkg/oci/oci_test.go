@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -376,5 +378,46 @@ func TestProgressEvents(t *testing.T) {
 	}
 	if _, err := New(WithProgressInterval(-1)); err == nil {
 		t.Fatal("negative interval accepted")
+	}
+}
+
+// Without a referrers API every attach rewrites the subject's sha256-<hex> tag index:
+// attaches running side by side (the sign and sbom steps do that) must not lose each other.
+func TestConcurrentAttachesToOneSubjectKeepEveryReferrer(t *testing.T) {
+	for _, referrers := range []bool{true, false} {
+		t.Run(fmt.Sprintf("referrers=%v", referrers), func(t *testing.T) {
+			ctx := context.Background()
+			c := newClient(t)
+			repo := mustRepo(t, newRegistry(t, referrers)+"/acme/app")
+			d, err := c.Write(ctx, repo, twoPlatformIndex(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, mt, err := c.FetchManifest(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 8
+			var wg sync.WaitGroup
+			errs := make(chan error, n)
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, err := c.AttachBundle(ctx, d, mt, int64(len(raw)), []byte(fmt.Sprintf(`{"n":%d}`, i)), "dsse-envelope", "https://example.com/p")
+					errs <- err
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, err := c.Bundles(ctx, d, ""); err != nil || len(got) != n {
+				t.Fatalf("%d referrers after %d concurrent attaches (err %v)", len(got), n, err)
+			}
+		})
 	}
 }

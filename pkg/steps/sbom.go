@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/relaydev/relay/pkg/attest"
+	"github.com/relaydev/relay/pkg/oci"
 	"github.com/relaydev/relay/pkg/release"
 )
 
@@ -49,53 +52,97 @@ func (SBOM) Run(ctx context.Context, env *Env, st *State) error {
 		st.SBOMs = nil
 		return nil
 	}
-	var out []Attestation
+	// Platforms side by side, up to --jobs at a time; within one platform syft runs once and
+	// its formats are signed side by side (each signature waits on the transparency log).
+	// syft is CPU-bound, so no more of it runs at once than there are CPUs.
+	type job struct {
+		im     string
+		copies []CopiedImage
+		m      oci.Manifest
+	}
+	var jobs []job
 	for _, im := range env.Config.Images {
 		copies := st.CopiesOf(im.Name)
-		repo, err := name.NewRepository(copies[0].Repository)
-		if err != nil {
-			return err
-		}
 		for _, m := range copies[0].Platforms {
-			ref := repo.Digest(m.Digest)
+			jobs = append(jobs, job{im.Name, copies, m})
+		}
+	}
+	formats := env.Config.SBOM.Formats
+	out := make([]Attestation, len(jobs)*len(formats))
+	cpus := make(chan struct{}, max(1, min(env.Jobs, runtime.NumCPU())))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, env.Jobs))
+	for i, j := range jobs {
+		g.Go(func() error {
+			repo, err := name.NewRepository(j.copies[0].Repository)
+			if err != nil {
+				return err
+			}
+			ref := repo.Digest(j.m.Digest)
 			// syft runs at most once per platform, and only if some format is missing.
 			var once sync.Once
 			var docs map[string][]byte
 			var genErr error
 			generate := func(ctx context.Context) (map[string][]byte, error) {
-				once.Do(func() { docs, genErr = env.SBOM.Generate(ctx, ref) })
+				once.Do(func() {
+					select {
+					case cpus <- struct{}{}:
+						defer func() { <-cpus }()
+						docs, genErr = env.SBOM.Generate(ctx, ref)
+					case <-ctx.Done():
+						genErr = ctx.Err()
+					}
+				})
 				return docs, genErr
 			}
-			for _, f := range env.Config.SBOM.Formats {
-				pt := formatPredicate[f]
-				subject := attest.Subject{Name: copies[0].Repository, Digest: m.Digest}
-				att, bundle, err := ensureAttached(ctx, env, copies, attachRequest{
-					image: im.Name, platform: m.Platform, subject: m.Digest, predicateType: pt, kind: f,
-					statement: func(ctx context.Context) ([]byte, error) {
-						d, err := generate(ctx)
-						if err != nil {
-							return nil, err
-						}
-						return attest.Statement([]attest.Subject{subject}, pt, d[f])
-					},
+			fg, fctx := errgroup.WithContext(gctx)
+			for k, f := range formats {
+				fg.Go(func() error {
+					att, err := attachSBOM(fctx, env, j.im, j.copies, j.m, f, generate)
+					if err != nil {
+						return err
+					}
+					out[i*len(formats)+k] = *att
+					return nil
 				})
-				if err != nil {
-					return err
-				}
-				// The release carries exactly the document that was signed.
-				_, doc, err := attest.Predicate(bundle)
-				if err != nil {
-					return err
-				}
-				att.Format = f
-				att.Document = filepath.Join("sbom", fmt.Sprintf("%s_%s.%s", im.Name, release.SafeName(m.Platform), formatExt[f]))
-				if err := WriteFileAtomic(filepath.Join(env.StateDir, att.Document), doc, 0o644); err != nil {
-					return err
-				}
-				out = append(out, *att)
 			}
-		}
+			return fg.Wait()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	st.SBOMs = out
 	return nil
+}
+
+// attachSBOM makes sure the platform's SBOM in format f is attached to every target, and
+// keeps the signed document for the release.
+func attachSBOM(ctx context.Context, env *Env, image string, copies []CopiedImage, m oci.Manifest, f string, generate func(context.Context) (map[string][]byte, error)) (*Attestation, error) {
+	pt := formatPredicate[f]
+	subject := attest.Subject{Name: copies[0].Repository, Digest: m.Digest}
+	att, bundle, err := ensureAttached(ctx, env, copies, attachRequest{
+		image: image, platform: m.Platform, subject: m.Digest, predicateType: pt, kind: f,
+		statement: func(ctx context.Context) ([]byte, error) {
+			d, err := generate(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return attest.Statement([]attest.Subject{subject}, pt, d[f])
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The release carries exactly the document that was signed.
+	_, doc, err := attest.Predicate(bundle)
+	if err != nil {
+		return nil, err
+	}
+	att.Format = f
+	att.Document = filepath.Join("sbom", fmt.Sprintf("%s_%s.%s", image, release.SafeName(m.Platform), formatExt[f]))
+	if err := WriteFileAtomic(filepath.Join(env.StateDir, att.Document), doc, 0o644); err != nil {
+		return nil, err
+	}
+	return att, nil
 }

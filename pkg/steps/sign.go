@@ -5,6 +5,8 @@ import (
 	"crypto"
 	"fmt"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/oci"
@@ -53,13 +55,29 @@ func digestsOf(c CopiedImage) []struct{ digest, platform string } {
 
 // Run implements Step.
 func (Sign) Run(ctx context.Context, env *Env, st *State) error {
-	var out []Attestation
+	// Each signature waits on the transparency log (Rekor v2 integrates entries about once
+	// a second), so the digests are signed side by side, up to --jobs at a time.
+	type job struct {
+		im     string
+		copies []CopiedImage
+		digest string
+		plat   string
+	}
+	var jobs []job
 	for _, im := range env.Config.Images {
 		copies := st.CopiesOf(im.Name)
 		for _, d := range digestsOf(copies[0]) {
-			subject := attest.Subject{Name: copies[0].Repository, Digest: d.digest}
-			att, _, err := ensureAttached(ctx, env, copies, attachRequest{
-				image: im.Name, platform: d.platform, subject: d.digest, predicateType: attest.PredicateSign, kind: "sig",
+			jobs = append(jobs, job{im.Name, copies, d.digest, d.platform})
+		}
+	}
+	out := make([]Attestation, len(jobs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, env.Jobs))
+	for i, j := range jobs {
+		g.Go(func() error {
+			subject := attest.Subject{Name: j.copies[0].Repository, Digest: j.digest}
+			att, _, err := ensureAttached(gctx, env, j.copies, attachRequest{
+				image: j.im, platform: j.plat, subject: j.digest, predicateType: attest.PredicateSign, kind: "sig",
 				statement: func(context.Context) ([]byte, error) {
 					return attest.Statement([]attest.Subject{subject}, attest.PredicateSign, nil)
 				},
@@ -67,13 +85,15 @@ func (Sign) Run(ctx context.Context, env *Env, st *State) error {
 			if err != nil {
 				return err
 			}
-			out = append(out, *att)
+			out[i] = *att
 			if env.Config.Signing.Classic {
-				if err := ensureClassic(ctx, env, copies, d.digest); err != nil {
-					return err
-				}
+				return ensureClassic(gctx, env, j.copies, j.digest)
 			}
-		}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	st.Signatures = out
 	return nil
@@ -81,7 +101,7 @@ func (Sign) Run(ctx context.Context, env *Env, st *State) error {
 
 // classicSigner signs cosign's classic simple-signing payloads (key signers do).
 type classicSigner interface {
-	SignBlob(payload []byte) (string, error)
+	SignBlob(ctx context.Context, payload []byte) (string, error)
 	PublicKey() crypto.PublicKey
 }
 
@@ -105,7 +125,7 @@ func ensureClassic(ctx context.Context, env *Env, copies []CopiedImage, digest s
 		if err != nil {
 			return err
 		}
-		sig, err := cs.SignBlob(payload)
+		sig, err := cs.SignBlob(ctx, payload)
 		if err != nil {
 			return err
 		}
