@@ -16,7 +16,7 @@ work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
   "$work/relay.test" -test.run '^$' -test.bench '^BenchmarkSignChain$' -test.benchtime "${rounds}x" -test.timeout 60m) | tee "$work/out.txt"
 line=$(grep '^BenchmarkSignChain' "$work/out.txt" | tail -1)
 [ -n "$line" ] || { echo "bench-sign: no result line" >&2; exit 1; }
-metric() { echo "$line" | awk -v u="$1" '{for (i = 2; i <= NF; i++) if ($i == u) print $(i-1)}'; }
+metric() { echo "$line" | awk -v u="$1" '{for (i = 2; i <= NF; i++) if ($i == u) printf "%.2f\n", $(i-1)}'; }
 case $report in /*) ;; *) report="$root/$report";; esac
 {
   echo

@@ -161,7 +161,7 @@ func planCmd(ctx context.Context, o Options) error {
 	}
 	fmt.Fprintf(o.Stdout, "\nchecks (read-only):\n")
 	failed := 0
-	for _, f := range append(steps.Preflight(ctx, w.env), credentialChecks(o, w.env.Config)...) {
+	for _, f := range append(steps.Preflight(ctx, w.env), credentialChecks(ctx, o, w.env.Config)...) {
 		mark := "ok  "
 		if !f.OK {
 			mark = "FAIL"
@@ -289,7 +289,7 @@ func contains(s []string, v string) bool {
 // from the environment: an OIDC token source and readable trust files for keyless signing,
 // a decryptable key for key signing, a token or GitHub App for a GitHub release. Nothing is
 // requested from Fulcio or GitHub.
-func credentialChecks(o Options, cfg *config.Config) []steps.Finding {
+func credentialChecks(ctx context.Context, o Options, cfg *config.Config) []steps.Finding {
 	var out []steps.Finding
 	add := func(check string, err error, note string) {
 		if err != nil {
@@ -313,14 +313,16 @@ func credentialChecks(o Options, cfg *config.Config) []steps.Finding {
 			add("signing.signing_config "+cfg.Signing.SigningConfig, err, "parses")
 		}
 	case "key":
-		if !strings.Contains(cfg.Signing.Key, "://") {
-			k, err := attest.LoadCosignKey(cfg.ResolvePath(cfg.Signing.Key), []byte(o.Getenv("COSIGN_PASSWORD")))
-			note := ""
-			if err == nil {
-				note = "decrypts; key " + k.Hint()
+		// A KMS key is asked for its public key: that proves the credential and the key.
+		k, err := signingKey(ctx, cfg, o)
+		note := ""
+		if err == nil {
+			note = "decrypts; key " + k.Hint()
+			if attest.IsKMSKey(cfg.Signing.Key) {
+				note = "the KMS returned its public key " + k.Hint() + " (whether the credential may sign shows at the sign step)"
 			}
-			add("signing key "+cfg.Signing.Key, err, note)
 		}
+		add("signing key "+cfg.Signing.Key, err, note)
 	}
 	if cfg.Release.Target == "github" && cfg.Release.GitHub != nil {
 		var err error

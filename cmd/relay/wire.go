@@ -133,15 +133,11 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 				env.Signer, env.Verifier = s, v
 			}
 		case "key":
-			if strings.Contains(cfg.Signing.Key, "://") {
-				w.cleanup()
-				return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.key %s: KMS keys are not available in this build of relay", cfg.Signing.Key), Fix: "use a cosign key file (cosign generate-key-pair) with COSIGN_PASSWORD, or signing.mode keyless (docs/roadmap.md)"}
-			}
 			if mode == steps.ModeRelease && signs(o.Steps) {
-				k, err := attest.LoadCosignKey(cfg.ResolvePath(cfg.Signing.Key), []byte(o.Getenv("COSIGN_PASSWORD")))
+				k, err := signingKey(ctx, cfg, o)
 				if err != nil {
 					w.cleanup()
-					return nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "point signing.key at the cosign.key of `cosign generate-key-pair` and set COSIGN_PASSWORD"}
+					return nil, err
 				}
 				if err := useKey(env, k); err != nil {
 					w.cleanup()
@@ -301,6 +297,23 @@ func versionText() string {
 }
 
 func nowUTC() time.Time { return time.Now().UTC() }
+
+// signingKey opens signing.key: a KMS key by URI (awskms://, gcpkms://, azurekms://,
+// hashivault://), else a cosign key file decrypted with COSIGN_PASSWORD.
+func signingKey(ctx context.Context, cfg *config.Config, o Options) (*attest.KeySigner, error) {
+	if attest.IsKMSKey(cfg.Signing.Key) {
+		k, err := attest.LoadKMSKey(ctx, cfg.Signing.Key)
+		if err != nil {
+			return nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "check signing.key and that the KMS credential may read the key's public key and sign with it (docs/config.md, Keys)"}
+		}
+		return k, nil
+	}
+	k, err := attest.LoadCosignKey(cfg.ResolvePath(cfg.Signing.Key), []byte(o.Getenv("COSIGN_PASSWORD")))
+	if err != nil {
+		return nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "point signing.key at the cosign.key of `cosign generate-key-pair` and set COSIGN_PASSWORD"}
+	}
+	return k, nil
+}
 
 // useKey makes k the run's signer: bundles are verified against its public key, which is
 // published with the release.

@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -55,18 +56,18 @@ func LoadKMSKey(ctx context.Context, ref string, opts ...signature.RPCOption) (*
 	if err != nil {
 		return nil, fmt.Errorf("opening KMS key %s: %w (credentials come from %s)", ref, err, creds)
 	}
-	pub, err := sv.PublicKey(append([]signature.PublicKeyOption{options.WithContext(ctx)}, publicKeyOpts(opts)...)...)
+	pub, err := sv.PublicKey(options.WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("reading the public key of KMS key %s: %w (the credential needs permission to read the public key; credentials come from %s)", ref, err, creds)
+		return nil, fmt.Errorf("reading the public key of KMS key %s: %w%s (credentials come from %s)", ref, err, permissionHint(err, "read the key's public key"), creds)
 	}
 	ek, ok := pub.(*ecdsa.PublicKey)
 	if !ok || ek.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("KMS key %s is a %s key; relay signs with ECDSA P-256 keys, cosign's default: create one with %s", ref, keyKind(pub), p256)
 	}
 	s, err := newKeySigner(ek, func(ctx context.Context, message []byte) ([]byte, error) {
-		sig, err := sv.SignMessage(bytes.NewReader(message), append([]signature.SignOption{options.WithContext(ctx)}, signOpts(opts)...)...)
+		sig, err := sv.SignMessage(bytes.NewReader(message), options.WithContext(ctx))
 		if err != nil {
-			return nil, fmt.Errorf("signing with KMS key %s: %w (the credential needs permission to sign with the key)", ref, err)
+			return nil, fmt.Errorf("signing with KMS key %s: %w%s", ref, err, permissionHint(err, "sign with the key"))
 		}
 		return sig, nil
 	})
@@ -77,21 +78,15 @@ func LoadKMSKey(ctx context.Context, ref string, opts ...signature.RPCOption) (*
 	return s, nil
 }
 
-func publicKeyOpts(opts []signature.RPCOption) []signature.PublicKeyOption {
-	out := make([]signature.PublicKeyOption, len(opts))
-	for i, o := range opts {
-		out[i] = o
+// permissionHint names the missing permission when the KMS refused one.
+func permissionHint(err error, what string) string {
+	if deniedRE.MatchString(err.Error()) {
+		return " (the credential needs permission to " + what + ")"
 	}
-	return out
+	return ""
 }
 
-func signOpts(opts []signature.RPCOption) []signature.SignOption {
-	out := make([]signature.SignOption, len(opts))
-	for i, o := range opts {
-		out[i] = o
-	}
-	return out
-}
+var deniedRE = regexp.MustCompile(`(?i)denied|not authorized|forbidden|unauthori[sz]ed|\b403\b|does not have .*permission`)
 
 func keyKind(pub crypto.PublicKey) string {
 	switch k := pub.(type) {

@@ -1,11 +1,8 @@
 package oci
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -16,9 +13,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/relaydev/relay/internal/testutil"
 )
 
 // fakeECR serves the container credentials endpoint (what ECS, Fargate and CodeBuild give a
@@ -61,53 +58,19 @@ func (f *fakeECR) handler(t *testing.T) http.Handler {
 			http.Error(w, "unknown target "+r.Header.Get("X-Amz-Target"), http.StatusBadRequest)
 			return
 		}
-		// Credential scope: AKID/date/region/ecr/aws4_request.
-		auth := r.Header.Get("Authorization")
-		scope := strings.Split(strings.TrimPrefix(strings.Split(auth, ",")[0], "AWS4-HMAC-SHA256 Credential="), "/")
-		if len(scope) != 5 || scope[0] != fakeKeyID || scope[3] != "ecr" {
-			http.Error(w, "bad credential scope "+auth, http.StatusForbidden)
-			return
-		}
-		f.regions = append(f.regions, scope[2])
-		when, err := time.Parse("20060102T150405Z", r.Header.Get("X-Amz-Date"))
+		region, err := testutil.CheckSigV4(r, body, "ecr", aws.Credentials{AccessKeyID: fakeKeyID, SecretAccessKey: fakeSecret, SessionToken: fakeToken})
 		if err != nil {
-			http.Error(w, "no X-Amz-Date", http.StatusForbidden)
+			http.Error(w, `{"__type":"InvalidSignatureException","message":"`+err.Error()+`"}`, http.StatusForbidden)
 			return
 		}
-		check := r.Clone(context.Background())
-		// Re-sign over exactly the headers the client signed (the transport adds others later).
-		signed := map[string]bool{}
-		for _, part := range strings.Split(auth, ", ") {
-			if v, ok := strings.CutPrefix(part, "SignedHeaders="); ok {
-				for _, h := range strings.Split(v, ";") {
-					signed[http.CanonicalHeaderKey(h)] = true
-				}
-			}
-		}
-		for h := range check.Header {
-			if !signed[h] {
-				check.Header.Del(h)
-			}
-		}
-		check.Body = io.NopCloser(bytes.NewReader(body))
-		sum := sha256.Sum256(body)
-		creds := aws.Credentials{AccessKeyID: fakeKeyID, SecretAccessKey: fakeSecret, SessionToken: fakeToken}
-		// The server sees the request without its scheme and host; restore what was signed.
-		check.URL.Scheme, check.URL.Host = "http", r.Host
-		if err := v4.NewSigner().SignHTTP(context.Background(), creds, check, hex.EncodeToString(sum[:]), "ecr", scope[2], when); err != nil {
-			t.Error(err)
-		}
-		if check.Header.Get("Authorization") != auth {
-			http.Error(w, `{"__type":"InvalidSignatureException","message":"signature mismatch"}`, http.StatusForbidden)
-			return
-		}
+		f.regions = append(f.regions, region)
 		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		if f.deny {
 			w.WriteHeader(http.StatusBadRequest)
 			w.Write([]byte(`{"__type":"AccessDeniedException","message":"User is not authorized to perform: ecr:GetAuthorizationToken"}`))
 			return
 		}
-		tok := base64.StdEncoding.EncodeToString([]byte("AWS:ecr-password-" + scope[2]))
+		tok := base64.StdEncoding.EncodeToString([]byte("AWS:ecr-password-" + region))
 		json.NewEncoder(w).Encode(map[string]any{"authorizationData": []map[string]any{{
 			"authorizationToken": tok, "expiresAt": f.expiresAt.Unix(), "proxyEndpoint": "https://example",
 		}}})
