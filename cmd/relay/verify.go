@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -31,7 +30,6 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 		return &usageError{fmt.Errorf("--output %q: use text or json", f.output)}
 	}
 	var v *attest.Verifier
-	var classicKey crypto.PublicKey
 	if f.key != "" {
 		if f.identity != "" || f.identityRegexp != "" {
 			return &usageError{fmt.Errorf("--key verifies a key signature; --certificate-identity applies to keyless ones: pass one or the other")}
@@ -44,7 +42,6 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 		if err != nil {
 			return err
 		}
-		classicKey = pub
 		if v, err = attest.NewKeyVerifier(tm); err != nil {
 			return err
 		}
@@ -73,7 +70,7 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 	if err != nil {
 		return err
 	}
-	rep, verr := steps.VerifyImage(ctx, client, v, ref, classicKey)
+	rep, verr := steps.VerifyImage(ctx, client, v, ref)
 	if rep != nil {
 		if f.output == "json" {
 			enc := json.NewEncoder(o.Stdout)

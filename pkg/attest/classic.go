@@ -60,14 +60,7 @@ func VerifyClassic(pub crypto.PublicKey, payload []byte, sigB64, digest string) 
 	if !ecdsa.VerifyASN1(ek, sum[:], sig) {
 		return errors.New("classic signature does not verify with the key")
 	}
-	var p simpleSigning
-	if err := json.Unmarshal(payload, &p); err != nil {
-		return fmt.Errorf("classic signature payload: %w", err)
-	}
-	if p.Critical.Type != simpleSigningType || p.Critical.Image.DockerManifestDigest != digest {
-		return fmt.Errorf("classic signature is for %s, not %s", p.Critical.Image.DockerManifestDigest, digest)
-	}
-	return nil
+	return checkPayload(payload, digest)
 }
 
 // PublicKey is the signer's public key.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/relaydev/relay/internal/backoff"
 
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -55,7 +56,8 @@ type KeylessSigner struct {
 	certs  *runCertificate
 	tsas   []*sign.TimestampAuthority
 	tlogs  []sign.Transparency
-	mu     sync.Mutex // guards spent and Rand
+	rekor1 sign.Transparency // a Rekor v1 log among tlogs: cosign's classic format needs one
+	mu     sync.Mutex        // guards spent and Rand
 	spent  time.Duration
 	fulcio string
 }
@@ -108,7 +110,11 @@ func NewKeylessSigner(o KeylessOptions) (*KeylessSigner, error) {
 			if l.MajorAPIVersion == 2 && len(s.tsas) == 0 {
 				return nil, fmt.Errorf("signing config: Rekor v2 (%s) records no time, so a timestamp authority is required and none is configured", l.URL)
 			}
-			s.tlogs = append(s.tlogs, sign.NewRekor(&sign.RekorOptions{BaseURL: l.URL, Version: l.MajorAPIVersion}))
+			t := sign.NewRekor(&sign.RekorOptions{BaseURL: l.URL, Version: l.MajorAPIVersion})
+			s.tlogs = append(s.tlogs, t)
+			if l.MajorAPIVersion == 1 && s.rekor1 == nil {
+				s.rekor1 = t
+			}
 		}
 	}
 	if len(s.tsas) == 0 && len(s.tlogs) == 0 {
@@ -148,16 +154,26 @@ func (s *KeylessSigner) UsesTransparencyLog() bool { return len(s.tlogs) > 0 }
 // 429, network) are retried with backoff until the budget is spent; the certificate is
 // reused across retries.
 func (s *KeylessSigner) SignStatement(ctx context.Context, statement []byte) ([]byte, error) {
+	b, err := s.bundle(ctx, &sign.DSSEData{Data: statement, PayloadType: InTotoPayloadType}, s.tlogs)
+	if err != nil {
+		return nil, err
+	}
+	return protojson.Marshal(b)
+}
+
+// bundle signs content with the run's certificate, timestamps and logs it, retrying the
+// Sigstore services within the budget.
+func (s *KeylessSigner) bundle(ctx context.Context, content sign.Content, tlogs []sign.Transparency) (*protobundle.Bundle, error) {
 	for attempt := 1; ; attempt++ {
-		b, err := sign.Bundle(&sign.DSSEData{Data: statement, PayloadType: InTotoPayloadType}, s.kp, sign.BundleOptions{
+		b, err := sign.Bundle(content, s.kp, sign.BundleOptions{
 			CertificateProvider:  s.certs,
 			TimestampAuthorities: s.tsas,
-			TransparencyLogs:     s.tlogs,
+			TransparencyLogs:     tlogs,
 			Context:              ctx,
 			TrustedRoot:          s.o.TrustedRoot,
 		})
 		if err == nil {
-			return protojson.Marshal(b)
+			return b, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

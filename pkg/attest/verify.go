@@ -149,16 +149,22 @@ func (v *Verifier) VerifyStatement(bundleJSON []byte, digest, predicateType stri
 	if predicateType != "" && res.Statement.PredicateType != predicateType {
 		return nil, fmt.Errorf("%w: %s, want %s", ErrWrongPredicate, res.Statement.PredicateType, predicateType)
 	}
-	out := &Verified{PredicateType: res.Statement.PredicateType, Statement: res.Statement}
+	return &Verified{PredicateType: res.Statement.PredicateType, Statement: res.Statement, Signer: signerOf(res)}, nil
+}
+
+// signerOf names who signed: the certificate's identity and issuer, or "key".
+func signerOf(res *verify.VerificationResult) string {
 	if res.Signature != nil && res.Signature.Certificate != nil {
-		out.Signer = res.Signature.Certificate.SubjectAlternativeName
+		s := res.Signature.Certificate.SubjectAlternativeName
 		if iss := res.Signature.Certificate.Extensions.Issuer; iss != "" {
-			out.Signer += " (issuer " + iss + ")"
+			s += " (issuer " + iss + ")"
 		}
-	} else if res.VerifiedIdentity == nil {
-		out.Signer = "key"
+		return s
 	}
-	return out, nil
+	if res.VerifiedIdentity == nil {
+		return "key"
+	}
+	return ""
 }
 
 // Predicate returns the predicate type and the predicate (canonical JSON) of the in-toto

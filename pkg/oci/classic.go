@@ -22,12 +22,20 @@ import (
 const (
 	SimpleSigningMediaType    = "application/vnd.dev.cosign.simplesigning.v1+json"
 	AnnotationCosignSignature = "dev.cosignproject.cosign/signature"
+	// Keyless classic signatures: the Fulcio certificate, its chain, and the Rekor v1 entry.
+	AnnotationCosignCertificate = "dev.sigstore.cosign/certificate"
+	AnnotationCosignChain       = "dev.sigstore.cosign/chain"
+	AnnotationCosignBundle      = "dev.sigstore.cosign/bundle"
 )
 
-// ClassicSignature is one simple-signing payload and its base64 signature.
+// ClassicSignature is one simple-signing payload and its base64 signature; a keyless one
+// also has the certificate, chain (PEM) and Rekor bundle (JSON) annotations.
 type ClassicSignature struct {
-	Payload   []byte
-	Signature string
+	Payload     []byte
+	Signature   string
+	Certificate string
+	Chain       string
+	Bundle      string
 }
 
 // ClassicSignatures reads the signatures in d's sha256-<hex>.sig image; none is not an error.
@@ -49,7 +57,8 @@ func (c *Client) ClassicSignatures(ctx context.Context, d name.Digest) ([]Classi
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, ClassicSignature{Payload: blob, Signature: l.Annotations[AnnotationCosignSignature]})
+		out = append(out, ClassicSignature{Payload: blob, Signature: l.Annotations[AnnotationCosignSignature],
+			Certificate: l.Annotations[AnnotationCosignCertificate], Chain: l.Annotations[AnnotationCosignChain], Bundle: l.Annotations[AnnotationCosignBundle]})
 	}
 	return out, nil
 }
@@ -90,7 +99,7 @@ func (c *Client) AddClassicSignature(ctx context.Context, d name.Digest, s Class
 	}
 	img, err = mutate.Append(img, mutate.Addendum{
 		Layer:       static.NewLayer(s.Payload, SimpleSigningMediaType),
-		Annotations: map[string]string{AnnotationCosignSignature: s.Signature},
+		Annotations: classicAnnotations(s),
 	})
 	if err != nil {
 		return err
@@ -100,4 +109,14 @@ func (c *Client) AddClassicSignature(ctx context.Context, d name.Digest, s Class
 		return err
 	}
 	return c.Tag(ctx, sigDigest, ClassicTag(d.DigestStr(), ".sig"))
+}
+
+func classicAnnotations(s ClassicSignature) map[string]string {
+	a := map[string]string{AnnotationCosignSignature: s.Signature}
+	for k, v := range map[string]string{AnnotationCosignCertificate: s.Certificate, AnnotationCosignChain: s.Chain, AnnotationCosignBundle: s.Bundle} {
+		if v != "" {
+			a[k] = v
+		}
+	}
+	return a
 }

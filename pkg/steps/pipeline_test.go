@@ -301,7 +301,7 @@ func TestClassicSignatures(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, s := range sigs {
-					if err := attest.VerifyClassic(env.Signer.(classicSigner).PublicKey(), s.Payload, s.Signature, d.digest); err != nil {
+					if err := attest.VerifyClassic(env.Signer.(*attest.KeySigner).PublicKey(), s.Payload, s.Signature, d.digest); err != nil {
 						t.Fatalf("%s@%s: %v", c.Repository, d.digest, err)
 					}
 				}

@@ -2,7 +2,6 @@ package steps
 
 import (
 	"context"
-	"crypto"
 	"fmt"
 
 	"golang.org/x/sync/errgroup"
@@ -99,18 +98,18 @@ func (Sign) Run(ctx context.Context, env *Env, st *State) error {
 	return nil
 }
 
-// classicSigner signs cosign's classic simple-signing payloads (key signers do).
+// classicSigner signs cosign's classic simple-signing payloads: key signers, and keyless
+// signers whose signing config has a Rekor v1 log.
 type classicSigner interface {
-	SignBlob(ctx context.Context, payload []byte) (string, error)
-	PublicKey() crypto.PublicKey
+	SignClassic(ctx context.Context, payload []byte) (*attest.Classic, error)
 }
 
 // ensureClassic gives digest a classic cosign signature in every target, unless one that
-// verifies with the signer's key is there already.
+// verifies against the run's trust (key, or certificate identity) is there already.
 func ensureClassic(ctx context.Context, env *Env, copies []CopiedImage, digest string) error {
 	cs, ok := env.Signer.(classicSigner)
 	if !ok {
-		return fmt.Errorf("signing.classic needs a key signer; %s cannot make classic signatures", env.Signer.Identity())
+		return fmt.Errorf("signing.classic: %s cannot make classic signatures", env.Signer.Identity())
 	}
 	for _, c := range copies {
 		repo, err := name.NewRepository(c.Repository)
@@ -118,18 +117,19 @@ func ensureClassic(ctx context.Context, env *Env, copies []CopiedImage, digest s
 			return err
 		}
 		d := repo.Digest(digest)
-		if classicValid(ctx, env.Registry, d, cs.PublicKey()) == nil {
+		if classicValid(ctx, env.Registry, d, env.Verifier) == nil {
 			continue
 		}
 		payload, err := attest.SimpleSigningPayload(c.Repository, digest)
 		if err != nil {
 			return err
 		}
-		sig, err := cs.SignBlob(ctx, payload)
+		sig, err := cs.SignClassic(ctx, payload)
 		if err != nil {
-			return err
+			return fmt.Errorf("classic signature of %s: %w", d, err)
 		}
-		if err := env.Registry.AddClassicSignature(ctx, d, oci.ClassicSignature{Payload: payload, Signature: sig}); err != nil {
+		if err := env.Registry.AddClassicSignature(ctx, d, oci.ClassicSignature{Payload: sig.Payload, Signature: sig.Signature,
+			Certificate: string(sig.Certificate), Chain: string(sig.Chain), Bundle: string(sig.RekorBundle)}); err != nil {
 			return err
 		}
 		env.Logger.Info("classic signature attached", "image", c.Repository, "digest", digest)

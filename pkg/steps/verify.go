@@ -2,7 +2,6 @@ package steps
 
 import (
 	"context"
-	"crypto"
 	"errors"
 	"fmt"
 	"sort"
@@ -77,12 +76,11 @@ func (Verify) Run(ctx context.Context, env *Env, st *State) error {
 		res.Verified = append(res.Verified, c.Repository+"@"+c.Digest+" "+c.PredicateType)
 	}
 	if env.Config.Signing.Classic {
-		cs, ok := env.Signer.(classicSigner)
 		for _, im := range env.Config.Images {
 			for _, c := range st.CopiesOf(im.Name) {
 				for _, d := range digestsOf(c) {
 					res.Checked++
-					if err := verifyClassic(ctx, env, cs, ok, c.Repository, d.digest); err != nil {
+					if err := verifyClassic(ctx, env, c.Repository, d.digest); err != nil {
 						problems = append(problems, err.Error())
 						continue
 					}
@@ -139,15 +137,12 @@ func VerifyOne(ctx context.Context, env *Env, c Check) error {
 	return fmt.Errorf("%s@%s: no valid %s: %w", c.Repository, c.Digest, c.PredicateType, errors.Join(errs...))
 }
 
-func verifyClassic(ctx context.Context, env *Env, cs classicSigner, ok bool, repository, digest string) error {
-	if !ok {
-		return fmt.Errorf("%s@%s: signing.classic needs a key signer to check against", repository, digest)
-	}
+func verifyClassic(ctx context.Context, env *Env, repository, digest string) error {
 	repo, err := name.NewRepository(repository)
 	if err != nil {
 		return err
 	}
-	return classicValid(ctx, env.Registry, repo.Digest(digest), cs.PublicKey())
+	return classicValid(ctx, env.Registry, repo.Digest(digest), env.Verifier)
 }
 
 // errNoClassic is a digest without any cosign classic .sig signature.
@@ -163,24 +158,32 @@ func (e *classicRejectedError) Error() string {
 	return fmt.Sprintf("%s: no valid cosign classic .sig signature (%d found): %v", e.digest, len(e.errs), errors.Join(e.errs...))
 }
 
-// classicValid finds a cosign classic .sig signature of d that verifies with key. It
+// classicValid finds a cosign classic .sig signature of d that verifies with v. It
 // returns errNoClassic when there is none, a *classicRejectedError when none verifies, and
 // the registry's error when it cannot tell.
-func classicValid(ctx context.Context, reg *oci.Client, d name.Digest, key crypto.PublicKey) error {
+func classicValid(ctx context.Context, reg *oci.Client, d name.Digest, v *attest.Verifier) error {
+	_, err := classicSignedBy(ctx, reg, d, v)
+	return err
+}
+
+// classicSignedBy is classicValid that also names who signed.
+func classicSignedBy(ctx context.Context, reg *oci.Client, d name.Digest, v *attest.Verifier) (string, error) {
 	sigs, err := reg.ClassicSignatures(ctx, d)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if len(sigs) == 0 {
-		return fmt.Errorf("%s: %w", d, errNoClassic)
+		return "", fmt.Errorf("%s: %w", d, errNoClassic)
 	}
 	rej := &classicRejectedError{digest: d.String()}
 	for _, s := range sigs {
-		if err := attest.VerifyClassic(key, s.Payload, s.Signature, d.DigestStr()); err != nil {
+		c := attest.Classic{Payload: s.Payload, Signature: s.Signature, Certificate: []byte(s.Certificate), Chain: []byte(s.Chain), RekorBundle: []byte(s.Bundle)}
+		who, err := v.VerifyClassic(c, d.DigestStr())
+		if err != nil {
 			rej.errs = append(rej.errs, err)
 			continue
 		}
-		return nil
+		return who, nil
 	}
-	return rej
+	return "", rej
 }

@@ -2,7 +2,6 @@ package steps
 
 import (
 	"context"
-	"crypto"
 	"errors"
 	"fmt"
 	"sort"
@@ -34,9 +33,9 @@ type ImageReport struct {
 // VerifyImage is a consumer's check of an image, independent of any relay state: every
 // manifest (the index and each platform) must carry a signature that verifies against the
 // trust material and identity policy in v; attestations that verify are listed with it.
-// It fails when any manifest has no valid signature. With classicKey, cosign's classic
-// sha256-<hex>.sig signatures made with that key count too.
-func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref name.Reference, classicKey crypto.PublicKey) (*ImageReport, error) {
+// It fails when any manifest has no valid signature. cosign's classic sha256-<hex>.sig
+// signatures count too when they verify against the same trust and identity.
+func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref name.Reference) (*ImageReport, error) {
 	r, err := reg.Resolve(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -69,11 +68,11 @@ func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref n
 				t.Attestations = appendOnce(t.Attestations, res.PredicateType)
 			}
 		}
-		if classicKey != nil {
+		{
 			var rej *classicRejectedError
-			switch err := classicValid(ctx, reg, repo.Digest(t.Digest), classicKey); {
+			switch who, err := classicSignedBy(ctx, reg, repo.Digest(t.Digest), v); {
 			case err == nil:
-				t.Signers = appendOnce(t.Signers, "key (cosign classic .sig)")
+				t.Signers = appendOnce(t.Signers, who+" (cosign classic .sig)")
 			case errors.As(err, &rej):
 				t.Rejected = append(t.Rejected, err.Error())
 			case !errors.Is(err, errNoClassic):

@@ -1,0 +1,198 @@
+package attest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
+	"github.com/sigstore/sigstore-go/pkg/bundle"
+	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore-go/pkg/sign"
+	"github.com/sigstore/sigstore-go/pkg/verify"
+)
+
+// Classic is one cosign classic .sig signature: the simple-signing payload and its
+// signature; keyless ones also carry the Fulcio certificate, its chain and the Rekor v1
+// entry as cosign's bundle annotation (what cosign v2's default verify reads).
+type Classic struct {
+	Payload     []byte
+	Signature   string // base64
+	Certificate []byte // PEM, keyless only
+	Chain       []byte // PEM, keyless only
+	RekorBundle []byte // JSON of dev.sigstore.cosign/bundle, keyless only
+}
+
+// rekorBundle is cosign's dev.sigstore.cosign/bundle annotation.
+type rekorBundle struct {
+	SignedEntryTimestamp []byte `json:"SignedEntryTimestamp"`
+	Payload              struct {
+		Body           []byte `json:"body"`
+		IntegratedTime int64  `json:"integratedTime"`
+		LogIndex       int64  `json:"logIndex"`
+		LogID          string `json:"logID"`
+	} `json:"Payload"`
+}
+
+// SignClassic signs payload as a classic signature with the key.
+func (s *KeySigner) SignClassic(ctx context.Context, payload []byte) (*Classic, error) {
+	sig, err := s.SignBlob(ctx, payload)
+	if err != nil {
+		return nil, err
+	}
+	return &Classic{Payload: payload, Signature: sig}, nil
+}
+
+// ErrClassicNeedsRekorV1 is a keyless classic signature without a Rekor v1 log to write it to.
+var ErrClassicNeedsRekorV1 = errors.New("cosign's classic signature format carries a Rekor v1 entry (a signed entry timestamp), and the signing config names no Rekor v1 log: drop signing.classic (cosign v2.6 verifies the bundles with --new-bundle-format, cosign v3 by default) or use a signing config with a Rekor v1 log")
+
+// SignClassic signs payload with the run's certificate and logs it in Rekor v1, in cosign's
+// classic format.
+func (s *KeylessSigner) SignClassic(ctx context.Context, payload []byte) (*Classic, error) {
+	if s.rekor1 == nil {
+		return nil, ErrClassicNeedsRekorV1
+	}
+	b, err := s.bundle(ctx, &sign.PlainData{Data: payload}, []sign.Transparency{s.rekor1})
+	if err != nil {
+		return nil, err
+	}
+	vm := b.GetVerificationMaterial()
+	if len(vm.GetTlogEntries()) != 1 || vm.GetTlogEntries()[0].GetInclusionPromise() == nil || vm.GetCertificate() == nil {
+		return nil, errors.New("keyless classic signature: Rekor v1 returned no signed entry timestamp")
+	}
+	te := vm.GetTlogEntries()[0]
+	var rb rekorBundle
+	rb.SignedEntryTimestamp = te.GetInclusionPromise().GetSignedEntryTimestamp()
+	rb.Payload.Body = te.GetCanonicalizedBody()
+	rb.Payload.IntegratedTime = te.GetIntegratedTime()
+	rb.Payload.LogIndex = te.GetLogIndex()
+	rb.Payload.LogID = hex.EncodeToString(te.GetLogId().GetKeyId())
+	rbJSON, err := json.Marshal(rb)
+	if err != nil {
+		return nil, err
+	}
+	leafDER := vm.GetCertificate().GetRawBytes()
+	leaf, err := x509.ParseCertificate(leafDER)
+	if err != nil {
+		return nil, err
+	}
+	var chain bytes.Buffer
+	for _, ca := range s.o.TrustedRoot.FulcioCertificateAuthorities() {
+		fca, ok := ca.(*root.FulcioCertificateAuthority)
+		if !ok {
+			continue
+		}
+		if _, err := ca.Verify(leaf, leaf.NotBefore); err != nil {
+			continue
+		}
+		for _, c := range append(append([]*x509.Certificate(nil), fca.Intermediates...), fca.Root) {
+			pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+		}
+		break
+	}
+	return &Classic{
+		Payload:     payload,
+		Signature:   base64.StdEncoding.EncodeToString(b.GetMessageSignature().GetSignature()),
+		Certificate: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}),
+		Chain:       chain.Bytes(),
+		RekorBundle: rbJSON,
+	}, nil
+}
+
+// VerifyClassic checks a classic signature of digest against the verifier's trust: the
+// key, or for keyless signatures the certificate chain, the identity policy and the Rekor
+// v1 entry. The signature is checked as a Sigstore bundle made of its parts. It returns
+// who signed.
+func (v *Verifier) VerifyClassic(c Classic, digest string) (string, error) {
+	if v.lazy != nil {
+		v.once.Do(func() { v.inner, v.lazyErr = v.lazy() })
+		if v.lazyErr != nil {
+			return "", v.lazyErr
+		}
+		return v.inner.VerifyClassic(c, digest)
+	}
+	if err := checkPayload(c.Payload, digest); err != nil {
+		return "", err
+	}
+	sig, err := base64.StdEncoding.DecodeString(c.Signature)
+	if err != nil {
+		return "", fmt.Errorf("classic signature is not base64: %w", err)
+	}
+	sum := sha256.Sum256(c.Payload)
+	pb := &protobundle.Bundle{
+		VerificationMaterial: &protobundle.VerificationMaterial{},
+		Content: &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
+			MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
+			Signature:     sig,
+		}},
+	}
+	var opts []verify.PolicyOption
+	switch {
+	case v.keyed:
+		if len(c.Certificate) > 0 {
+			return "", errors.New("classic signature carries a certificate; a key was expected")
+		}
+		pb.MediaType = "application/vnd.dev.sigstore.bundle.v0.3+json"
+		pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{}}
+		opts = append(opts, verify.WithKey())
+	default:
+		blk, _ := pem.Decode(c.Certificate)
+		if blk == nil {
+			return "", errors.New("classic signature carries no certificate; a keyless signature was expected")
+		}
+		var rb rekorBundle
+		if err := json.Unmarshal(c.RekorBundle, &rb); err != nil || len(rb.SignedEntryTimestamp) == 0 {
+			return "", errors.New("classic signature carries no Rekor bundle annotation (a keyless classic signature needs one)")
+		}
+		var body struct{ Kind, APIVersion string }
+		json.Unmarshal(rb.Payload.Body, &body)
+		logID, err := hex.DecodeString(rb.Payload.LogID)
+		if err != nil {
+			return "", fmt.Errorf("classic signature's Rekor bundle: log id: %w", err)
+		}
+		// v0.1 bundles are the ones whose entries carry a promise (SET) and no inclusion proof.
+		pb.MediaType = "application/vnd.dev.sigstore.bundle+json;version=0.1"
+		pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_X509CertificateChain{
+			X509CertificateChain: &protocommon.X509CertificateChain{Certificates: []*protocommon.X509Certificate{{RawBytes: blk.Bytes}}}}
+		pb.VerificationMaterial.TlogEntries = []*protorekor.TransparencyLogEntry{{
+			LogIndex:          rb.Payload.LogIndex,
+			LogId:             &protocommon.LogId{KeyId: logID},
+			KindVersion:       &protorekor.KindVersion{Kind: body.Kind, Version: body.APIVersion},
+			IntegratedTime:    rb.Payload.IntegratedTime,
+			InclusionPromise:  &protorekor.InclusionPromise{SignedEntryTimestamp: rb.SignedEntryTimestamp},
+			CanonicalizedBody: rb.Payload.Body,
+		}}
+		if v.identity != nil {
+			opts = append(opts, verify.WithCertificateIdentity(*v.identity))
+		}
+	}
+	b, err := bundle.NewBundle(pb)
+	if err != nil {
+		return "", fmt.Errorf("classic signature: %w", err)
+	}
+	res, err := v.v.Verify(b, verify.NewPolicy(verify.WithArtifact(bytes.NewReader(c.Payload)), opts...))
+	if err != nil {
+		return "", fmt.Errorf("classic signature: %w", err)
+	}
+	return signerOf(res), nil
+}
+
+func checkPayload(payload []byte, digest string) error {
+	var p simpleSigning
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return fmt.Errorf("classic signature payload: %w", err)
+	}
+	if p.Critical.Type != simpleSigningType || p.Critical.Image.DockerManifestDigest != digest {
+		return fmt.Errorf("classic signature is for %s, not %s", p.Critical.Image.DockerManifestDigest, digest)
+	}
+	return nil
+}
