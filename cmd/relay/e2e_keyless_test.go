@@ -284,3 +284,63 @@ release:
 	}
 	t.Logf("first run %d API calls, second %d", before, gh.CallCount()-before)
 }
+
+// TestE2EKeylessClassicRekorV1 signs keylessly on a stack with Rekor v1 (Trillian on
+// MariaDB) and signing.classic: the classic .sig signatures carry the certificate, chain
+// and Rekor bundle, so cosign v2's default verify (no --new-bundle-format) accepts the
+// release by identity and refuses another identity; cosign v3 verifies the bundles; a second
+// run reuses every classic signature.
+func TestE2EKeylessClassicRekorV1(t *testing.T) {
+	if !testutil.InNetNS(t) {
+		return
+	}
+	st := testutil.StartSigstore(t, testutil.WithRekorV1())
+	reg := testutil.Registry(t, true)
+	dir := realExample(t, reg, fmt.Sprintf("signing:\n  mode: keyless\n  classic: true\n  trusted_root: %s\n  signing_config: %s\n", st.TrustedRoot, st.SigningConfig))
+	const identity = "release@example.com"
+	r := runRelayEnv(t, dir, []string{"SIGSTORE_ID_TOKEN=" + st.OIDC.Token(t, identity)}, "run")
+	if r.code != 0 {
+		t.Fatalf("keyless classic release: exit %d\n%s", r.code, r.stderr)
+	}
+	attached := func(r result) int {
+		n := 0
+		for _, rec := range r.logs {
+			if rec["msg"] == "classic signature attached" {
+				n++
+			}
+		}
+		return n
+	}
+	if n := attached(r); n != 3 {
+		t.Fatalf("%d classic signatures attached, want 3 (index and 2 platforms)", n)
+	}
+	im := readLock(t, filepath.Join(dir, "dist")).Images[0]
+	cosignVerify := func(bin, id string, extra ...string) ([]byte, error) {
+		args := append([]string{"verify", "--allow-insecure-registry", "--trusted-root", st.TrustedRoot, "--insecure-ignore-sct",
+			"--certificate-identity", id, "--certificate-oidc-issuer", st.OIDC.URL}, extra...)
+		cmd := exec.Command(bin, append(args, im.Reference)...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		return cmd.CombinedOutput()
+	}
+	if out, err := cosignVerify(st.Cosign, identity); err != nil {
+		t.Fatalf("cosign v2 verify (classic format): %v\n%s", err, out)
+	}
+	if out, err := cosignVerify(st.Cosign, "mallory@example.com"); err == nil {
+		t.Fatalf("cosign v2 verify accepted another identity:\n%s", out)
+	}
+	if out, err := cosignVerify(st.Cosign3, identity); err != nil {
+		t.Fatalf("cosign v3 verify: %v\n%s", err, out)
+	}
+	v := runRelayEnv(t, dir, nil, "verify", im.Reference, "--trusted-root", st.TrustedRoot, "--certificate-identity", identity, "--certificate-oidc-issuer", st.OIDC.URL)
+	if v.code != 0 || strings.Count(v.stdout, "(cosign classic .sig)") != 3 {
+		t.Fatalf("relay verify: exit %d\n%s\n%s", v.code, v.stdout, v.stderr)
+	}
+	bad := runRelayEnv(t, dir, nil, "verify", im.Reference, "--trusted-root", st.TrustedRoot, "--certificate-identity", "mallory@example.com", "--certificate-oidc-issuer", st.OIDC.URL, "--output", "json")
+	if bad.code != 1 || strings.Contains(bad.stdout, "(cosign classic .sig)") || !strings.Contains(bad.stdout, "classic signature: ") {
+		t.Fatalf("relay verify, another identity: exit %d\n%s", bad.code, bad.stdout)
+	}
+	r2 := runRelayEnv(t, dir, []string{"SIGSTORE_ID_TOKEN=" + st.OIDC.Token(t, identity)}, "run", "--restart")
+	if r2.code != 0 || attached(r2) != 0 {
+		t.Fatalf("second run: exit %d, %d classic signatures attached again\n%s", r2.code, attached(r2), r2.stderr)
+	}
+}

@@ -399,6 +399,9 @@ func keyless(cfg *config.Config, o Options, logger *slog.Logger) (*attest.Keyles
 	if err != nil {
 		return nil, nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "check the Sigstore services in signing.signing_config"}
 	}
+	if cfg.Signing.Classic && !s.CanSignClassic() {
+		return nil, nil, &config.Error{File: o.Config, Msg: "signing.classic: " + attest.ErrClassicNeedsRekorV1.Error(), Fix: "remove signing.classic, or sign with a key"}
+	}
 	return s, attest.NewSignerVerifier(tm, s, !s.UsesTransparencyLog()), nil
 }
 

@@ -147,7 +147,7 @@ func (o *OIDCIssuer) Token(t testing.TB, email string) string {
 }
 
 // Sigstore is a local Sigstore instance: Fulcio with an ephemeral CA and no CT log, Rekor
-// v2 (rekor-tiles POSIX, files only), a timestamp authority, the OIDC issuer, and the
+// v2 (rekor-tiles POSIX, files only) or with WithRekorV1 Rekor v1, a timestamp authority, the OIDC issuer, and the
 // trusted_root.json and signing_config.json that describe them (made by cosign).
 type Sigstore struct {
 	OIDC                        *OIDCIssuer
@@ -167,13 +167,26 @@ const (
 	installCosign3 = "GOBIN=$(mktemp -d) go install github.com/sigstore/cosign/v3/cmd/cosign@v3.1.3, then move it to $(go env GOPATH)/bin/cosign3"
 )
 
+// SigstoreOption changes the stack StartSigstore starts.
+type SigstoreOption func(*sigstoreOptions)
+
+type sigstoreOptions struct{ rekorV1 bool }
+
+// WithRekorV1 runs Rekor v1 (Trillian on MariaDB) instead of Rekor v2: the log that cosign's
+// classic signature format needs (its entries come with a signed entry timestamp).
+func WithRekorV1() SigstoreOption { return func(o *sigstoreOptions) { o.rekorV1 = true } }
+
 // StartSigstore starts the stack for the test; call it inside InNetNS.
-func StartSigstore(t testing.TB) *Sigstore {
+func StartSigstore(t testing.TB, opts ...SigstoreOption) *Sigstore {
 	t.Helper()
 	if os.Getenv("RELAY_TEST_NETNS") != "1" {
 		t.Fatal("StartSigstore outside a private network namespace: wrap the test in InNetNS")
 	}
-	fulcio, tsa, rekor := Tool(t, "fulcio", installFulcio), Tool(t, "timestamp-server", installTSA), Tool(t, "posix", installRekor)
+	var o sigstoreOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	fulcio, tsa := Tool(t, "fulcio", installFulcio), Tool(t, "timestamp-server", installTSA)
 	s := &Sigstore{Dir: t.TempDir(), Cosign: Tool(t, "cosign", installCosign), Cosign3: Tool(t, "cosign3", installCosign3), OIDC: StartOIDCIssuer(t)}
 	dir := s.Dir
 
@@ -191,21 +204,15 @@ func StartSigstore(t testing.TB) *Sigstore {
 	start(t, dir, "tsa", tsa, "serve", "--host", "127.0.0.1", "--port", fmt.Sprint(tp), "--timestamp-signer", "memory",
 		"--disable-ntp-monitoring", "--log-type", "prod")
 
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	der, _ := x509.MarshalPKCS8PrivateKey(priv)
-	write(t, filepath.Join(dir, "rekor.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-	pubDER, _ := x509.MarshalPKIXPublicKey(priv.Public())
-	write(t, filepath.Join(dir, "rekor.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644)
-	os.MkdirAll(filepath.Join(dir, "tiles"), 0o755)
-	rp := freePort(t)
-	s.RekorURL = fmt.Sprintf("http://127.0.0.1:%d", rp)
-	start(t, dir, "rekor", rekor, "serve", "--storage-dir", filepath.Join(dir, "tiles"), "--signer-filepath", filepath.Join(dir, "rekor.key"),
-		"--hostname", "127.0.0.1", "--http-address", "127.0.0.1", "--http-port", fmt.Sprint(rp), "--grpc-address", "127.0.0.1",
-		"--grpc-port", fmt.Sprint(freePort(t)), "--http-metrics-port", fmt.Sprint(freePort(t)), "--checkpoint-interval", "1s")
-
+	rekorAPI, rekorOrigin := "2", ",origin=127.0.0.1"
+	if o.rekorV1 {
+		s.RekorURL = startRekorV1(t, dir)
+		rekorAPI, rekorOrigin = "1", ""
+	} else {
+		s.RekorURL = startRekorV2(t, dir)
+	}
 	root := waitGet(t, s.FulcioURL+"/api/v1/rootCert")
 	chain := waitGet(t, fmt.Sprintf("http://127.0.0.1:%d/api/v1/timestamp/certchain", tp))
-	waitGet(t, s.RekorURL+"/healthz")
 	write(t, filepath.Join(dir, "fulcio-root.pem"), root, 0o644)
 	write(t, filepath.Join(dir, "tsa-chain.pem"), chain, 0o644)
 
@@ -213,16 +220,153 @@ func StartSigstore(t testing.TB) *Sigstore {
 	s.TrustedRoot, s.SigningConfig = filepath.Join(dir, "trusted_root.json"), filepath.Join(dir, "signing_config.json")
 	run(t, dir, s.Cosign, "trusted-root", "create",
 		"--fulcio=url="+s.FulcioURL+",certificate-chain="+filepath.Join(dir, "fulcio-root.pem"),
-		"--rekor=url="+s.RekorURL+",public-key="+filepath.Join(dir, "rekor.pub")+",start-time="+since+",origin=127.0.0.1",
+		"--rekor=url="+s.RekorURL+",public-key="+filepath.Join(dir, "rekor.pub")+",start-time="+since+rekorOrigin,
 		"--tsa=url="+s.TSAURL+",certificate-chain="+filepath.Join(dir, "tsa-chain.pem"),
 		"--out", s.TrustedRoot)
 	run(t, dir, s.Cosign, "signing-config", "create",
 		"--fulcio=url="+s.FulcioURL+",api-version=1,start-time="+since+",operator=local",
-		"--rekor=url="+s.RekorURL+",api-version=2,start-time="+since+",operator=local", "--rekor-config=ANY",
+		"--rekor=url="+s.RekorURL+",api-version="+rekorAPI+",start-time="+since+",operator=local", "--rekor-config=ANY",
 		"--oidc-provider=url="+s.OIDC.URL+",api-version=1,start-time="+since+",operator=local",
 		"--tsa=url="+s.TSAURL+",api-version=1,start-time="+since+",operator=local", "--tsa-config=ANY",
 		"--out", s.SigningConfig)
 	return s
+}
+
+// startRekorV2 starts rekor-tiles (POSIX: files only) and writes its key to DIR/rekor.pub.
+func startRekorV2(t testing.TB, dir string) string {
+	t.Helper()
+	rekor := Tool(t, "posix", installRekor)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	write(t, filepath.Join(dir, "rekor.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	pubDER, _ := x509.MarshalPKIXPublicKey(priv.Public())
+	write(t, filepath.Join(dir, "rekor.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644)
+	os.MkdirAll(filepath.Join(dir, "tiles"), 0o755)
+	rp := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d", rp)
+	start(t, dir, "rekor", rekor, "serve", "--storage-dir", filepath.Join(dir, "tiles"), "--signer-filepath", filepath.Join(dir, "rekor.key"),
+		"--hostname", "127.0.0.1", "--http-address", "127.0.0.1", "--http-port", fmt.Sprint(rp), "--grpc-address", "127.0.0.1",
+		"--grpc-port", fmt.Sprint(freePort(t)), "--http-metrics-port", fmt.Sprint(freePort(t)), "--checkpoint-interval", "1s")
+	waitGet(t, url+"/healthz")
+	return url
+}
+
+// Rekor v1 and its Trillian; Trillian's MySQL schema is read from the module cache, where
+// installing Trillian puts it.
+const (
+	installTrillian = "go install github.com/google/trillian/cmd/trillian_log_server@v1.8.0 github.com/google/trillian/cmd/trillian_log_signer@v1.8.0 github.com/google/trillian/cmd/createtree@v1.8.0"
+	installRekorV1  = "go install github.com/sigstore/rekor/cmd/rekor-server@v1.5.4"
+	trillianModule  = "github.com/google/trillian@v1.8.0"
+)
+
+// startRekorV1 starts MariaDB (unix socket only), Trillian's log server and signer, a tree,
+// and Rekor v1 in front of them, and writes Rekor's key to DIR/rekor.pub.
+func startRekorV1(t testing.TB, dir string) string {
+	t.Helper()
+	logServer, logSigner, createTree := Tool(t, "trillian_log_server", installTrillian), Tool(t, "trillian_log_signer", installTrillian), Tool(t, "createtree", installTrillian)
+	rekor := Tool(t, "rekor-server", installRekorV1)
+	mariadbd, installDB, client := sbinTool(t, "mariadbd"), sbinTool(t, "mariadb-install-db"), sbinTool(t, "mariadb")
+	schema := filepath.Join(modCache(), trillianModule, "storage", "mysql", "schema", "storage.sql")
+	if _, err := os.Stat(schema); err != nil {
+		t.Fatalf("Trillian's schema is not in the module cache (%v): go mod download %s", err, trillianModule)
+	}
+
+	data, sock := filepath.Join(dir, "db"), filepath.Join(dir, "db.sock")
+	out, err := exec.Command(installDB, "--no-defaults", "--datadir="+data, "--user=root", "--auth-root-authentication-method=normal", "--skip-test-db").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mariadb-install-db: %v\n%s", err, tail(out, 10))
+	}
+	start(t, dir, "mariadb", mariadbd, "--no-defaults", "--datadir="+data, "--socket="+sock, "--skip-networking", "--user=root",
+		"--pid-file="+filepath.Join(dir, "db.pid"), "--innodb-buffer-pool-size=32M")
+	sql := func(stdin io.Reader, args ...string) error {
+		cmd := exec.Command(client, append([]string{"--no-defaults", "--socket=" + sock, "-uroot"}, args...)...)
+		cmd.Stdin = stdin
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	retry(t, "MariaDB", func() error { return sql(nil, "-e", "CREATE DATABASE trillian") })
+	f, err := os.Open(schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := sql(f, "trillian"); err != nil {
+		t.Fatalf("loading Trillian's schema: %v", err)
+	}
+
+	uri := "root@unix(" + sock + ")/trillian"
+	rpc := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	start(t, dir, "trillian-server", logServer, "--storage_system=mysql", "--quota_system=mysql", "--mysql_uri="+uri,
+		"--rpc_endpoint="+rpc, fmt.Sprintf("--http_endpoint=127.0.0.1:%d", freePort(t)))
+	start(t, dir, "trillian-signer", logSigner, "--storage_system=mysql", "--quota_system=mysql", "--mysql_uri="+uri, "--force_master",
+		fmt.Sprintf("--rpc_endpoint=127.0.0.1:%d", freePort(t)), fmt.Sprintf("--http_endpoint=127.0.0.1:%d", freePort(t)), "--sequencer_interval=50ms")
+	var tree string
+	retry(t, "Trillian", func() error {
+		out, err := exec.Command(createTree, "--admin_server="+rpc).Output()
+		if err != nil {
+			return err
+		}
+		lines := strings.Fields(string(out))
+		if len(lines) == 0 {
+			return fmt.Errorf("createtree printed no tree id")
+		}
+		tree = lines[len(lines)-1]
+		return nil
+	})
+	host, port, _ := strings.Cut(rpc, ":")
+	rp := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d", rp)
+	// Rekor's search index goes to the same MariaDB, so no Redis is needed.
+	start(t, dir, "rekor", rekor, "serve", "--trillian_log_server.address="+host, "--trillian_log_server.port="+port,
+		"--trillian_log_server.tlog_id="+tree, "--rekor_server.address=127.0.0.1", fmt.Sprintf("--port=%d", rp),
+		"--rekor_server.hostname=127.0.0.1", "--rekor_server.signer=memory", "--log_type=prod",
+		"--search_index.storage_provider=mysql", "--search_index.mysql.dsn="+uri)
+	write(t, filepath.Join(dir, "rekor.pub"), waitGet(t, url+"/api/v1/log/publicKey"), 0o644)
+	return url
+}
+
+// sbinTool finds a Debian server binary, which may live outside a non-root PATH.
+func sbinTool(t testing.TB, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, d := range []string{"/usr/sbin", "/usr/bin"} {
+		if p := filepath.Join(d, name); isExec(p) {
+			return p
+		}
+	}
+	t.Fatalf("%s is not installed: apt-get install -y mariadb-server (.ci/run does this)", name)
+	return ""
+}
+
+func modCache() string {
+	if p := os.Getenv("GOMODCACHE"); p != "" {
+		return p
+	}
+	if out, err := exec.Command("go", "env", "GOMODCACHE").Output(); err == nil {
+		return strings.TrimSpace(string(out))
+	}
+	return filepath.Join(goPath(), "pkg", "mod")
+}
+
+// retry polls a server we started until f succeeds; bounded like waitGet.
+func retry(t testing.TB, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not come up: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func write(t testing.TB, path string, b []byte, mode os.FileMode) {

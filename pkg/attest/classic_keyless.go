@@ -55,6 +55,10 @@ func (s *KeySigner) SignClassic(ctx context.Context, payload []byte) (*Classic, 
 // ErrClassicNeedsRekorV1 is a keyless classic signature without a Rekor v1 log to write it to.
 var ErrClassicNeedsRekorV1 = errors.New("cosign's classic signature format carries a Rekor v1 entry (a signed entry timestamp), and the signing config names no Rekor v1 log: drop signing.classic (cosign v2.6 verifies the bundles with --new-bundle-format, cosign v3 by default) or use a signing config with a Rekor v1 log")
 
+// CanSignClassic says whether the signing config names a Rekor v1 log, which keyless classic
+// signatures need.
+func (s *KeylessSigner) CanSignClassic() bool { return s.rekor1 != nil }
+
 // SignClassic signs payload with the run's certificate and logs it in Rekor v1, in cosign's
 // classic format.
 func (s *KeylessSigner) SignClassic(ctx context.Context, payload []byte) (*Classic, error) {

@@ -5,6 +5,7 @@ package attest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -65,6 +66,10 @@ func TestIntegrationKeyless(t *testing.T) {
 	signer, err := NewKeylessSigner(KeylessOptions{SigningConfig: sc, TrustedRoot: tr, Tokens: tokens})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Rekor v2 gives no signed entry timestamp, so no classic signature can be made here.
+	if _, err := signer.SignClassic(ctx, []byte(`{}`)); signer.CanSignClassic() || !errors.Is(err, ErrClassicNeedsRekorV1) {
+		t.Fatalf("classic signature on Rekor v2: %v", err)
 	}
 
 	reg := testutil.Registry(t, true)

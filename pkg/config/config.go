@@ -442,9 +442,6 @@ func (c *Config) Validate(file string, data []byte) error {
 	if c.Signing.Mode == "key" && c.Signing.Key == "" {
 		return errf([]string{"signing"}, "signing.mode is key but signing.key is empty", "name a cosign key file or KMS URI")
 	}
-	if c.Signing.Classic && c.Signing.Mode == "keyless" {
-		return errf([]string{"signing", "classic"}, "signing.classic writes cosign's classic .sig signatures, which for keyless signing need a Rekor v1 bundle relay does not make", "use it with signing.mode key, or drop it: cosign v2.6+ and v3 read relay's bundles")
-	}
 	if (c.Signing.TrustedRoot == "") != (c.Signing.SigningConfig == "") {
 		return errf([]string{"signing"}, "a private Sigstore instance needs both signing.trusted_root and signing.signing_config", "name both files (cosign trusted-root create / signing-config create make them), or neither for the public-good instance")
 	}
