@@ -207,6 +207,15 @@ func TestE2EKeyRelease(t *testing.T) {
 			t.Fatalf("%s verify --key: %v\n%s", filepath.Base(args[0]), err, out)
 		}
 	}
+	// The attestations as classic .att envelopes, as cosign v2 reads them by default.
+	for _, args := range [][]string{{"--type", "slsaprovenance1", im.Reference}, {"--type", "spdxjson", im.Repository + "@" + im.Platforms[0].Digest}} {
+		cmd := exec.Command(cosign, append([]string{"verify-attestation", "--key", filepath.Join(keys, "cosign.pub"), "--trusted-root", emptyRoot,
+			"--insecure-ignore-tlog", "--allow-insecure-registry"}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+keys)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("cosign v2 verify-attestation %s --key (classic .att): %v\n%s", args[1], err, out)
+		}
+	}
 	vb := exec.Command(cosign, "verify-blob", "--key", filepath.Join(keys, "cosign.pub"), "--signature", classic.Base64Signature,
 		"--insecure-ignore-tlog", filepath.Join(keys, "payload.json"))
 	vb.Env = append(os.Environ(), "HOME="+keys)
@@ -324,6 +333,15 @@ func TestE2EKeylessClassicRekorV1(t *testing.T) {
 	}
 	if out, err := cosignVerify(st.Cosign, identity); err != nil {
 		t.Fatalf("cosign v2 verify (classic format): %v\n%s", err, out)
+	}
+	// The attestations as classic .att layers, each with its Rekor v1 entry.
+	for _, args := range [][]string{{"--type", "slsaprovenance1", im.Reference}, {"--type", "cyclonedx", im.Repository + "@" + im.Platforms[1].Digest}} {
+		cmd := exec.Command(st.Cosign, append([]string{"verify-attestation", "--allow-insecure-registry", "--trusted-root", st.TrustedRoot, "--insecure-ignore-sct",
+			"--certificate-identity", identity, "--certificate-oidc-issuer", st.OIDC.URL}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("cosign v2 verify-attestation %s (classic format): %v\n%s", args[1], err, out)
+		}
 	}
 	if out, err := cosignVerify(st.Cosign, "mallory@example.com"); err == nil {
 		t.Fatalf("cosign v2 verify accepted another identity:\n%s", out)

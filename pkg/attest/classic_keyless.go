@@ -14,11 +14,13 @@ import (
 
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
 	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"github.com/sigstore/sigstore-go/pkg/verify"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // Classic is one cosign classic .sig signature: the simple-signing payload and its
@@ -73,24 +75,32 @@ func (s *KeylessSigner) SignClassic(ctx context.Context, payload []byte) (*Class
 	if len(vm.GetTlogEntries()) != 1 || vm.GetTlogEntries()[0].GetInclusionPromise() == nil || vm.GetCertificate() == nil {
 		return nil, errors.New("keyless classic signature: Rekor v1 returned no signed entry timestamp")
 	}
-	te := vm.GetTlogEntries()[0]
-	var rb rekorBundle
-	rb.SignedEntryTimestamp = te.GetInclusionPromise().GetSignedEntryTimestamp()
-	rb.Payload.Body = te.GetCanonicalizedBody()
-	rb.Payload.IntegratedTime = te.GetIntegratedTime()
-	rb.Payload.LogIndex = te.GetLogIndex()
-	rb.Payload.LogID = hex.EncodeToString(te.GetLogId().GetKeyId())
-	rbJSON, err := json.Marshal(rb)
+	rbJSON, err := rekorBundleOf(vm.GetTlogEntries()[0])
 	if err != nil {
 		return nil, err
 	}
 	leafDER := vm.GetCertificate().GetRawBytes()
+	chain, err := chainPEM(s.o.TrustedRoot, leafDER)
+	if err != nil {
+		return nil, err
+	}
+	return &Classic{
+		Payload:     payload,
+		Signature:   base64.StdEncoding.EncodeToString(b.GetMessageSignature().GetSignature()),
+		Certificate: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}),
+		Chain:       chain,
+		RekorBundle: rbJSON,
+	}, nil
+}
+
+// chainPEM is the Fulcio chain (intermediates, root) in tm that issued the leaf.
+func chainPEM(tm root.TrustedMaterial, leafDER []byte) ([]byte, error) {
 	leaf, err := x509.ParseCertificate(leafDER)
 	if err != nil {
 		return nil, err
 	}
 	var chain bytes.Buffer
-	for _, ca := range s.o.TrustedRoot.FulcioCertificateAuthorities() {
+	for _, ca := range tm.FulcioCertificateAuthorities() {
 		fca, ok := ca.(*root.FulcioCertificateAuthority)
 		if !ok {
 			continue
@@ -103,13 +113,89 @@ func (s *KeylessSigner) SignClassic(ctx context.Context, payload []byte) (*Class
 		}
 		break
 	}
-	return &Classic{
-		Payload:     payload,
-		Signature:   base64.StdEncoding.EncodeToString(b.GetMessageSignature().GetSignature()),
-		Certificate: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}),
-		Chain:       chain.Bytes(),
-		RekorBundle: rbJSON,
-	}, nil
+	return chain.Bytes(), nil
+}
+
+// rekorBundleOf turns a Rekor v1 entry of a bundle into cosign's bundle annotation.
+func rekorBundleOf(te *protorekor.TransparencyLogEntry) ([]byte, error) {
+	if te.GetInclusionPromise() == nil {
+		return nil, ErrClassicNeedsRekorV1
+	}
+	var rb rekorBundle
+	rb.SignedEntryTimestamp = te.GetInclusionPromise().GetSignedEntryTimestamp()
+	rb.Payload.Body = te.GetCanonicalizedBody()
+	rb.Payload.IntegratedTime = te.GetIntegratedTime()
+	rb.Payload.LogIndex = te.GetLogIndex()
+	rb.Payload.LogID = hex.EncodeToString(te.GetLogId().GetKeyId())
+	return json.Marshal(rb)
+}
+
+// envelope is a DSSE envelope as cosign's classic .att layers hold it.
+type envelope struct {
+	PayloadType string `json:"payloadType"`
+	Payload     []byte `json:"payload"`
+	Signatures  []struct {
+		KeyID string `json:"keyid"`
+		Sig   []byte `json:"sig"`
+	} `json:"signatures"`
+}
+
+// ClassicAttestation is the classic .att form of one of the key's attestation bundles.
+func (s *KeySigner) ClassicAttestation(bundleJSON []byte) (*Classic, error) {
+	return ClassicAttestation(bundleJSON, nil)
+}
+
+// ClassicAttestation is the classic .att form of one of the run's attestation bundles; it
+// needs the bundle's entry to be in Rekor v1.
+func (s *KeylessSigner) ClassicAttestation(bundleJSON []byte) (*Classic, error) {
+	return ClassicAttestation(bundleJSON, s.o.TrustedRoot)
+}
+
+// ClassicAttestation turns an attestation bundle (a DSSE envelope) into cosign's classic
+// .att layer: the same envelope and signature, and for a keyless bundle its certificate,
+// chain and Rekor v1 entry; tm supplies the chain. Nothing is signed again.
+func ClassicAttestation(bundleJSON []byte, tm root.TrustedMaterial) (*Classic, error) {
+	var pb protobundle.Bundle
+	if err := protojson.Unmarshal(bundleJSON, &pb); err != nil {
+		return nil, fmt.Errorf("parsing bundle: %w", err)
+	}
+	d := pb.GetDsseEnvelope()
+	if d == nil {
+		return nil, errors.New("bundle holds no DSSE envelope")
+	}
+	env := envelope{PayloadType: d.GetPayloadType(), Payload: d.GetPayload()}
+	for _, s := range d.GetSignatures() {
+		env.Signatures = append(env.Signatures, struct {
+			KeyID string `json:"keyid"`
+			Sig   []byte `json:"sig"`
+		}{s.GetKeyid(), s.GetSig()})
+	}
+	raw, err := json.Marshal(env)
+	if err != nil {
+		return nil, err
+	}
+	c := &Classic{Payload: raw}
+	vm := pb.GetVerificationMaterial()
+	leaf := vm.GetCertificate().GetRawBytes()
+	if leaf == nil && len(vm.GetX509CertificateChain().GetCertificates()) > 0 {
+		leaf = vm.GetX509CertificateChain().GetCertificates()[0].GetRawBytes()
+	}
+	if leaf == nil {
+		return c, nil // a key signature: the envelope is all
+	}
+	if len(vm.GetTlogEntries()) == 0 {
+		return nil, ErrClassicNeedsRekorV1
+	}
+	if c.RekorBundle, err = rekorBundleOf(vm.GetTlogEntries()[0]); err != nil {
+		return nil, err
+	}
+	c.Certificate = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf})
+	if tm != nil {
+		if c.Chain, err = chainPEM(tm, leaf); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // VerifyClassic checks a classic signature of digest against the verifier's trust: the
@@ -132,52 +218,19 @@ func (v *Verifier) VerifyClassic(c Classic, digest string) (string, error) {
 		return "", fmt.Errorf("classic signature is not base64: %w", err)
 	}
 	sum := sha256.Sum256(c.Payload)
-	pb := &protobundle.Bundle{
-		VerificationMaterial: &protobundle.VerificationMaterial{},
-		Content: &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
-			MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
-			Signature:     sig,
-		}},
+	pb, err := v.classicBundle(c)
+	if err != nil {
+		return "", err
 	}
+	pb.Content = &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
+		MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
+		Signature:     sig,
+	}}
 	var opts []verify.PolicyOption
-	switch {
-	case v.keyed:
-		if len(c.Certificate) > 0 {
-			return "", errors.New("classic signature carries a certificate; a key was expected")
-		}
-		pb.MediaType = "application/vnd.dev.sigstore.bundle.v0.3+json"
-		pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{}}
+	if v.keyed {
 		opts = append(opts, verify.WithKey())
-	default:
-		blk, _ := pem.Decode(c.Certificate)
-		if blk == nil {
-			return "", errors.New("classic signature carries no certificate; a keyless signature was expected")
-		}
-		var rb rekorBundle
-		if err := json.Unmarshal(c.RekorBundle, &rb); err != nil || len(rb.SignedEntryTimestamp) == 0 {
-			return "", errors.New("classic signature carries no Rekor bundle annotation (a keyless classic signature needs one)")
-		}
-		var body struct{ Kind, APIVersion string }
-		json.Unmarshal(rb.Payload.Body, &body)
-		logID, err := hex.DecodeString(rb.Payload.LogID)
-		if err != nil {
-			return "", fmt.Errorf("classic signature's Rekor bundle: log id: %w", err)
-		}
-		// v0.1 bundles are the ones whose entries carry a promise (SET) and no inclusion proof.
-		pb.MediaType = "application/vnd.dev.sigstore.bundle+json;version=0.1"
-		pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_X509CertificateChain{
-			X509CertificateChain: &protocommon.X509CertificateChain{Certificates: []*protocommon.X509Certificate{{RawBytes: blk.Bytes}}}}
-		pb.VerificationMaterial.TlogEntries = []*protorekor.TransparencyLogEntry{{
-			LogIndex:          rb.Payload.LogIndex,
-			LogId:             &protocommon.LogId{KeyId: logID},
-			KindVersion:       &protorekor.KindVersion{Kind: body.Kind, Version: body.APIVersion},
-			IntegratedTime:    rb.Payload.IntegratedTime,
-			InclusionPromise:  &protorekor.InclusionPromise{SignedEntryTimestamp: rb.SignedEntryTimestamp},
-			CanonicalizedBody: rb.Payload.Body,
-		}}
-		if v.identity != nil {
-			opts = append(opts, verify.WithCertificateIdentity(*v.identity))
-		}
+	} else if v.identity != nil {
+		opts = append(opts, verify.WithCertificateIdentity(*v.identity))
 	}
 	b, err := bundle.NewBundle(pb)
 	if err != nil {
@@ -188,6 +241,78 @@ func (v *Verifier) VerifyClassic(c Classic, digest string) (string, error) {
 		return "", fmt.Errorf("classic signature: %w", err)
 	}
 	return signerOf(res), nil
+}
+
+// VerifyClassicAttestation checks a classic .att layer (a DSSE envelope, Classic.Payload)
+// as VerifyStatement checks a bundle: signature, trust, identity, subject digest and
+// predicate type.
+func (v *Verifier) VerifyClassicAttestation(c Classic, digest, predicateType string) (*Verified, error) {
+	if v.lazy != nil {
+		v.once.Do(func() { v.inner, v.lazyErr = v.lazy() })
+		if v.lazyErr != nil {
+			return nil, v.lazyErr
+		}
+		return v.inner.VerifyClassicAttestation(c, digest, predicateType)
+	}
+	var env envelope
+	if err := json.Unmarshal(c.Payload, &env); err != nil {
+		return nil, fmt.Errorf("classic attestation is not a DSSE envelope: %w", err)
+	}
+	pb, err := v.classicBundle(c)
+	if err != nil {
+		return nil, err
+	}
+	d := &protodsse.Envelope{Payload: env.Payload, PayloadType: env.PayloadType}
+	for _, s := range env.Signatures {
+		d.Signatures = append(d.Signatures, &protodsse.Signature{Sig: s.Sig, Keyid: s.KeyID})
+	}
+	pb.Content = &protobundle.Bundle_DsseEnvelope{DsseEnvelope: d}
+	raw, err := protojson.Marshal(pb)
+	if err != nil {
+		return nil, err
+	}
+	return v.VerifyStatement(raw, digest, predicateType)
+}
+
+// classicBundle is the verification material of a classic layer as a bundle without its
+// content: a key hint, or (keyless) the certificate and the Rekor v1 entry with its promise,
+// which only v0.1 bundles may carry without an inclusion proof.
+func (v *Verifier) classicBundle(c Classic) (*protobundle.Bundle, error) {
+	pb := &protobundle.Bundle{VerificationMaterial: &protobundle.VerificationMaterial{}}
+	if v.keyed {
+		if len(c.Certificate) > 0 {
+			return nil, errors.New("classic signature carries a certificate; a key was expected")
+		}
+		pb.MediaType = "application/vnd.dev.sigstore.bundle.v0.3+json"
+		pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{}}
+		return pb, nil
+	}
+	blk, _ := pem.Decode(c.Certificate)
+	if blk == nil {
+		return nil, errors.New("classic signature carries no certificate; a keyless signature was expected")
+	}
+	var rb rekorBundle
+	if err := json.Unmarshal(c.RekorBundle, &rb); err != nil || len(rb.SignedEntryTimestamp) == 0 {
+		return nil, errors.New("classic signature carries no Rekor bundle annotation (a keyless classic signature needs one)")
+	}
+	var body struct{ Kind, APIVersion string }
+	json.Unmarshal(rb.Payload.Body, &body)
+	logID, err := hex.DecodeString(rb.Payload.LogID)
+	if err != nil {
+		return nil, fmt.Errorf("classic signature's Rekor bundle: log id: %w", err)
+	}
+	pb.MediaType = "application/vnd.dev.sigstore.bundle+json;version=0.1"
+	pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_X509CertificateChain{
+		X509CertificateChain: &protocommon.X509CertificateChain{Certificates: []*protocommon.X509Certificate{{RawBytes: blk.Bytes}}}}
+	pb.VerificationMaterial.TlogEntries = []*protorekor.TransparencyLogEntry{{
+		LogIndex:          rb.Payload.LogIndex,
+		LogId:             &protocommon.LogId{KeyId: logID},
+		KindVersion:       &protorekor.KindVersion{Kind: body.Kind, Version: body.APIVersion},
+		IntegratedTime:    rb.Payload.IntegratedTime,
+		InclusionPromise:  &protorekor.InclusionPromise{SignedEntryTimestamp: rb.SignedEntryTimestamp},
+		CanonicalizedBody: rb.Payload.Body,
+	}}
+	return pb, nil
 }
 
 func checkPayload(payload []byte, digest string) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -28,19 +29,44 @@ const (
 	AnnotationCosignBundle      = "dev.sigstore.cosign/bundle"
 )
 
-// ClassicSignature is one simple-signing payload and its base64 signature; a keyless one
-// also has the certificate, chain (PEM) and Rekor bundle (JSON) annotations.
+// ClassicSignature is one layer of cosign's classic format: in a .sig image a simple-signing
+// payload and its base64 signature, in a .att image a DSSE envelope (its signature inside,
+// Signature empty) and its predicate type; keyless ones also carry the certificate, chain
+// (PEM) and Rekor bundle (JSON) annotations.
 type ClassicSignature struct {
-	Payload     []byte
-	Signature   string
-	Certificate string
-	Chain       string
-	Bundle      string
+	Payload       []byte
+	Signature     string
+	Certificate   string
+	Chain         string
+	Bundle        string
+	PredicateType string // .att only
 }
+
+// DSSEMediaType is the layer media type of a classic .att attestation.
+const DSSEMediaType = "application/vnd.dsse.envelope.v1+json"
+
+// annotationPredicateType is what cosign names a classic attestation's predicate type.
+const annotationPredicateType = "predicateType"
 
 // ClassicSignatures reads the signatures in d's sha256-<hex>.sig image; none is not an error.
 func (c *Client) ClassicSignatures(ctx context.Context, d name.Digest) ([]ClassicSignature, error) {
-	img, err := c.classicImage(ctx, d)
+	return c.classicLayers(ctx, d, ".sig")
+}
+
+// ClassicAttestations reads the DSSE envelopes in d's sha256-<hex>.att image.
+func (c *Client) ClassicAttestations(ctx context.Context, d name.Digest) ([]ClassicSignature, error) {
+	return c.classicLayers(ctx, d, ".att")
+}
+
+func classicMediaType(suffix string) types.MediaType {
+	if suffix == ".att" {
+		return DSSEMediaType
+	}
+	return SimpleSigningMediaType
+}
+
+func (c *Client) classicLayers(ctx context.Context, d name.Digest, suffix string) ([]ClassicSignature, error) {
+	img, err := c.classicImage(ctx, d, suffix)
 	if err != nil || img == nil {
 		return nil, err
 	}
@@ -50,21 +76,22 @@ func (c *Client) ClassicSignatures(ctx context.Context, d name.Digest) ([]Classi
 	}
 	var out []ClassicSignature
 	for _, l := range m.Layers {
-		if l.MediaType != SimpleSigningMediaType {
+		if l.MediaType != classicMediaType(suffix) {
 			continue
 		}
-		blob, err := c.FetchBlob(ctx, d.Context(), l.Digest.String(), 1<<20)
+		blob, err := c.FetchBlob(ctx, d.Context(), l.Digest.String(), 16<<20)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, ClassicSignature{Payload: blob, Signature: l.Annotations[AnnotationCosignSignature],
-			Certificate: l.Annotations[AnnotationCosignCertificate], Chain: l.Annotations[AnnotationCosignChain], Bundle: l.Annotations[AnnotationCosignBundle]})
+			Certificate: l.Annotations[AnnotationCosignCertificate], Chain: l.Annotations[AnnotationCosignChain], Bundle: l.Annotations[AnnotationCosignBundle],
+			PredicateType: l.Annotations[annotationPredicateType]})
 	}
 	return out, nil
 }
 
-func (c *Client) classicImage(ctx context.Context, d name.Digest) (v1.Image, error) {
-	tag := d.Context().Tag(ClassicTag(d.DigestStr(), ".sig"))
+func (c *Client) classicImage(ctx context.Context, d name.Digest, suffix string) (v1.Image, error) {
+	tag := d.Context().Tag(ClassicTag(d.DigestStr(), suffix))
 	img, err := remote.Image(tag, c.remote(ctx)...)
 	var te *transport.Error
 	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
@@ -79,16 +106,31 @@ func (c *Client) classicImage(ctx context.Context, d name.Digest) (v1.Image, err
 // AddClassicSignature adds s to d's .sig image (made if missing) and moves the tag to it;
 // a layer with the same payload and signature is not added twice.
 func (c *Client) AddClassicSignature(ctx context.Context, d name.Digest, s ClassicSignature) error {
-	if _, err := base64.StdEncoding.DecodeString(s.Signature); err != nil {
-		return fmt.Errorf("classic signature for %s is not base64: %w", d, err)
+	if _, err := base64.StdEncoding.DecodeString(s.Signature); err != nil || s.Signature == "" {
+		return fmt.Errorf("classic signature for %s is empty or not base64", d)
 	}
-	img, err := c.classicImage(ctx, d)
+	return c.addClassic(ctx, d, ".sig", s)
+}
+
+// AddClassicAttestation adds the DSSE envelope s.Payload to d's .att image, as
+// AddClassicSignature does for signatures.
+func (c *Client) AddClassicAttestation(ctx context.Context, d name.Digest, s ClassicSignature) error {
+	s.Signature = "" // cosign's .att layers carry it inside the envelope
+	return c.addClassic(ctx, d, ".att", s)
+}
+
+func (c *Client) addClassic(ctx context.Context, d name.Digest, suffix string, s ClassicSignature) error {
+	// The .sig/.att image is read, extended and re-tagged: one writer per tag at a time.
+	mu, _ := c.subjects.LoadOrStore(d.String()+suffix, new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
+	img, err := c.classicImage(ctx, d, suffix)
 	if err != nil {
 		return err
 	}
 	if img == nil {
 		img = mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	} else if have, err := c.ClassicSignatures(ctx, d); err != nil {
+	} else if have, err := c.classicLayers(ctx, d, suffix); err != nil {
 		return err
 	} else {
 		for _, h := range have {
@@ -98,7 +140,7 @@ func (c *Client) AddClassicSignature(ctx context.Context, d name.Digest, s Class
 		}
 	}
 	img, err = mutate.Append(img, mutate.Addendum{
-		Layer:       static.NewLayer(s.Payload, SimpleSigningMediaType),
+		Layer:       static.NewLayer(s.Payload, classicMediaType(suffix)),
 		Annotations: classicAnnotations(s),
 	})
 	if err != nil {
@@ -108,12 +150,12 @@ func (c *Client) AddClassicSignature(ctx context.Context, d name.Digest, s Class
 	if err != nil {
 		return err
 	}
-	return c.Tag(ctx, sigDigest, ClassicTag(d.DigestStr(), ".sig"))
+	return c.Tag(ctx, sigDigest, ClassicTag(d.DigestStr(), suffix))
 }
 
 func classicAnnotations(s ClassicSignature) map[string]string {
 	a := map[string]string{AnnotationCosignSignature: s.Signature}
-	for k, v := range map[string]string{AnnotationCosignCertificate: s.Certificate, AnnotationCosignChain: s.Chain, AnnotationCosignBundle: s.Bundle} {
+	for k, v := range map[string]string{AnnotationCosignCertificate: s.Certificate, AnnotationCosignChain: s.Chain, AnnotationCosignBundle: s.Bundle, annotationPredicateType: s.PredicateType} {
 		if v != "" {
 			a[k] = v
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/relaydev/relay/pkg/attest"
 )
 
 // attachRequest is one statement about one digest, to exist once in every target.
@@ -82,6 +83,11 @@ func ensureAttached(ctx context.Context, env *Env, copies []CopiedImage, req att
 			return nil, nil, err
 		}
 		att.Referrers[c.Repository] = ref
+	}
+	if env.Config.Signing.Classic && req.predicateType != attest.PredicateSign {
+		if err := ensureClassicAttestation(ctx, env, copies, req.subject, req.predicateType, chosen); err != nil {
+			return nil, nil, err
+		}
 	}
 	sum := sha256.Sum256(chosen)
 	att.BundleDigest = fmt.Sprintf("sha256:%x", sum)

@@ -279,7 +279,8 @@ func TestReleaseNotesSignedSumsAndAttestations(t *testing.T) {
 }
 
 // TestClassicSignatures: with signing.classic every digest in every target also gets a cosign
-// classic .sig signature, the verify step checks them, and a forced re-run adds none.
+// classic .sig signature and every attestation a classic .att layer (the bundle's envelope),
+// the verify step checks them, and a forced re-run adds none.
 func TestClassicSignatures(t *testing.T) {
 	ctx := context.Background()
 	env, _, _ := pipelineEnv(t)
@@ -310,18 +311,49 @@ func TestClassicSignatures(t *testing.T) {
 		}
 		return n
 	}
-	// 2 targets x (index + 2 platforms).
-	if n := count(); n != 6 {
-		t.Fatalf("%d classic signatures, want 6", n)
+	// Checked with trust made from the key alone, not the pipeline's verifier.
+	tm, _ := attest.TrustedKey(env.Signer.(*attest.KeySigner).PublicKey(), "")
+	kv, _ := attest.NewKeyVerifier(tm)
+	countAtt := func() int {
+		n := 0
+		for _, c := range st.Copies {
+			repo, _ := name.NewRepository(c.Repository)
+			for _, d := range digestsOf(c) {
+				atts, err := env.Registry.ClassicAttestations(ctx, repo.Digest(d.digest))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, a := range atts {
+					v, err := kv.VerifyClassicAttestation(classicOf(a), d.digest, a.PredicateType)
+					if err != nil || v.PredicateType != a.PredicateType {
+						t.Fatalf("%s@%s .att: %v", c.Repository, d.digest, err)
+					}
+				}
+				n += len(atts)
+			}
+		}
+		return n
 	}
-	if st.Verification.Checked != 2*(3+4+1)+6 {
-		t.Fatalf("verify checked %d, want the bundles and 6 classic signatures", st.Verification.Checked)
+	// 2 targets x (index + 2 platforms); 2 targets x (2 platforms x 2 SBOMs + provenance).
+	if n, a := count(), countAtt(); n != 6 || a != 10 {
+		t.Fatalf("%d classic signatures and %d attestations, want 6 and 10", n, a)
+	}
+	if st.Verification.Checked != 2*(3+4+1)+6+10 {
+		t.Fatalf("verify checked %d, want the bundles, 6 classic signatures and 10 classic attestations", st.Verification.Checked)
 	}
 	x.Force = true
-	if err := x.Run(ctx, []Step{Sign{}, Verify{}}, st); err != nil {
+	if err := x.Run(ctx, []Step{Sign{}, SBOM{}, Provenance{}, Verify{}}, st); err != nil {
 		t.Fatal(err)
 	}
-	if n := count(); n != 6 {
-		t.Fatalf("re-run left %d classic signatures, want 6", n)
+	if n, a := count(), countAtt(); n != 6 || a != 10 {
+		t.Fatalf("re-run left %d classic signatures and %d attestations, want 6 and 10", n, a)
+	}
+	// A tampered envelope is refused.
+	repo, _ := name.NewRepository(st.Copies[0].Repository)
+	atts, _ := env.Registry.ClassicAttestations(ctx, repo.Digest(st.Copies[0].Platforms[0].Digest))
+	bad := classicOf(atts[0])
+	bad.Payload = []byte(strings.Replace(string(bad.Payload), `"payload":"`, `"payload":"e30`, 1))
+	if _, err := kv.VerifyClassicAttestation(bad, st.Copies[0].Platforms[0].Digest, ""); err == nil {
+		t.Fatal("a tampered classic attestation verified")
 	}
 }

@@ -102,6 +102,8 @@ func (Sign) Run(ctx context.Context, env *Env, st *State) error {
 // signers whose signing config has a Rekor v1 log.
 type classicSigner interface {
 	SignClassic(ctx context.Context, payload []byte) (*attest.Classic, error)
+	// ClassicAttestation turns one of its attestation bundles into a classic .att layer.
+	ClassicAttestation(bundleJSON []byte) (*attest.Classic, error)
 }
 
 // ensureClassic gives digest a classic cosign signature in every target, unless one that
@@ -133,6 +135,37 @@ func ensureClassic(ctx context.Context, env *Env, copies []CopiedImage, digest s
 			return err
 		}
 		env.Logger.Info("classic signature attached", "image", c.Repository, "digest", digest)
+	}
+	return nil
+}
+
+// ensureClassicAttestation puts the attestation bundle, as cosign's classic .att layer, in
+// every target, unless a classic attestation of the same predicate that verifies is there.
+func ensureClassicAttestation(ctx context.Context, env *Env, copies []CopiedImage, digest, predicateType string, bundle []byte) error {
+	cs, ok := env.Signer.(classicSigner)
+	if !ok {
+		return fmt.Errorf("signing.classic: %s cannot make classic attestations", env.Signer.Identity())
+	}
+	var att *attest.Classic
+	for _, c := range copies {
+		repo, err := name.NewRepository(c.Repository)
+		if err != nil {
+			return err
+		}
+		d := repo.Digest(digest)
+		if classicAttestationValid(ctx, env.Registry, d, env.Verifier, predicateType) == nil {
+			continue
+		}
+		if att == nil {
+			if att, err = cs.ClassicAttestation(bundle); err != nil {
+				return fmt.Errorf("classic attestation of %s: %w", d, err)
+			}
+		}
+		if err := env.Registry.AddClassicAttestation(ctx, d, oci.ClassicSignature{Payload: att.Payload, Certificate: string(att.Certificate),
+			Chain: string(att.Chain), Bundle: string(att.RekorBundle), PredicateType: predicateType}); err != nil {
+			return err
+		}
+		env.Logger.Info("classic attestation attached", "image", c.Repository, "digest", digest, "predicate_type", predicateType)
 	}
 	return nil
 }

@@ -88,6 +88,21 @@ func (Verify) Run(ctx context.Context, env *Env, st *State) error {
 				}
 			}
 		}
+		for _, c := range checks {
+			if c.PredicateType == attest.PredicateSign {
+				continue
+			}
+			res.Checked++
+			repo, err := name.NewRepository(c.Repository)
+			if err != nil {
+				return err
+			}
+			if err := classicAttestationValid(ctx, env.Registry, repo.Digest(c.Digest), env.Verifier, c.PredicateType); err != nil {
+				problems = append(problems, err.Error())
+				continue
+			}
+			res.Verified = append(res.Verified, c.Repository+"@"+c.Digest+" "+c.PredicateType+" cosign classic .att")
+		}
 	}
 	st.Verification = res
 	if len(problems) > 0 {
@@ -177,8 +192,7 @@ func classicSignedBy(ctx context.Context, reg *oci.Client, d name.Digest, v *att
 	}
 	rej := &classicRejectedError{digest: d.String()}
 	for _, s := range sigs {
-		c := attest.Classic{Payload: s.Payload, Signature: s.Signature, Certificate: []byte(s.Certificate), Chain: []byte(s.Chain), RekorBundle: []byte(s.Bundle)}
-		who, err := v.VerifyClassic(c, d.DigestStr())
+		who, err := v.VerifyClassic(classicOf(s), d.DigestStr())
 		if err != nil {
 			rej.errs = append(rej.errs, err)
 			continue
@@ -186,4 +200,26 @@ func classicSignedBy(ctx context.Context, reg *oci.Client, d name.Digest, v *att
 		return who, nil
 	}
 	return "", rej
+}
+
+// classicAttestationValid finds a classic .att attestation of d with the predicate type that
+// verifies with v.
+func classicAttestationValid(ctx context.Context, reg *oci.Client, d name.Digest, v *attest.Verifier, predicateType string) error {
+	atts, err := reg.ClassicAttestations(ctx, d)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, a := range atts {
+		if _, err := v.VerifyClassicAttestation(classicOf(a), d.DigestStr(), predicateType); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return nil
+	}
+	return fmt.Errorf("%s: no valid cosign classic .att with %s (%d found): %w", d, predicateType, len(atts), errors.Join(errs...))
+}
+
+func classicOf(s oci.ClassicSignature) attest.Classic {
+	return attest.Classic{Payload: s.Payload, Signature: s.Signature, Certificate: []byte(s.Certificate), Chain: []byte(s.Chain), RekorBundle: []byte(s.Bundle)}
 }

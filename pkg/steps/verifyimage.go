@@ -79,6 +79,18 @@ func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref n
 				return nil, err
 			}
 		}
+		cas, err := reg.ClassicAttestations(ctx, repo.Digest(t.Digest))
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range cas {
+			res, err := v.VerifyClassicAttestation(classicOf(a), t.Digest, "")
+			if err != nil {
+				t.Rejected = append(t.Rejected, fmt.Sprintf("cosign classic .att (%s): %v", a.PredicateType, err))
+				continue
+			}
+			t.Attestations = appendOnce(t.Attestations, res.PredicateType+" (cosign classic .att)")
+		}
 		sort.Strings(t.Attestations)
 		rep.Digests = append(rep.Digests, t)
 		if len(t.Signers) == 0 {
