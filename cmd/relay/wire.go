@@ -131,6 +131,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 					return nil, err
 				}
 				env.Signer, env.Verifier = s, v
+				env.Classic = classicWanted(cfg, s.CanSignClassic())
 			}
 		case "key":
 			if mode == steps.ModeRelease && signs(o.Steps) {
@@ -151,6 +152,9 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		}
 	}
 
+	if env.Signer != nil {
+		logger.Info("cosign classic .sig/.att", "enabled", env.Classic, "configured", cfg.Signing.Classic != nil)
+	}
 	if cfg.Builder.Kind != "local" && mode != steps.ModeDryRun {
 		w.cleanup()
 		return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("builder.kind %s is not available in this build of relay", cfg.Builder.Kind), Fix: "use builder.kind local, or --local, which always uses the local builder (docs/roadmap.md)"}
@@ -329,7 +333,17 @@ func useKey(env *steps.Env, k *attest.KeySigner) error {
 		return err
 	}
 	env.Signer = k
+	env.Classic = classicWanted(env.Config, true)
 	return nil
+}
+
+// classicWanted resolves signing.classic: unset means wherever the signer can, so that
+// cosign v2's default verify (classic only) passes as well as v3's.
+func classicWanted(cfg *config.Config, can bool) bool {
+	if cfg.Signing.Classic == nil {
+		return can
+	}
+	return *cfg.Signing.Classic
 }
 
 // githubToken is GITHUB_TOKEN (or GH_TOKEN), else an installation token minted from a
@@ -399,7 +413,7 @@ func keyless(cfg *config.Config, o Options, logger *slog.Logger) (*attest.Keyles
 	if err != nil {
 		return nil, nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "check the Sigstore services in signing.signing_config"}
 	}
-	if cfg.Signing.Classic && !s.CanSignClassic() {
+	if cfg.Signing.Classic != nil && *cfg.Signing.Classic && !s.CanSignClassic() {
 		return nil, nil, &config.Error{File: o.Config, Msg: "signing.classic: " + attest.ErrClassicNeedsRekorV1.Error(), Fix: "remove signing.classic, or sign with a key"}
 	}
 	return s, attest.NewSignerVerifier(tm, s, !s.UsesTransparencyLog()), nil

@@ -122,9 +122,10 @@ type Signing struct {
 	// AllowPublicLog lets a private or internal repository write to the public Rekor, whose
 	// entries reveal repository and workflow names. Off by default.
 	AllowPublicLog bool `yaml:"allow_public_log,omitempty" json:"allow_public_log,omitempty"`
-	// Classic also writes cosign's classic sha256-<hex>.sig signatures, for verifiers that
-	// predate Sigstore bundles (key signatures only: keyless ones would need Rekor v1).
-	Classic bool `yaml:"classic,omitempty" json:"classic,omitempty"`
+	// Classic also writes cosign's classic sha256-<hex>.sig signatures and .att attestations,
+	// for verifiers that predate Sigstore bundles. Unset means wherever the signer can (a key,
+	// or keyless with a Rekor v1 log), so cosign v2's and v3's default verify both pass.
+	Classic *bool `yaml:"classic,omitempty" json:"classic,omitempty"`
 }
 
 // Budget is the parsed retry budget; zero means the default.

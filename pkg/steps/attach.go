@@ -84,7 +84,7 @@ func ensureAttached(ctx context.Context, env *Env, copies []CopiedImage, req att
 		}
 		att.Referrers[c.Repository] = ref
 	}
-	if env.Config.Signing.Classic && req.predicateType != attest.PredicateSign {
+	if env.Classic && req.predicateType != attest.PredicateSign {
 		if err := ensureClassicAttestation(ctx, env, copies, req.subject, req.predicateType, chosen); err != nil {
 			return nil, nil, err
 		}

@@ -284,7 +284,7 @@ func TestReleaseNotesSignedSumsAndAttestations(t *testing.T) {
 func TestClassicSignatures(t *testing.T) {
 	ctx := context.Background()
 	env, _, _ := pipelineEnv(t)
-	env.Config.Signing.Classic = true
+	env.Classic = true
 	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
 	st.markDone(StepRecord{Name: "checkout"})

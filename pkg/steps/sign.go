@@ -85,7 +85,7 @@ func (Sign) Run(ctx context.Context, env *Env, st *State) error {
 				return err
 			}
 			out[i] = *att
-			if env.Config.Signing.Classic {
+			if env.Classic {
 				return ensureClassic(gctx, env, j.copies, j.digest)
 			}
 			return nil

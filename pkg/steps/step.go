@@ -65,6 +65,9 @@ type Env struct {
 	Jobs          int
 	// PublicKey is published with the release when the signer is a plain key.
 	PublicKey []byte
+	// Classic: also write cosign's classic .sig signatures and .att attestations (resolved
+	// from signing.classic and what the signer can do).
+	Classic bool
 	// MapRepository turns a configured repository into the one to use; --local points
 	// every repository into its sandbox registry.
 	MapRepository func(string) (name.Repository, error)

@@ -75,7 +75,7 @@ func (Verify) Run(ctx context.Context, env *Env, st *State) error {
 		}
 		res.Verified = append(res.Verified, c.Repository+"@"+c.Digest+" "+c.PredicateType)
 	}
-	if env.Config.Signing.Classic {
+	if env.Classic {
 		for _, im := range env.Config.Images {
 			for _, c := range st.CopiesOf(im.Name) {
 				for _, d := range digestsOf(c) {
