@@ -21,7 +21,7 @@ import (
 type kmsFake struct {
 	name            string
 	missing, denied string // what the provider says of a missing key and a refused sign
-	start func(t *testing.T, keys map[string]testutil.KMSKey) (uri func(key string) string, calls interface{ Calls(string) int }, deny *bool, opts []signature.RPCOption)
+	start           func(t *testing.T, keys map[string]testutil.KMSKey) (uri func(key string) string, calls interface{ Calls(string) int }, deny *bool, opts []signature.RPCOption)
 }
 
 var kmsFakes = []kmsFake{
