@@ -30,6 +30,9 @@ type Options struct {
 	// InstallationID skips the lookup; else the installation on Repository is used.
 	InstallationID int64
 	Repository     string // OWNER/NAME
+	// Org finds the installation on an organization instead (runner registration at
+	// organization scope); the token is then not limited to one repository.
+	Org string
 	// BaseURL is the REST API root: https://api.github.com (default) or https://HOST/api/v3.
 	BaseURL string
 	HTTP    *http.Client
@@ -40,6 +43,8 @@ type Options struct {
 type Token struct {
 	Value     string
 	ExpiresAt time.Time
+	// Permissions the token carries, as GitHub reports them (e.g. administration: write).
+	Permissions map[string]string
 }
 
 // InstallationToken signs an App JWT (valid nine minutes, issued a minute in the past for
@@ -71,25 +76,29 @@ func InstallationToken(ctx context.Context, o Options) (*Token, error) {
 	}
 	id := o.InstallationID
 	if id == 0 {
-		if o.Repository == "" {
-			return nil, errors.New("GitHub App: name the repository (or the installation id) the token is for")
+		path, on := "/repos/"+o.Repository+"/installation", o.Repository
+		if o.Org != "" {
+			path, on = "/orgs/"+o.Org+"/installation", "organization "+o.Org
+		} else if o.Repository == "" {
+			return nil, errors.New("GitHub App: name the repository or organization (or the installation id) the token is for")
 		}
 		var inst struct {
 			ID int64 `json:"id"`
 		}
-		if err := o.do(ctx, http.MethodGet, "/repos/"+o.Repository+"/installation", jwt, nil, http.StatusOK, &inst); err != nil {
-			return nil, fmt.Errorf("GitHub App %s: finding its installation on %s (is the App installed there?): %w", o.AppID, o.Repository, err)
+		if err := o.do(ctx, http.MethodGet, path, jwt, nil, http.StatusOK, &inst); err != nil {
+			return nil, fmt.Errorf("GitHub App %s: finding its installation on %s (is the App installed there?): %w", o.AppID, on, err)
 		}
 		id = inst.ID
 	}
 	var body any
-	if o.Repository != "" {
+	if o.Repository != "" && o.Org == "" {
 		_, name, _ := strings.Cut(o.Repository, "/")
 		body = map[string]any{"repositories": []string{name}}
 	}
 	var out struct {
-		Token     string    `json:"token"`
-		ExpiresAt time.Time `json:"expires_at"`
+		Token       string            `json:"token"`
+		ExpiresAt   time.Time         `json:"expires_at"`
+		Permissions map[string]string `json:"permissions"`
 	}
 	if err := o.do(ctx, http.MethodPost, fmt.Sprintf("/app/installations/%d/access_tokens", id), jwt, body, http.StatusCreated, &out); err != nil {
 		return nil, fmt.Errorf("GitHub App %s: minting an installation token: %w", o.AppID, err)
@@ -97,7 +106,7 @@ func InstallationToken(ctx context.Context, o Options) (*Token, error) {
 	if out.Token == "" {
 		return nil, fmt.Errorf("GitHub App %s: GitHub returned no token", o.AppID)
 	}
-	return &Token{Value: out.Token, ExpiresAt: out.ExpiresAt}, nil
+	return &Token{Value: out.Token, ExpiresAt: out.ExpiresAt, Permissions: out.Permissions}, nil
 }
 
 func parseKey(b []byte) (*rsa.PrivateKey, error) {
