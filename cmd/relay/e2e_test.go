@@ -105,7 +105,7 @@ func parseLogs(t testing.TB, stderr string) []map[string]any {
 		}
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("log line is not JSON: %q", line)
+			t.Fatalf("log line is not JSON: %q\n%s", line, stderr)
 		}
 		if rec["correlation_id"] != "e2e-run" {
 			t.Fatalf("log line without the correlation id: %q", line)

@@ -19,6 +19,9 @@ import (
 	"github.com/relaydev/relay/internal/backoff"
 
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
+	rekortilesclient "github.com/sigstore/rekor-tiles/v2/pkg/client"
+	rekorwrite "github.com/sigstore/rekor-tiles/v2/pkg/client/write"
+	rekorclient "github.com/sigstore/rekor/pkg/client"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -110,7 +113,21 @@ func NewKeylessSigner(o KeylessOptions) (*KeylessSigner, error) {
 			if l.MajorAPIVersion == 2 && len(s.tsas) == 0 {
 				return nil, fmt.Errorf("signing config: Rekor v2 (%s) records no time, so a timestamp authority is required and none is configured", l.URL)
 			}
-			t := sign.NewRekor(&sign.RekorOptions{BaseURL: l.URL, Version: l.MajorAPIVersion})
+			// The clients are made here: sigstore-go makes them lazily, racily, when the
+			// digests of a step are signed side by side.
+			ro := &sign.RekorOptions{BaseURL: l.URL, Version: l.MajorAPIVersion, Timeout: 30 * time.Second}
+			if l.MajorAPIVersion == 2 {
+				if ro.ClientV2, err = rekorwrite.NewWriter(l.URL, rekortilesclient.WithUserAgent("relay")); err != nil {
+					return nil, fmt.Errorf("signing config: Rekor v2 %s: %w", l.URL, err)
+				}
+			} else {
+				c, err := rekorclient.GetRekorClient(l.URL, rekorclient.WithUserAgent("relay"))
+				if err != nil {
+					return nil, fmt.Errorf("signing config: Rekor %s: %w", l.URL, err)
+				}
+				ro.Client = c.Entries
+			}
+			t := sign.NewRekor(ro)
 			s.tlogs = append(s.tlogs, t)
 			if l.MajorAPIVersion == 1 && s.rekor1 == nil {
 				s.rekor1 = t
