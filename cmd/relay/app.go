@@ -9,11 +9,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/logging"
+	"github.com/relaydev/relay/pkg/runner"
 	"github.com/relaydev/relay/pkg/steps"
 )
 
@@ -40,9 +42,12 @@ func exitCode(err error) int {
 		se *steps.StateError
 		mi *steps.MissingInputError
 	)
+	var re *runner.Error
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &re):
+		return re.Code
 	case errors.Is(err, steps.ErrInterrupted), errors.Is(err, context.Canceled):
 		return exitInterrupted
 	case errors.As(err, &mi):
@@ -240,6 +245,9 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 		}
 		app.Commands = append(app.Commands, cmd)
 	}
+	app.Commands = append(app.Commands, runnerCommand(getenv, func(c *cli.Context) (Options, error) {
+		return options(c, stdout, stderr, getenv, red)
+	}))
 	return app
 }
 
@@ -385,6 +393,17 @@ func (f *flagReader) int(name string) int {
 		return n
 	}
 	return f.c.Int(name)
+}
+
+func (f *flagReader) duration(name string) time.Duration {
+	if v, ok := f.env(name); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil && f.err == nil {
+			f.err = &usageError{fmt.Errorf("%s=%q is not a duration: use e.g. 90s, 5m or 6h", envName(name), v)}
+		}
+		return d
+	}
+	return f.c.Duration(name)
 }
 
 func (f *flagReader) list(name string) []string {

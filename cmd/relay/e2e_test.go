@@ -29,6 +29,7 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/verify"
 	spdxjson "github.com/spdx/tools-golang/json"
 
+	"github.com/relaydev/relay/internal/testutil"
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/oci"
 	"github.com/relaydev/relay/pkg/release"
@@ -36,6 +37,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	testutil.MaybeFakeRunner()
 	if os.Getenv("RELAY_E2E_EXEC") == "1" {
 		main()
 		return

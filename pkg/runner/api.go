@@ -43,6 +43,7 @@ func (a api) do(ctx context.Context, method, path string, body, out any, want ..
 	if err != nil {
 		return fmt.Errorf("GitHub API token: %w", err)
 	}
+	a.o.secret(tok)
 	var r io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)

@@ -221,3 +221,13 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
+
+// secret records a value the child must never see (tokens minted during the run).
+func (o *Options) secret(v string) {
+	for _, s := range o.Secrets {
+		if s == v {
+			return
+		}
+	}
+	o.Secrets = append(o.Secrets, v)
+}

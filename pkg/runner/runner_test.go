@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,114 +18,10 @@ import (
 	"github.com/relaydev/relay/pkg/ghapp"
 )
 
-// TestMain lets this test binary play the Actions runner: run.sh and config.sh in a test's
-// runner directory exec it with "__fake_runner__".
+// TestMain lets this test binary play the Actions runner (testutil.FakeRunnerDir).
 func TestMain(m *testing.M) {
-	if len(os.Args) > 2 && os.Args[1] == "__fake_runner__" {
-		os.Exit(fakeRunner(os.Args[2], os.Args[3:]))
-	}
+	testutil.MaybeFakeRunner()
 	os.Exit(m.Run())
-}
-
-// fakeRunner prints the real runner's lines for the scenario in ./scenario and exits with
-// its codes; it records its environment and arguments for the tests to inspect.
-func fakeRunner(mode string, args []string) int {
-	raw, _ := os.ReadFile("scenario")
-	scenario := strings.TrimSpace(string(raw))
-	var env []string
-	env = append(env, os.Environ()...)
-	os.WriteFile(mode+".env", []byte(strings.Join(env, "\n")), 0o644)
-	os.WriteFile(mode+".args", []byte(strings.Join(args, "\n")), 0o644)
-	flag := func(name string) string {
-		for i, a := range args {
-			if a == name && i+1 < len(args) {
-				return args[i+1]
-			}
-		}
-		return ""
-	}
-	post := func(path string, body any) error {
-		u := flag("--url")
-		if u == "" { // config.sh remove: the registration's own settings know the server
-			b, _ := os.ReadFile(".url")
-			u = string(b)
-		}
-		os.WriteFile(".url", []byte(u), 0o644)
-		if i := strings.Index(u[len("http://"):], "/"); i >= 0 {
-			u = u[:len("http://")+i]
-		}
-		b, _ := json.Marshal(body)
-		resp, err := http.Post(u+path, "application/json", bytes.NewReader(b))
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode >= 300 {
-			return fmt.Errorf("%s: %d", path, resp.StatusCode)
-		}
-		return nil
-	}
-	switch mode {
-	case "config":
-		if len(args) > 0 && args[0] == "remove" {
-			if err := post("/_fake/remove", map[string]any{"token": flag("--token")}); err != nil {
-				fmt.Println("Failed: removing runner from the server", err)
-				return 1
-			}
-			fmt.Println("# Runner removal\n\n√ Runner removed successfully")
-			return 0
-		}
-		if err := post("/_fake/register", map[string]any{"token": flag("--token"), "name": flag("--name"), "labels": strings.Split(flag("--labels"), ",")}); err != nil {
-			fmt.Println("Http response code: NotFound", err)
-			return 1
-		}
-		fmt.Println("\n√ Connected to GitHub\n\n# Runner Registration\n\n√ Runner successfully added\n√ Runner connection is good\n\n# Runner settings\n\n√ Settings Saved.")
-		return 0
-	}
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
-	os.WriteFile("pid", []byte(fmt.Sprint(os.Getpid())), 0o644)
-	ts := func() string { return time.Now().UTC().Format("2006-01-02 15:04:05Z") }
-	fmt.Printf("\n√ Connected to GitHub\n\nCurrent runner version: '2.321.0'\n%s: Listening for Jobs\n", ts())
-	switch scenario {
-	case "success", "fail":
-		result := map[string]string{"success": "Succeeded", "fail": "Failed"}[scenario]
-		fmt.Printf("%s: Running job: build\n", ts())
-		fmt.Printf("%s: Job build completed with result: %s\n", ts(), result)
-		return 0
-	case "crash":
-		fmt.Fprintln(os.Stderr, "Unhandled exception. System.IO.IOException: No space left on device")
-		return 134
-	case "idle":
-		<-term
-		fmt.Println("Exiting...\nRunner listener exit with 0 return code, stop the service, no retry needed.")
-		return 0
-	case "job-forever":
-		fmt.Printf("%s: Running job: deploy\n", ts())
-		<-term
-		fmt.Printf("%s: Job deploy completed with result: Canceled\n", ts())
-		return 0
-	}
-	fmt.Fprintln(os.Stderr, "unknown scenario", scenario)
-	return 2
-}
-
-// runnerDir writes run.sh and config.sh that exec this test binary, and the scenario.
-func runnerDir(t *testing.T, scenario string) string {
-	t.Helper()
-	dir := t.TempDir()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, mode := range map[string]string{"run.sh": "run", "config.sh": "config"} {
-		script := fmt.Sprintf("#!/bin/sh\nexec %q __fake_runner__ %s \"$@\"\n", exe, mode)
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.WriteFile(filepath.Join(dir, "scenario"), []byte(scenario), 0o644)
-	return dir
 }
 
 // logBuffer collects JSON log records.
@@ -176,7 +70,7 @@ func appTokens(gh *testutil.GitHubRunners, scope Scope) TokenFunc {
 func baseOptions(t *testing.T, gh *testutil.GitHubRunners, scenario string, logs *logBuffer) Options {
 	scope := Scope{Repo: "acme/shop"}
 	return Options{
-		Scope: scope, APIURL: gh.URL, WebURL: gh.URL, Token: appTokens(gh, scope), RunnerDir: runnerDir(t, scenario),
+		Scope: scope, APIURL: gh.URL, WebURL: gh.URL, Token: appTokens(gh, scope), RunnerDir: testutil.FakeRunnerDir(t, scenario),
 		Labels: []string{"self-hosted", "linux", "relay"}, IdleTimeout: time.Minute, StopGrace: 10 * time.Second,
 		Environ: func() []string { return os.Environ() },
 		Logger:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("correlation_id", "cid-runner-test"),

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/urfave/cli/v2"
+
+	"github.com/relaydev/relay/pkg/ghapp"
+	"github.com/relaydev/relay/pkg/runner"
+)
+
+func runnerCommand(getenv func(string) string, optsOf func(*cli.Context) (Options, error)) *cli.Command {
+	return &cli.Command{
+		Name:  "runner",
+		Usage: "be the ephemeral GitHub Actions runner: register, run one job, remove the registration",
+		UsageText: `relay runner --repo OWNER/NAME [--labels self-hosted,linux,relay] [--idle-timeout 5m]
+   RELAY_GITHUB_APP_ID=12345 RELAY_GITHUB_APP_KEY_FILE=/run/secrets/app.pem relay runner --org acme
+   RELAY_GITHUB_APP_KEY_VAULT_SECRET=https://acme-kv.vault.azure.net/secrets/runner-app relay runner --org acme`,
+		Description: `The container ENTRYPOINT of a scale-to-zero runner job (docs/runner.md). Credentials: a GitHub
+App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY, RELAY_GITHUB_APP_KEY_FILE, or
+RELAY_GITHUB_APP_KEY_VAULT_SECRET read with the container's managed identity), from which a
+short-lived installation token is minted; or RELAY_RUNNER_REGISTRATION_TOKEN handed in by the
+platform; or RELAY_GITHUB_TOKEN (enterprise scope). relay registers a just-in-time runner
+(config.sh --ephemeral where the server has no JIT), starts run.sh with a scrubbed environment
+(none of these variables reach the job), logs the runner's lifecycle as JSON, stops it after
+--idle-timeout without a job or --job-timeout into one, and deletes the registration on every
+way out. Exit codes: 0 job succeeded or no job, 1 job failed, 2 configuration, 3 registration,
+4 runner failed, 5 job timeout, 143 stopped by SIGTERM.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "repo", EnvVars: []string{"RELAY_REPO"}, Usage: "register for this repository (OWNER/NAME)"},
+			&cli.StringFlag{Name: "org", EnvVars: []string{"RELAY_ORG"}, Usage: "register for this organization"},
+			&cli.StringFlag{Name: "enterprise", EnvVars: []string{"RELAY_ENTERPRISE"}, Usage: "register for this enterprise (needs RELAY_GITHUB_TOKEN with manage_runners:enterprise)"},
+			&cli.StringFlag{Name: "github-api-url", Value: "https://api.github.com", EnvVars: []string{"RELAY_GITHUB_API_URL"}, Usage: "REST API root; GitHub Enterprise Server: https://HOST/api/v3"},
+			&cli.StringFlag{Name: "runner-dir", Value: "/actions-runner", EnvVars: []string{"RELAY_RUNNER_DIR"}, Usage: "directory of the unpacked Actions runner (run.sh, config.sh)"},
+			&cli.StringFlag{Name: "name-prefix", Value: "relay", EnvVars: []string{"RELAY_NAME_PREFIX"}, Usage: "runner names are PREFIX-YYYYMMDDhhmmss-RANDOM"},
+			&cli.StringSliceFlag{Name: "labels", Value: cli.NewStringSlice("self-hosted", "linux", "relay"), EnvVars: []string{"RELAY_LABELS"}, Usage: "runner labels (comma-separated)"},
+			&cli.IntFlag{Name: "runner-group-id", Value: 1, EnvVars: []string{"RELAY_RUNNER_GROUP_ID"}, Usage: "runner group id (1: Default)"},
+			&cli.DurationFlag{Name: "idle-timeout", Value: 5 * time.Minute, EnvVars: []string{"RELAY_IDLE_TIMEOUT"}, Usage: "stop and exit 0 when no job arrived within this"},
+			&cli.DurationFlag{Name: "job-timeout", Value: 6 * time.Hour, EnvVars: []string{"RELAY_JOB_TIMEOUT"}, Usage: "stop a job that runs longer (exit 5); 0: no limit"},
+			&cli.DurationFlag{Name: "stop-grace", Value: 30 * time.Second, EnvVars: []string{"RELAY_STOP_GRACE"}, Usage: "time the runner has to exit after SIGTERM before it is killed"},
+			&cli.DurationFlag{Name: "orphan-age", Value: 15 * time.Minute, EnvVars: []string{"RELAY_ORPHAN_AGE"}, Usage: "remove offline runners of this prefix registered longer ago (left by killed replicas); 0: never"},
+			&cli.StringSliceFlag{Name: "pass-env", EnvVars: []string{"RELAY_PASS_ENV"}, Usage: "more variables the job may see (PATH, HOME, LANG, TZ, proxies and ACTIONS_RUNNER_HOOK_* always pass; RELAY_* and tokens never)"},
+			&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+		},
+		OnUsageError: usageErr,
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() > 0 {
+				return &usageError{fmt.Errorf("relay runner takes no arguments, got %q", c.Args().Slice())}
+			}
+			o, err := optsOf(c)
+			if err != nil {
+				return err
+			}
+			f := flagReader{c: c, getenv: getenv}
+			ro := runner.Options{
+				Scope:     runner.Scope{Repo: f.str("repo"), Org: f.str("org"), Enterprise: f.str("enterprise")},
+				APIURL:    f.str("github-api-url"),
+				RunnerDir: f.str("runner-dir"), NamePrefix: f.str("name-prefix"), Labels: f.list("labels"),
+				IdleTimeout: f.duration("idle-timeout"), JobTimeout: f.duration("job-timeout"), StopGrace: f.duration("stop-grace"),
+				OrphanAge: f.duration("orphan-age"), PassEnv: f.list("pass-env"), GroupID: int64(f.int("runner-group-id")),
+				Getenv: getenv, Reap: os.Getpid() == 1,
+			}
+			if f.err != nil {
+				return f.err
+			}
+			return runnerCmd(c.Context, o, ro)
+		},
+	}
+}
+
+func runnerCmd(ctx context.Context, o Options, ro runner.Options) error {
+	logger, _, err := newLogger(o)
+	if err != nil {
+		return err
+	}
+	ro.Logger = logger
+	ro.Environ = os.Environ
+	if reg := o.Getenv("RELAY_RUNNER_REGISTRATION_TOKEN"); reg != "" {
+		ro.RegistrationToken = reg
+		ro.Secrets = append(ro.Secrets, reg)
+	}
+	if ro.Token, err = runnerTokens(ctx, o, ro.Scope, ro.APIURL, &ro.Secrets); err != nil {
+		return &runner.Error{Code: runner.ExitConfig, Err: err}
+	}
+	res, err := runner.Run(ctx, ro)
+	if err != nil {
+		return err
+	}
+	if res.ExitCode != runner.ExitOK {
+		return &runner.Error{Code: res.ExitCode, Err: fmt.Errorf("runner %s: %s (job %q: %s)", res.Name, res.Outcome, res.Job, res.JobResult)}
+	}
+	return nil
+}
+
+// runnerTokens picks the API credential: a GitHub App (key from env, file or Azure Key Vault)
+// minting installation tokens as they expire, or RELAY_GITHUB_TOKEN. Without either it
+// returns nil (a platform registration token is then the only credential).
+func runnerTokens(ctx context.Context, o Options, scope runner.Scope, api string, secrets *[]string) (runner.TokenFunc, error) {
+	if t := o.Getenv("RELAY_GITHUB_TOKEN"); t != "" {
+		*secrets = append(*secrets, t)
+		return func(context.Context) (string, error) { return t, nil }, nil
+	}
+	id := o.Getenv("RELAY_GITHUB_APP_ID")
+	if id == "" {
+		return nil, nil
+	}
+	if scope.Enterprise != "" {
+		return nil, errors.New("--enterprise: GitHub App installation tokens cannot manage enterprise runners; set RELAY_GITHUB_TOKEN (manage_runners:enterprise) or register at --org")
+	}
+	key := []byte(o.Getenv("RELAY_GITHUB_APP_KEY"))
+	switch {
+	case len(key) > 0:
+	case o.Getenv("RELAY_GITHUB_APP_KEY_FILE") != "":
+		b, err := os.ReadFile(o.Getenv("RELAY_GITHUB_APP_KEY_FILE"))
+		if err != nil {
+			return nil, fmt.Errorf("RELAY_GITHUB_APP_KEY_FILE: %w", err)
+		}
+		key = b
+	case o.Getenv("RELAY_GITHUB_APP_KEY_VAULT_SECRET") != "":
+		var opts *azidentity.ManagedIdentityCredentialOptions
+		if cid := o.Getenv("AZURE_CLIENT_ID"); cid != "" {
+			opts = &azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(cid)}
+		}
+		cred, err := azidentity.NewManagedIdentityCredential(opts)
+		if err != nil {
+			return nil, fmt.Errorf("managed identity: %w", err)
+		}
+		if key, err = runner.KeyVaultSecret(ctx, o.Getenv("RELAY_GITHUB_APP_KEY_VAULT_SECRET"), cred, nil); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, errors.New("RELAY_GITHUB_APP_ID is set but no key: set RELAY_GITHUB_APP_KEY, RELAY_GITHUB_APP_KEY_FILE or RELAY_GITHUB_APP_KEY_VAULT_SECRET")
+	}
+	*secrets = append(*secrets, string(key))
+	o.Redactor.Add(string(key))
+	var mu sync.Mutex
+	var cur *ghapp.Token
+	return func(ctx context.Context) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if cur != nil && time.Until(cur.ExpiresAt) > 5*time.Minute {
+			return cur.Value, nil
+		}
+		t, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: scope.Repo, Org: scope.Org, BaseURL: api})
+		if err != nil {
+			return "", err
+		}
+		o.Redactor.Add(t.Value)
+		cur = t
+		return t.Value, nil
+	}, nil
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/relaydev/relay/internal/testutil"
+)
+
+// TestRunnerKeepsSecretsFromTheJob plants credentials in relay's environment (the App key,
+// tokens, relay's own settings) and runs `relay runner` through a job: none of them reaches
+// the runner's environment or arguments, nor the logs, even when --pass-env asks for them;
+// the registration is gone afterwards.
+func TestRunnerKeepsSecretsFromTheJob(t *testing.T) {
+	gh := testutil.StartGitHubRunners(t, "acme/shop")
+	dir := testutil.FakeRunnerDir(t, "success")
+	planted := map[string]string{
+		"RELAY_GITHUB_APP_ID": gh.AppID, "RELAY_GITHUB_APP_KEY": string(gh.AppKey), "GITHUB_TOKEN": "ghp_plantedPersonalToken0123",
+		"RELAY_SOURCE_TOKEN": "planted-source-token", "COSIGN_PASSWORD": "planted-cosign-password", "RELAY_RUNNER_DIR": dir,
+		"RELAY_GITHUB_API_URL": gh.URL, "RELAY_PASS_ENV": "GITHUB_TOKEN,RELAY_SOURCE_TOKEN,LANG", "LANG": "C.UTF-8",
+	}
+	for k, v := range planted {
+		t.Setenv(k, v)
+	}
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"relay", "runner", "--repo", "acme/shop", "--log-format", "json"}, &out, &errb, os.Getenv)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errb.String())
+	}
+	env, _ := os.ReadFile(filepath.Join(dir, "run.env"))
+	args, _ := os.ReadFile(filepath.Join(dir, "run.args"))
+	if !strings.Contains(string(env), "LANG=C.UTF-8") || !strings.Contains(string(args), "--jitconfig") {
+		t.Fatalf("the runner did not get its configuration:\nenv:\n%s\nargs:\n%s", env, args)
+	}
+	secrets := []string{"BEGIN RSA PRIVATE KEY", "ghp_plantedPersonalToken0123", "planted-source-token", "planted-cosign-password", "ghs_fakeinstallation"}
+	for _, s := range secrets {
+		for what, b := range map[string]string{"environment": string(env), "arguments": string(args), "logs": errb.String() + out.String()} {
+			if strings.Contains(b, s) {
+				t.Errorf("%q reached the runner's %s", s, what)
+			}
+		}
+	}
+	if strings.Contains(string(env), "RELAY_") {
+		t.Errorf("relay variables reached the runner:\n%s", env)
+	}
+	jit := strings.TrimPrefix(strings.SplitN(string(args), "\n", 3)[1], "")
+	if jit == "" || strings.Contains(errb.String(), jit) {
+		t.Errorf("the JIT config reached the logs (or was not passed)")
+	}
+	if rs := gh.Runners(); len(rs) != 0 {
+		t.Errorf("registration left behind: %+v", rs)
+	}
+	if !strings.Contains(errb.String(), `"event":"runner.exited"`) || !strings.Contains(errb.String(), `"outcome":"job-succeeded"`) {
+		t.Errorf("no runner.exited event:\n%s", errb.String())
+	}
+}
+
+// Exit codes reach the process: a bad flag is 2, a registration the App may not make is 3.
+func TestRunnerExitCodes(t *testing.T) {
+	gh := testutil.StartGitHubRunners(t, "acme/shop")
+	dir := testutil.FakeRunnerDir(t, "success")
+	t.Setenv("RELAY_GITHUB_APP_ID", gh.AppID)
+	t.Setenv("RELAY_GITHUB_APP_KEY", string(gh.AppKey))
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--repo", "acme/shop", "--org", "acme"}, 2, "exactly one of"},
+		{[]string{"--repo", "acme/shop", "--runner-dir", t.TempDir()}, 2, "no executable run.sh"},
+		{[]string{"--org", "other"}, 3, "is the App installed there"},
+		{[]string{"--enterprise", "acme"}, 2, "RELAY_GITHUB_TOKEN"},
+	} {
+		var out, errb bytes.Buffer
+		args := append([]string{"relay", "runner", "--github-api-url", gh.URL, "--runner-dir", dir}, tc.args...)
+		if code := run(context.Background(), args, &out, &errb, os.Getenv); code != tc.code || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v: exit %d, want %d with %q:\n%s", tc.args, code, tc.code, tc.want, errb.String())
+		}
+	}
+}
