@@ -25,12 +25,14 @@ test-integration:
 
 ## bench: relay run --local on the example, relay copy against crane, regctl and skopeo,
 ## then sign/SBOM/provenance/verify against syft + cosign on the local Sigstore stack (root:
-## it needs a private network namespace); rewrites docs/benchmarks.md. Peers:
+## it needs a private network namespace), and relay runner's start-to-exec; rewrites
+## docs/benchmarks.md. Peers:
 ## scripts/bench-tools.sh installs them.
 bench: build
 	scripts/bench.sh bin/relay docs/benchmarks.md
 	scripts/bench-copy.sh bin/relay docs/benchmarks.md 3
 	scripts/bench-sign.sh docs/benchmarks.md 3
+	scripts/bench-runner.sh docs/benchmarks.md 20
 
 ## lint: formatting (vendored third-party code excepted) and vet, for both build tiers
 lint:

@@ -116,7 +116,8 @@ func FakeRunnerDir(t testing.TB, scenario string) string {
 		t.Fatal(err)
 	}
 	for name, mode := range map[string]string{"run.sh": "run", "config.sh": "config"} {
-		script := fmt.Sprintf("#!/bin/sh\nexec %q __fake_runner__ %s \"$@\"\n", exe, mode)
+		// exec_at: when the runner was exec'd (ns), for the start-to-exec benchmark.
+		script := fmt.Sprintf("#!/bin/sh\ndate +%%s%%N > %s.exec_at\nexec %q __fake_runner__ %s \"$@\"\n", mode, exe, mode)
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}

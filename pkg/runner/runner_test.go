@@ -176,3 +176,53 @@ func (h *onEvent) Handle(ctx context.Context, r slog.Record) error {
 func (h *onEvent) WithAttrs(as []slog.Attr) slog.Handler {
 	return &onEvent{Handler: h.Handler.WithAttrs(as), event: h.event, do: h.do}
 }
+
+// A replica killed before it could clean up leaves an offline registration; the next one
+// removes offline registrations of its prefix registered longer ago than OrphanAge, and
+// nothing else: not a runner that registered a moment ago (still connecting), not an online
+// or busy one, not another prefix's.
+func TestOrphanSweep(t *testing.T) {
+	gh := testutil.StartGitHubRunners(t, "acme/shop")
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	old := runnerName("relay", now.Add(-time.Hour), "deadbeef")
+	orphan := gh.AddRunner(old, "offline")
+	fresh := gh.AddRunner(runnerName("relay", now.Add(-10*time.Second), "cafe0001"), "offline")
+	busy := gh.AddRunner(runnerName("relay", now.Add(-2*time.Hour), "cafe0002"), "online")
+	gh.SetStatus(busy, "online", true)
+	other := gh.AddRunner(runnerName("build", now.Add(-2*time.Hour), "cafe0003"), "offline")
+	logs := &logBuffer{}
+	o := baseOptions(t, gh, "success", logs)
+	o.OrphanAge, o.Now = 15*time.Minute, func() time.Time { return now }
+	if res, err := Run(context.Background(), o); err != nil || res.ExitCode != ExitOK {
+		t.Fatalf("run: %v %+v\n%s", err, res, logs)
+	}
+	left := map[int64]bool{}
+	for _, r := range gh.Runners() {
+		left[r.ID] = true
+	}
+	if left[orphan] || !left[fresh] || !left[busy] || !left[other] || len(left) != 3 {
+		t.Fatalf("after the sweep: %+v", gh.Runners())
+	}
+	if !strings.Contains(logs.String(), `"event":"runner.orphan_removed"`) || !strings.Contains(logs.String(), old) {
+		t.Fatalf("orphan removal not logged:\n%s", logs)
+	}
+}
+
+func TestNameTime(t *testing.T) {
+	at := time.Date(2026, 11, 22, 8, 30, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{runnerName("relay", at, "0a1b2c3d"), true},
+		{"relay-2026112208300-x", false},
+		{"relay-notatimestamp-x", false},
+		{"other-20261122083005-x", false},
+		{"relay-20261122083005", false},
+	} {
+		got, ok := nameTime("relay", tc.name)
+		if ok != tc.ok || (ok && !got.Equal(at)) {
+			t.Errorf("nameTime(%q) = %v, %v", tc.name, got, ok)
+		}
+	}
+}
