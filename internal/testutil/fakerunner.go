@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,6 +88,24 @@ func fakeRunner(mode string, args []string) int {
 		result := map[string]string{"success": "Succeeded", "fail": "Failed"}[scenario]
 		fmt.Printf("%s: Running job: build\n", ts())
 		fmt.Printf("%s: Job build completed with result: %s\n", ts(), result)
+		return 0
+	case "orphan":
+		// A process the runner starts and never waits for: when the runner exits it is
+		// re-parented to PID 1, which must reap it.
+		p, err := os.StartProcess("/bin/true", []string{"true"}, &os.ProcAttr{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		for { // until it has exited (a zombie of ours), read from /proc, not timed
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid))
+			if f := strings.Fields(string(b)); len(f) > 2 && f[2] == "Z" {
+				break
+			}
+			runtime.Gosched()
+		}
+		os.WriteFile("orphan.pid", []byte(fmt.Sprint(p.Pid)), 0o644)
+		fmt.Printf("%s: Running job: build\n%s: Job build completed with result: Succeeded\n", ts(), ts())
 		return 0
 	case "crash":
 		fmt.Fprintln(os.Stderr, "Unhandled exception. System.IO.IOException: No space left on device")

@@ -233,7 +233,9 @@ func (r *run) supervise(ctx context.Context) error {
 	defer signal.Stop(sigs)
 	var reaper *reaper
 	if r.o.Reap {
-		reaper = startReaper()
+		reaper = startReaper(func(pid, code int) {
+			r.logger.Debug("reaped an orphaned process", "event", "runner.reaped", "pid", pid, "exit_code", code)
+		})
 		defer reaper.stop()
 	}
 	if err := cmd.Start(); err != nil {
@@ -243,6 +245,9 @@ func (r *run) supervise(ctx context.Context) error {
 		return fmt.Errorf("starting the Actions runner: %w", err)
 	}
 	outW.Close()
+	if reaper != nil {
+		reaper.expect(cmd.Process.Pid)
+	}
 	r.logger.Info("runner started", "event", "runner.started", "pid", cmd.Process.Pid, "since_start_ms", r.o.Now().Sub(r.started).Milliseconds())
 	jobCh := make(chan struct{})
 	r.mu.Lock()
@@ -454,15 +459,17 @@ func (r *run) exited() {
 // reaper reaps every child that exits, as PID 1 must (orphans are re-parented to it), and
 // hands the runner's own exit status to wait.
 type reaper struct {
-	mu      sync.Mutex
-	status  map[int]int
-	waiters map[int]chan int
-	sig     chan os.Signal
-	done    chan struct{}
+	orphan   func(pid, code int) // reaped a process that is not the runner
+	mu       sync.Mutex
+	status   map[int]int
+	waiters  map[int]chan int
+	childPID int
+	sig      chan os.Signal
+	done     chan struct{}
 }
 
-func startReaper() *reaper {
-	rp := &reaper{status: map[int]int{}, waiters: map[int]chan int{}, sig: make(chan os.Signal, 8), done: make(chan struct{})}
+func startReaper(orphan func(pid, code int)) *reaper {
+	rp := &reaper{orphan: orphan, status: map[int]int{}, waiters: map[int]chan int{}, sig: make(chan os.Signal, 8), done: make(chan struct{})}
 	signal.Notify(rp.sig, syscall.SIGCHLD)
 	go func() {
 		for {
@@ -496,7 +503,22 @@ func (rp *reaper) reapAll() {
 			rp.status[pid] = code
 		}
 		rp.mu.Unlock()
+		if rp.orphan != nil && pid != rp.child() {
+			rp.orphan(pid, code)
+		}
 	}
+}
+
+func (rp *reaper) expect(pid int) {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	rp.childPID = pid
+}
+
+func (rp *reaper) child() int {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.childPID
 }
 
 func (rp *reaper) wait(pid int) int {
