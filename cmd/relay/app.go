@@ -245,9 +245,8 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 		}
 		app.Commands = append(app.Commands, cmd)
 	}
-	app.Commands = append(app.Commands, runnerCommand(getenv, func(c *cli.Context) (Options, error) {
-		return options(c, stdout, stderr, getenv, red)
-	}))
+	optsOf := func(c *cli.Context) (Options, error) { return options(c, stdout, stderr, getenv, red) }
+	app.Commands = append(app.Commands, runnerCommand(getenv, optsOf), doctorCommand(getenv, optsOf))
 	return app
 }
 

@@ -278,7 +278,7 @@ func (g *GitHubRunners) serve(w http.ResponseWriter, r *http.Request) {
 		g.regs[reg] = true
 		reply(http.StatusCreated, map[string]any{"token": reg, "expires_at": g.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
 	case reRunners.MatchString(p) && r.Method == http.MethodGet:
-		if !scopeOK(reRunners.FindStringSubmatch(p)[1]) {
+		if !scopeOK(reRunners.FindStringSubmatch(p)[1]) || (g.Permissions["administration"] == "" && g.Permissions["organization_self_hosted_runners"] == "") {
 			fail(http.StatusForbidden, "Resource not accessible by integration")
 			return
 		}
@@ -299,7 +299,17 @@ func (g *GitHubRunners) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		delete(g.runners, id)
 		w.WriteHeader(http.StatusNoContent)
+	case p == "/installation/repositories" && r.Method == http.MethodGet:
+		full := g.Installed
+		if !strings.Contains(full, "/") {
+			full += "/shop"
+		}
+		reply(http.StatusOK, map[string]any{"total_count": 1, "repositories": []map[string]any{{"id": 1296269, "name": strings.Split(full, "/")[1], "full_name": full}}})
 	case reQueued.MatchString(p) && r.Method == http.MethodGet:
+		if g.Permissions["actions"] == "" {
+			fail(http.StatusForbidden, "Resource not accessible by integration")
+			return
+		}
 		reply(http.StatusOK, map[string]any{"total_count": 0, "workflow_runs": []any{}})
 	default:
 		fail(http.StatusNotFound, "Not Found")

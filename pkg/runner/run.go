@@ -135,7 +135,10 @@ func (r *run) register(ctx context.Context) error {
 			}
 		}
 	}
-	r.logger.Info("runner registered", "event", "runner.registered", "runner_id", r.res.RunnerID, "method", method,
+	if r.res.RunnerID != 0 { // every later record carries it
+		r.logger = r.logger.With("runner_id", r.res.RunnerID)
+	}
+	r.logger.Info("runner registered", "event", "runner.registered", "method", method,
 		"scope", r.o.Scope.String(), "labels", r.o.Labels, "group_id", r.o.GroupID)
 	return nil
 }

@@ -145,9 +145,15 @@ func TestRunScenarios(t *testing.T) {
 			if rs := gh.Runners(); len(rs) != 0 {
 				t.Errorf("registrations left behind: %+v", rs)
 			}
+			registered := false
 			for _, rec := range logs.events(t) {
-				if rec["runner_name"] != "relay-"+rec["runner_name"].(string)[len("relay-"):] || rec["correlation_id"] != "cid-runner-test" {
+				name, _ := rec["runner_name"].(string)
+				if !strings.HasPrefix(name, "relay-") || rec["correlation_id"] != "cid-runner-test" {
 					t.Fatalf("record without runner name or correlation id: %v", rec)
+				}
+				registered = registered || rec["event"] == "runner.registered"
+				if registered && o.Token != nil && rec["runner_id"] == nil {
+					t.Fatalf("record after registration without the runner id: %v", rec)
 				}
 			}
 		})

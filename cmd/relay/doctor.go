@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/relaydev/relay/pkg/config"
+	"github.com/relaydev/relay/pkg/ghapp"
+	"github.com/relaydev/relay/pkg/runner"
+	"github.com/relaydev/relay/pkg/steps"
+)
+
+func doctorCommand(getenv func(string) string, optsOf func(*cli.Context) (Options, error)) *cli.Command {
+	return &cli.Command{
+		Name:  "doctor",
+		Usage: "check, reading only, what most often breaks a first deployment, each with the fix",
+		UsageText: `relay doctor --org acme                  # runner credential, job queue, and relay.yaml if present
+   relay doctor --repo acme/shop --config deploy/relay.yaml --output json`,
+		Description: `Checks, without writing anything: the runner's GitHub App can mint tokens and register
+runners for the scope (Administration: write, or Self-hosted runners: write), the job queue
+the autoscaler watches is readable (Actions: read), the workflow grants id-token: write (when
+run inside a job), and, when relay.yaml exists, the configuration, the source ref, every
+build and target repository (reachable, push allowed), the signing and release credentials,
+and the builder. Exit 0 when nothing failed, 1 otherwise.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "relay.yaml", EnvVars: []string{"RELAY_CONFIG"}, Usage: "relay.yaml to check (skipped if it does not exist)"},
+			&cli.StringFlag{Name: "repo", EnvVars: []string{"RELAY_REPO"}, Usage: "the runner's repository scope (OWNER/NAME)"},
+			&cli.StringFlag{Name: "org", EnvVars: []string{"RELAY_ORG"}, Usage: "the runner's organization scope"},
+			&cli.StringFlag{Name: "enterprise", EnvVars: []string{"RELAY_ENTERPRISE"}, Usage: "the runner's enterprise scope"},
+			&cli.StringFlag{Name: "github-api-url", Value: "https://api.github.com", EnvVars: []string{"RELAY_GITHUB_API_URL"}, Usage: "REST API root; GitHub Enterprise Server: https://HOST/api/v3"},
+			&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "text or json"},
+			&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
+			&cli.StringFlag{Name: "log-level", Value: "warn", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+		},
+		OnUsageError: usageErr,
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() > 0 {
+				return &usageError{fmt.Errorf("relay doctor takes no arguments, got %q", c.Args().Slice())}
+			}
+			o, err := optsOf(c)
+			if err != nil {
+				return err
+			}
+			f := flagReader{c: c, getenv: getenv}
+			scope := runner.Scope{Repo: f.str("repo"), Org: f.str("org"), Enterprise: f.str("enterprise")}
+			api, output := f.str("github-api-url"), f.str("output")
+			if f.err != nil {
+				return f.err
+			}
+			if output != "text" && output != "json" {
+				return &usageError{fmt.Errorf("--output %q: use text or json", output)}
+			}
+			return doctorCmd(c.Context, o, scope, api, output)
+		},
+	}
+}
+
+func doctorCmd(ctx context.Context, o Options, scope runner.Scope, api, output string) error {
+	d := runner.DoctorOptions{Scope: scope, APIURL: api, Getenv: o.Getenv}
+	if scope.Repo != "" || scope.Org != "" || scope.Enterprise != "" {
+		var secrets []string
+		d.Token, d.TokenErr = runnerTokens(ctx, o, scope, api, &secrets)
+		if d.TokenErr == nil && d.Token != nil && o.Getenv("RELAY_GITHUB_TOKEN") == "" {
+			// The installation token's permissions say more than any call could.
+			d.Permissions = appPermissions(ctx, o, scope, api)
+		}
+	}
+	checks := runner.Doctor(ctx, d)
+	checks = append(checks, configChecks(ctx, o)...)
+	failed := 0
+	for _, c := range checks {
+		if c.Status == "fail" {
+			failed++
+		}
+	}
+	if output == "json" {
+		enc := json.NewEncoder(o.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(map[string]any{"checks": checks, "failed": failed})
+	} else {
+		for _, c := range checks {
+			mark := map[string]string{"ok": "ok  ", "fail": "FAIL", "skip": "skip"}[c.Status]
+			fmt.Fprintf(o.Stdout, "%s %s: %s\n", mark, c.Name, c.Note)
+			if c.Fix != "" {
+				fmt.Fprintf(o.Stdout, "     fix: %s\n", c.Fix)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return steps.ErrInterrupted
+	}
+	if failed > 0 {
+		return fmt.Errorf("doctor: %d of %d checks failed", failed, len(checks))
+	}
+	if output == "text" {
+		fmt.Fprintf(o.Stdout, "doctor: %d checks, none failed\n", len(checks))
+	}
+	return nil
+}
+
+// appPermissions mints one installation token to read what it may do (nil on error: the
+// credential check reports the error itself).
+func appPermissions(ctx context.Context, o Options, scope runner.Scope, api string) map[string]string {
+	key := []byte(o.Getenv("RELAY_GITHUB_APP_KEY"))
+	if f := o.Getenv("RELAY_GITHUB_APP_KEY_FILE"); len(key) == 0 && f != "" {
+		key, _ = os.ReadFile(f)
+	}
+	if len(key) == 0 {
+		return nil
+	}
+	t, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: o.Getenv("RELAY_GITHUB_APP_ID"), PrivateKey: key, Repository: scope.Repo, Org: scope.Org, BaseURL: api})
+	if err != nil {
+		return nil
+	}
+	o.Redactor.Add(t.Value)
+	return t.Permissions
+}
+
+// configChecks are relay.yaml's: what --dry-run checks, plus push access to every
+// repository relay writes to and the builder.
+func configChecks(ctx context.Context, o Options) []runner.Check {
+	if _, err := os.Stat(o.Config); errors.Is(err, os.ErrNotExist) {
+		return []runner.Check{{Name: "relay.yaml", Status: "skip", Note: o.Config + " does not exist: pipeline checks skipped (--config names another)"}}
+	}
+	in, err := load(o)
+	if err != nil {
+		return []runner.Check{{Name: "relay.yaml", Status: "fail", Note: err.Error(), Fix: "docs/config.md lists every key"}}
+	}
+	cfg := in.cfg
+	out := []runner.Check{{Name: "relay.yaml", Status: "ok", Note: "valid"}}
+	if cfg.Builder.Kind != "local" {
+		out = append(out, runner.Check{Name: "builder " + cfg.Builder.Kind, Status: "fail", Note: "this build of relay has only the local builder",
+			Fix: "use builder.kind local (docs/roadmap.md)"})
+	} else {
+		out = append(out, runner.Check{Name: "builder local", Status: "ok", Note: "builds without a daemon on this machine; needs Go for images with local.go"})
+	}
+	po := o
+	po.DryRun = true
+	if po.Jobs < 1 { // the doctor command has no --jobs or --out: the run's defaults
+		po.Jobs = 4
+	}
+	if po.Out == "" {
+		po.Out = "dist"
+	}
+	w, err := wire(ctx, po, cfg, in.logger, in.cid)
+	if err != nil {
+		return append(out, runner.Check{Name: "relay.yaml for a real run", Status: "fail", Note: err.Error()})
+	}
+	defer w.cleanup()
+	for _, f := range append(steps.Preflight(ctx, w.env), credentialChecks(ctx, o, cfg)...) {
+		c := runner.Check{Name: f.Check, Status: "ok", Note: f.Note}
+		if !f.OK {
+			c.Status = "fail"
+		}
+		out = append(out, c)
+	}
+	seen := map[string]bool{}
+	for _, im := range cfg.Images {
+		for _, r := range append([]string{cfg.Builder.Registry + "/" + im.Name}, im.Targets...) {
+			if seen[r] {
+				continue
+			}
+			seen[r] = true
+			repo, err := w.env.MapRepository(r)
+			c := runner.Check{Name: "push access to " + r, Status: "ok"}
+			if err == nil {
+				c.Note, err = w.env.Registry.PushAccess(ctx, repo)
+			}
+			if err != nil {
+				c.Status, c.Note, c.Fix = "fail", err.Error(), "give relay's registry credentials write access (docs/cli.md, registries)"
+			}
+			out = append(out, c)
+		}
+	}
+	if cfg.Release.Target == "github" && cfg.Release.GitHub != nil {
+		out = append(out, releaseCheck(ctx, o, cfg))
+	}
+	return out
+}
+
+// releaseCheck says whether the release credential may write releases: an App token's
+// contents permission; a GITHUB_TOKEN's cannot be read, so the check says what to grant.
+func releaseCheck(ctx context.Context, o Options, cfg *config.Config) runner.Check {
+	c := runner.Check{Name: "release permission on " + cfg.Release.GitHub.Repository}
+	if o.Getenv("RELAY_GITHUB_APP_ID") == "" || o.Getenv("GITHUB_TOKEN") != "" || o.Getenv("GH_TOKEN") != "" {
+		c.Status, c.Note = "skip", "a GITHUB_TOKEN's permissions cannot be read ahead: in a workflow grant `permissions: contents: write` (and `attestations: write` with release.github.attestations)"
+		return c
+	}
+	perms := appPermissions(ctx, o, runner.Scope{Repo: cfg.Release.GitHub.Repository}, githubAPI(cfg))
+	switch {
+	case perms == nil:
+		c.Status, c.Note, c.Fix = "fail", "no installation token for "+cfg.Release.GitHub.Repository, "install the GitHub App on the repository"
+	case perms["contents"] != "write":
+		c.Status, c.Note, c.Fix = "fail", fmt.Sprintf("the App's token has contents: %q", perms["contents"]), "give the GitHub App Contents: write"
+	default:
+		c.Status, c.Note = "ok", "the App's token has contents: write"
+	}
+	return c
+}
+
+func githubAPI(cfg *config.Config) string {
+	if cfg.Release.GitHub.BaseURL != "" {
+		return cfg.Release.GitHub.BaseURL
+	}
+	return "https://api.github.com"
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/relaydev/relay/internal/testutil"
+)
+
+func TestDoctor(t *testing.T) {
+	type check struct{ Name, Status, Note, Fix string }
+	for _, tc := range []struct {
+		name   string
+		perms  map[string]string
+		env    map[string]string
+		config string // relay.yaml body; REG is replaced by a registry
+		code   int
+		want   map[string]string // check name prefix -> status
+		fix    string
+	}{
+		{name: "all good", code: 0, want: map[string]string{"runner credential": "ok", "runner credential may register runners (JIT configs)": "ok",
+			"job queue readable (the autoscaler's view)": "ok", "workflow grants id-token: write": "skip", "relay.yaml": "skip"}},
+		{name: "no administration permission", perms: map[string]string{"actions": "read", "metadata": "read"}, code: 1,
+			want: map[string]string{"runner credential may register runners (JIT configs)": "fail"}, fix: "Administration: write"},
+		{name: "no actions permission", perms: map[string]string{"administration": "write"}, code: 1,
+			want: map[string]string{"job queue readable (the autoscaler's view)": "fail"}, fix: "Actions: read"},
+		{name: "in a job without id-token", env: map[string]string{"GITHUB_ACTIONS": "true"}, code: 1,
+			want: map[string]string{"workflow grants id-token: write": "fail"}, fix: "permissions: id-token: write"},
+		{name: "with relay.yaml", config: goodConfigFor("REG"), env: map[string]string{"SIGSTORE_ID_TOKEN": "eyJ.test.token"}, code: 0,
+			want: map[string]string{"relay.yaml": "ok", "builder local": "ok", "push access to REG/acme/hello": "ok"}},
+		{name: "cloud builder", config: strings.Replace(goodConfigFor("REG"), "kind: local", "kind: acr", 1), env: map[string]string{"SIGSTORE_ID_TOKEN": "eyJ.test.token"}, code: 1,
+			want: map[string]string{"builder acr": "fail"}, fix: "builder.kind local"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gh := testutil.StartGitHubRunners(t, "acme/shop")
+			if tc.perms != nil {
+				gh.Permissions = tc.perms
+			}
+			env := map[string]string{"RELAY_GITHUB_APP_ID": gh.AppID, "RELAY_GITHUB_APP_KEY": string(gh.AppKey)}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "relay.yaml")
+			reg := testutil.Registry(t, true)
+			if tc.config != "" {
+				gitRepo(t, dir)
+				os.WriteFile(cfg, []byte(strings.ReplaceAll(tc.config, "REG", reg)), 0o644)
+			}
+			code, out, stderr := runCLI(t, env, "doctor", "--repo", "acme/shop", "--github-api-url", gh.URL, "--config", cfg, "--output", "json")
+			var rep struct{ Checks []check }
+			if err := json.Unmarshal([]byte(out), &rep); err != nil {
+				t.Fatalf("output is not JSON: %v\n%s\n%s", err, out, stderr)
+			}
+			got := map[string]check{}
+			for _, c := range rep.Checks {
+				got[strings.ReplaceAll(c.Name, reg, "REG")] = c
+			}
+			for name, status := range tc.want {
+				if got[name].Status != status {
+					t.Errorf("%s: %q (%s), want %q\nall: %+v", name, got[name].Status, got[name].Note, status, rep.Checks)
+				}
+			}
+			if tc.fix != "" && !strings.Contains(out, tc.fix) {
+				t.Errorf("no fix %q in\n%s", tc.fix, out)
+			}
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\n%s\n%s", code, tc.code, stderr, out)
+			}
+			for _, c := range gh.Calls() {
+				if !strings.HasPrefix(c, "GET ") && !strings.HasSuffix(c, "/access_tokens") {
+					t.Errorf("doctor wrote: %s", c)
+				}
+			}
+		})
+	}
+}
+
+// gitRepo makes dir a git repository with one commit tagged v0.1.0.
+func gitRepo(t *testing.T, dir string) {
+	t.Helper()
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"commit", "-q", "--allow-empty", "-m", "init"}, {"tag", "v0.1.0"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+}
+
+func goodConfigFor(reg string) string {
+	return `version: 1
+source: {repo: ., ref: v0.1.0}
+builder: {kind: local, registry: ` + reg + `/build}
+images:
+  - name: hello
+    local: {go: {main: .}}
+    targets: [` + reg + `/acme/hello]
+signing: {mode: keyless}
+release: {target: dir}
+`
+}
+
+// relay doctor in text form: one line per check, the fix under a failure.
+func TestDoctorText(t *testing.T) {
+	gh := testutil.StartGitHubRunners(t, "acme/shop")
+	gh.Permissions = map[string]string{"actions": "read"}
+	var out, errb bytes.Buffer
+	env := map[string]string{"RELAY_GITHUB_APP_ID": gh.AppID, "RELAY_GITHUB_APP_KEY": string(gh.AppKey)}
+	code := run(context.Background(), []string{"relay", "doctor", "--repo", "acme/shop", "--github-api-url", gh.URL, "--config", filepath.Join(t.TempDir(), "none.yaml")}, &out, &errb, func(k string) string { return env[k] })
+	if code != 1 || !strings.Contains(out.String(), "FAIL runner credential may register runners (JIT configs)") || !strings.Contains(out.String(), "     fix: give the GitHub App Administration: write") {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+}
