@@ -115,7 +115,9 @@ func newApp(stdout, stderr io.Writer, getenv func(string) string, red *logging.R
    relay plan                        # what each step will do, and what is missing
    relay sign --state .relay/state.json   # one step, e.g. from a workflow step
    relay copy SRC DST --tag v1            # crane copy's job, by digest, with referrers
-   relay verify IMAGE --certificate-identity ID --certificate-oidc-issuer URL   # a consumer's check`,
+   relay verify IMAGE --certificate-identity ID --certificate-oidc-issuer URL   # a consumer's check
+   relay runner --org acme                # the scale-to-zero runner's ENTRYPOINT (docs/runner.md)
+   relay doctor --org acme                # read-only checks of a deployment`,
 		Description: `relay reads relay.yaml (docs/config.md), runs the steps checkout, build, copy, sign,
 sbom, provenance, verify and release in order, and saves the state after each one, so a
 re-run resumes where the last one stopped. Tags are applied last: until release runs,

@@ -27,16 +27,12 @@ the autoscaler watches is readable (Actions: read), the workflow grants id-token
 run inside a job), and, when relay.yaml exists, the configuration, the source ref, every
 build and target repository (reachable, push allowed), the signing and release credentials,
 and the builder. Exit 0 when nothing failed, 1 otherwise.`,
-		Flags: []cli.Flag{
+		Flags: append(scopeFlags(),
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "relay.yaml", EnvVars: []string{"RELAY_CONFIG"}, Usage: "relay.yaml to check (skipped if it does not exist)"},
-			&cli.StringFlag{Name: "repo", EnvVars: []string{"RELAY_REPO"}, Usage: "the runner's repository scope (OWNER/NAME)"},
-			&cli.StringFlag{Name: "org", EnvVars: []string{"RELAY_ORG"}, Usage: "the runner's organization scope"},
-			&cli.StringFlag{Name: "enterprise", EnvVars: []string{"RELAY_ENTERPRISE"}, Usage: "the runner's enterprise scope"},
-			&cli.StringFlag{Name: "github-api-url", Value: "https://api.github.com", EnvVars: []string{"RELAY_GITHUB_API_URL"}, Usage: "REST API root; GitHub Enterprise Server: https://HOST/api/v3"},
 			&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "text or json"},
 			&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
 			&cli.StringFlag{Name: "log-level", Value: "warn", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
-		},
+		),
 		OnUsageError: usageErr,
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {

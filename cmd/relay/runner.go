@@ -32,11 +32,7 @@ platform; or RELAY_GITHUB_TOKEN (enterprise scope). relay registers a just-in-ti
 --idle-timeout without a job or --job-timeout into one, and deletes the registration on every
 way out. Exit codes: 0 job succeeded or no job, 1 job failed, 2 configuration, 3 registration,
 4 runner failed, 5 job timeout, 143 stopped by SIGTERM.`,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "repo", EnvVars: []string{"RELAY_REPO"}, Usage: "register for this repository (OWNER/NAME)"},
-			&cli.StringFlag{Name: "org", EnvVars: []string{"RELAY_ORG"}, Usage: "register for this organization"},
-			&cli.StringFlag{Name: "enterprise", EnvVars: []string{"RELAY_ENTERPRISE"}, Usage: "register for this enterprise (needs RELAY_GITHUB_TOKEN with manage_runners:enterprise)"},
-			&cli.StringFlag{Name: "github-api-url", Value: "https://api.github.com", EnvVars: []string{"RELAY_GITHUB_API_URL"}, Usage: "REST API root; GitHub Enterprise Server: https://HOST/api/v3"},
+		Flags: append(scopeFlags(),
 			&cli.StringFlag{Name: "runner-dir", Value: "/actions-runner", EnvVars: []string{"RELAY_RUNNER_DIR"}, Usage: "directory of the unpacked Actions runner (run.sh, config.sh)"},
 			&cli.StringFlag{Name: "name-prefix", Value: "relay", EnvVars: []string{"RELAY_NAME_PREFIX"}, Usage: "runner names are PREFIX-YYYYMMDDhhmmss-RANDOM"},
 			&cli.StringSliceFlag{Name: "labels", Value: cli.NewStringSlice("self-hosted", "linux", "relay"), EnvVars: []string{"RELAY_LABELS"}, Usage: "runner labels (comma-separated)"},
@@ -48,7 +44,7 @@ way out. Exit codes: 0 job succeeded or no job, 1 job failed, 2 configuration, 3
 			&cli.StringSliceFlag{Name: "pass-env", EnvVars: []string{"RELAY_PASS_ENV"}, Usage: "more variables the job may see (PATH, HOME, LANG, TZ, proxies and ACTIONS_RUNNER_HOOK_* always pass; RELAY_* and tokens never)"},
 			&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
-		},
+		),
 		OnUsageError: usageErr,
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {
@@ -156,4 +152,14 @@ func runnerTokens(ctx context.Context, o Options, scope runner.Scope, api string
 		cur = t
 		return t.Value, nil
 	}, nil
+}
+
+// scopeFlags name where runners register: the runner and doctor commands share them.
+func scopeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "repo", EnvVars: []string{"RELAY_REPO"}, Usage: "the runners' repository (OWNER/NAME)"},
+		&cli.StringFlag{Name: "org", EnvVars: []string{"RELAY_ORG"}, Usage: "the runners' organization"},
+		&cli.StringFlag{Name: "enterprise", EnvVars: []string{"RELAY_ENTERPRISE"}, Usage: "the runners' enterprise (needs RELAY_GITHUB_TOKEN with manage_runners:enterprise)"},
+		&cli.StringFlag{Name: "github-api-url", Value: "https://api.github.com", EnvVars: []string{"RELAY_GITHUB_API_URL"}, Usage: "REST API root; GitHub Enterprise Server: https://HOST/api/v3"},
+	}
 }
