@@ -566,3 +566,37 @@ type rawManifest struct {
 
 func (r rawManifest) RawManifest() ([]byte, error)        { return r.raw, nil }
 func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
+
+// IndexEntry is one platform manifest of an index WriteIndex assembles.
+type IndexEntry struct {
+	Digest   string
+	Platform v1.Platform
+}
+
+// WriteIndex writes an OCI image index of manifests already in repo (as a cloud builder
+// leaves them, one per platform) and returns its digest; each child must exist first.
+func (c *Client) WriteIndex(ctx context.Context, repo name.Repository, entries []IndexEntry) (name.Digest, error) {
+	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}
+	for _, e := range entries {
+		raw, mt, err := c.FetchManifest(ctx, repo.Digest(e.Digest))
+		if err != nil {
+			return name.Digest{}, fmt.Errorf("index child %s: %w", e.Digest, err)
+		}
+		h, err := v1.NewHash(e.Digest)
+		if err != nil {
+			return name.Digest{}, err
+		}
+		p := e.Platform
+		idx.Manifests = append(idx.Manifests, v1.Descriptor{MediaType: mt, Digest: h, Size: int64(len(raw)), Platform: &p})
+	}
+	raw, err := json.Marshal(idx)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	h, _, _ := v1.SHA256(bytes.NewReader(raw))
+	d := repo.Digest(h.String())
+	if err := remote.Put(d, rawManifest{raw: raw, mt: types.OCIImageIndex}, c.remote(ctx)...); err != nil {
+		return name.Digest{}, fmt.Errorf("writing the index to %s: %w", repo, err)
+	}
+	return d, nil
+}
