@@ -300,4 +300,3 @@ func untarGz(b []byte, dir string) error {
 		}
 	}
 }
-
