@@ -129,12 +129,6 @@ func configChecks(ctx context.Context, o Options) []runner.Check {
 	}
 	cfg := in.cfg
 	out := []runner.Check{{Name: "relay.yaml", Status: "ok", Note: "valid"}}
-	if cfg.Builder.Kind != "local" {
-		out = append(out, runner.Check{Name: "builder " + cfg.Builder.Kind, Status: "fail", Note: "this build of relay has only the local builder",
-			Fix: "use builder.kind local (docs/roadmap.md)"})
-	} else {
-		out = append(out, runner.Check{Name: "builder local", Status: "ok", Note: "builds without a daemon on this machine; needs Go for images with local.go"})
-	}
 	po := o
 	po.DryRun = true
 	if po.Jobs < 1 { // the doctor command has no --jobs or --out: the run's defaults
@@ -148,6 +142,7 @@ func configChecks(ctx context.Context, o Options) []runner.Check {
 		return append(out, runner.Check{Name: "relay.yaml for a real run", Status: "fail", Note: err.Error()})
 	}
 	defer w.cleanup()
+	out = append(out, builderCheck(ctx, cfg, w.env))
 	for _, f := range append(steps.Preflight(ctx, w.env), credentialChecks(ctx, o, cfg)...) {
 		c := runner.Check{Name: f.Check, Status: "ok", Note: f.Note}
 		if !f.OK {
@@ -177,6 +172,28 @@ func configChecks(ctx context.Context, o Options) []runner.Check {
 		out = append(out, releaseCheck(ctx, o, cfg))
 	}
 	return out
+}
+
+// builderCheck says whether the builder can be used: a cloud builder is asked, reading
+// only, whether the identity may run builds.
+func builderCheck(ctx context.Context, cfg *config.Config, env *steps.Env) runner.Check {
+	c := runner.Check{Name: "builder " + cfg.Builder.Kind, Status: "ok"}
+	switch b := env.Builder.(type) {
+	case nil:
+		c.Status, c.Note, c.Fix = "fail", "this build of relay has no "+cfg.Builder.Kind+" builder", "use builder.kind local or acr (docs/roadmap.md)"
+	case interface {
+		Check(context.Context) (string, error)
+	}:
+		note, err := b.Check(ctx)
+		if err != nil {
+			c.Status, c.Note, c.Fix = "fail", err.Error(), "docs/config.md, Builders"
+		} else {
+			c.Note = note
+		}
+	default:
+		c.Note = "builds without a daemon on this machine; needs Go for images with local.go"
+	}
+	return c
 }
 
 // releaseCheck says whether the release credential may write releases: an App token's

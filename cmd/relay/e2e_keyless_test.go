@@ -250,11 +250,7 @@ func runRelayEnv(t testing.TB, dir string, env []string, args ...string) result 
 func TestE2EGitHubRelease(t *testing.T) {
 	gh := testutil.NewGitHub(t)
 	reg := testutil.Registry(t, true)
-	keyDir := t.TempDir()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, _ := x509.MarshalPKCS8PrivateKey(k)
-	keyFile := filepath.Join(keyDir, "release.key")
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	keyFile := testKeyFile(t)
 	dir := realExample(t, reg, fmt.Sprintf(`signing: {mode: key, key: %s}
 release:
   target: github
@@ -361,4 +357,14 @@ func TestE2EKeylessClassicRekorV1(t *testing.T) {
 	if r2.code != 0 || attached(r2) != 0 {
 		t.Fatalf("second run: exit %d, %d classic signatures attached again\n%s", r2.code, attached(r2), r2.stderr)
 	}
+}
+
+// testKeyFile writes an unencrypted PKCS#8 P-256 signing key and returns its path.
+func testKeyFile(t *testing.T) string {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	keyFile := filepath.Join(t.TempDir(), "release.key")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	return keyFile
 }

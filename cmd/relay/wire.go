@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	git "github.com/go-git/go-git/v5"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sigstore/sigstore-go/pkg/root"
@@ -155,16 +156,10 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 	if env.Signer != nil {
 		logger.Info("cosign classic .sig/.att", "enabled", env.Classic, "configured", cfg.Signing.Classic != nil)
 	}
-	if cfg.Builder.Kind != "local" && mode != steps.ModeDryRun {
-		w.cleanup()
-		return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("builder.kind %s is not available in this build of relay", cfg.Builder.Kind), Fix: "use builder.kind local, or --local, which always uses the local builder (docs/roadmap.md)"}
-	}
-	lb, err := build.NewLocal(build.LocalOptions{Client: client, Logger: logger, ConfigDir: cfg.Dir, Jobs: o.Jobs})
-	if err != nil {
+	if env.Builder, err = builder(cfg, o, mode, client, logger); err != nil {
 		w.cleanup()
 		return nil, err
 	}
-	env.Builder = lb
 
 	gen, err := sbom.New(sbom.Options{Logger: logger, Formats: cfg.SBOM.Formats, Tool: "relay", Version: version})
 	if err != nil {
@@ -301,6 +296,29 @@ func versionText() string {
 }
 
 func nowUTC() time.Time { return time.Now().UTC() }
+
+// builder makes the configured builder; --local always builds locally.
+func builder(cfg *config.Config, o Options, mode steps.Mode, client *oci.Client, logger *slog.Logger) (build.Builder, error) {
+	switch {
+	case cfg.Builder.Kind == "local" || mode == steps.ModeLocal:
+		return build.NewLocal(build.LocalOptions{Client: client, Logger: logger, ConfigDir: cfg.Dir, Jobs: o.Jobs})
+	case cfg.Builder.Kind == "acr":
+		a := cfg.Builder.ACR
+		timeout, _ := time.ParseDuration(a.Timeout) // validated with the config
+		// The workload's identity: workload identity federation, managed identity, or the
+		// AZURE_* variables of a service principal; relay.yaml holds no secret.
+		cred, err := azidentity.NewDefaultAzureCredential(nil)
+		if err != nil {
+			return nil, &config.Error{File: o.Config, Msg: "builder acr: no Azure identity: " + err.Error(), Fix: "run with a workload or managed identity (docs/config.md, Builders)"}
+		}
+		return build.NewACR(build.ACROptions{SubscriptionID: a.Subscription, ResourceGroup: a.ResourceGroup, Registry: a.Registry,
+			ARMEndpoint: a.ARMEndpoint, Timeout: timeout, Credential: cred, Client: client, Logger: logger})
+	case mode == steps.ModeDryRun:
+		return nil, nil // the plan names the kind
+	default:
+		return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("builder.kind %s is not available in this build of relay", cfg.Builder.Kind), Fix: "use builder.kind local or acr, or --local, which always uses the local builder (docs/roadmap.md)"}
+	}
+}
 
 // signingKey opens signing.key: a KMS key by URI (awskms://, gcpkms://, azurekms://,
 // hashivault://), else a cosign key file decrypted with COSIGN_PASSWORD.

@@ -38,6 +38,8 @@ type ACRTasks struct {
 	Throttle, Expired int
 	Fail, Hang        bool
 	TimeoutRun        bool
+	// Actions are what ARM's permissions API says the identity may do on the registry.
+	Actions []string
 
 	mu       sync.Mutex
 	tokens   map[string]bool
@@ -58,7 +60,7 @@ type acrFakeRun struct {
 // StartACRTasks serves the fake; Credential() gives tokens it accepts.
 func StartACRTasks(t testing.TB, build ACRBuildFunc) *ACRTasks {
 	t.Helper()
-	a := &ACRTasks{Build: build, tokens: map[string]bool{}, uploads: map[string][]byte{}, runs: map[string]*acrFakeRun{}, dir: t.TempDir()}
+	a := &ACRTasks{Build: build, Actions: []string{"Microsoft.ContainerRegistry/*"}, tokens: map[string]bool{}, uploads: map[string][]byte{}, runs: map[string]*acrFakeRun{}, dir: t.TempDir()}
 	srv := httptest.NewServer(http.HandlerFunc(a.serve))
 	t.Cleanup(srv.Close)
 	a.URL = srv.URL
@@ -77,6 +79,11 @@ func (c acrCred) GetToken(_ context.Context, o policy.TokenRequestOptions) (azco
 	tok := fmt.Sprintf("arm-token-%d", len(c.a.tokens)+1)
 	c.a.tokens[tok] = true
 	return azcore.AccessToken{Token: tok, ExpiresOn: time.Now().Add(time.Hour)}, nil
+}
+
+// IdentityEnv points a process's Azure managed identity at the fake.
+func (a *ACRTasks) IdentityEnv() []string {
+	return []string{"IDENTITY_ENDPOINT=" + a.URL + "/identity", "IDENTITY_HEADER=acr-identity-header"}
 }
 
 // Calls lists "METHOD path" of the ARM and blob calls.
@@ -115,6 +122,19 @@ func (a *ACRTasks) serve(w http.ResponseWriter, r *http.Request) {
 		reply(code, map[string]any{"error": map[string]string{"code": c, "message": msg}})
 	}
 	p := r.URL.Path
+	// The managed identity endpoint (App Service / Container Apps protocol) for a relay
+	// process: the tokens it hands out are ones the fake accepts.
+	if p == "/identity" {
+		if r.Header.Get("X-IDENTITY-HEADER") != "acr-identity-header" {
+			fail(http.StatusBadRequest, "invalid_request", "missing X-IDENTITY-HEADER")
+			return
+		}
+		tok := fmt.Sprintf("mi-arm-token-%d", len(a.tokens)+1)
+		a.tokens[tok] = true
+		reply(http.StatusOK, map[string]string{"access_token": tok, "token_type": "Bearer", "resource": r.URL.Query().Get("resource"),
+			"expires_on": fmt.Sprint(time.Now().Add(time.Hour).Unix())})
+		return
+	}
 	// Blob endpoints: SAS-signed, no bearer token.
 	if strings.HasPrefix(p, "/blob/") {
 		if r.URL.Query().Get("sig") != "fake-sas" {
@@ -146,6 +166,15 @@ func (a *ACRTasks) serve(w http.ResponseWriter, r *http.Request) {
 		default:
 			fail(http.StatusBadRequest, "InvalidHeaderValue", "x-ms-blob-type is required")
 		}
+		return
+	}
+	if strings.HasSuffix(p, "/providers/Microsoft.Authorization/permissions") && r.URL.Query().Get("api-version") == "2022-04-01" {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !a.tokens[tok] {
+			fail(http.StatusUnauthorized, "InvalidAuthenticationToken", "The access token is invalid.")
+			return
+		}
+		reply(http.StatusOK, map[string]any{"value": []map[string]any{{"actions": a.Actions, "notActions": []string{}}}})
 		return
 	}
 	if r.URL.Query().Get("api-version") != "2019-06-01-preview" {

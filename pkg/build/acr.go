@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -179,17 +180,34 @@ type acrRun struct {
 // run schedules one platform's Docker build and follows it to its end.
 func (a *ACR) run(ctx context.Context, req Request, source string, plat *v1.Platform, tag string, log *bytes.Buffer) (*acrRun, error) {
 	repoPath := req.Repository.RepositoryStr()
+	dockerfile, buildArgs, target := a.o.Dockerfile, a.o.BuildArgs, a.o.Target
+	if d := req.Image.Docker; d != nil { // the image's own settings win
+		if d.Dockerfile != "" {
+			dockerfile = d.Dockerfile
+		}
+		if d.BuildArgs != nil {
+			buildArgs = d.BuildArgs
+		}
+		if d.Target != "" {
+			target = d.Target
+		}
+	}
+	names := make([]string, 0, len(buildArgs))
+	for k := range buildArgs {
+		names = append(names, k)
+	}
+	sort.Strings(names) // the same request for the same inputs
 	args := []map[string]any{}
-	for k, v := range a.o.BuildArgs {
-		args = append(args, map[string]any{"name": k, "value": v, "isSecret": false})
+	for _, k := range names {
+		args = append(args, map[string]any{"name": k, "value": buildArgs[k], "isSecret": false})
 	}
 	body := map[string]any{
 		"type": "DockerBuildRequest", "imageNames": []string{repoPath + ":" + tag}, "isPushEnabled": true, "noCache": false,
-		"dockerFilePath": a.o.Dockerfile, "sourceLocation": source, "arguments": args, "timeout": int(a.o.Timeout.Seconds()),
+		"dockerFilePath": dockerfile, "sourceLocation": source, "arguments": args, "timeout": int(a.o.Timeout.Seconds()),
 		"platform": map[string]any{"os": strings.ToUpper(plat.OS[:1]) + plat.OS[1:], "architecture": plat.Architecture, "variant": plat.Variant},
 	}
-	if a.o.Target != "" {
-		body["target"] = a.o.Target
+	if target != "" {
+		body["target"] = target
 	}
 	var run acrRunResource
 	if err := a.arm(ctx, http.MethodPost, a.registryPath()+"/scheduleRun", body, &run); err != nil {
@@ -345,6 +363,10 @@ func (a *ACR) upload(ctx context.Context, url string, b []byte) error {
 // arm calls the ARM API with a token of the credential: 429 and 5xx wait (Retry-After) and
 // retry within a bound; a 401 gets one fresh token, since tokens expire mid-build.
 func (a *ACR) arm(ctx context.Context, method, path string, body, out any) error {
+	return a.armVersion(ctx, method, path, acrAPIVersion, body, out)
+}
+
+func (a *ACR) armVersion(ctx context.Context, method, path, version string, body, out any) error {
 	fresh := false
 	for attempt := 1; ; attempt++ {
 		tok, err := a.o.Credential.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{a.o.ARMEndpoint + "/.default"}})
@@ -356,7 +378,7 @@ func (a *ACR) arm(ctx context.Context, method, path string, body, out any) error
 			b, _ := json.Marshal(body)
 			r = bytes.NewReader(b)
 		}
-		req, err := http.NewRequestWithContext(ctx, method, a.o.ARMEndpoint+path+"?api-version="+acrAPIVersion, r)
+		req, err := http.NewRequestWithContext(ctx, method, a.o.ARMEndpoint+path+"?api-version="+version, r)
 		if err != nil {
 			return err
 		}
@@ -403,4 +425,53 @@ func (a *ACR) arm(ctx context.Context, method, path string, body, out any) error
 		}
 		return errors.New(msg)
 	}
+}
+
+// acrActions are what a run needs of the registry (the Contributor role has them all).
+var acrActions = []string{
+	"Microsoft.ContainerRegistry/registries/listBuildSourceUploadUrl/action",
+	"Microsoft.ContainerRegistry/registries/scheduleRun/action",
+	"Microsoft.ContainerRegistry/registries/runs/read",
+	"Microsoft.ContainerRegistry/registries/runs/listLogSasUrl/action",
+	"Microsoft.ContainerRegistry/registries/runs/cancel/action",
+}
+
+// Check says, reading only, whether the identity may run builds on the registry: ARM's
+// permissions API lists what its role assignments allow there.
+func (a *ACR) Check(ctx context.Context) (string, error) {
+	var out struct {
+		Value []struct {
+			Actions    []string `json:"actions"`
+			NotActions []string `json:"notActions"`
+		} `json:"value"`
+	}
+	if err := a.armVersion(ctx, http.MethodGet, a.registryPath()+"/providers/Microsoft.Authorization/permissions", "2022-04-01", nil, &out); err != nil {
+		return "", err
+	}
+	var missing []string
+	for _, want := range acrActions {
+		ok := false
+		for _, p := range out.Value {
+			if matchesAction(p.Actions, want) && !matchesAction(p.NotActions, want) {
+				ok = true
+			}
+		}
+		if !ok {
+			missing = append(missing, want)
+		}
+	}
+	if len(missing) > 0 {
+		return "", fmt.Errorf("the identity may not %s on registry %s: assign it the Contributor role there (or a role with these actions)", strings.Join(missing, ", "), a.o.Registry)
+	}
+	return "the identity may upload sources, schedule, read and cancel runs on " + a.o.Registry, nil
+}
+
+// matchesAction applies ARM's action wildcards ("*", "Microsoft.ContainerRegistry/*").
+func matchesAction(patterns []string, action string) bool {
+	for _, p := range patterns {
+		if p == "*" || strings.EqualFold(p, action) || (strings.HasSuffix(p, "*") && strings.HasPrefix(strings.ToLower(action), strings.ToLower(strings.TrimSuffix(p, "*")))) {
+			return true
+		}
+	}
+	return false
 }

@@ -137,3 +137,28 @@ func TestACROptions(t *testing.T) {
 		}
 	}
 }
+
+func TestACRCheck(t *testing.T) {
+	for _, tc := range []struct {
+		actions []string
+		ok      bool
+	}{
+		{[]string{"*"}, true},
+		{[]string{"Microsoft.ContainerRegistry/*"}, true},
+		{[]string{"Microsoft.ContainerRegistry/registries/pull/read", "Microsoft.ContainerRegistry/registries/push/write"}, false}, // AcrPush is not enough
+		{nil, false},
+	} {
+		var logs bytes.Buffer
+		fake, a, _, _ := acrFixture(t, &logs)
+		fake.Actions = tc.actions
+		note, err := a.Check(context.Background())
+		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), "scheduleRun/action")) {
+			t.Errorf("%v: %q %v", tc.actions, note, err)
+		}
+		for _, c := range fake.Calls() {
+			if !strings.HasPrefix(c, "GET ") {
+				t.Errorf("the check wrote: %s", c)
+			}
+		}
+	}
+}

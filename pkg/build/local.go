@@ -75,6 +75,10 @@ func (l *Local) Build(ctx context.Context, req Request) (*Result, error) {
 	if spec == nil {
 		return nil, fmt.Errorf("image %s has no `local:` build settings", req.Image.Name)
 	}
+	if spec.Go != nil && !strings.HasPrefix(spec.Go.Binary, "/") {
+		// An empty path would make a layer whose only entry is "/" as a file.
+		return nil, fmt.Errorf("image %s: local.go.binary %q is not an absolute path in the image", req.Image.Name, spec.Go.Binary)
+	}
 	var logBuf lockedBuffer
 	fmt.Fprintf(&logBuf, "relay local build of %s at %s (%s)\n", req.Image.Name, req.Source.Commit, req.Source.Tag)
 	epoch := req.Source.CommitTime.UTC()

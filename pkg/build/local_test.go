@@ -160,6 +160,7 @@ func TestLocalBuildErrors(t *testing.T) {
 		{"escaping file", config.Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &config.LocalBuild{Base: "scratch", Files: []config.File{{Src: "../../go.mod", Dst: "/x"}}}}, "leaves the build context"},
 		{"missing layout", config.Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &config.LocalBuild{Base: "oci-layout:nope", Files: []config.File{{Src: "static", Dst: "/x"}}}}, "reading OCI layout"},
 		{"no local", config.Image{Name: "x", Platforms: []string{"linux/amd64"}}, "no `local:`"},
+		{"no binary path", config.Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &config.LocalBuild{Base: "scratch", Go: &config.GoBuild{Main: "."}}}, "not an absolute path"},
 		{"bad go package", config.Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &config.LocalBuild{Base: "scratch", Go: &config.GoBuild{Main: "./cmd/nope", Binary: "/x"}}}, "building ./cmd/nope for linux/amd64"},
 	}
 	for _, tt := range tests {

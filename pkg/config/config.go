@@ -60,6 +60,28 @@ type Builder struct {
 	Kind string `yaml:"kind" json:"kind"`
 	// Registry is the repository prefix the builder pushes to, e.g. myacr.azurecr.io/build.
 	Registry string `yaml:"registry" json:"registry"`
+	// ACR configures builder.kind acr (ACR Tasks).
+	ACR *ACRBuilder `yaml:"acr,omitempty" json:"acr,omitempty"`
+}
+
+// ACRBuilder is the registry whose ACR Tasks build the images; relay authenticates with
+// the workload's Azure identity (workload identity, managed identity), never a secret.
+type ACRBuilder struct {
+	Subscription  string `yaml:"subscription" json:"subscription"`
+	ResourceGroup string `yaml:"resource_group" json:"resource_group"`
+	Registry      string `yaml:"registry" json:"registry"` // the registry's resource name
+	// ARMEndpoint is Azure Resource Manager's root (default https://management.azure.com;
+	// sovereign clouds have their own).
+	ARMEndpoint string `yaml:"arm_endpoint,omitempty" json:"arm_endpoint,omitempty"`
+	// Timeout of each run, a Go duration (default 2h; ACR's own default is 1h).
+	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+}
+
+// DockerBuild is how a cloud builder builds an image: from a Dockerfile in its context.
+type DockerBuild struct {
+	Dockerfile string            `yaml:"dockerfile,omitempty" json:"dockerfile,omitempty"` // relative to the context (default Dockerfile)
+	BuildArgs  map[string]string `yaml:"build_args,omitempty" json:"build_args,omitempty"`
+	Target     string            `yaml:"target,omitempty" json:"target,omitempty"`
 }
 
 // Image is one image to build and publish.
@@ -68,9 +90,11 @@ type Image struct {
 	Context   string   `yaml:"context,omitempty" json:"context,omitempty"`
 	Platforms []string `yaml:"platforms,omitempty" json:"platforms,omitempty"`
 	// Local holds the settings of the Docker-free local builder.
-	Local   *LocalBuild `yaml:"local,omitempty" json:"local,omitempty"`
-	Targets []string    `yaml:"targets" json:"targets"`
-	Tags    []string    `yaml:"tags,omitempty" json:"tags,omitempty"`
+	Local *LocalBuild `yaml:"local,omitempty" json:"local,omitempty"`
+	// Docker holds the Dockerfile settings of the cloud builders.
+	Docker  *DockerBuild `yaml:"docker,omitempty" json:"docker,omitempty"`
+	Targets []string     `yaml:"targets" json:"targets"`
+	Tags    []string     `yaml:"tags,omitempty" json:"tags,omitempty"`
 }
 
 // LocalBuild describes an image the local builder assembles without a daemon.
@@ -363,6 +387,22 @@ func (c *Config) Validate(file string, data []byte) error {
 	if !oneOf(c.Builder.Kind, BuilderKinds) {
 		return errf([]string{"builder", "kind"}, fmt.Sprintf("unknown builder kind %q", c.Builder.Kind),
 			"use one of "+strings.Join(BuilderKinds, ", "))
+	}
+	if c.Builder.Kind == "acr" {
+		a := c.Builder.ACR
+		if a == nil || a.Subscription == "" || a.ResourceGroup == "" || a.Registry == "" {
+			return errf([]string{"builder"}, "builder.kind acr needs builder.acr with subscription, resource_group and registry",
+				"e.g. `acr: {subscription: 00000000-..., resource_group: build, registry: myacr}`")
+		}
+		if a.Timeout != "" {
+			if d, err := time.ParseDuration(a.Timeout); err != nil || d < 5*time.Minute || d > 8*time.Hour {
+				return errf([]string{"builder", "acr", "timeout"}, fmt.Sprintf("builder.acr.timeout %q is not a duration between 5m and 8h", a.Timeout), "e.g. `timeout: 2h`")
+			}
+		}
+		if a.ARMEndpoint == "" && c.Builder.Registry != "" && !strings.HasPrefix(c.Builder.Registry, strings.ToLower(a.Registry)+".azurecr.") {
+			return errf([]string{"builder", "registry"}, fmt.Sprintf("builder.registry %q is not in the ACR registry %s", c.Builder.Registry, a.Registry),
+				"ACR Tasks push to their own registry: use "+strings.ToLower(a.Registry)+".azurecr.io/PATH")
+		}
 	}
 	if c.Builder.Registry == "" {
 		return errf([]string{"builder"}, "builder.registry is missing",
