@@ -34,8 +34,8 @@ func TestDoctor(t *testing.T) {
 			want: map[string]string{"workflow grants id-token: write": "fail"}, fix: "permissions: id-token: write"},
 		{name: "with relay.yaml", config: goodConfigFor("REG"), env: map[string]string{"SIGSTORE_ID_TOKEN": "eyJ.test.token"}, code: 0,
 			want: map[string]string{"relay.yaml": "ok", "builder local": "ok", "push access to REG/acme/hello": "ok"}},
-		{name: "cloud builder", config: strings.Replace(goodConfigFor("REG"), "kind: local", "kind: gcb", 1), env: map[string]string{"SIGSTORE_ID_TOKEN": "eyJ.test.token"}, code: 1,
-			want: map[string]string{"builder gcb": "fail"}, fix: "builder.kind local or acr"},
+		{name: "cloud builder", config: strings.Replace(goodConfigFor("REG"), "kind: local", "kind: codebuild", 1), env: map[string]string{"SIGSTORE_ID_TOKEN": "eyJ.test.token"}, code: 1,
+			want: map[string]string{"builder codebuild": "fail"}, fix: "builder.kind local, acr or gcb"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gh := testutil.StartGitHubRunners(t, "acme/shop")

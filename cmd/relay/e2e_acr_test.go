@@ -30,28 +30,59 @@ func TestE2EACRRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	fake := testutil.StartACRTasks(t, func(ctx context.Context, dir, platform, repository, tag string) (string, string, error) {
-		repo, _ := name.NewRepository(reg + "/" + repository)
-		im := config.Image{Name: "hello", Platforms: []string{platform}, Local: &config.LocalBuild{Base: "scratch", Go: &config.GoBuild{Main: ".", Binary: "/hello"}}}
-		res, err := lb.Build(ctx, build.Request{Image: im, ContextDir: dir, Repository: repo, Source: build.SourceInfo{CommitTime: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}})
-		if err != nil {
-			return "", "", err
-		}
-		d, _ := name.NewDigest(res.Ref)
-		return res.Digest, string(res.Log), c.Tag(ctx, d, tag)
+		return buildExampleAt(ctx, lb, c, dir, platform, reg+"/"+repository+":"+tag)
 	})
+	releaseWithBuilder(t, reg, "builder: {kind: acr, registry: "+reg+"/build, acr: {subscription: sub-1, resource_group: rg-build, registry: relayacr, arm_endpoint: "+fake.URL+"}}",
+		fake.IdentityEnv(), func() int { return len(fake.Requests()) })
+}
+
+// TestE2EGCBRelease is the same with builder.kind gcb: application default credentials from
+// the (fake) metadata server, the context in a Cloud Storage object, the log from Cloud Logging.
+func TestE2EGCBRelease(t *testing.T) {
+	reg := testutil.Registry(t, true)
+	c, _ := oci.New()
+	lb, err := build.NewLocal(build.LocalOptions{Client: c, ConfigDir: t.TempDir(), Jobs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := testutil.StartCloudBuild(t, func(ctx context.Context, dir, platform, image string) (string, string, error) {
+		return buildExampleAt(ctx, lb, c, dir, platform, image)
+	})
+	releaseWithBuilder(t, reg, "builder: {kind: gcb, registry: "+reg+"/build, gcb: {project: acme-build, bucket: acme-build-sources, endpoints: {cloudbuild: "+fake.URL+
+		", storage: "+fake.URL+", logging: "+fake.URL+"}}}", fake.MetadataEnv(), func() int { return len(fake.Bodies()) })
+}
+
+// buildExampleAt builds the example's image from an unpacked context with the local builder,
+// as a cloud builder's run would, and pushes it as image (REPOSITORY:TAG).
+func buildExampleAt(ctx context.Context, lb *build.Local, c *oci.Client, dir, platform, image string) (string, string, error) {
+	tag, err := name.NewTag(image)
+	if err != nil {
+		return "", "", err
+	}
+	im := config.Image{Name: "hello", Platforms: []string{platform}, Local: &config.LocalBuild{Base: "scratch", Go: &config.GoBuild{Main: ".", Binary: "/hello"}}}
+	res, err := lb.Build(ctx, build.Request{Image: im, ContextDir: dir, Repository: tag.Context(), Source: build.SourceInfo{CommitTime: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}})
+	if err != nil {
+		return "", "", err
+	}
+	d, _ := name.NewDigest(res.Ref)
+	return res.Digest, string(res.Log), c.Tag(ctx, d, tag.TagStr())
+}
+
+// releaseWithBuilder releases the example with the given builder section and environment,
+// then checks one remote build ran per platform, the digests went through the pipeline,
+// relay verify accepts the result and the remote log reached relay's log.
+func releaseWithBuilder(t *testing.T, reg, builder string, env []string, builds func() int) {
+	t.Helper()
 	dir := realExample(t, reg, "signing: {mode: key, key: "+testKeyFile(t)+"}\n")
 	cfgPath := filepath.Join(dir, "relay.yaml")
 	cfg, _ := os.ReadFile(cfgPath)
-	acr := "builder: {kind: acr, registry: " + reg + "/build, acr: {subscription: sub-1, resource_group: rg-build, registry: relayacr, arm_endpoint: " + fake.URL + "}}"
-	cfg = []byte(strings.Replace(string(cfg), "builder: {kind: local, registry: "+reg+"/build}", acr, 1))
-	os.WriteFile(cfgPath, cfg, 0o644)
-
-	r := runRelayEnv(t, dir, fake.IdentityEnv(), "run")
+	os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), "builder: {kind: local, registry: "+reg+"/build}", builder, 1)), 0o644)
+	r := runRelayEnv(t, dir, env, "run")
 	if r.code != 0 {
-		t.Fatalf("release built by ACR Tasks: exit %d\n%s", r.code, r.stderr)
+		t.Fatalf("release built remotely: exit %d\n%s", r.code, r.stderr)
 	}
-	if n := len(fake.Requests()); n != 2 {
-		t.Fatalf("%d ACR runs, want one per platform", n)
+	if n := builds(); n != 2 {
+		t.Fatalf("%d remote builds, want one per platform", n)
 	}
 	im := readLock(t, filepath.Join(dir, "dist")).Images[0]
 	if len(im.Platforms) != 2 {
@@ -61,6 +92,6 @@ func TestE2EACRRelease(t *testing.T) {
 		t.Fatalf("relay verify: exit %d\n%s\n%s", v.code, v.stdout, v.stderr)
 	}
 	if !strings.Contains(r.stderr, `"msg":"build run succeeded"`) || !strings.Contains(r.stderr, `"msg":"build log"`) {
-		t.Fatalf("ACR runs not logged:\n%s", r.stderr)
+		t.Fatalf("remote builds not logged:\n%s", r.stderr)
 	}
 }

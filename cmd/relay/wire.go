@@ -17,6 +17,7 @@ import (
 	git "github.com/go-git/go-git/v5"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sigstore/sigstore-go/pkg/root"
+	"golang.org/x/oauth2/google"
 
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/attest/sbom"
@@ -313,10 +314,24 @@ func builder(cfg *config.Config, o Options, mode steps.Mode, client *oci.Client,
 		}
 		return build.NewACR(build.ACROptions{SubscriptionID: a.Subscription, ResourceGroup: a.ResourceGroup, Registry: a.Registry,
 			ARMEndpoint: a.ARMEndpoint, Timeout: timeout, Credential: cred, Client: client, Logger: logger})
+	case cfg.Builder.Kind == "gcb":
+		g := cfg.Builder.GCB
+		timeout, _ := time.ParseDuration(g.Timeout) // validated with the config
+		// Application default credentials: the metadata server (GKE workload identity,
+		// Cloud Run), workload identity federation, or GOOGLE_APPLICATION_CREDENTIALS.
+		creds, err := google.FindDefaultCredentials(context.Background(), "https://www.googleapis.com/auth/cloud-platform")
+		if err != nil {
+			return nil, &config.Error{File: o.Config, Msg: "builder gcb: no Google credentials: " + err.Error(), Fix: "run with workload identity or application default credentials (docs/config.md, Builders)"}
+		}
+		opts := build.GCBOptions{Project: g.Project, Location: g.Location, Bucket: g.Bucket, Timeout: timeout, Tokens: creds.TokenSource, Client: client, Logger: logger}
+		if e := g.Endpoints; e != nil {
+			opts.CloudBuildEndpoint, opts.StorageEndpoint, opts.LoggingEndpoint, opts.ResourceManagerEndpoint = e.CloudBuild, e.Storage, e.Logging, e.ResourceManager
+		}
+		return build.NewGCB(opts)
 	case mode == steps.ModeDryRun:
 		return nil, nil // the plan names the kind
 	default:
-		return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("builder.kind %s is not available in this build of relay", cfg.Builder.Kind), Fix: "use builder.kind local or acr, or --local, which always uses the local builder (docs/roadmap.md)"}
+		return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("builder.kind %s is not available in this build of relay", cfg.Builder.Kind), Fix: "use builder.kind local, acr or gcb, or --local, which always uses the local builder (docs/roadmap.md)"}
 	}
 }
 

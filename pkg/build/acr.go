@@ -43,7 +43,6 @@ type ACROptions struct {
 	HTTP         *http.Client
 	Logger       *slog.Logger
 	Sleep        func(context.Context, time.Duration) error
-	Now          func() time.Time
 }
 
 // ACR builds with ACR Tasks' quick runs: the context is packed (deterministically, honouring
@@ -86,19 +85,7 @@ func NewACR(o ACROptions) (*ACR, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Sleep == nil {
-		o.Sleep = func(ctx context.Context, d time.Duration) error {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-t.C:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}
-	if o.Now == nil {
-		o.Now = time.Now
+		o.Sleep = sleepCtx
 	}
 	return &ACR{o: o}, nil
 }
@@ -156,21 +143,7 @@ func (a *ACR) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	res.RunID = strings.Join(runIDs, ",")
 	res.Log = log.Bytes()
-	digest := entries[0].Digest
-	if len(entries) > 1 {
-		d, err := a.o.Client.WriteIndex(ctx, req.Repository, entries)
-		if err != nil {
-			return nil, err
-		}
-		digest = d.DigestStr()
-	}
-	raw, mt, err := a.o.Client.FetchManifest(ctx, req.Repository.Digest(digest))
-	if err != nil {
-		return nil, fmt.Errorf("acr: reading back what the run pushed: %w", err)
-	}
-	res.Digest, res.MediaType, res.Size = digest, string(mt), int64(len(raw))
-	res.Ref = req.Repository.Digest(digest).String()
-	return res, nil
+	return finishRemote(ctx, a.o.Client, req, res, entries)
 }
 
 type acrRun struct {

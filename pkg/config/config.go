@@ -62,6 +62,27 @@ type Builder struct {
 	Registry string `yaml:"registry" json:"registry"`
 	// ACR configures builder.kind acr (ACR Tasks).
 	ACR *ACRBuilder `yaml:"acr,omitempty" json:"acr,omitempty"`
+	// GCB configures builder.kind gcb (Google Cloud Build).
+	GCB *GCBBuilder `yaml:"gcb,omitempty" json:"gcb,omitempty"`
+}
+
+// GCBBuilder is the project whose Cloud Build builds the images and the bucket that takes
+// the context; relay authenticates with application default credentials.
+type GCBBuilder struct {
+	Project  string `yaml:"project" json:"project"`
+	Location string `yaml:"location,omitempty" json:"location,omitempty"` // default global
+	Bucket   string `yaml:"bucket" json:"bucket"`
+	Timeout  string `yaml:"timeout,omitempty" json:"timeout,omitempty"` // default 2h
+	// Endpoints replace the googleapis.com ones (Private Service Connect).
+	Endpoints *GCBEndpoints `yaml:"endpoints,omitempty" json:"endpoints,omitempty"`
+}
+
+// GCBEndpoints are API roots, e.g. https://cloudbuild-myendpoint.p.googleapis.com.
+type GCBEndpoints struct {
+	CloudBuild      string `yaml:"cloudbuild,omitempty" json:"cloudbuild,omitempty"`
+	Storage         string `yaml:"storage,omitempty" json:"storage,omitempty"`
+	Logging         string `yaml:"logging,omitempty" json:"logging,omitempty"`
+	ResourceManager string `yaml:"resourcemanager,omitempty" json:"resourcemanager,omitempty"`
 }
 
 // ACRBuilder is the registry whose ACR Tasks build the images; relay authenticates with
@@ -402,6 +423,18 @@ func (c *Config) Validate(file string, data []byte) error {
 		if a.ARMEndpoint == "" && c.Builder.Registry != "" && !strings.HasPrefix(c.Builder.Registry, strings.ToLower(a.Registry)+".azurecr.") {
 			return errf([]string{"builder", "registry"}, fmt.Sprintf("builder.registry %q is not in the ACR registry %s", c.Builder.Registry, a.Registry),
 				"ACR Tasks push to their own registry: use "+strings.ToLower(a.Registry)+".azurecr.io/PATH")
+		}
+	}
+	if c.Builder.Kind == "gcb" {
+		g := c.Builder.GCB
+		if g == nil || g.Project == "" || g.Bucket == "" {
+			return errf([]string{"builder"}, "builder.kind gcb needs builder.gcb with project and bucket",
+				"e.g. `gcb: {project: acme-build, bucket: acme-build-sources}`")
+		}
+		if g.Timeout != "" {
+			if d, err := time.ParseDuration(g.Timeout); err != nil || d < time.Minute || d > 24*time.Hour {
+				return errf([]string{"builder", "gcb", "timeout"}, fmt.Sprintf("builder.gcb.timeout %q is not a duration between 1m and 24h", g.Timeout), "e.g. `timeout: 2h`")
+			}
 		}
 	}
 	if c.Builder.Registry == "" {
