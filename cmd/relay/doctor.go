@@ -180,7 +180,7 @@ func builderCheck(ctx context.Context, cfg *config.Config, env *steps.Env) runne
 	c := runner.Check{Name: "builder " + cfg.Builder.Kind, Status: "ok"}
 	switch b := env.Builder.(type) {
 	case nil:
-		c.Status, c.Note, c.Fix = "fail", "this build of relay has no "+cfg.Builder.Kind+" builder", "use builder.kind local, acr or gcb (docs/roadmap.md)"
+		c.Status, c.Note, c.Fix = "fail", "this build of relay has no "+cfg.Builder.Kind+" builder", "use builder.kind local, acr, gcb or codebuild (docs/config.md, Builders)"
 	case interface {
 		Check(context.Context) (string, error)
 	}:

@@ -20,6 +20,7 @@ func TestDoctor(t *testing.T) {
 		perms  map[string]string
 		env    map[string]string
 		config string // relay.yaml body; REG is replaced by a registry
+		acr    bool   // builder.kind acr against the ACR Tasks fake, whose identity may only push
 		code   int
 		want   map[string]string // check name prefix -> status
 		fix    string
@@ -34,8 +35,8 @@ func TestDoctor(t *testing.T) {
 			want: map[string]string{"workflow grants id-token: write": "fail"}, fix: "permissions: id-token: write"},
 		{name: "with relay.yaml", config: goodConfigFor("REG"), env: map[string]string{"SIGSTORE_ID_TOKEN": "eyJ.test.token"}, code: 0,
 			want: map[string]string{"relay.yaml": "ok", "builder local": "ok", "push access to REG/acme/hello": "ok"}},
-		{name: "cloud builder", config: strings.Replace(goodConfigFor("REG"), "kind: local", "kind: codebuild", 1), env: map[string]string{"SIGSTORE_ID_TOKEN": "eyJ.test.token"}, code: 1,
-			want: map[string]string{"builder codebuild": "fail"}, fix: "builder.kind local, acr or gcb"},
+		{name: "acr builder without the rights to run builds", acr: true, env: map[string]string{"SIGSTORE_ID_TOKEN": "eyJ.test.token"}, code: 1,
+			want: map[string]string{"builder acr": "fail"}, fix: "may not Microsoft.ContainerRegistry/registries/listBuildSourceUploadUrl/action"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gh := testutil.StartGitHubRunners(t, "acme/shop")
@@ -49,6 +50,16 @@ func TestDoctor(t *testing.T) {
 			dir := t.TempDir()
 			cfg := filepath.Join(dir, "relay.yaml")
 			reg := testutil.Registry(t, true)
+			if tc.acr {
+				fake := testutil.StartACRTasks(t, nil)
+				fake.Actions = []string{"Microsoft.ContainerRegistry/registries/pull/read", "Microsoft.ContainerRegistry/registries/push/write"}
+				for _, kv := range fake.IdentityEnv() { // azidentity reads the process environment
+					k, v, _ := strings.Cut(kv, "=")
+					t.Setenv(k, v)
+				}
+				tc.config = strings.Replace(goodConfigFor("REG"), "builder: {kind: local, registry: REG/build}",
+					"builder: {kind: acr, registry: REG/build, acr: {subscription: sub-1, resource_group: rg-build, registry: relayacr, arm_endpoint: "+fake.URL+"}}", 1)
+			}
 			if tc.config != "" {
 				gitRepo(t, dir)
 				os.WriteFile(cfg, []byte(strings.ReplaceAll(tc.config, "REG", reg)), 0o644)

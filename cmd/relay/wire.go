@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	git "github.com/go-git/go-git/v5"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sigstore/sigstore-go/pkg/root"
@@ -328,10 +329,20 @@ func builder(cfg *config.Config, o Options, mode steps.Mode, client *oci.Client,
 			opts.CloudBuildEndpoint, opts.StorageEndpoint, opts.LoggingEndpoint, opts.ResourceManagerEndpoint = e.CloudBuild, e.Storage, e.Logging, e.ResourceManager
 		}
 		return build.NewGCB(opts)
+	case cfg.Builder.Kind == "codebuild":
+		cb := cfg.Builder.CodeBuild
+		timeout, _ := time.ParseDuration(cb.Timeout) // validated with the config
+		// The AWS default chain: environment, web identity (EKS), container credentials
+		// (ECS, CodeBuild itself), instance role.
+		awsCfg, err := awsconfig.LoadDefaultConfig(context.Background())
+		if err != nil {
+			return nil, &config.Error{File: o.Config, Msg: "builder codebuild: AWS configuration: " + err.Error(), Fix: "run with a role the workload assumes, and AWS_REGION set"}
+		}
+		return build.NewCodeBuild(build.CodeBuildOptions{Project: cb.Project, Bucket: cb.Bucket, Timeout: timeout, AWS: awsCfg, Client: client, Logger: logger})
 	case mode == steps.ModeDryRun:
 		return nil, nil // the plan names the kind
 	default:
-		return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("builder.kind %s is not available in this build of relay", cfg.Builder.Kind), Fix: "use builder.kind local, acr or gcb, or --local, which always uses the local builder (docs/roadmap.md)"}
+		return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("builder.kind %s is not available in this build of relay", cfg.Builder.Kind), Fix: "use builder.kind local, acr, gcb or codebuild, or --local, which always uses the local builder (docs/roadmap.md)"}
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -165,13 +164,8 @@ func (a *ACR) run(ctx context.Context, req Request, source string, plat *v1.Plat
 			target = d.Target
 		}
 	}
-	names := make([]string, 0, len(buildArgs))
-	for k := range buildArgs {
-		names = append(names, k)
-	}
-	sort.Strings(names) // the same request for the same inputs
 	args := []map[string]any{}
-	for _, k := range names {
+	for _, k := range sortedKeys(buildArgs) { // the same request for the same inputs
 		args = append(args, map[string]any{"name": k, "value": buildArgs[k], "isSecret": false})
 	}
 	body := map[string]any{

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -193,12 +192,7 @@ func (g *GCB) build(ctx context.Context, req Request, object, generation string,
 		}
 	}
 	args := []string{"build", "--platform", plat.String(), "-f", dockerfile, "-t", image}
-	names := make([]string, 0, len(buildArgs))
-	for k := range buildArgs {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
+	for _, k := range sortedKeys(buildArgs) {
 		args = append(args, "--build-arg", k+"="+buildArgs[k])
 	}
 	if target != "" {

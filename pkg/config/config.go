@@ -64,6 +64,16 @@ type Builder struct {
 	ACR *ACRBuilder `yaml:"acr,omitempty" json:"acr,omitempty"`
 	// GCB configures builder.kind gcb (Google Cloud Build).
 	GCB *GCBBuilder `yaml:"gcb,omitempty" json:"gcb,omitempty"`
+	// CodeBuild configures builder.kind codebuild (AWS CodeBuild).
+	CodeBuild *CodeBuildBuilder `yaml:"codebuild,omitempty" json:"codebuild,omitempty"`
+}
+
+// CodeBuildBuilder is the CodeBuild project that builds the images and the bucket that
+// takes the context; relay authenticates with the AWS default chain.
+type CodeBuildBuilder struct {
+	Project string `yaml:"project" json:"project"`
+	Bucket  string `yaml:"bucket" json:"bucket"`
+	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"` // default 2h
 }
 
 // GCBBuilder is the project whose Cloud Build builds the images and the bucket that takes
@@ -434,6 +444,18 @@ func (c *Config) Validate(file string, data []byte) error {
 		if g.Timeout != "" {
 			if d, err := time.ParseDuration(g.Timeout); err != nil || d < time.Minute || d > 24*time.Hour {
 				return errf([]string{"builder", "gcb", "timeout"}, fmt.Sprintf("builder.gcb.timeout %q is not a duration between 1m and 24h", g.Timeout), "e.g. `timeout: 2h`")
+			}
+		}
+	}
+	if c.Builder.Kind == "codebuild" {
+		cb := c.Builder.CodeBuild
+		if cb == nil || cb.Project == "" || cb.Bucket == "" {
+			return errf([]string{"builder"}, "builder.kind codebuild needs builder.codebuild with project and bucket",
+				"e.g. `codebuild: {project: relay-images, bucket: acme-build-sources}`")
+		}
+		if cb.Timeout != "" {
+			if d, err := time.ParseDuration(cb.Timeout); err != nil || d < 5*time.Minute || d > 36*time.Hour {
+				return errf([]string{"builder", "codebuild", "timeout"}, fmt.Sprintf("builder.codebuild.timeout %q is not a duration between 5m and 36h", cb.Timeout), "e.g. `timeout: 2h`")
 			}
 		}
 	}
