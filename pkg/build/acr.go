@@ -128,10 +128,7 @@ func (a *ACR) Build(ctx context.Context, req Request) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("platform %q: %w", ps, err)
 		}
-		tag := fmt.Sprintf("relay-%s-%s-%s", strings.TrimPrefix(ca.Digest, "sha256:")[:12], plat.OS, plat.Architecture)
-		if plat.Variant != "" {
-			tag += "-" + plat.Variant
-		}
+		tag := remoteTag(ca.Digest, plat)
 		run, err := a.run(ctx, req, up.RelativePath, plat, tag, &log)
 		if err != nil {
 			return nil, err

@@ -126,7 +126,7 @@ func (c *CodeBuild) Build(ctx context.Context, req Request) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("platform %q: %w", ps, err)
 		}
-		tag := req.Repository.Tag(fmt.Sprintf("relay-%s-%s-%s", strings.TrimPrefix(ca.Digest, "sha256:")[:12], plat.OS, plat.Architecture))
+		tag := req.Repository.Tag(remoteTag(ca.Digest, plat))
 		id, err := c.run(ctx, req, key, plat, tag.String(), &log)
 		if err != nil {
 			return nil, err

@@ -134,7 +134,7 @@ func (g *GCB) Build(ctx context.Context, req Request) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("platform %q: %w", ps, err)
 		}
-		tag := fmt.Sprintf("relay-%s-%s-%s", strings.TrimPrefix(ca.Digest, "sha256:")[:12], plat.OS, plat.Architecture)
+		tag := remoteTag(ca.Digest, plat)
 		id, digest, err := g.build(ctx, req, object, obj.Generation, plat, tag, &log)
 		if err != nil {
 			return nil, err
@@ -145,6 +145,16 @@ func (g *GCB) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	res.RunID, res.Log = strings.Join(ids, ","), log.Bytes()
 	return finishRemote(ctx, g.o.Client, req, res, entries)
+}
+
+// remoteTag is the tag a remote build pushes a platform's image under: unique to the context
+// archive and the platform (variant included), so a digest read back is this build's.
+func remoteTag(contextDigest string, plat *v1.Platform) string {
+	t := fmt.Sprintf("relay-%s-%s-%s", strings.TrimPrefix(contextDigest, "sha256:")[:12], plat.OS, plat.Architecture)
+	if plat.Variant != "" {
+		t += "-" + plat.Variant
+	}
+	return t
 }
 
 // finishRemote assembles the index of a multi-platform remote build and fills the result.
