@@ -115,52 +115,15 @@ func (a *ACR) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	a.o.Logger.Info("build context uploaded", "builder", "acr", "digest", ca.Digest, "bytes", ca.Size, "files", ca.Files)
 
-	platforms := req.Image.Platforms
-	if len(platforms) == 0 {
-		platforms = []string{"linux/amd64"}
-	}
-	res := &Result{Builder: "acr"}
-	var entries []oci.IndexEntry
-	var runIDs []string
-	var log bytes.Buffer
-	for _, ps := range platforms {
-		plat, err := v1.ParsePlatform(ps)
-		if err != nil {
-			return nil, fmt.Errorf("platform %q: %w", ps, err)
-		}
-		tag := remoteTag(ca.Digest, plat)
-		run, err := a.run(ctx, req, up.RelativePath, plat, tag, &log)
-		if err != nil {
-			return nil, err
-		}
-		runIDs = append(runIDs, run.id)
-		entries = append(entries, oci.IndexEntry{Digest: run.digest, Platform: *plat})
-		res.Platforms = append(res.Platforms, oci.Manifest{Platform: plat.String(), Digest: run.digest})
-	}
-	res.RunID = strings.Join(runIDs, ",")
-	res.Log = log.Bytes()
-	return finishRemote(ctx, a.o.Client, req, res, entries)
-}
-
-type acrRun struct {
-	id, digest string
+	return buildRemote(ctx, a.o.Client, req, "acr", ca.Digest, func(ctx context.Context, plat *v1.Platform, tag string, log *bytes.Buffer) (string, string, error) {
+		return a.run(ctx, req, up.RelativePath, plat, tag, log)
+	})
 }
 
 // run schedules one platform's Docker build and follows it to its end.
-func (a *ACR) run(ctx context.Context, req Request, source string, plat *v1.Platform, tag string, log *bytes.Buffer) (*acrRun, error) {
+func (a *ACR) run(ctx context.Context, req Request, source string, plat *v1.Platform, tag string, log *bytes.Buffer) (string, string, error) {
 	repoPath := req.Repository.RepositoryStr()
-	dockerfile, buildArgs, target := a.o.Dockerfile, a.o.BuildArgs, a.o.Target
-	if d := req.Image.Docker; d != nil { // the image's own settings win
-		if d.Dockerfile != "" {
-			dockerfile = d.Dockerfile
-		}
-		if d.BuildArgs != nil {
-			buildArgs = d.BuildArgs
-		}
-		if d.Target != "" {
-			target = d.Target
-		}
-	}
+	dockerfile, buildArgs, target := dockerSettings(a.o.Dockerfile, a.o.BuildArgs, a.o.Target, req.Image)
 	args := []map[string]any{}
 	for _, k := range sortedKeys(buildArgs) { // the same request for the same inputs
 		args = append(args, map[string]any{"name": k, "value": buildArgs[k], "isSecret": false})
@@ -175,25 +138,25 @@ func (a *ACR) run(ctx context.Context, req Request, source string, plat *v1.Plat
 	}
 	var run acrRunResource
 	if err := a.arm(ctx, http.MethodPost, a.registryPath()+"/scheduleRun", body, &run); err != nil {
-		return nil, fmt.Errorf("acr: scheduling the %s build: %w", plat, err)
+		return "", "", fmt.Errorf("acr: scheduling the %s build: %w", plat, err)
 	}
 	id := run.Properties.RunID
 	if id == "" {
-		return nil, errors.New("acr: scheduleRun returned no run id")
+		return "", "", errors.New("acr: scheduleRun returned no run id")
 	}
 	a.o.Logger.Info("build run scheduled", "builder", "acr", "run_id", id, "platform", plat.String())
 	follower := &logFollower{a: a, runID: id, out: log}
 	for {
 		if err := a.o.Sleep(ctx, a.o.PollInterval); err != nil {
 			a.cancel(id)
-			return nil, fmt.Errorf("acr: run %s cancelled: %w", id, err)
+			return "", "", fmt.Errorf("acr: run %s cancelled: %w", id, err)
 		}
 		if err := a.arm(ctx, http.MethodGet, a.registryPath()+"/runs/"+id, nil, &run); err != nil {
 			if ctx.Err() != nil {
 				a.cancel(id)
-				return nil, fmt.Errorf("acr: run %s cancelled: %w", id, ctx.Err())
+				return "", "", fmt.Errorf("acr: run %s cancelled: %w", id, ctx.Err())
 			}
-			return nil, fmt.Errorf("acr: run %s: %w", id, err)
+			return "", "", fmt.Errorf("acr: run %s: %w", id, err)
 		}
 		follower.poll(ctx)
 		switch run.Properties.Status {
@@ -204,13 +167,13 @@ func (a *ACR) run(ctx context.Context, req Request, source string, plat *v1.Plat
 			for _, im := range run.Properties.OutputImages {
 				if im.Repository == repoPath && im.Tag == tag && im.Digest != "" {
 					a.o.Logger.Info("build run succeeded", "builder", "acr", "run_id", id, "platform", plat.String(), "digest", im.Digest)
-					return &acrRun{id: id, digest: im.Digest}, nil
+					return id, im.Digest, nil
 				}
 			}
-			return nil, fmt.Errorf("acr: run %s succeeded but reports no pushed image %s:%s", id, repoPath, tag)
+			return "", "", fmt.Errorf("acr: run %s succeeded but reports no pushed image %s:%s", id, repoPath, tag)
 		default: // Failed, Error, Timeout, Canceled
 			follower.poll(ctx)
-			return nil, &RemoteBuildError{Builder: "acr", RunID: id, Status: run.Properties.Status, Tail: follower.tail(30),
+			return "", "", &RemoteBuildError{Builder: "acr", RunID: id, Status: run.Properties.Status, Tail: follower.tail(30),
 				Hint: fmt.Sprintf("full log: az acr task logs -r %s --run-id %s", a.o.Registry, id)}
 		}
 	}

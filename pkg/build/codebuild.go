@@ -113,51 +113,24 @@ func (c *CodeBuild) Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, fmt.Errorf("codebuild: uploading the build context to s3://%s/%s: %w", c.o.Bucket, key, explainAWS(err))
 	}
 	c.o.Logger.Info("build context uploaded", "builder", "codebuild", "object", "s3://"+c.o.Bucket+"/"+key, "bytes", ca.Size)
-	platforms := req.Image.Platforms
-	if len(platforms) == 0 {
-		platforms = []string{"linux/amd64"}
-	}
-	res := &Result{Builder: "codebuild"}
-	var entries []oci.IndexEntry
-	var ids []string
-	var log bytes.Buffer
-	for _, ps := range platforms {
-		plat, err := v1.ParsePlatform(ps)
+	return buildRemote(ctx, c.o.Client, req, "codebuild", ca.Digest, func(ctx context.Context, plat *v1.Platform, tag string, log *bytes.Buffer) (string, string, error) {
+		ref := req.Repository.Tag(tag)
+		id, err := c.run(ctx, req, key, plat, ref.String(), log)
 		if err != nil {
-			return nil, fmt.Errorf("platform %q: %w", ps, err)
-		}
-		tag := req.Repository.Tag(remoteTag(ca.Digest, plat))
-		id, err := c.run(ctx, req, key, plat, tag.String(), &log)
-		if err != nil {
-			return nil, err
+			return "", "", err
 		}
 		// CodeBuild reports no digest: resolve the tag the build pushed, at once.
-		d, err := c.o.Client.TagDigest(ctx, tag)
+		d, err := c.o.Client.TagDigest(ctx, ref)
 		if err != nil || d == "" {
-			return nil, fmt.Errorf("codebuild: build %s succeeded but %s cannot be read back: %v", id, tag, err)
+			return "", "", fmt.Errorf("codebuild: build %s succeeded but %s cannot be read back: %v", id, ref, err)
 		}
 		c.o.Logger.Info("build run succeeded", "builder", "codebuild", "run_id", id, "platform", plat.String(), "digest", d)
-		ids = append(ids, id)
-		entries = append(entries, oci.IndexEntry{Digest: d, Platform: *plat})
-		res.Platforms = append(res.Platforms, oci.Manifest{Platform: plat.String(), Digest: d})
-	}
-	res.RunID, res.Log = strings.Join(ids, ","), log.Bytes()
-	return finishRemote(ctx, c.o.Client, req, res, entries)
+		return id, d, nil
+	})
 }
 
 func (c *CodeBuild) run(ctx context.Context, req Request, key string, plat *v1.Platform, image string, log *bytes.Buffer) (string, error) {
-	dockerfile, buildArgs, target := c.o.Dockerfile, c.o.BuildArgs, c.o.Target
-	if d := req.Image.Docker; d != nil {
-		if d.Dockerfile != "" {
-			dockerfile = d.Dockerfile
-		}
-		if d.BuildArgs != nil {
-			buildArgs = d.BuildArgs
-		}
-		if d.Target != "" {
-			target = d.Target
-		}
-	}
+	dockerfile, buildArgs, target := dockerSettings(c.o.Dockerfile, c.o.BuildArgs, c.o.Target, req.Image)
 	var ba []string
 	for _, k := range sortedKeys(buildArgs) {
 		ba = append(ba, "--build-arg "+k+"="+buildArgs[k])

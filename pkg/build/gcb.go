@@ -121,59 +121,9 @@ func (g *GCB) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	g.o.Logger.Info("build context uploaded", "builder", "gcb", "object", "gs://"+g.o.Bucket+"/"+object, "bytes", ca.Size)
 
-	platforms := req.Image.Platforms
-	if len(platforms) == 0 {
-		platforms = []string{"linux/amd64"}
-	}
-	res := &Result{Builder: "gcb"}
-	var entries []oci.IndexEntry
-	var ids []string
-	var log bytes.Buffer
-	for _, ps := range platforms {
-		plat, err := v1.ParsePlatform(ps)
-		if err != nil {
-			return nil, fmt.Errorf("platform %q: %w", ps, err)
-		}
-		tag := remoteTag(ca.Digest, plat)
-		id, digest, err := g.build(ctx, req, object, obj.Generation, plat, tag, &log)
-		if err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-		entries = append(entries, oci.IndexEntry{Digest: digest, Platform: *plat})
-		res.Platforms = append(res.Platforms, oci.Manifest{Platform: plat.String(), Digest: digest})
-	}
-	res.RunID, res.Log = strings.Join(ids, ","), log.Bytes()
-	return finishRemote(ctx, g.o.Client, req, res, entries)
-}
-
-// remoteTag is the tag a remote build pushes a platform's image under: unique to the context
-// archive and the platform (variant included), so a digest read back is this build's.
-func remoteTag(contextDigest string, plat *v1.Platform) string {
-	t := fmt.Sprintf("relay-%s-%s-%s", strings.TrimPrefix(contextDigest, "sha256:")[:12], plat.OS, plat.Architecture)
-	if plat.Variant != "" {
-		t += "-" + plat.Variant
-	}
-	return t
-}
-
-// finishRemote assembles the index of a multi-platform remote build and fills the result.
-func finishRemote(ctx context.Context, c *oci.Client, req Request, res *Result, entries []oci.IndexEntry) (*Result, error) {
-	digest := entries[0].Digest
-	if len(entries) > 1 {
-		d, err := c.WriteIndex(ctx, req.Repository, entries)
-		if err != nil {
-			return nil, err
-		}
-		digest = d.DigestStr()
-	}
-	raw, mt, err := c.FetchManifest(ctx, req.Repository.Digest(digest))
-	if err != nil {
-		return nil, fmt.Errorf("%s: reading back what the build pushed: %w", res.Builder, err)
-	}
-	res.Digest, res.MediaType, res.Size = digest, string(mt), int64(len(raw))
-	res.Ref = req.Repository.Digest(digest).String()
-	return res, nil
+	return buildRemote(ctx, g.o.Client, req, "gcb", ca.Digest, func(ctx context.Context, plat *v1.Platform, tag string, log *bytes.Buffer) (string, string, error) {
+		return g.build(ctx, req, object, obj.Generation, plat, tag, log)
+	})
 }
 
 type gcbBuild struct {
@@ -189,18 +139,7 @@ type gcbBuild struct {
 
 func (g *GCB) build(ctx context.Context, req Request, object, generation string, plat *v1.Platform, tag string, log *bytes.Buffer) (string, string, error) {
 	image := req.Repository.Tag(tag).String()
-	dockerfile, buildArgs, target := g.o.Dockerfile, g.o.BuildArgs, g.o.Target
-	if d := req.Image.Docker; d != nil {
-		if d.Dockerfile != "" {
-			dockerfile = d.Dockerfile
-		}
-		if d.BuildArgs != nil {
-			buildArgs = d.BuildArgs
-		}
-		if d.Target != "" {
-			target = d.Target
-		}
-	}
+	dockerfile, buildArgs, target := dockerSettings(g.o.Dockerfile, g.o.BuildArgs, g.o.Target, req.Image)
 	args := []string{"build", "--platform", plat.String(), "-f", dockerfile, "-t", image}
 	for _, k := range sortedKeys(buildArgs) {
 		args = append(args, "--build-arg", k+"="+buildArgs[k])
