@@ -2,12 +2,9 @@ package ghapp
 
 import (
 	"context"
-	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
@@ -15,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relaydev/relay/internal/testutil"
 )
 
 // fakeGitHubApps checks App JWTs as GitHub does (RS256 by the App's public key, iss = app
@@ -23,30 +22,9 @@ import (
 func fakeGitHubApps(t *testing.T, pub *rsa.PublicKey, appID string, now time.Time) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		jwt, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		parts := strings.Split(jwt, ".")
-		deny := func(msg string) {
+		if err := testutil.CheckAppJWT(r.Header.Get("Authorization"), pub, appID, now); err != nil {
 			w.WriteHeader(401)
-			json.NewEncoder(w).Encode(map[string]string{"message": msg, "documentation_url": "https://docs.github.com/rest"})
-		}
-		if len(parts) != 3 {
-			deny("A JSON web token could not be decoded")
-			return
-		}
-		sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
-		sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-		if rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], sig) != nil {
-			deny("'Issuer' claim ('iss') must be an Integer")
-			return
-		}
-		raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
-		var c struct {
-			Iat, Exp int64
-			Iss      string
-		}
-		json.Unmarshal(raw, &c)
-		if c.Iss != appID || c.Exp-c.Iat > 600 || c.Exp < now.Unix() || c.Iat > now.Unix() {
-			deny("'Expiration time' claim ('exp') is too far in the future")
+			json.NewEncoder(w).Encode(map[string]string{"message": err.Error(), "documentation_url": "https://docs.github.com/rest"})
 			return
 		}
 		switch {
