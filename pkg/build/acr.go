@@ -68,23 +68,12 @@ func NewACR(o ACROptions) (*ACR, error) {
 	if o.Dockerfile == "" {
 		o.Dockerfile = "Dockerfile"
 	}
-	switch {
-	case o.Timeout == 0:
-		o.Timeout = 2 * time.Hour
-	case o.Timeout < 5*time.Minute || o.Timeout > 8*time.Hour:
+	remoteDefaults(&o.Timeout, &o.PollInterval, &o.Logger, &o.Sleep)
+	if o.Timeout < 5*time.Minute || o.Timeout > 8*time.Hour {
 		return nil, fmt.Errorf("acr builder: timeout %s is outside ACR's 5m..8h", o.Timeout)
-	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = 5 * time.Second
 	}
 	if o.HTTP == nil {
 		o.HTTP = &http.Client{Timeout: 2 * time.Minute}
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Sleep == nil {
-		o.Sleep = sleepCtx
 	}
 	return &ACR{o: o}, nil
 }

@@ -3,7 +3,6 @@ package build
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -95,32 +94,12 @@ func TestACRBuildFailures(t *testing.T) {
 			var logs bytes.Buffer
 			fake, a, repo, _ := acrFixture(t, &logs)
 			tc.setup(fake)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			if tc.cancel {
-				// Cancel once the run exists: what SIGTERM does to relay mid-build.
-				a.o.Sleep = func(ctx context.Context, _ time.Duration) error {
-					if len(fake.Requests()) > 0 {
-						cancel()
-					}
-					return ctx.Err()
-				}
-			}
-			im := filesImage()
-			im.Platforms = []string{"linux/amd64"}
-			_, err := a.Build(ctx, request(repo, im))
-			for _, w := range tc.want {
-				if err == nil || !strings.Contains(err.Error(), w) {
-					t.Fatalf("error %v lacks %q", err, w)
-				}
-			}
-			var rbe *RemoteBuildError
-			if strings.Contains(tc.name, "fails") && !errors.As(err, &rbe) {
-				t.Fatalf("not a RemoteBuildError: %T", err)
-			}
-			if tc.cancel && !strings.Contains(strings.Join(fake.Calls(), "\n"), "POST "+"/subscriptions/sub-1/resourceGroups/rg-build/providers/Microsoft.ContainerRegistry/registries/relayacr/runs/cb1/cancel") {
-				t.Fatalf("the remote run was not cancelled: %v", fake.Calls())
-			}
+			remoteFailure(t, func(ctx context.Context) error {
+				_, err := a.Build(ctx, onePlatform()(request(repo, filesImage())))
+				return err
+			}, func(f func(context.Context, time.Duration) error) { a.o.Sleep = f },
+				func() bool { return len(fake.Requests()) > 0 },
+				func() bool { return strings.Contains(strings.Join(fake.Calls(), "\n"), "/runs/cb1/cancel") }, tc.cancel, tc.want...)
 		})
 	}
 }

@@ -66,18 +66,7 @@ func NewCodeBuild(o CodeBuildOptions) (*CodeBuild, error) {
 	if o.Dockerfile == "" {
 		o.Dockerfile = "Dockerfile"
 	}
-	if o.Timeout == 0 {
-		o.Timeout = 2 * time.Hour
-	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = 5 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Sleep == nil {
-		o.Sleep = sleepCtx
-	}
+	remoteDefaults(&o.Timeout, &o.PollInterval, &o.Logger, &o.Sleep)
 	s3opts := append([]func(*s3.Options){func(so *s3.Options) {
 		// A plain PUT: no aws-chunked trailer checksums an S3-compatible endpoint may not take.
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired

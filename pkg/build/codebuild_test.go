@@ -82,27 +82,12 @@ func TestCodeBuildFailures(t *testing.T) {
 			var logs bytes.Buffer
 			fake, cb, repo, _ := codeBuildFixture(t, &logs)
 			tc.setup(fake)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			if tc.cancel {
-				cb.o.Sleep = func(ctx context.Context, _ time.Duration) error {
-					if len(fake.Starts()) > 0 {
-						cancel()
-					}
-					return ctx.Err()
-				}
-			}
-			im := filesImage()
-			im.Platforms = []string{"linux/amd64"}
-			_, err := cb.Build(ctx, request(repo, im))
-			for _, w := range tc.want {
-				if err == nil || !strings.Contains(err.Error(), w) {
-					t.Fatalf("error %v lacks %q", err, w)
-				}
-			}
-			if tc.cancel && !strings.Contains(strings.Join(fake.Calls(), " "), "StopBuild") {
-				t.Fatalf("the remote build was not stopped: %v", fake.Calls())
-			}
+			remoteFailure(t, func(ctx context.Context) error {
+				_, err := cb.Build(ctx, onePlatform()(request(repo, filesImage())))
+				return err
+			}, func(f func(context.Context, time.Duration) error) { cb.o.Sleep = f },
+				func() bool { return len(fake.Starts()) > 0 },
+				func() bool { return strings.Contains(strings.Join(fake.Calls(), " "), "StopBuild") }, tc.cancel, tc.want...)
 		})
 	}
 }

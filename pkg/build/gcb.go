@@ -72,33 +72,11 @@ func NewGCB(o GCBOptions) (*GCB, error) {
 	def(&o.LoggingEndpoint, "https://logging.googleapis.com")
 	def(&o.ResourceManagerEndpoint, "https://cloudresourcemanager.googleapis.com")
 	def(&o.Dockerfile, "Dockerfile")
-	if o.Timeout == 0 {
-		o.Timeout = 2 * time.Hour
-	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = 5 * time.Second
-	}
+	remoteDefaults(&o.Timeout, &o.PollInterval, &o.Logger, &o.Sleep)
 	if o.HTTP == nil {
 		o.HTTP = &http.Client{Timeout: 2 * time.Minute}
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Sleep == nil {
-		o.Sleep = sleepCtx
-	}
 	return &GCB{o: o}, nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Name implements Builder.

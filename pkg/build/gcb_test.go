@@ -111,27 +111,12 @@ func TestGCBBuildFailures(t *testing.T) {
 			var logs bytes.Buffer
 			fake, g, repo, _ := gcbFixture(t, &logs)
 			tc.setup(fake)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			if tc.cancel {
-				g.o.Sleep = func(ctx context.Context, _ time.Duration) error {
-					if len(fake.Bodies()) > 0 {
-						cancel()
-					}
-					return ctx.Err()
-				}
-			}
-			im := filesImage()
-			im.Platforms = []string{"linux/amd64"}
-			_, err := g.Build(ctx, request(repo, im))
-			for _, w := range tc.want {
-				if err == nil || !strings.Contains(err.Error(), w) {
-					t.Fatalf("error %v lacks %q", err, w)
-				}
-			}
-			if tc.cancel && !strings.Contains(strings.Join(fake.Calls(), "\n"), ":cancel") {
-				t.Fatalf("the remote build was not cancelled: %v", fake.Calls())
-			}
+			remoteFailure(t, func(ctx context.Context) error {
+				_, err := g.Build(ctx, onePlatform()(request(repo, filesImage())))
+				return err
+			}, func(f func(context.Context, time.Duration) error) { g.o.Sleep = f },
+				func() bool { return len(fake.Bodies()) > 0 },
+				func() bool { return strings.Contains(strings.Join(fake.Calls(), "\n"), ":cancel") }, tc.cancel, tc.want...)
 		})
 	}
 }

@@ -4,13 +4,45 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/oci"
 )
+
+// remoteDefaults fills the options every cloud builder defaults alike: a 2h run timeout
+// (above ACR's own 1h default, which long builds hit), a 5s poll, a discarding logger and a
+// context-aware sleep.
+func remoteDefaults(timeout, poll *time.Duration, logger **slog.Logger, sleep *func(context.Context, time.Duration) error) {
+	if *timeout == 0 {
+		*timeout = 2 * time.Hour
+	}
+	if *poll <= 0 {
+		*poll = 5 * time.Second
+	}
+	if *logger == nil {
+		*logger = slog.New(slog.DiscardHandler)
+	}
+	if *sleep == nil {
+		*sleep = sleepCtx
+	}
+}
+
+// sleepCtx waits d, or less if ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // dockerSettings are a cloud build's Dockerfile, build args and target: the image's own
 // (images[].docker) over the builder's defaults.
