@@ -60,6 +60,10 @@ type Client struct {
 	// subjects serialises attaches to one subject: without a referrers API each attach
 	// rewrites the subject's sha256-<hex> tag index, and two at once would lose one.
 	subjects sync.Map // repository@digest -> *sync.Mutex
+	// One puller and one pusher for the client's life: go-containerregistry makes a
+	// transport (a ping and a token) per call otherwise, which is most of a no-op copy.
+	puller *remote.Puller
+	pusher *remote.Pusher
 }
 
 // Option configures a Client.
@@ -167,10 +171,18 @@ func New(opts ...Option) (*Client, error) {
 	if c.rt == nil {
 		c.rt = Retry(NewTransport(), RetryOptions{Logger: c.logger})
 	}
+	var err error
+	if c.puller, err = remote.NewPuller(c.base(context.Background())...); err != nil {
+		return nil, err
+	}
+	if c.pusher, err = remote.NewPusher(c.base(context.Background())...); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
-func (c *Client) remote(ctx context.Context) []remote.Option {
+// base is the options every remote call starts from; each call still runs under its own ctx.
+func (c *Client) base(ctx context.Context) []remote.Option {
 	return []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithTransport(c.rt),
@@ -178,6 +190,11 @@ func (c *Client) remote(ctx context.Context) []remote.Option {
 		remote.WithUserAgent(c.ua),
 		remote.WithJobs(c.jobs),
 	}
+}
+
+// remote reuses the client's authenticated transports, one per repository and scope.
+func (c *Client) remote(ctx context.Context) []remote.Option {
+	return append(c.base(ctx), remote.Reuse(c.puller), remote.Reuse(c.pusher))
 }
 
 // ManifestTooLargeError is a manifest over the 4 MiB that registries are required to accept
@@ -269,7 +286,8 @@ func (c *Client) Exists(ctx context.Context, ref name.Digest) (bool, error) {
 
 // Write pushes an image or index by digest to repo and returns the digest reference.
 func (c *Client) Write(ctx context.Context, repo name.Repository, t remote.Taggable) (name.Digest, error) {
-	opts := c.remote(ctx)
+	// A pusher of its own: a reused one would not report this write's progress.
+	opts := append(c.base(ctx), remote.Reuse(c.puller))
 	var done chan struct{}
 	if c.every > 0 {
 		updates := make(chan v1.Update, 16)
@@ -336,11 +354,7 @@ func (c *Client) ReferrersMode(ctx context.Context, repo name.Repository) (strin
 	if v, ok := c.modes.Load(key); ok {
 		return v.(string), nil
 	}
-	auth, err := c.kc.Resolve(repo.Registry)
-	if err != nil {
-		return "", err
-	}
-	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, c.rt, []string{repo.Scope(transport.PullScope)})
+	tr, err := c.blobTransport(ctx, repo, repo.Scope(transport.PullScope))
 	if err != nil {
 		return "", fmt.Errorf("probing referrers support of %s: %w", key, err)
 	}
@@ -374,7 +388,11 @@ func ClassicTag(digest, suffix string) string {
 }
 
 // Referrers lists the manifests whose subject is d (referrers API, or the tag schema fallback).
+// Where the registry is known to have no referrers API, the tag schema is read directly.
 func (c *Client) Referrers(ctx context.Context, d name.Digest) ([]v1.Descriptor, error) {
+	if mode, ok := c.modes.Load(d.RegistryStr()); ok && mode == ReferrersTagSchema {
+		return c.tagSchemaReferrers(ctx, d)
+	}
 	idx, err := remote.Referrers(d, c.remote(ctx)...)
 	if err != nil {
 		var te *transport.Error
@@ -386,6 +404,28 @@ func (c *Client) Referrers(ctx context.Context, d name.Digest) ([]v1.Descriptor,
 	im, err := idx.IndexManifest()
 	if err != nil {
 		return nil, fmt.Errorf("listing referrers of %s: %w", d, err)
+	}
+	return im.Manifests, nil
+}
+
+// tagSchemaReferrers reads the sha256-<hex> index that lists d's referrers on a registry
+// without the referrers API; no such tag means none.
+func (c *Client) tagSchemaReferrers(ctx context.Context, d name.Digest) ([]v1.Descriptor, error) {
+	tag := d.Context().Tag(ClassicTag(d.DigestStr(), ""))
+	desc, err := c.get(ctx, tag)
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("listing referrers of %s: %w", d, err)
+	}
+	if desc.MediaType != types.OCIImageIndex {
+		return nil, fmt.Errorf("listing referrers of %s: the referrers tag %s holds a %s, not an OCI image index", d, tag, desc.MediaType)
+	}
+	im, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
+	if err != nil {
+		return nil, fmt.Errorf("listing referrers of %s: %s: %w", d, tag, err)
 	}
 	return im.Manifests, nil
 }

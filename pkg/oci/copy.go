@@ -130,9 +130,19 @@ func (c *Client) CopyMulti(ctx context.Context, src name.Digest, dsts []name.Rep
 		return nil, fmt.Errorf("copying %s: reading source: %w", src, err)
 	}
 	root := desc.Digest.String()
+	// What each destination holds and the source's referrers mode, asked side by side: on a
+	// copy that finds everything in place these round trips are most of its time. (A
+	// destination is probed once it holds the image: the probe needs the repository.)
+	have := make([]bool, len(dsts))
+	var wg sync.WaitGroup
+	for i, dst := range dsts {
+		wg.Go(func() { have[i], _ = c.Exists(ctx, dst.Digest(root)) })
+	}
+	wg.Go(func() { _, _ = c.ReferrersMode(ctx, src.Context()) }) // an error resurfaces in copyAttached
+	wg.Wait()
 	var need []name.Repository
-	for _, dst := range dsts {
-		if ok, err := c.Exists(ctx, dst.Digest(root)); err != nil || !ok {
+	for i, dst := range dsts {
+		if !have[i] {
 			need = append(need, dst) // an error here resurfaces, with its cause, on the write
 		}
 	}
@@ -192,12 +202,14 @@ func (c *Client) copyGraph(ctx context.Context, src name.Repository, g *graph, d
 // classic tags) to every destination; each attachment is itself a graph copy, so its own
 // attachments follow, which ends because content addressing cannot make a cycle.
 func (c *Client) copyAttached(ctx context.Context, src name.Repository, g *graph, dsts []name.Repository) error {
-	for _, dst := range dsts {
-		if _, err := c.ReferrersMode(ctx, dst); err != nil {
-			return err
-		}
-	}
 	eg, ectx := errgroup.WithContext(ctx)
+	for _, repo := range append([]name.Repository{src}, dsts...) {
+		eg.Go(func() error { _, err := c.ReferrersMode(ectx, repo); return err })
+	}
+	if err := eg.Wait(); err != nil {
+		return err
+	}
+	eg, ectx = errgroup.WithContext(ctx)
 	eg.SetLimit(max(c.jobs, 8)) // small metadata requests: latency, not bandwidth, bounds them
 	for _, n := range g.nodes {
 		eg.Go(func() error {
