@@ -92,7 +92,7 @@ func (c *Client) classicLayers(ctx context.Context, d name.Digest, suffix string
 
 func (c *Client) classicImage(ctx context.Context, d name.Digest, suffix string) (v1.Image, error) {
 	tag := d.Context().Tag(ClassicTag(d.DigestStr(), suffix))
-	img, err := remote.Image(tag, c.remote(ctx)...)
+	img, err := remote.Image(tag, c.remote(ctx, tag.Context(), transport.PullScope)...)
 	var te *transport.Error
 	if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
 		return nil, nil

@@ -56,14 +56,10 @@ type Client struct {
 	resumeWait time.Duration                                    // first wait before resuming an upload
 	sleep      func(ctx context.Context, d time.Duration) error // a seam for tests
 	trMu       sync.Mutex
-	trs        map[string]http.RoundTripper // authenticated transports by registry and scopes
+	trs        map[string]*authEntry // authenticated transports by registry and scopes
 	// subjects serialises attaches to one subject: without a referrers API each attach
 	// rewrites the subject's sha256-<hex> tag index, and two at once would lose one.
 	subjects sync.Map // repository@digest -> *sync.Mutex
-	// One puller and one pusher for the client's life: go-containerregistry makes a
-	// transport (a ping and a token) per call otherwise, which is most of a no-op copy.
-	puller *remote.Puller
-	pusher *remote.Pusher
 }
 
 // Option configures a Client.
@@ -171,13 +167,6 @@ func New(opts ...Option) (*Client, error) {
 	if c.rt == nil {
 		c.rt = Retry(NewTransport(), RetryOptions{Logger: c.logger})
 	}
-	var err error
-	if c.puller, err = remote.NewPuller(c.base(context.Background())...); err != nil {
-		return nil, err
-	}
-	if c.pusher, err = remote.NewPusher(c.base(context.Background())...); err != nil {
-		return nil, err
-	}
 	return c, nil
 }
 
@@ -192,9 +181,17 @@ func (c *Client) base(ctx context.Context) []remote.Option {
 	}
 }
 
-// remote reuses the client's authenticated transports, one per repository and scope.
-func (c *Client) remote(ctx context.Context) []remote.Option {
-	return append(c.base(ctx), remote.Reuse(c.puller), remote.Reuse(c.pusher))
+// remote is the options for a call about repo that needs scope (pull or push). It reuses
+// the client's authenticated transport for the repository and scope, the one relay's own
+// blob and probe requests use: go-containerregistry would otherwise ping the registry and
+// fetch a token on every call, which is most of a copy that finds everything in place. The
+// transport is used as it is, so relay's Retry is the only retry layer and logs each one.
+func (c *Client) remote(ctx context.Context, repo name.Repository, scope string) []remote.Option {
+	opts := c.base(ctx)
+	if tr, err := c.authTransport(ctx, repo, repo.Scope(scope)); err == nil {
+		opts = append(opts, remote.WithTransport(tr))
+	} // else go-containerregistry shakes hands itself and reports why it fails
+	return opts
 }
 
 // ManifestTooLargeError is a manifest over the 4 MiB that registries are required to accept
@@ -210,7 +207,7 @@ func (e *ManifestTooLargeError) Error() string {
 
 // get is remote.Get with the manifest size limit relay holds every registry to.
 func (c *Client) get(ctx context.Context, ref name.Reference) (*remote.Descriptor, error) {
-	desc, err := remote.Get(ref, c.remote(ctx)...)
+	desc, err := remote.Get(ref, c.remote(ctx, ref.Context(), transport.PullScope)...)
 	if err != nil {
 		return nil, err
 	}
@@ -273,7 +270,7 @@ func (c *Client) Resolve(ctx context.Context, ref name.Reference) (*Resolved, er
 
 // Exists reports whether the digest is present in the repository.
 func (c *Client) Exists(ctx context.Context, ref name.Digest) (bool, error) {
-	_, err := remote.Head(ref, c.remote(ctx)...)
+	_, err := remote.Head(ref, c.remote(ctx, ref.Context(), transport.PullScope)...)
 	if err == nil {
 		return true, nil
 	}
@@ -286,8 +283,7 @@ func (c *Client) Exists(ctx context.Context, ref name.Digest) (bool, error) {
 
 // Write pushes an image or index by digest to repo and returns the digest reference.
 func (c *Client) Write(ctx context.Context, repo name.Repository, t remote.Taggable) (name.Digest, error) {
-	// A pusher of its own: a reused one would not report this write's progress.
-	opts := append(c.base(ctx), remote.Reuse(c.puller))
+	opts := c.base(ctx) // go-containerregistry's own pusher: it mounts layers from other repositories
 	var done chan struct{}
 	if c.every > 0 {
 		updates := make(chan v1.Update, 16)
@@ -354,7 +350,7 @@ func (c *Client) ReferrersMode(ctx context.Context, repo name.Repository) (strin
 	if v, ok := c.modes.Load(key); ok {
 		return v.(string), nil
 	}
-	tr, err := c.blobTransport(ctx, repo, repo.Scope(transport.PullScope))
+	tr, err := c.authTransport(ctx, repo, repo.Scope(transport.PullScope))
 	if err != nil {
 		return "", fmt.Errorf("probing referrers support of %s: %w", key, err)
 	}
@@ -393,7 +389,7 @@ func (c *Client) Referrers(ctx context.Context, d name.Digest) ([]v1.Descriptor,
 	if mode, ok := c.modes.Load(d.RegistryStr()); ok && mode == ReferrersTagSchema {
 		return c.tagSchemaReferrers(ctx, d)
 	}
-	idx, err := remote.Referrers(d, c.remote(ctx)...)
+	idx, err := remote.Referrers(d, c.remote(ctx, d.Context(), transport.PullScope)...)
 	if err != nil {
 		var te *transport.Error
 		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
@@ -441,7 +437,7 @@ func (c *Client) FetchManifest(ctx context.Context, d name.Digest) ([]byte, type
 
 // FetchBlob reads a blob of at most max bytes and checks its digest.
 func (c *Client) FetchBlob(ctx context.Context, repo name.Repository, digest string, max int64) ([]byte, error) {
-	l, err := remote.Layer(repo.Digest(digest), c.remote(ctx)...)
+	l, err := remote.Layer(repo.Digest(digest), c.remote(ctx, repo, transport.PullScope)...)
 	if err != nil {
 		return nil, fmt.Errorf("fetching blob %s@%s: %w", repo, digest, err)
 	}
@@ -520,7 +516,7 @@ func (c *Client) AttachBundle(ctx context.Context, subject name.Digest, subjectM
 	empty := static.NewLayer([]byte("{}"), EmptyMediaType)
 	eh, _ := empty.Digest()
 	for _, l := range []v1.Layer{empty, bl} {
-		if err := remote.WriteLayer(repo, l, c.remote(ctx)...); err != nil {
+		if err := remote.WriteLayer(repo, l, c.remote(ctx, repo, transport.PushScope)...); err != nil {
 			return "", fmt.Errorf("uploading bundle for %s: %w", subject, err)
 		}
 	}
@@ -557,7 +553,7 @@ func (c *Client) AttachBundle(ctx context.Context, subject name.Digest, subjectM
 	mu, _ := c.subjects.LoadOrStore(subject.String(), new(sync.Mutex))
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
-	if err := remote.Put(repo.Digest(mh.String()), rawManifest{raw: raw, mt: types.OCIManifestSchema1}, c.remote(ctx)...); err != nil {
+	if err := remote.Put(repo.Digest(mh.String()), rawManifest{raw: raw, mt: types.OCIManifestSchema1}, c.remote(ctx, repo, transport.PushScope)...); err != nil {
 		return "", fmt.Errorf("attaching bundle to %s: %w", subject, err)
 	}
 	c.logger.Debug("attached", "image", subject.String(), "referrer", mh.String(), "predicate_type", predicateType)
@@ -580,7 +576,7 @@ func (c *Client) Tag(ctx context.Context, d name.Digest, tag string) error {
 		}
 		return fmt.Errorf("tagging %s: %w", d, err)
 	}
-	if err := remote.Put(t, rawManifest{raw: desc.Manifest, mt: desc.MediaType}, c.remote(ctx)...); err != nil {
+	if err := remote.Put(t, rawManifest{raw: desc.Manifest, mt: desc.MediaType}, c.remote(ctx, t.Context(), transport.PushScope)...); err != nil {
 		return fmt.Errorf("tagging %s as %s: %w", d, tag, err)
 	}
 	return nil
@@ -588,7 +584,7 @@ func (c *Client) Tag(ctx context.Context, d name.Digest, tag string) error {
 
 // TagDigest returns the digest a tag points at, or "" if the tag does not exist.
 func (c *Client) TagDigest(ctx context.Context, t name.Tag) (string, error) {
-	desc, err := remote.Head(t, c.remote(ctx)...)
+	desc, err := remote.Head(t, c.remote(ctx, t.Context(), transport.PullScope)...)
 	if err != nil {
 		var te *transport.Error
 		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
@@ -635,7 +631,7 @@ func (c *Client) WriteIndex(ctx context.Context, repo name.Repository, entries [
 	}
 	h, _, _ := v1.SHA256(bytes.NewReader(raw))
 	d := repo.Digest(h.String())
-	if err := remote.Put(d, rawManifest{raw: raw, mt: types.OCIImageIndex}, c.remote(ctx)...); err != nil {
+	if err := remote.Put(d, rawManifest{raw: raw, mt: types.OCIImageIndex}, c.remote(ctx, repo, transport.PushScope)...); err != nil {
 		return name.Digest{}, fmt.Errorf("writing the index to %s: %w", repo, err)
 	}
 	return d, nil

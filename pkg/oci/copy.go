@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 )
@@ -188,7 +189,7 @@ func (c *Client) copyGraph(ctx context.Context, src name.Repository, g *graph, d
 	for _, dst := range dsts {
 		eg.Go(func() error {
 			for _, n := range g.nodes {
-				if err := remote.Put(dst.Digest(n.digest), rawManifest{raw: n.raw, mt: n.mt}, c.remote(ectx)...); err != nil {
+				if err := remote.Put(dst.Digest(n.digest), rawManifest{raw: n.raw, mt: n.mt}, c.remote(ectx, dst, transport.PushScope)...); err != nil {
 					return fmt.Errorf("writing manifest %s to %s: %w", n.digest, dst, err)
 				}
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // CopyPlatforms copies only some platforms of the index src into dst. The platform
@@ -61,7 +62,7 @@ func (c *Client) CopyPlatforms(ctx context.Context, src name.Digest, dst name.Re
 	}
 	h, _, _ := v1.SHA256(bytes.NewReader(raw))
 	out := dst.Digest(h.String())
-	if err := remote.Put(out, rawManifest{raw: raw, mt: desc.MediaType}, c.remote(ctx)...); err != nil {
+	if err := remote.Put(out, rawManifest{raw: raw, mt: desc.MediaType}, c.remote(ctx, dst, transport.PushScope)...); err != nil {
 		return name.Digest{}, fmt.Errorf("writing the %d-platform index to %s: %w", len(keep), dst, err)
 	}
 	c.logger.Info("copied a platform subset", "image", out.String(), "source", src.String(), "platforms", len(keep))

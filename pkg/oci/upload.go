@@ -30,29 +30,45 @@ const (
 	maxResumes       = 6
 )
 
-// blobTransport returns an authenticated transport for repo with the given scopes, made
+// authTransport returns an authenticated transport for repo with the given scopes, made
 // once per registry and scope set: the token dance happens once, and every request shares
-// the client's connection pool.
-func (c *Client) blobTransport(ctx context.Context, repo name.Repository, scopes ...string) (http.RoundTripper, error) {
+// the client's connection pool. Only a handshake that succeeded is kept, and handshakes
+// with different registries do not wait for each other.
+func (c *Client) authTransport(ctx context.Context, repo name.Repository, scopes ...string) (http.RoundTripper, error) {
 	key := repo.RegistryStr() + " " + strings.Join(scopes, " ")
 	c.trMu.Lock()
-	defer c.trMu.Unlock()
-	if tr, ok := c.trs[key]; ok {
-		return tr, nil
+	if c.trs == nil {
+		c.trs = map[string]*authEntry{}
+	}
+	e, ok := c.trs[key]
+	if !ok {
+		e = &authEntry{}
+		c.trs[key] = e
+	}
+	c.trMu.Unlock()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.tr != nil {
+		return e.tr, nil
 	}
 	auth, err := c.kc.Resolve(repo.Registry)
 	if err != nil {
 		return nil, fmt.Errorf("credentials for %s: %w", repo.RegistryStr(), err)
 	}
-	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, c.rt, scopes)
+	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewUserAgent(c.rt, c.ua), scopes)
 	if err != nil {
 		return nil, fmt.Errorf("authenticating to %s: %w", repo.RegistryStr(), err)
 	}
-	if c.trs == nil {
-		c.trs = map[string]http.RoundTripper{}
-	}
-	c.trs[key] = tr
+	e.tr = tr
 	return tr, nil
+}
+
+// authEntry is one registry and scope set's transport; mu is held through the handshake,
+// so concurrent callers share one.
+type authEntry struct {
+	mu sync.Mutex
+	tr http.RoundTripper
 }
 
 func (c *Client) do(ctx context.Context, tr http.RoundTripper, method, u string, body io.Reader, size int64, hdr map[string]string) (*http.Response, error) {
@@ -80,7 +96,7 @@ func blobURL(repo name.Repository, rest string) string {
 // openBlob streams the blob from off on: a range request, or a full read that skips off
 // bytes where the registry ignores ranges.
 func (c *Client) openBlob(ctx context.Context, src name.Repository, d v1.Descriptor, off int64) (io.ReadCloser, error) {
-	tr, err := c.blobTransport(ctx, src, src.Scope(transport.PullScope))
+	tr, err := c.authTransport(ctx, src, src.Scope(transport.PullScope))
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +153,7 @@ func (c *Client) startUpload(ctx context.Context, src, dst name.Repository, d v1
 	if sameRegistry {
 		scopes = append(scopes, src.Scope(transport.PullScope))
 	}
-	tr, err := c.blobTransport(ctx, dst, scopes...)
+	tr, err := c.authTransport(ctx, dst, scopes...)
 	if err != nil {
 		return nil, err
 	}
