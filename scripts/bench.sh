@@ -33,7 +33,9 @@ for i in $(seq "$rounds"); do
 done
 row() { printf '| %s | %s | %s |\n' "$1" "$(printf '%s' "${wall[$2]}" | median)" "$(( $(printf '%s' "${rss[$2]}" | median | cut -d. -f1) / 1024 ))"; }
 declare -A ver=()
-for i in $(seq "$rounds"); do read -r w r < <(measure "$bin" version); ver[wall]+="$w"$'\n'; ver[rss]+="$r"$'\n'; done
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
+for i in $(seq "$rounds"); do evict "$bin"; read -r w r < <(measure "$bin" version); ver[wall]+="$w"$'\n'; ver[rss]+="$r"$'\n'; done
 size=$(stat -c %s "$bin")
 {
   echo "# Benchmarks"
@@ -59,6 +61,8 @@ size=$(stat -c %s "$bin")
   echo "| bin/relay (static, stripped, CGO_ENABLED=0) | $((size / 1024 / 1024)) MiB ($size bytes) |"
   echo
   echo "Start-up, which every no-op pays: \`relay version\` takes $(printf '%s' "${ver[wall]}" | median) s and $(( $(printf '%s' "${ver[rss]}" | median | cut -d. -f1) / 1024 )) MiB of RSS"
-  echo "(syft's package graph initialises at start; crane's is 0.00 s and 11 MiB)."
+  echo "(syft's package graph initialises at start; crane's is 0.00 s and 11 MiB). Measured from a cold start, the binary"
+  echo "evicted from the page cache first (scripts/lib.sh says why): after a sequential read of the file the kernel maps"
+  echo "its text in larger folios and the same \`relay version\` shows up to 107 MiB, none of it relay's own memory."
 } > "$root/$report"
 cat "$root/$report"
