@@ -146,7 +146,8 @@ for kind in "${kinds[@]}"; do
   echo "| $kind | a to two registries at once: all $(nproc) cores busy $(printf '%s' "${two[busy]}" | median) % of the time (iowait $(printf '%s' "${two[iowait]}" | median) s); CPU of the three registries $(printf '%s' "${two[regs]}" | median) s, relay's own $(printf '%s' "${two[self]}" | median) s | - | - | - | - |" >> "$work/section.md"
   echo "| $kind | a to two registries at once, floor for a client costing no CPU: (machine busy - relay) / $(nproc) cores | - | $fl | $flr of two sequential crane copies | - |" >> "$work/section.md"
   # The other floor: both destinations write (and fsync) 1 GiB each to this one disk.
-  ds=$( { /usr/bin/time -f '%e' dd if=/dev/zero of="$work/disk" bs=4M count=512 conv=fdatasync 2>/dev/null; } 2>&1 | tail -1); rm -f "$work/disk"
+  /usr/bin/time -f '%e' -o "$work/t" dd if=/dev/zero of="$work/disk" bs=4M count=512 conv=fdatasync 2>/dev/null
+  ds=$(cat "$work/t"); rm -f "$work/disk"
   dr="-"; [ -n "$cw2" ] && dr=$(awk "BEGIN{printf \"%.2f\", $ds/$cw2}")
   echo "| $kind | a to two registries at once, disk floor: 2 GiB written with fdatasync (dd) to the registries' disk | dd | $ds | $dr of two sequential crane copies | - |" >> "$work/section.md"
   unset two
