@@ -26,9 +26,10 @@ test-integration:
 ## bench: relay run --local on the example, relay copy against crane, regctl and skopeo,
 ## then sign/SBOM/provenance/verify against syft + cosign on the local Sigstore stack (root:
 ## it needs a private network namespace), and relay runner's start-to-exec; rewrites
-## docs/benchmarks.md. Peers:
-## scripts/bench-tools.sh installs them.
+## docs/benchmarks.md. scripts/bench-tools.sh installs the peers and the stack first (as
+## root; skipped when present).
 bench: build
+	scripts/bench-tools.sh
 	scripts/bench.sh bin/relay docs/benchmarks.md
 	scripts/bench-copy.sh bin/relay docs/benchmarks.md 3
 	scripts/bench-sign.sh docs/benchmarks.md 3

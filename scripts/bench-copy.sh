@@ -31,8 +31,8 @@ YML
 stop_registry() { kill "$(cat "$work/$1/pid")" 2>/dev/null || true; rm -rf "$work/$1"; }
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh"
-timeit() { # command...; prints wall seconds and max RSS KiB, from a cold start of the program
-  evict "$(command -v "$1")"
+timeit() { # command...; prints wall seconds and max RSS KiB, the program warm (scripts/lib.sh)
+  warm "$1"
   /usr/bin/time -f '%e %M' -o "$work/t" "$@" >/dev/null 2>"$work/err" || { echo "FAILED: $*" >&2; cat "$work/err" >&2; return 1; }
   cat "$work/t"
 }
@@ -53,6 +53,7 @@ copy_cmd() { # tool src dst
   esac
 }
 
+command -v docker-registry >/dev/null || { echo "bench-copy: docker-registry (Debian's distribution 2.8) is not installed: run scripts/bench-tools.sh" >&2; exit 1; }
 kinds=(debian); command -v registry >/dev/null && kinds+=(v3) || echo "bench-copy: distribution v3 (registry) is not installed" >&2
 {
   echo
@@ -61,7 +62,7 @@ kinds=(debian); command -v registry >/dev/null && kinds+=(v3) || echo "bench-cop
   echo "Produced by \`make bench\` (\`scripts/bench-copy.sh bin/relay docs/benchmarks.md $rounds\`); medians of $rounds rounds,"
   echo "a source and a fresh destination registry of the same kind on 127.0.0.1 for every copy, generated images of"
   echo "pseudo-random (incompressible) layers. \`/usr/bin/time\` resolves 10 ms, so no-op ratios are coarse."
-  echo "Every program starts cold: its file is evicted from the page cache before each run (scripts/lib.sh), since how the kernel last read an executable changes its mapped text, and so its peak RSS, by up to 40 MiB."
+  echo "Every program runs warm from the same state: its file is evicted from the page cache and the program started once (its version command) before each measured run (scripts/lib.sh), since how the kernel last read an executable changes its mapped text, and so its peak RSS, by up to 40 MiB."
   echo "Peers: $(crane version 2>/dev/null | head -1 | sed 's/^/crane /'), $(regctl version --format '{{.VCSTag}}' 2>/dev/null | sed 's/^/regctl /'), $(skopeo --version 2>/dev/null)."
   echo "Copies into several registries at once are bound by the destination registries, not by relay: each hashes every byte (Debian's Go 1.19 build without SHA-NI), writes it in 32 KiB calls and fsyncs every upload request (distribution v3 also each chunk), on the same $(nproc) cores and one disk. For (d) the busy row of each kind says where the machine's time went, and two floors follow: the wall time a client that cost no CPU at all would need (the machine's busy CPU-seconds less relay's, over the cores), and the time this disk takes to write the 2 GiB the two destinations must persist."
   echo "relay copies referrers and cosign's classic tags as well (none exist here, but it looks for them). skopeo runs without --preserve-digests, which it refuses for these OCI indexes (1.9.3), so it may rewrite the index."
@@ -117,7 +118,7 @@ for kind in "${kinds[@]}"; do
     # of a client that costs nothing.
     regs=("src-$kind" "two1-$kind-$r" "two2-$kind-$r")
     r0=$(regs_cpu "${regs[@]}"); read -r b0 io0 < <(machine_cpu)
-    evict "$bin"
+    warm "$bin"
     /usr/bin/time -f '%e %M %U %S' -o "$work/t" "$bin" copy --log-level error "$a" "$d1/relay/a" "$d2/relay/a" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
     r1=$(regs_cpu "${regs[@]}"); read -r b1 io1 < <(machine_cpu)
     read -r w m u sy < "$work/t"
@@ -130,7 +131,7 @@ for kind in "${kinds[@]}"; do
     stop_registry "two1-$kind-$r"; stop_registry "two2-$kind-$r"
     if command -v crane >/dev/null; then
       d1=$(start_registry "$kind" "two1-$kind-$r"); d2=$(start_registry "$kind" "two2-$kind-$r")
-      evict "$(command -v crane)"
+      warm crane
       s=$(date +%s.%N)
       crane copy --insecure "$a" "$d1/crane/a:bench" >/dev/null 2>&1 && crane copy --insecure "$a" "$d2/crane/a:bench" >/dev/null 2>&1
       two[crane]+="$(awk "BEGIN{print $(date +%s.%N) - $s}")"$'\n'

@@ -4,7 +4,7 @@
 # local Sigstore stack, and appends a section to the report.
 #   scripts/bench-sign.sh REPORT [ROUNDS]
 # Needs root (the stack runs in a private network namespace: Fulcio and the TSA open metrics
-# ports on every interface), the stack's binaries (.ci/run installs them) and syft
+# ports on every interface), the stack's binaries and syft
 # (scripts/bench-tools.sh).
 set -euo pipefail
 report=$1; rounds=${2:-3}

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Installs what `make bench` compares relay with, pinned: crane and regctl and the
-# distribution v3 registry from the Go module proxy, skopeo, docker-registry and GNU time from Debian.
+# Installs what `make bench` needs, pinned: what the tests need (scripts/test-tools.sh: the
+# Sigstore stack, cosign, docker-registry, GNU time), then what relay is compared with: crane and
+# regctl and the distribution v3 registry from the Go module proxy, skopeo from Debian, syft.
+# Skips what is present.
 set -euo pipefail
+"$(dirname "$0")/test-tools.sh"
 export GOFLAGS=
-go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
-go install github.com/regclient/regclient/cmd/regctl@v0.11.7
-go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2   # ~2.5 min to build
-if ! command -v skopeo >/dev/null || ! command -v docker-registry >/dev/null || [ ! -x /usr/bin/time ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo docker-registry time
+gobin=$(go env GOPATH)/bin
+tool() { [ -x "$gobin/$1" ] || go install "$2"; }
+tool crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
+tool regctl github.com/regclient/regclient/cmd/regctl@v0.11.7
+tool registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2   # ~2.5 min to build
+if ! command -v skopeo >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo
 fi
 # syft's CLI, for the sign benchmark's hand-written chain. `go install syft@v1.57.0` fails on this
 # proxy (it refuses 8 versions syft pins), so it is built in a throwaway module with the same

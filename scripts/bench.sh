@@ -4,7 +4,7 @@
 # Wall time and peak RSS come from GNU time (-v); the peak RSS is that of the largest process
 # in the run's tree (relay itself, or a `go build` it starts). Medians over ROUNDS (default 5).
 set -euo pipefail
-bin=$(realpath "$1"); report=$2; rounds=${3:-5}
+bin=$(realpath "$1"); report=$(realpath -m "$2"); rounds=${3:-5}
 [ -x /usr/bin/time ] || { echo "bench: GNU time is missing: apt-get install -y time" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -20,6 +20,9 @@ measure() { # label, then the command; prints "seconds kib"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
+warm "$bin" # make build just wrote it: drop the folios that left in the page cache
 # Warm-up: fills the Go build cache for both platforms, as on a developer's machine.
 measure "$bin" run --local >/dev/null
 
@@ -33,9 +36,15 @@ for i in $(seq "$rounds"); do
 done
 row() { printf '| %s | %s | %s |\n' "$1" "$(printf '%s' "${wall[$2]}" | median)" "$(( $(printf '%s' "${rss[$2]}" | median | cut -d. -f1) / 1024 ))"; }
 declare -A ver=()
-# shellcheck source=scripts/lib.sh
-. "$root/scripts/lib.sh"
-for i in $(seq "$rounds"); do evict "$bin"; read -r w r < <(measure "$bin" version); ver[wall]+="$w"$'\n'; ver[rss]+="$r"$'\n'; done
+# Start-up: cold (the file evicted from the page cache, as in a fresh runner container) and
+# warm (every later run); crane's for scale.
+crane=$(command -v crane || true)
+for i in $(seq "$rounds"); do
+  evict "$bin"; read -r w r < <(measure "$bin" version); ver[cold]+="$w"$'\n'; ver[cold-rss]+="$r"$'\n'
+  read -r w r < <(measure "$bin" version); ver[warm]+="$w"$'\n'; ver[warm-rss]+="$r"$'\n'
+  if [ -n "$crane" ]; then warm "$crane"; read -r w r < <(measure "$crane" version); ver[crane]+="$w"$'\n'; ver[crane-rss]+="$r"$'\n'; fi
+done
+vrow() { printf '| %s | %s | %s |\n' "$1" "$(printf '%s' "${ver[$2]}" | median)" "$(( $(printf '%s' "${ver[$2-rss]}" | median | cut -d. -f1) / 1024 ))"; }
 size=$(stat -c %s "$bin")
 {
   echo "# Benchmarks"
@@ -60,9 +69,16 @@ size=$(stat -c %s "$bin")
   echo "|---|---|"
   echo "| bin/relay (static, stripped, CGO_ENABLED=0) | $((size / 1024 / 1024)) MiB ($size bytes) |"
   echo
-  echo "Start-up, which every no-op pays: \`relay version\` takes $(printf '%s' "${ver[wall]}" | median) s and $(( $(printf '%s' "${ver[rss]}" | median | cut -d. -f1) / 1024 )) MiB of RSS"
-  echo "(syft's package graph initialises at start; crane's is 0.00 s and 11 MiB). Measured from a cold start, the binary"
-  echo "evicted from the page cache first (scripts/lib.sh says why): after a sequential read of the file the kernel maps"
-  echo "its text in larger folios and the same \`relay version\` shows up to 107 MiB, none of it relay's own memory."
-} > "$root/$report"
-cat "$root/$report"
+  echo "Start-up, which every no-op pays (syft's package graph initialises at start):"
+  echo
+  echo "| start-up | wall time (s) | peak RSS (MiB) |"
+  echo "|---|---|---|"
+  vrow "\`relay version\`, cold: the binary evicted from the page cache first" cold
+  vrow "\`relay version\`, warm: run again" warm
+  if [ -n "$crane" ]; then vrow "\`crane version\`, warm, for scale" crane; else echo "| \`crane version\` | crane is not installed (scripts/bench-tools.sh) | - |"; fi
+  echo
+  echo "Every run here starts from a page cache the kernel filled the way a cold start does (scripts/lib.sh says why):"
+  echo "after a sequential read of the file it maps the text in larger folios and the same \`relay version\` shows up to"
+  echo "107 MiB, none of it relay's own memory."
+} > "$report"
+cat "$report"
