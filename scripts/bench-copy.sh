@@ -8,8 +8,9 @@ set -euo pipefail
 bin=$(realpath "$1"); report=$2; rounds=${3:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+# Registries start in command substitutions (subshells), so their pid files, not a shell
+# array, say what to stop.
+cleanup() { for f in "$work"/*/pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 export PATH="$PATH:$(go env GOPATH)/bin"
 
@@ -24,7 +25,7 @@ storage: {filesystem: {rootdirectory: $work/$nm/data}, delete: {enabled: true}}
 http: {addr: 127.0.0.1:$port, secret: bench}
 YML
   local cmd=docker-registry; [ "$kind" = v3 ] && cmd=registry
-  "$cmd" serve "$work/$nm/config.yml" >"$work/$nm/log" 2>&1 & pids+=($!); echo $! > "$work/$nm/pid"
+  "$cmd" serve "$work/$nm/config.yml" >"$work/$nm/log" 2>&1 & echo $! > "$work/$nm/pid"
   for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
   echo "127.0.0.1:$port"
 }
@@ -41,6 +42,9 @@ regs_cpu() { # registry names... -> their CPU in clock ticks (user + system)
 machine_cpu() { awk '/^cpu /{print $2+$3+$4+$7+$8, $6}' /proc/stat; } # busy ticks, iowait ticks
 hz=$(getconf CLK_TCK)
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# ratio A B -> A/B to two places, or ZERO (default -) when B is 0. Values go in with -v: gawk
+# folds a constant division by zero at parse time, even in a branch that never runs.
+ratio() { awk -v a="$1" -v b="$2" -v z="${3:--}" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print z }'; }
 
 tools=(relay)
 for t in crane regctl skopeo; do command -v "$t" >/dev/null && tools+=("$t") || echo "bench-copy: $t is not installed" >&2; done
@@ -64,7 +68,7 @@ kinds=(debian); command -v registry >/dev/null && kinds+=(v3) || echo "bench-cop
   echo "pseudo-random (incompressible) layers. \`/usr/bin/time\` resolves 10 ms, so no-op ratios are coarse."
   echo "Every program runs warm from the same state: its file is evicted from the page cache and the program started once (its version command) before each measured run (scripts/lib.sh), since how the kernel last read an executable changes its mapped text, and so its peak RSS, by up to 40 MiB."
   echo "Peers: $(crane version 2>/dev/null | head -1 | sed 's/^/crane /'), $(regctl version --format '{{.VCSTag}}' 2>/dev/null | sed 's/^/regctl /'), $(skopeo --version 2>/dev/null)."
-  echo "Copies into several registries at once are bound by the destination registries, not by relay: each hashes every byte (Debian's Go 1.19 build without SHA-NI), writes it in 32 KiB calls and fsyncs every upload request (distribution v3 also each chunk), on the same $(nproc) cores and one disk. For (d) the busy row of each kind says where the machine's time went, and two floors follow: the wall time a client that cost no CPU at all would need (the machine's busy CPU-seconds less relay's, over the cores), and the time this disk takes to write the 2 GiB the two destinations must persist."
+  echo "Copies into several registries at once are bound by the destination registries, not by relay: each hashes every byte (Debian's Go 1.19 build without SHA-NI), writes it in 32 KiB calls and fsyncs every upload request (distribution v3 also each chunk), on the same $(nproc) cores and one disk. For (d) the busy row of each kind says where the machine's time went, and the floor row the wall time a client that cost no CPU at all would need: the machine's busy CPU-seconds less relay's, over the cores."
   echo "relay copies referrers and cosign's classic tags as well (none exist here, but it looks for them). skopeo runs without --preserve-digests, which it refuses for these OCI indexes (1.9.3), so it may rewrite the index."
   echo
   echo "| registry | image | tool | wall (s) | vs fastest peer | peak RSS (MiB) |"
@@ -102,7 +106,7 @@ for kind in "${kinds[@]}"; do
       label="$img ($([ "$img" = a ] && echo '12 layers, 1 GiB' || echo '4 platforms x 200 MiB'))"; [ -n "$suffix" ] && label="$label, again (no-op)"
       for t in "${tools[@]}"; do
         m=$(printf '%s' "${wall[$t$suffix]}" | median)
-        ratio="-"; [ -n "$best" ] && ratio=$(awk "BEGIN{ if ($best > 0) printf \"%.2f\", $m/$best; else print \"- (peer under 10 ms)\" }")
+        ratio="-"; [ -n "$best" ] && ratio=$(ratio "$m" "$best" "- (peer under 10 ms)")
         echo "| $kind | $label | $t | $m | $ratio | $(( $(printf '%s' "${rss[$t$suffix]}" | median | cut -d. -f1) / 1024 )) |" >> "$work/section.md"
       done
     done
@@ -123,7 +127,7 @@ for kind in "${kinds[@]}"; do
     r1=$(regs_cpu "${regs[@]}"); read -r b1 io1 < <(machine_cpu)
     read -r w m u sy < "$work/t"
     two[relay]+="$w"$'\n'; two[relay-rss]+="$m"$'\n'
-    two[busy]+="$(awk "BEGIN{printf \"%.0f\", ($b1-$b0)/($w*$hz*$(nproc))*100}")"$'\n'
+    two[busy]+="$(awk -v b=$((b1 - b0)) -v w="$w" -v hz="$hz" -v n="$(nproc)" 'BEGIN{ if (w > 0) printf "%.0f", b/(w*hz*n)*100; else print 0 }')"$'\n'
     two[self]+="$(awk "BEGIN{printf \"%.2f\", $u+$sy}")"$'\n'
     two[regs]+="$(awk "BEGIN{printf \"%.2f\", ($r1-$r0)/$hz}")"$'\n'
     two[iowait]+="$(awk "BEGIN{printf \"%.2f\", ($io1-$io0)/$hz}")"$'\n'
@@ -139,22 +143,16 @@ for kind in "${kinds[@]}"; do
     fi
   done
   rw=$(printf '%s' "${two[relay]}" | median); cw2=$(printf '%s' "${two[crane]:-}" | median)
-  ratio="-"; [ -n "$cw2" ] && ratio=$(awk "BEGIN{printf \"%.2f\", $rw/$cw2}")
+  ratio="-"; [ -n "$cw2" ] && ratio=$(ratio "$rw" "$cw2")
   echo "| $kind | a to two registries at once | relay | $rw | $ratio of two sequential crane copies | $(( $(printf '%s' "${two[relay-rss]}" | median | cut -d. -f1) / 1024 )) |" >> "$work/section.md"
   [ -n "$cw2" ] && echo "| $kind | a to two registries, one after the other | crane x2 | $cw2 | 1.00 | - |" >> "$work/section.md"
   fl=$(printf '%s' "${two[floor]}" | median)
-  flr="-"; [ -n "$cw2" ] && flr=$(awk "BEGIN{printf \"%.2f\", $fl/$cw2}")
+  flr="-"; [ -n "$cw2" ] && flr=$(ratio "$fl" "$cw2")
   echo "| $kind | a to two registries at once: all $(nproc) cores busy $(printf '%s' "${two[busy]}" | median) % of the time (iowait $(printf '%s' "${two[iowait]}" | median) s); CPU of the three registries $(printf '%s' "${two[regs]}" | median) s, relay's own $(printf '%s' "${two[self]}" | median) s | - | - | - | - |" >> "$work/section.md"
   echo "| $kind | a to two registries at once, floor for a client costing no CPU: (machine busy - relay) / $(nproc) cores | - | $fl | $flr of two sequential crane copies | - |" >> "$work/section.md"
-  # The other floor: both destinations write (and fsync) 1 GiB each to this one disk.
-  /usr/bin/time -f '%e' -o "$work/t" dd if=/dev/zero of="$work/disk" bs=4M count=512 conv=fdatasync 2>/dev/null
-  ds=$(cat "$work/t"); rm -f "$work/disk"
-  dr="-"; [ -n "$cw2" ] && dr=$(awk "BEGIN{printf \"%.2f\", $ds/$cw2}")
-  echo "| $kind | a to two registries at once, disk floor: 2 GiB written with fdatasync (dd) to the registries' disk | dd | $ds | $dr of two sequential crane copies | - |" >> "$work/section.md"
   unset two
 
   # The ceiling: one raw 1 GiB blob streamed GET -> PUT with curl.
-  layer=$(curl -fs -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$src/v2/bench/a/manifests/src" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
   big=$(go run "$root/internal/cmd/benchimg" -ref "$src/bench/ceil:src" -platforms 1 -layers 1 -size $((1<<30)) -seed 3)
   blob=$(curl -fs -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$src/v2/bench/ceil/manifests/src" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
   cw=()
@@ -168,7 +166,6 @@ for kind in "${kinds[@]}"; do
     cw+=("$(awk "BEGIN{print $(date +%s.%N) - $s}")")
   done
   echo "| $kind | ceiling: one 1 GiB blob, curl GET piped into curl PUT | curl | $(printf '%s\n' "${cw[@]}" | median) | - | - |" >> "$work/section.md"
-  : "$layer"
   stop_registry "dst-$kind-ceiling"; stop_registry "src-$kind"
 done
 case $report in /*) ;; *) report="$root/$report";; esac
