@@ -29,7 +29,7 @@ YML
   for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
   echo "127.0.0.1:$port"
 }
-stop_registry() { kill "$(cat "$work/$1/pid")" 2>/dev/null || true; rm -rf "$work/$1"; }
+stop_registry() { kill "$(cat "$work/$1/pid")" 2>/dev/null || true; rm -rf "${work:?}/${1:?}"; }
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh"
 timeit() { # command...; prints wall seconds and max RSS KiB, the program warm (scripts/lib.sh)
@@ -153,7 +153,7 @@ for kind in "${kinds[@]}"; do
   unset two
 
   # The ceiling: one raw 1 GiB blob streamed GET -> PUT with curl.
-  big=$(go run "$root/internal/cmd/benchimg" -ref "$src/bench/ceil:src" -platforms 1 -layers 1 -size $((1<<30)) -seed 3)
+  go run "$root/internal/cmd/benchimg" -ref "$src/bench/ceil:src" -platforms 1 -layers 1 -size $((1<<30)) -seed 3 >/dev/null
   blob=$(curl -fs -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$src/v2/bench/ceil/manifests/src" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
   cw=()
   dst=$(start_registry "$kind" "dst-$kind-ceiling")

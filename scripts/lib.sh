@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the bench scripts.
 
 # evict drops a program's file from the page cache before it is measured. Linux maps an
