@@ -138,7 +138,7 @@ for kind in "${kinds[@]}"; do
       warm crane
       s=$(date +%s.%N)
       crane copy --insecure "$a" "$d1/crane/a:bench" >/dev/null 2>&1 && crane copy --insecure "$a" "$d2/crane/a:bench" >/dev/null 2>&1
-      two[crane]+="$(awk "BEGIN{print $(date +%s.%N) - $s}")"$'\n'
+      two[crane]+="$(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $s}")"$'\n'
       stop_registry "two1-$kind-$r"; stop_registry "two2-$kind-$r"
     fi
   done
@@ -163,7 +163,7 @@ for kind in "${kinds[@]}"; do
     sep='?'; case $loc in *\?*) sep='&';; esac
     s=$(date +%s.%N)
     curl -fs "http://$src/v2/bench/ceil/blobs/$blob" | curl -fs -T - -H 'Content-Type: application/octet-stream' "$loc${sep}digest=$blob" >/dev/null
-    cw+=("$(awk "BEGIN{print $(date +%s.%N) - $s}")")
+    cw+=("$(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $s}")")
   done
   echo "| $kind | ceiling: one 1 GiB blob, curl GET piped into curl PUT | curl | $(printf '%s\n' "${cw[@]}" | median) | - | - |" >> "$work/section.md"
   stop_registry "dst-$kind-ceiling"; stop_registry "src-$kind"

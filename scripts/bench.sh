@@ -18,7 +18,7 @@ measure() { # label, then the command; prints "seconds kib"
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
   echo "$wall $rss"
 }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+median() { sort -n | awk '{a[NR]=$1} END {printf "%.2f\n", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh"
