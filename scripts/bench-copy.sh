@@ -42,7 +42,6 @@ regs_cpu() { # registry names... -> their CPU in clock ticks (user + system)
   local t=0 n; for n in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$(cat "$work/$n/pid")/stat"))); done; echo "$t"; }
 machine_cpu() { awk '/^cpu /{print $2+$3+$4+$7+$8, $6}' /proc/stat; } # busy ticks, iowait ticks
 hz=$(getconf CLK_TCK)
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 # ratio A B -> A/B to two places, or ZERO (default -) when B is 0. Values go in with -v: gawk
 # folds a constant division by zero at parse time, even in a branch that never runs.
 ratio() { awk -v a="$1" -v b="$2" -v z="${3:--}" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print z }'; }
@@ -155,7 +154,7 @@ for kind in "${kinds[@]}"; do
   [ -n "$cw2" ] && echo "| $kind | a to two registries, one after the other | crane x2 | $cw2 | 1.00 | - |" >> "$work/section.md"
   fl=$(printf '%s' "${two[floor]}" | median)
   flr="-"; [ -n "$cw2" ] && flr=$(ratio "$fl" "$cw2")
-  echo "| $kind | a to two registries at once: all $(nproc) cores busy $(printf '%s' "${two[busy]}" | median) % of the time (iowait $(printf '%s' "${two[iowait]}" | median) s); CPU of the three registries $(printf '%s' "${two[regs]}" | median) s, relay's own $(printf '%s' "${two[self]}" | median) s | - | - | - | - |" >> "$work/section.md"
+  echo "| $kind | a to two registries at once: all $(nproc) cores busy $(printf '%s' "${two[busy]}" | median | cut -d. -f1) % of the time (iowait $(printf '%s' "${two[iowait]}" | median) s); CPU of the three registries $(printf '%s' "${two[regs]}" | median) s, relay's own $(printf '%s' "${two[self]}" | median) s | - | - | - | - |" >> "$work/section.md"
   echo "| $kind | a to two registries at once, floor for a client costing no CPU: (machine busy - relay) / $(nproc) cores | - | $fl | $flr of two sequential crane copies | - |" >> "$work/section.md"
   unset two
 

@@ -18,33 +18,33 @@ measure() { # label, then the command; prints "seconds kib"
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
   echo "$wall $rss"
 }
-median() { sort -n | awk '{a[NR]=$1} END {printf "%.2f\n", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-
 # shellcheck source=scripts/lib.sh
 . "$root/scripts/lib.sh"
 warm "$bin" # make build just wrote it: drop the folios that left in the page cache
 # Warm-up: fills the Go build cache for both platforms, as on a developer's machine.
 measure "$bin" run --local >/dev/null
 
-declare -A wall rss
-for kind in fresh rerun resume; do wall[$kind]=""; rss[$kind]=""; done
+# Every figure goes into one table: KEY holds the wall times, KEY-rss the peak RSS (KiB).
+declare -A fig=()
+record() { # key, then the command
+  local key=$1 w r; shift
+  read -r w r < <(measure "$@"); fig[$key]+="$w"$'\n'; fig[$key-rss]+="$r"$'\n'
+}
+row() { printf '| %s | %s | %s |\n' "$1" "$(printf '%s' "${fig[$2]}" | median)" "$(( $(printf '%s' "${fig[$2-rss]}" | median | cut -d. -f1) / 1024 ))"; }
 for i in $(seq "$rounds"); do
   rm -rf .relay dist                      # a new sandbox, key and state: the whole pipeline, syft included
-  read -r w r < <(measure "$bin" run --local); wall[fresh]+="$w"$'\n'; rss[fresh]+="$r"$'\n'
-  read -r w r < <(measure "$bin" run --local --restart); wall[rerun]+="$w"$'\n'; rss[rerun]+="$r"$'\n'
-  read -r w r < <(measure "$bin" run --local); wall[resume]+="$w"$'\n'; rss[resume]+="$r"$'\n'
+  record fresh "$bin" run --local
+  record rerun "$bin" run --local --restart
+  record resume "$bin" run --local
 done
-row() { printf '| %s | %s | %s |\n' "$1" "$(printf '%s' "${wall[$2]}" | median)" "$(( $(printf '%s' "${rss[$2]}" | median | cut -d. -f1) / 1024 ))"; }
-declare -A ver=()
 # Start-up: cold (the file evicted from the page cache, as in a fresh runner container) and
 # warm (every later run); crane's for scale.
 crane=$(command -v crane || true)
 for i in $(seq "$rounds"); do
-  evict "$bin"; read -r w r < <(measure "$bin" version); ver[cold]+="$w"$'\n'; ver[cold-rss]+="$r"$'\n'
-  read -r w r < <(measure "$bin" version); ver[warm]+="$w"$'\n'; ver[warm-rss]+="$r"$'\n'
-  if [ -n "$crane" ]; then warm "$crane"; read -r w r < <(measure "$crane" version); ver[crane]+="$w"$'\n'; ver[crane-rss]+="$r"$'\n'; fi
+  evict "$bin"; record cold "$bin" version
+  record warm "$bin" version
+  if [ -n "$crane" ]; then warm "$crane"; record crane "$crane" version; fi
 done
-vrow() { printf '| %s | %s | %s |\n' "$1" "$(printf '%s' "${ver[$2]}" | median)" "$(( $(printf '%s' "${ver[$2-rss]}" | median | cut -d. -f1) / 1024 ))"; }
 size=$(stat -c %s "$bin")
 {
   echo "# Benchmarks"
@@ -73,9 +73,9 @@ size=$(stat -c %s "$bin")
   echo
   echo "| start-up | wall time (s) | peak RSS (MiB) |"
   echo "|---|---|---|"
-  vrow "\`relay version\`, cold: the binary evicted from the page cache first" cold
-  vrow "\`relay version\`, warm: run again" warm
-  if [ -n "$crane" ]; then vrow "\`crane version\`, warm, for scale" crane; else echo "| \`crane version\` | crane is not installed (scripts/bench-tools.sh) | - |"; fi
+  row "\`relay version\`, cold: the binary evicted from the page cache first" cold
+  row "\`relay version\`, warm: run again" warm
+  if [ -n "$crane" ]; then row "\`crane version\`, warm, for scale" crane; else echo "| \`crane version\` | crane is not installed (scripts/bench-tools.sh) | - |"; fi
   echo
   echo "Every run here starts from a page cache the kernel filled the way a cold start does (scripts/lib.sh says why):"
   echo "after a sequential read of the file it maps the text in larger folios and the same \`relay version\` shows up to"

@@ -1,6 +1,10 @@
 # shellcheck shell=bash
 # Shared by the bench scripts.
 
+# median of the numbers on stdin, one per line, to two places; nothing for no input, so a
+# missing peer's figure stays empty.
+median() { sort -n | awk '{a[NR]=$1} END { if (NR) printf "%.2f\n", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2 }'; }
+
 # evict drops a program's file from the page cache before it is measured. Linux maps an
 # executable's text in whole page-cache folios, and how large those are depends on how the
 # file was last read: after a sequential read (cp, cat, sha256sum) `relay version` shows
