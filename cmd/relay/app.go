@@ -40,6 +40,7 @@ func exitCode(err error) int {
 		ue *usageError
 		ce *config.Error
 		se *steps.StateError
+		le *steps.LockedError
 		mi *steps.MissingInputError
 	)
 	var re *runner.Error
@@ -52,7 +53,7 @@ func exitCode(err error) int {
 		return exitInterrupted
 	case errors.As(err, &mi):
 		return exitMissing
-	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &se):
+	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &se), errors.As(err, &le):
 		return exitUsage
 	default:
 		return exitStepFailed
@@ -98,6 +99,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.IntFlag{Name: "jobs", Value: 4, EnvVars: []string{"RELAY_JOBS"}, Usage: "parallel registry and build operations"},
 		&cli.BoolFlag{Name: "replace", EnvVars: []string{"RELAY_REPLACE"}, Usage: "release: swap a published asset whose content changed (default: fail and name both checksums)"},
+		&cli.DurationFlag{Name: "wait-lock", EnvVars: []string{"RELAY_WAIT_LOCK"}, Usage: "wait up to this long (e.g. 10m) for another run holding the same --state; default: fail at once with exit 2"},
 	}
 }
 
@@ -328,6 +330,7 @@ type Options struct {
 	LogLevel  string
 	Jobs      int
 	Replace   bool
+	WaitLock  time.Duration
 	Stdout    io.Writer
 	Stderr    io.Writer
 	Getenv    func(string) string
@@ -341,7 +344,7 @@ func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) strin
 	f := flagReader{c: c, getenv: getenv}
 	o := Options{
 		Config: f.str("config"), State: f.str("state"), Local: f.bool("local"), DryRun: f.bool("dry-run"),
-		Out: f.str("out"), LogFormat: f.str("log-format"), LogLevel: f.str("log-level"), Jobs: f.int("jobs"), Replace: f.bool("replace"),
+		Out: f.str("out"), LogFormat: f.str("log-format"), LogLevel: f.str("log-level"), Jobs: f.int("jobs"), Replace: f.bool("replace"), WaitLock: f.duration("wait-lock"),
 		Stdout: red.Writer(stdout), Stderr: stderr, Getenv: getenv, Redactor: red,
 	}
 	return o, f.err

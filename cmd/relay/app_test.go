@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/relaydev/relay/internal/testutil"
 	"github.com/relaydev/relay/pkg/oci"
+	"github.com/relaydev/relay/pkg/steps"
 )
 
 func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
@@ -257,5 +259,35 @@ func TestSigningCredentialsOnlyForSigningSteps(t *testing.T) {
 		if code != tc.code || !strings.Contains(stderr, tc.want) {
 			t.Errorf("--only %s: exit %d, want %d with %q: %s", tc.only, code, tc.code, tc.want, stderr)
 		}
+	}
+}
+
+func TestStateInUseExitsTwo(t *testing.T) {
+	cfg := writeConfig(t, goodConfig)
+	dir := t.TempDir()
+	state, out := filepath.Join(dir, "state.json"), filepath.Join(dir, "dist")
+	held, err := steps.LockState(context.Background(), state, steps.LockOptions{Command: "relay run"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock()
+	for _, args := range [][]string{
+		{"run", "--local"},
+		{"sign", "--local"},
+		{"run", "--local", "--wait-lock", "1ms"},
+	} {
+		code, stdout, stderr := runCLI(t, nil, append(args, "--config", cfg, "--state", state, "--out", out)...)
+		if code != exitUsage || !strings.Contains(stderr, "is in use by pid "+strconv.Itoa(os.Getpid())) || !strings.Contains(stderr, "(relay run)") || stdout != "" {
+			t.Errorf("%v while another run holds the state: exit %d\n%s", args, code, stderr)
+		}
+	}
+	for _, p := range []string{state, out, filepath.Join(dir, "local")} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s was written while another run held the state", p)
+		}
+	}
+	code, _, stderr := runCLI(t, nil, "run", "--local", "--wait-lock", "-1s", "--config", cfg, "--state", state)
+	if code != exitUsage || !strings.Contains(stderr, "--wait-lock must not be negative") {
+		t.Errorf("negative --wait-lock: exit %d: %s", code, stderr)
 	}
 }

@@ -123,7 +123,7 @@ func configChecks(ctx context.Context, o Options) []runner.Check {
 	if _, err := os.Stat(o.Config); errors.Is(err, os.ErrNotExist) {
 		return []runner.Check{{Name: "relay.yaml", Status: "skip", Note: o.Config + " does not exist: pipeline checks skipped (--config names another)"}}
 	}
-	in, err := load(o)
+	in, err := load(o, nil)
 	if err != nil {
 		return []runner.Check{{Name: "relay.yaml", Status: "fail", Note: err.Error(), Fix: "docs/config.md lists every key"}}
 	}

@@ -28,7 +28,25 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 		// A dry run is the plan plus read-only checks of everything a real run would touch.
 		return planCmd(ctx, o)
 	}
-	in, err := load(o)
+	if o.WaitLock < 0 {
+		return &usageError{fmt.Errorf("--wait-lock must not be negative, got %s", o.WaitLock)}
+	}
+	var lock *steps.StateLock
+	in, err := load(o, func() error {
+		// One writer per state, for the whole run: taken after the config proved valid and
+		// before the state is read, so two runs never both resume from it.
+		command := "relay run"
+		switch {
+		case force:
+			command = "relay " + strings.Join(only, ",")
+		case len(only) > 0:
+			command += " --only " + strings.Join(only, ",")
+		}
+		l, err := steps.LockState(ctx, o.State, steps.LockOptions{Wait: o.WaitLock, Command: command})
+		lock = l
+		return err
+	})
+	defer lock.Unlock()
 	if err != nil {
 		return err
 	}
@@ -91,7 +109,8 @@ type loaded struct {
 	st     *steps.State // nil when there is no state file yet
 }
 
-func load(o Options) (*loaded, error) {
+// load reads the config, then calls beforeState (when not nil), then reads the state.
+func load(o Options, beforeState func() error) (*loaded, error) {
 	logger, cid, err := newLogger(o)
 	if err != nil {
 		return nil, err
@@ -99,6 +118,11 @@ func load(o Options) (*loaded, error) {
 	cfg, err := config.Load(o.Config)
 	if err != nil {
 		return nil, err
+	}
+	if beforeState != nil {
+		if err := beforeState(); err != nil {
+			return nil, err
+		}
 	}
 	st, err := steps.LoadState(o.State)
 	if err != nil {
@@ -108,7 +132,7 @@ func load(o Options) (*loaded, error) {
 }
 
 func planCmd(ctx context.Context, o Options) error {
-	in, err := load(o)
+	in, err := load(o, nil)
 	if err != nil {
 		return err
 	}
