@@ -185,3 +185,51 @@ func anyMap(m map[string]string) map[string]any {
 	}
 	return out
 }
+
+// ProvenanceRunFields are the fields of relay's SLSA provenance that name the run rather
+// than what was built: two statements that differ only in them describe the same release.
+var ProvenanceRunFields = []string{"runDetails.metadata.invocationId", "runDetails.metadata.startedOn", "runDetails.metadata.finishedOn"}
+
+// SameProvenance reports whether an attached statement says what want (a statement from
+// Provenance) says, apart from ProvenanceRunFields; it also returns the attached
+// statement's invocation id.
+func SameProvenance(got *intoto.Statement, want []byte) (bool, string, error) {
+	g, err := canonical(got)
+	if err != nil {
+		return false, "", err
+	}
+	var gm, wm map[string]any
+	if err := json.Unmarshal(g, &gm); err != nil {
+		return false, "", err
+	}
+	if err := json.Unmarshal(want, &wm); err != nil {
+		return false, "", fmt.Errorf("provenance statement: %w", err)
+	}
+	inv := stripRunFields(gm)
+	stripRunFields(wm)
+	gb, _ := json.Marshal(gm)
+	wb, _ := json.Marshal(wm)
+	return bytes.Equal(gb, wb), inv, nil
+}
+
+// stripRunFields deletes ProvenanceRunFields from a decoded statement and returns the
+// invocation id it held.
+func stripRunFields(stmt map[string]any) string {
+	inv := ""
+	for _, f := range ProvenanceRunFields {
+		parts := strings.Split(f, ".")
+		node, _ := stmt["predicate"].(map[string]any)
+		for _, p := range parts[:len(parts)-1] {
+			node, _ = node[p].(map[string]any)
+		}
+		if node == nil {
+			continue
+		}
+		last := parts[len(parts)-1]
+		if last == "invocationId" {
+			inv, _ = node[last].(string)
+		}
+		delete(node, last)
+	}
+	return inv
+}

@@ -105,20 +105,18 @@ func NewGitHub(o GitHubOptions) (*GitHub, error) {
 // Name implements Publisher.
 func (g *GitHub) Name() string { return "github" }
 
-// Publish implements Publisher.
-func (g *GitHub) Publish(ctx context.Context, r Release) (*Result, error) {
-	seen := map[string]bool{}
-	for _, a := range r.Assets {
-		if err := ValidateAssetName(a.Name); err != nil {
-			return nil, err
-		}
-		if int64(len(a.Data)) > g.o.MaxAssetSize {
-			return nil, fmt.Errorf("asset %s is %d bytes, over the release's limit of %d bytes per asset; nothing was uploaded", a.Name, len(a.Data), g.o.MaxAssetSize)
-		}
-		if seen[a.Name] {
-			return nil, fmt.Errorf("asset %s is listed twice", a.Name)
-		}
-		seen[a.Name] = true
+// Prepare implements Publisher. It finds the tag's release or creates it as a draft (a
+// draft is invisible to users), so the token's contents: write is proven before any image
+// tag is applied; on a published release it fails now on an asset this run would have to
+// change without --replace, instead of after the tags went public.
+func (g *GitHub) Prepare(ctx context.Context, r Release) error {
+	_, err := g.prepare(ctx, r)
+	return err
+}
+
+func (g *GitHub) prepare(ctx context.Context, r Release) (*github.RepositoryRelease, error) {
+	if err := validateAssets(r.Assets, g.o.MaxAssetSize); err != nil {
+		return nil, err
 	}
 	rel, err := g.findRelease(ctx, r.Tag)
 	if err != nil {
@@ -137,14 +135,55 @@ func (g *GitHub) Publish(ctx context.Context, r Release) (*Result, error) {
 			return nil, err
 		}
 		g.o.Logger.Info("draft release created", "repository", g.o.Repository, "tag", r.Tag, "id", rel.ID)
-	} else if rel.Draft && (rel.Body == nil || *rel.Body != r.Notes) {
+		return rel, nil
+	}
+	if rel.Draft {
+		// Also when the notes are unchanged: the write proves the token may still write.
 		err = g.call(ctx, "updating the draft's notes", "contents: write", func() (*github.Response, error) {
 			_, resp, err := g.c.Repositories.UpdateRelease(ctx, g.owner, g.repo, rel.ID, github.UpdateReleaseRequest{Body: github.Ptr(r.Notes)})
 			return resp, err
 		})
+		return rel, err
+	}
+	// Published: it changes only with --replace, and only where content differs.
+	have, err := g.assets(ctx, rel.ID)
+	if err != nil {
+		return nil, err
+	}
+	writes := false
+	for _, a := range r.Assets {
+		cur := have[a.Name]
+		if cur == nil || cur.GetState() != "uploaded" {
+			writes = true
+			continue
+		}
+		same, got, err := g.sameContent(ctx, cur, a)
 		if err != nil {
 			return nil, err
 		}
+		if !same && !g.o.Replace {
+			return nil, conflictError(rel.TagName, a.Name, got, a.SHA256())
+		}
+		writes = writes || !same
+	}
+	if writes {
+		err = g.call(ctx, "checking write access to the release "+r.Tag, "contents: write", func() (*github.Response, error) {
+			_, resp, err := g.c.Repositories.UpdateRelease(ctx, g.owner, g.repo, rel.ID, github.UpdateReleaseRequest{Body: github.Ptr(rel.GetBody())})
+			return resp, err
+		})
+	}
+	return rel, err
+}
+
+func conflictError(tag, asset, got, want string) error {
+	return fmt.Errorf("published release %s already has an asset %s with sha256 %s, and this run made one with sha256 %s: pass --replace to swap it, or release under a new tag", tag, asset, got, want)
+}
+
+// Publish implements Publisher.
+func (g *GitHub) Publish(ctx context.Context, r Release) (*Result, error) {
+	rel, err := g.prepare(ctx, r)
+	if err != nil {
+		return nil, err
 	}
 	if !rel.Draft && rel.Immutable != nil && *rel.Immutable {
 		g.o.Logger.Info("release is published and immutable: assets can only be checked", "tag", r.Tag)
@@ -294,8 +333,10 @@ func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease,
 		}
 		return false, nil
 	}
-	if !g.o.Replace {
-		return false, fmt.Errorf("release %s already has an asset %s with sha256 %s, and this run made one with sha256 %s: pass --replace to swap it, or release under a new tag", rel.TagName, a.Name, got, want)
+	// A draft is not public yet: what an interrupted run left there (release.json of
+	// another invocation, a bundle signed again) is replaced without --replace.
+	if !g.o.Replace && !rel.Draft {
+		return false, conflictError(rel.TagName, a.Name, got, want)
 	}
 	// Swap: the new content goes up under a temporary name first, so it exists before the
 	// old one is moved away; GitHub allows one asset per name, so the rename pair is the
@@ -327,7 +368,7 @@ func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease,
 	if err := g.rename(ctx, have, tmp, a.Name); err != nil {
 		return false, err
 	}
-	g.o.Logger.Info("release asset replaced", "asset", a.Name, "old_sha256", got, "new_sha256", want)
+	g.o.Logger.Info("release asset replaced", "asset", a.Name, "old_sha256", got, "new_sha256", want, "draft", rel.Draft)
 	return true, g.deleteAsset(ctx, have, cur)
 }
 

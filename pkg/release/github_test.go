@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -117,10 +120,14 @@ func TestGitHubCrashAtEveryCall(t *testing.T) {
 		name    string
 		before  []Asset // published before the run, if any
 		assets  []Asset
+		rerun   []Asset // what the re-run publishes, when it differs (a new correlation id)
 		replace bool
 	}{
-		{"fresh release", nil, testAssets(4, "a"), false},
-		{"replacing assets of a published release", testAssets(4, "a"), append(testAssets(3, "a"), testAssets(4, "b")[3]), true},
+		{"fresh release", nil, testAssets(4, "a"), nil, false},
+		{"replacing assets of a published release", testAssets(4, "a"), append(testAssets(3, "a"), testAssets(4, "b")[3]), nil, true},
+		// release.json names the run: a re-run after a crash makes it anew. The draft is
+		// not public, so it converges without --replace.
+		{"re-run with another run's release.json", nil, testAssets(4, "a"), append(testAssets(3, "a"), testAssets(4, "rerun")[3]), false},
 	} {
 		t.Run(scenario.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -135,11 +142,20 @@ func TestGitHubCrashAtEveryCall(t *testing.T) {
 				f.Calls = 0
 				return f
 			}
+			rerun := rel
+			if scenario.rerun != nil {
+				rerun.Assets = scenario.rerun
+			}
 			ref := setup()
 			if _, err := newPublisher(t, ref, scenario.replace, nil).Publish(ctx, rel); err != nil {
 				t.Fatal(err)
 			}
-			want, total := ref.State(), ref.CallCount()
+			total := ref.CallCount()
+			ref = setup()
+			if _, err := newPublisher(t, ref, scenario.replace, nil).Publish(ctx, rerun); err != nil {
+				t.Fatal(err)
+			}
+			want := ref.State()
 			for n := 1; n < total; n++ {
 				f := setup()
 				cctx, cancel := context.WithCancel(ctx)
@@ -170,7 +186,7 @@ func TestGitHubCrashAtEveryCall(t *testing.T) {
 					}
 				}
 				f.After = nil
-				if _, err := newPublisher(t, f, scenario.replace, nil).Publish(ctx, rel); err != nil {
+				if _, err := newPublisher(t, f, scenario.replace, nil).Publish(ctx, rerun); err != nil {
 					t.Fatalf("re-run after a crash at call %d: %v", n, err)
 				}
 				if got := f.State(); got != want {
@@ -179,6 +195,116 @@ func TestGitHubCrashAtEveryCall(t *testing.T) {
 			}
 			t.Logf("%d crash points", total-1)
 		})
+	}
+}
+
+// TestGitHubRefusedPublishConverges: GitHub refuses to publish the draft (422, e.g. a tag
+// protection rule); once that is fixed, a plain re-run of another invocation finishes the
+// same draft: no --replace, no duplicate asset, and never a published release missing one.
+func TestGitHubRefusedPublishConverges(t *testing.T) {
+	ctx := context.Background()
+	f := testutil.NewGitHub(t)
+	f.Fail = func(_ int, r *http.Request) int {
+		if r.Method == http.MethodPatch {
+			b, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(b))
+			if strings.Contains(string(b), `"draft":false`) {
+				return http.StatusUnprocessableEntity
+			}
+		}
+		return 0
+	}
+	_, err := newPublisher(t, f, false, nil).Publish(ctx, Release{Tag: "v7", Name: "v7", Notes: "n", Assets: testAssets(3, "run1")})
+	if err == nil || !strings.Contains(err.Error(), "422") {
+		t.Fatalf("refused publish: %v", err)
+	}
+	if got := f.State(); !strings.Contains(got, "draft=true") {
+		t.Fatalf("after the refusal:\n%s", got)
+	}
+	f.Fail = nil
+	second := testAssets(3, "run2")
+	if _, err := newPublisher(t, f, false, nil).Publish(ctx, Release{Tag: "v7", Name: "v7", Notes: "n", Assets: second}); err != nil {
+		t.Fatalf("re-run after the refusal: %v", err)
+	}
+	ref := testutil.NewGitHub(t)
+	if _, err := newPublisher(t, ref, false, nil).Publish(ctx, Release{Tag: "v7", Name: "v7", Notes: "n", Assets: second}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.State(), ref.State(); got != want {
+		t.Fatalf("ends as:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestGitHubPrepare: the checks the release step makes before it applies any tag.
+func TestGitHubPrepare(t *testing.T) {
+	ctx := context.Background()
+	writes := func(f *testutil.GitHub) *int {
+		n := 0
+		f.Fail = func(_ int, r *http.Request) int {
+			if r.Method != http.MethodGet {
+				n++
+			}
+			return 0
+		}
+		return &n
+	}
+	// No release yet: Prepare creates the draft, which proves contents: write.
+	f := testutil.NewGitHub(t)
+	if err := newPublisher(t, f, false, nil).Prepare(ctx, Release{Tag: "v1", Name: "v1", Notes: "n", Assets: testAssets(2, "a")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.State(); got != `v1 draft=true body="n" []` {
+		t.Fatalf("after Prepare: %s", got)
+	}
+	// A token that may read but not write fails at Prepare, naming the permission.
+	ro := testutil.NewGitHub(t)
+	ro.Scopes = "contents=write"
+	if err := newPublisher(t, ro, false, nil).Prepare(ctx, Release{Tag: "v1", Name: "v1", Assets: testAssets(1, "a")}); err == nil || !strings.Contains(err.Error(), "contents: write") {
+		t.Fatalf("read-only token: %v", err)
+	}
+	// A published release whose asset this run would change: refused before any write.
+	pub := testutil.NewGitHub(t)
+	if _, err := newPublisher(t, pub, false, nil).Publish(ctx, Release{Tag: "v2", Name: "v2", Assets: testAssets(2, "old")}); err != nil {
+		t.Fatal(err)
+	}
+	n := writes(pub)
+	err := newPublisher(t, pub, false, nil).Prepare(ctx, Release{Tag: "v2", Name: "v2", Assets: testAssets(2, "new")})
+	if err == nil || !strings.Contains(err.Error(), "published release v2 already has an asset asset-0.json") || !strings.Contains(err.Error(), "--replace") || *n != 0 {
+		t.Fatalf("conflict on a published release: %v, %d writes", err, *n)
+	}
+	// Unchanged: no write at all. With --replace and a change: write access is proven.
+	if err := newPublisher(t, pub, false, nil).Prepare(ctx, Release{Tag: "v2", Name: "v2", Assets: testAssets(2, "old")}); err != nil || *n != 0 {
+		t.Fatalf("unchanged published release: %v, %d writes", err, *n)
+	}
+	if err := newPublisher(t, pub, true, nil).Prepare(ctx, Release{Tag: "v2", Name: "v2", Assets: testAssets(2, "new")}); err != nil || *n != 1 {
+		t.Fatalf("--replace: %v, %d writes", err, *n)
+	}
+	if got := pub.State(); strings.Contains(got, `\"new\"`) {
+		t.Fatalf("Prepare changed an asset:\n%s", got)
+	}
+}
+
+func TestDirPrepare(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("x"), 0o644)
+	for _, out := range []string{file, filepath.Join(file, "dist")} {
+		d, _ := NewDir(out, nil)
+		err := d.Prepare(ctx, Release{Tag: "v1", Assets: testAssets(1, "a")})
+		if err == nil || !strings.Contains(err.Error(), out) && !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "--out") {
+			t.Errorf("--out %s: %v", out, err)
+		}
+	}
+	d, _ := NewDir(filepath.Join(dir, "dist"), nil)
+	if err := d.Prepare(ctx, Release{Tag: "v1", Assets: testAssets(2, "a")}); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "dist")); len(ents) != 0 {
+		t.Fatalf("Prepare left files: %v", ents)
+	}
+	if err := d.Prepare(ctx, Release{Tag: "v1", Assets: []Asset{{Name: "../x", Data: []byte("1")}}}); err == nil || !strings.Contains(err.Error(), "path separator") {
+		t.Fatalf("bad name: %v", err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"unicode"
 
 	"github.com/relaydev/relay/internal/fsutil"
@@ -51,7 +52,29 @@ type Result struct {
 // Publisher upserts a release: same name and checksum is skipped, never duplicated.
 type Publisher interface {
 	Name() string
+	// Prepare proves, before the release step applies any tag (the commit point), that
+	// Publish can write r: the target is writable, the assets fit, and nothing published
+	// conflicts with them. It may create what stays invisible to users (a draft release).
+	Prepare(ctx context.Context, r Release) error
 	Publish(ctx context.Context, r Release) (*Result, error)
+}
+
+// validateAssets checks names, duplicates and sizes, before any request or write.
+func validateAssets(assets []Asset, max int64) error {
+	seen := map[string]bool{}
+	for _, a := range assets {
+		if err := ValidateAssetName(a.Name); err != nil {
+			return err
+		}
+		if int64(len(a.Data)) > max {
+			return fmt.Errorf("asset %s is %d bytes, over the release's limit of %d bytes per asset; nothing was uploaded", a.Name, len(a.Data), max)
+		}
+		if seen[a.Name] {
+			return fmt.Errorf("asset %s is listed twice", a.Name)
+		}
+		seen[a.Name] = true
+	}
+	return nil
 }
 
 // ValidateAssetName rejects names that would escape a directory or break an upload.
@@ -102,15 +125,49 @@ func NewDir(path string, logger *slog.Logger) (*Dir, error) {
 // Name implements Publisher.
 func (d *Dir) Name() string { return "dir" }
 
+// Prepare implements Publisher: the directory exists, takes a file, and has room for
+// every asset that is not already there with the same content.
+func (d *Dir) Prepare(ctx context.Context, r Release) error {
+	if err := validateAssets(r.Assets, MaxAssetSize); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.path, 0o755); err != nil {
+		return fmt.Errorf("release directory %s cannot be created: %w (fix: make it writable or pass another --out)", d.path, unwrapPath(err))
+	}
+	probe, err := os.CreateTemp(d.path, ".relay-probe-*")
+	if err != nil {
+		return fmt.Errorf("release directory %s is not writable: %w (fix: make it writable or pass another --out)", d.path, unwrapPath(err))
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	var need uint64
+	for _, a := range r.Assets {
+		if old, err := os.ReadFile(filepath.Join(d.path, a.Name)); err != nil || !bytes.Equal(old, a.Data) {
+			need += uint64(len(a.Data))
+		}
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(d.path, &fs); err == nil {
+		// Each asset is written beside its old version before the rename: count it whole.
+		if free := fs.Bavail * uint64(fs.Bsize); free < need {
+			return fmt.Errorf("release directory %s has %d bytes free and the release needs %d (fix: free space or pass another --out)", d.path, free, need)
+		}
+	}
+	return nil
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
 // Publish writes every asset atomically; an identical file is left alone.
 func (d *Dir) Publish(ctx context.Context, r Release) (*Result, error) {
-	for _, a := range r.Assets {
-		if err := ValidateAssetName(a.Name); err != nil {
-			return nil, err
-		}
-		if int64(len(a.Data)) > MaxAssetSize {
-			return nil, fmt.Errorf("asset %s is %d bytes, over the 2 GiB limit", a.Name, len(a.Data))
-		}
+	if err := validateAssets(r.Assets, MaxAssetSize); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(d.path, 0o755); err != nil {
 		return nil, fmt.Errorf("creating release directory %s: %w", d.path, err)

@@ -20,6 +20,9 @@ type attachRequest struct {
 	kind          string // file-name fragment: sig, spdx, cyclonedx, provenance
 	// statement builds the statement to sign; called only when no valid one is attached.
 	statement func(ctx context.Context) ([]byte, error)
+	// accept, when set, decides whether a valid attached statement is the one this run
+	// would write; one it refuses is left alone and a new one is attached.
+	accept func(*attest.Verified) bool
 }
 
 // ensureAttached makes sure every target repository of the image holds a valid bundle for
@@ -41,8 +44,13 @@ func ensureAttached(ctx context.Context, env *Env, copies []CopiedImage, req att
 			return nil, nil, err
 		}
 		for _, a := range atts {
-			if _, err := env.Verifier.VerifyStatement(a.Bundle, req.subject, req.predicateType); err != nil {
+			v, err := env.Verifier.VerifyStatement(a.Bundle, req.subject, req.predicateType)
+			if err != nil {
 				env.Logger.Debug("ignoring attached bundle that does not verify", "image", c.Repository, "digest", req.subject, "referrer", a.Digest, "error", err)
+				continue
+			}
+			if req.accept != nil && !req.accept(v) {
+				env.Logger.Info("attached statement is not this run's: not reused", "image", c.Repository, "digest", req.subject, "predicate_type", req.predicateType, "referrer", a.Digest)
 				continue
 			}
 			existing[c.Repository] = a.Digest

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -206,9 +207,15 @@ type recordingPublisher struct {
 	rel          release.Release
 	attestations [][]byte
 	publishes    int
+	prepares     int
+	prepareErr   error
 }
 
 func (p *recordingPublisher) Name() string { return "recording" }
+func (p *recordingPublisher) Prepare(_ context.Context, r release.Release) error {
+	p.prepares++
+	return p.prepareErr
+}
 func (p *recordingPublisher) Publish(_ context.Context, r release.Release) (*release.Result, error) {
 	p.rel, p.publishes = r, p.publishes+1
 	return &release.Result{URL: "https://github.example/acme/app/releases/tag/" + r.Tag}, nil
@@ -355,5 +362,111 @@ func TestClassicSignatures(t *testing.T) {
 	bad.Payload = []byte(strings.Replace(string(bad.Payload), `"payload":"`, `"payload":"e30`, 1))
 	if _, err := kv.VerifyClassicAttestation(bad, st.Copies[0].Platforms[0].Digest, ""); err == nil {
 		t.Fatal("a tampered classic attestation verified")
+	}
+}
+
+// TestReleaseChecksTargetBeforeTagging: a release target that cannot take the release is
+// found before the commit point, so no tag becomes public without its release.
+func TestReleaseChecksTargetBeforeTagging(t *testing.T) {
+	ctx := context.Background()
+	env, _, _ := pipelineEnv(t)
+	pub := &recordingPublisher{prepareErr: errors.New("release directory /ro is not writable")}
+	env.Publisher = pub
+	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
+	st.markDone(StepRecord{Name: "checkout"})
+	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
+	err := x.Run(ctx, All(), st)
+	if err == nil || !strings.Contains(err.Error(), "no tag was applied") || !strings.Contains(err.Error(), "/ro is not writable") {
+		t.Fatalf("release into a target that refuses: %v", err)
+	}
+	if pub.prepares != 1 || pub.publishes != 0 || st.Done("release") {
+		t.Fatalf("prepares %d, publishes %d", pub.prepares, pub.publishes)
+	}
+	for _, c := range st.Copies {
+		repo, _ := name.NewRepository(c.Repository)
+		if got, err := env.Registry.TagDigest(ctx, repo.Tag("v1.0.0")); err == nil && got != "" {
+			t.Fatalf("%s was tagged although the release target refused: %s", c.Repository, got)
+		}
+	}
+	// Fixed: the same state finishes the release.
+	pub.prepareErr = nil
+	if err := x.Run(ctx, All(), st); err != nil || pub.publishes != 1 {
+		t.Fatalf("after the fix: %v, %d publishes", err, pub.publishes)
+	}
+}
+
+// TestReleaseAgreesWithItself: release.json and the provenance name one invocation; a
+// retry from scratch (a new correlation id) reuses the provenance it would have written and
+// names that provenance's invocation; after a config change the old provenance is not
+// reused.
+func TestReleaseAgreesWithItself(t *testing.T) {
+	ctx := context.Background()
+	env, _, out := pipelineEnv(t)
+	newState := func(cid string) *State {
+		st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, cid, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+		st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
+		st.markDone(StepRecord{Name: "checkout"})
+		return st
+	}
+	releaseJSON := func() map[string]any {
+		var m map[string]any
+		b, _ := os.ReadFile(filepath.Join(out, "release.json"))
+		json.Unmarshal(b, &m)
+		return m
+	}
+	invocation := func(st *State) string {
+		b, _ := os.ReadFile(filepath.Join(env.StateDir, st.Provenance[0].Bundle))
+		_, pred, err := attest.Predicate(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct {
+			RunDetails struct {
+				Metadata struct {
+					InvocationID string `json:"invocationId"`
+				} `json:"metadata"`
+			} `json:"runDetails"`
+		}
+		json.Unmarshal(pred, &p)
+		return p.RunDetails.Metadata.InvocationID
+	}
+	run := func(st *State, resumingCID string) {
+		t.Helper()
+		env.CorrelationID = resumingCID
+		x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
+		if err := x.Run(ctx, All(), st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Run 1 stops before release; run 2 (another correlation id) resumes and releases.
+	st := newState("cid-first")
+	env.CorrelationID = "cid-first"
+	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
+	if err := x.Run(ctx, All()[:len(All())-1], st); err != nil {
+		t.Fatal(err)
+	}
+	run(st, "cid-resumed")
+	if got := releaseJSON()["correlation_id"]; got != "cid-first" || invocation(st) != "cid-first" {
+		t.Fatalf("resumed run: release.json names %v, provenance %q; want the run that made the state", got, invocation(st))
+	}
+	// From scratch with a new id and the same config: the provenance is reused.
+	before := referrerCount(t, env, st)
+	st2 := newState("cid-scratch")
+	run(st2, "cid-scratch")
+	if !st2.Provenance[0].Reused || releaseJSON()["correlation_id"] != "cid-first" || referrerCount(t, env, st2) != before {
+		t.Fatalf("retry from scratch: reused %v, release.json %v, referrers %d -> %d", st2.Provenance[0].Reused, releaseJSON()["correlation_id"], before, referrerCount(t, env, st2))
+	}
+	// The config changed: a new provenance, and release.json names this run.
+	env.Config.Digest = "sha256:" + strings.Repeat("cd", 32)
+	st3 := newState("cid-changed")
+	run(st3, "cid-changed")
+	if st3.Provenance[0].Reused || invocation(st3) != "cid-changed" || releaseJSON()["correlation_id"] != "cid-changed" {
+		t.Fatalf("after a config change: reused %v, provenance %q, release.json %v", st3.Provenance[0].Reused, invocation(st3), releaseJSON()["correlation_id"])
+	}
+	b, _ := os.ReadFile(filepath.Join(env.StateDir, st3.Provenance[0].Bundle))
+	_, pred, _ := attest.Predicate(b)
+	if !strings.Contains(string(pred), strings.Repeat("cd", 32)) {
+		t.Fatalf("provenance does not carry this run's config digest: %s", pred)
 	}
 }

@@ -52,7 +52,7 @@ func (Provenance) Run(ctx context.Context, env *Env, st *State) error {
 			Workflow:     env.Workflow,
 			ConfigDigest: env.Config.Digest,
 			BuilderID:    builderID(env),
-			InvocationID: env.CorrelationID,
+			InvocationID: st.CorrelationID,
 			StartedOn:    st.CreatedAt,
 			FinishedOn:   env.Now(),
 			RelayVersion: env.Version,
@@ -65,13 +65,28 @@ func (Provenance) Run(ctx context.Context, env *Env, st *State) error {
 				in.BuildLogs = map[string]string{im.Name: b.LogDigest}
 			}
 		}
+		want, err := attest.Provenance(in)
+		if err != nil {
+			return err
+		}
+		invocation := in.InvocationID
+		// Another run's provenance is reused only when it says what this run's would (a
+		// retry from scratch); after a config change it is not this release's.
 		att, _, err := ensureAttached(ctx, env, copies, attachRequest{
 			image: im.Name, subject: copies[0].Digest, predicateType: attest.PredicateSLSA, kind: "provenance",
-			statement: func(context.Context) ([]byte, error) { return attest.Provenance(in) },
+			statement: func(context.Context) ([]byte, error) { return want, nil },
+			accept: func(v *attest.Verified) bool {
+				same, inv, err := attest.SameProvenance(v.Statement, want)
+				if same && err == nil {
+					invocation = inv
+				}
+				return same && err == nil
+			},
 		})
 		if err != nil {
 			return err
 		}
+		att.InvocationID = invocation
 		out = append(out, *att)
 	}
 	st.Provenance = out

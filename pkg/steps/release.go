@@ -93,7 +93,11 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 	lock := &release.Lock{Version: release.LockVersion, Release: st.Source.Tag, Commit: st.Source.Commit}
 	atts := append(append(append([]Attestation(nil), st.Signatures...), st.SBOMs...), st.Provenance...)
 
-	// Tags first: they are the commit point, applied only to digests present in the target.
+	type tagging struct {
+		digest name.Digest
+		tag    string
+	}
+	var tagsToApply []tagging
 	for _, im := range env.Config.Images {
 		tags, err := renderTags(im.Tags, st)
 		if err != nil {
@@ -105,11 +109,8 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 				return err
 			}
 			for _, t := range tags {
-				if err := env.Registry.Tag(ctx, d, t); err != nil {
-					return err
-				}
+				tagsToApply = append(tagsToApply, tagging{d, t})
 				rec.Tags = append(rec.Tags, c.Repository+":"+t)
-				env.Logger.Info("tagged", "image", c.Repository+":"+t, "digest", c.Digest)
 			}
 			li := release.LockedImage{Name: im.Name, Reference: c.Ref(), Repository: c.Repository, Digest: c.Digest, MediaType: c.MediaType, Tags: tags}
 			for _, m := range c.Platforms {
@@ -160,7 +161,7 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 		"tag":            st.Source.Tag,
 		"commit":         st.Source.Commit,
 		"repository":     st.Source.Repo,
-		"correlation_id": env.CorrelationID,
+		"correlation_id": st.Invocation(),
 		"images":         lock.Images,
 		"assets":         names,
 		"tags":           rec.Tags,
@@ -186,12 +187,23 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 		return err
 	}
 
+	rel := release.Release{Tag: st.Source.Tag, Name: st.Source.Tag, Notes: body, Assets: assets}
+	// Before the commit point: the target must be able to take the release, so a read-only
+	// --out or a token without contents: write never leaves public tags without a release.
+	if err := env.Publisher.Prepare(ctx, rel); err != nil {
+		return fmt.Errorf("the release target cannot take the release; no tag was applied: %w", err)
+	}
+	// The tags: the commit point, applied only to digests present in the target.
+	for _, t := range tagsToApply {
+		if err := env.Registry.Tag(ctx, t.digest, t.tag); err != nil {
+			return err
+		}
+		env.Logger.Info("tagged", "image", t.digest.Context().String()+":"+t.tag, "digest", t.digest.DigestStr())
+	}
 	if err := uploadAttestations(ctx, env, st, rec); err != nil {
 		return err
 	}
-	res, err := env.Publisher.Publish(ctx, release.Release{
-		Tag: st.Source.Tag, Name: st.Source.Tag, Notes: body, Assets: assets,
-	})
+	res, err := env.Publisher.Publish(ctx, rel)
 	if err != nil {
 		return fmt.Errorf("publishing the release: %w", err)
 	}

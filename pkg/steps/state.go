@@ -93,6 +93,8 @@ type Attestation struct {
 	Document      string            `json:"document,omitempty"` // predicate as a file (SBOM), relative to the state directory
 	Referrers     map[string]string `json:"referrers"`          // repository -> referrer manifest digest
 	Reused        bool              `json:"reused,omitempty"`
+	// InvocationID is the provenance's runDetails.metadata.invocationId.
+	InvocationID string `json:"invocation_id,omitempty"`
 }
 
 // Verification records what verify checked.
@@ -116,6 +118,18 @@ type ReleaseRecord struct {
 // NewState starts a state for the given inputs.
 func NewState(mode Mode, in Inputs, correlationID string, now time.Time) *State {
 	return &State{Version: StateVersion, Mode: mode, Inputs: in, CorrelationID: correlationID, CreatedAt: now.UTC()}
+}
+
+// Invocation is the run the release names: the invocation id of its provenance (which a
+// retry may reuse from an earlier run), else the correlation id of the run that made the
+// state; never the id of a run that only resumed it.
+func (s *State) Invocation() string {
+	for _, p := range s.Provenance {
+		if p.InvocationID != "" {
+			return p.InvocationID
+		}
+	}
+	return s.CorrelationID
 }
 
 // Done reports whether a step completed.
