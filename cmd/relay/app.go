@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/relaydev/relay/internal/httpx"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/logging"
 	"github.com/relaydev/relay/pkg/runner"
@@ -99,6 +100,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.IntFlag{Name: "jobs", Value: 4, EnvVars: []string{"RELAY_JOBS"}, Usage: "parallel registry and build operations"},
 		&cli.BoolFlag{Name: "replace", EnvVars: []string{"RELAY_REPLACE"}, Usage: "release: swap a published asset whose content changed (default: fail and name both checksums)"},
+		&cli.DurationFlag{Name: "timeout", Value: httpx.DefaultTimeout, EnvVars: []string{"RELAY_TIMEOUT"}, Usage: "how long a request may go without progress (no answer, or a body that stopped moving) before it is retried; relay.yaml registries[].timeout overrides it per host"},
 		&cli.DurationFlag{Name: "wait-lock", EnvVars: []string{"RELAY_WAIT_LOCK"}, Usage: "wait up to this long (e.g. 10m) for another run holding the same --state; default: fail at once with exit 2"},
 	}
 }
@@ -331,6 +333,7 @@ type Options struct {
 	Jobs      int
 	Replace   bool
 	WaitLock  time.Duration
+	Timeout   time.Duration
 	Stdout    io.Writer
 	Stderr    io.Writer
 	Getenv    func(string) string
@@ -344,8 +347,14 @@ func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) strin
 	f := flagReader{c: c, getenv: getenv}
 	o := Options{
 		Config: f.str("config"), State: f.str("state"), Local: f.bool("local"), DryRun: f.bool("dry-run"),
-		Out: f.str("out"), LogFormat: f.str("log-format"), LogLevel: f.str("log-level"), Jobs: f.int("jobs"), Replace: f.bool("replace"), WaitLock: f.duration("wait-lock"),
+		Out: f.str("out"), LogFormat: f.str("log-format"), LogLevel: f.str("log-level"), Jobs: f.int("jobs"), Replace: f.bool("replace"), WaitLock: f.duration("wait-lock"), Timeout: f.duration("timeout"),
 		Stdout: red.Writer(stdout), Stderr: stderr, Getenv: getenv, Redactor: red,
+	}
+	if o.Timeout == 0 && !c.IsSet("timeout") && getenv("RELAY_TIMEOUT") == "" {
+		o.Timeout = httpx.DefaultTimeout // a command without the flag (runner, doctor)
+	}
+	if f.err == nil && (o.Timeout < time.Second || o.Timeout > 6*time.Hour) {
+		f.err = &usageError{fmt.Errorf("--timeout %s is not between 1s and 6h: it bounds how long one request may go without progress, e.g. 2m", o.Timeout)}
 	}
 	return o, f.err
 }

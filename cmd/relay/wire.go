@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"golang.org/x/oauth2/google"
 
+	"github.com/relaydev/relay/internal/httpx"
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/attest/sbom"
 	"github.com/relaydev/relay/pkg/build"
@@ -182,7 +184,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		}
 		gh, err := release.NewGitHub(release.GitHubOptions{
 			Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL, Token: tok,
-			Replace: o.Replace, Logger: logger,
+			Replace: o.Replace, Logger: logger, Transport: boundedTransport(o),
 		})
 		if err != nil {
 			w.cleanup()
@@ -203,7 +205,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 // TLS, the write guard for --local and --dry-run, and the User-Agent with the correlation id.
 func registryClient(o Options, logger *slog.Logger, cid string, registries []config.Registry, guard bool) (*oci.Client, error) {
 	var insecure []string
-	budgets := map[string]time.Duration{}
+	budgets, timeouts := map[string]time.Duration{}, map[string]time.Duration{}
 	for _, r := range registries {
 		if r.Insecure {
 			insecure = append(insecure, r.Host)
@@ -211,8 +213,18 @@ func registryClient(o Options, logger *slog.Logger, cid string, registries []con
 		if b, _ := r.Budget(); b > 0 { // validated with the config
 			budgets[r.Host] = b
 		}
+		if d, _ := r.IdleTimeout(); d > 0 {
+			timeouts[r.Host] = d
+		}
 	}
-	rt := oci.Retry(oci.Insecure(oci.NewTransport(), insecure), oci.RetryOptions{Logger: logger, Budgets: budgets})
+	// Each attempt is bounded by the idle timeout; a timed-out attempt is retried like a reset.
+	bounded := httpx.IdleTimeout(oci.Insecure(oci.NewTransport(), insecure), func(host string) time.Duration {
+		if d, ok := timeouts[host]; ok {
+			return d
+		}
+		return o.Timeout
+	})
+	rt := oci.Retry(bounded, oci.RetryOptions{Logger: logger, Budgets: budgets})
 	if guard {
 		rt = oci.WriteGuard(rt)
 	}
@@ -223,6 +235,12 @@ func registryClient(o Options, logger *slog.Logger, cid string, registries []con
 		return nil, &usageError{err}
 	}
 	return client, nil
+}
+
+// boundedTransport is the transport of relay's other clients (GitHub, Key Vault): every
+// request is bounded by --timeout without progress.
+func boundedTransport(o Options) http.RoundTripper {
+	return httpx.IdleTimeout(httpx.Transport(), func(string) time.Duration { return o.Timeout })
 }
 
 func isLocalPath(repo string) bool {

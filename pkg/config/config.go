@@ -223,7 +223,13 @@ type Registry struct {
 	Insecure bool `yaml:"insecure,omitempty" json:"insecure,omitempty"`
 	// RetryBudget is the total time retries to this host may wait, e.g. "10m"; default 5m.
 	RetryBudget string `yaml:"retry_budget,omitempty" json:"retry_budget,omitempty"`
+	// Timeout is how long a request to this host may go without progress (no answer, or a
+	// body that stopped moving), e.g. "5m"; default --timeout (2m).
+	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 }
+
+// IdleTimeout parses the registry's timeout (0 when unset).
+func (r Registry) IdleTimeout() (time.Duration, error) { return parseBudget(r.Timeout) }
 
 // Budget parses the registry's retry budget (0 when unset).
 func (r Registry) Budget() (time.Duration, error) { return parseBudget(r.RetryBudget) }
@@ -270,7 +276,25 @@ func (e *Error) Error() string {
 
 // Load reads, strictly decodes, defaults and validates a config file.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, &Error{File: path, Msg: err.Error()}
+	}
+	return Parse(path, abs, data)
+}
+
+// MaxConfigSize bounds relay.yaml: a real one is a few KiB.
+const MaxConfigSize = 1 << 20
+
+// readConfig reads a regular file of at most MaxConfigSize bytes. A FIFO or device is
+// refused before it is opened: opening a FIFO blocks until a writer comes (and ignores
+// SIGTERM meanwhile), and /dev/zero never ends.
+func readConfig(path string) ([]byte, error) {
+	st, err := os.Stat(path)
 	if err != nil {
 		fix := "pass --config PATH or create relay.yaml (see docs/config.md)"
 		if !errors.Is(err, os.ErrNotExist) {
@@ -278,11 +302,25 @@ func Load(path string) (*Config, error) {
 		}
 		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read config: %v", unwrapPathErr(err)), Fix: fix}
 	}
-	abs, err := filepath.Abs(filepath.Dir(path))
-	if err != nil {
-		return nil, &Error{File: path, Msg: err.Error()}
+	if !st.Mode().IsRegular() {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read config: not a regular file (%s)", st.Mode().Type()), Fix: "pass --config the path of a relay.yaml file"}
 	}
-	return Parse(path, abs, data)
+	if st.Size() > MaxConfigSize {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("config is %d bytes, over relay's limit of %d", st.Size(), MaxConfigSize), Fix: "pass --config the path of a relay.yaml file; a real one is a few KiB"}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read config: %v", unwrapPathErr(err)), Fix: "check the file's permissions"}
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read config: %v", unwrapPathErr(err)), Fix: "check the file"}
+	}
+	if len(data) > MaxConfigSize { // grew after the stat
+		return nil, &Error{File: path, Msg: fmt.Sprintf("config is over relay's limit of %d bytes", MaxConfigSize), Fix: "pass --config the path of a relay.yaml file"}
+	}
+	return data, nil
 }
 
 func unwrapPathErr(err error) error {
@@ -562,8 +600,11 @@ func (c *Config) Validate(file string, data []byte) error {
 			return errf(at, fmt.Sprintf("registry %s is listed twice", r.Host), "merge the two entries")
 		}
 		seenHost[r.Host] = true
-		if d, err := r.Budget(); err != nil || d < 0 {
-			return errf(append(at, "retry_budget"), fmt.Sprintf("registry %s: retry_budget %q is not a duration", r.Host, r.RetryBudget), "use a Go duration such as 90s or 10m")
+		if d, err := r.Budget(); err != nil || d < 0 || d > 24*time.Hour {
+			return errf(append(at, "retry_budget"), fmt.Sprintf("registry %s: retry_budget %q is not a duration between 0 and 24h", r.Host, r.RetryBudget), "use a Go duration such as 90s or 10m")
+		}
+		if d, err := r.IdleTimeout(); err != nil || d < 0 || (d > 0 && d < time.Second) || d > 6*time.Hour {
+			return errf(append(at, "timeout"), fmt.Sprintf("registry %s: timeout %q is not a duration between 1s and 6h", r.Host, r.Timeout), "use a Go duration such as 2m or 10m")
 		}
 	}
 	if c.Release.Target == "github" && (c.Release.GitHub == nil || !strings.Contains(c.Release.GitHub.Repository, "/")) {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -123,6 +124,21 @@ func TestLoadFileErrors(t *testing.T) {
 	os.Mkdir(dirAsFile, 0o755)
 	if _, err := Load(dirAsFile); err == nil || !strings.Contains(err.Error(), "cannot read config") {
 		t.Fatalf("directory: %v", err)
+	}
+	// Never opened: a FIFO would block until a writer came, /dev/zero never ends.
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{fifo, "/dev/zero"} {
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "not a regular file") || !strings.Contains(err.Error(), "--config") {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	big := filepath.Join(dir, "big.yaml")
+	os.WriteFile(big, append([]byte(valid), make([]byte, MaxConfigSize)...), 0o644)
+	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "over relay's limit") {
+		t.Fatalf("oversized file: %v", err)
 	}
 }
 

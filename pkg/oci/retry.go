@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/relaydev/relay/internal/backoff"
+	"github.com/relaydev/relay/internal/httpx"
 )
 
 // RetryPolicy bounds the retries of one registry host.
@@ -55,14 +56,15 @@ func Retry(next http.RoundTripper, o RetryOptions) http.RoundTripper {
 	if o.Sleep == nil {
 		o.Sleep = backoff.Sleep
 	}
-	return &retrier{next: next, o: o, spent: map[string]time.Duration{}}
+	return &retrier{next: next, o: o, spent: map[string]time.Duration{}, hung: map[string]error{}}
 }
 
 type retrier struct {
 	next  http.RoundTripper
 	o     RetryOptions
-	mu    sync.Mutex // guards rand and spent
+	mu    sync.Mutex // guards rand, spent and hung
 	spent map[string]time.Duration
+	hung  map[string]error // hosts whose timeouts used up the budget, with the last one
 }
 
 // RetryBudgetError says a host used up its retry budget.
@@ -70,13 +72,46 @@ type RetryBudgetError struct {
 	Host   string
 	Budget time.Duration
 	Last   string
+	Err    error // the last failure, when it was an error (a timeout, a reset)
 }
 
 func (e *RetryBudgetError) Error() string {
 	return fmt.Sprintf("registry %s: retry budget of %s used up (last: %s); the registry is failing, try again later or raise the budget", e.Host, e.Budget, e.Last)
 }
 
+func (e *RetryBudgetError) Unwrap() error { return e.Err }
+
+func (r *retrier) budget(host string) time.Duration {
+	if b, ok := r.o.Budgets[host]; ok && b > 0 {
+		return b
+	}
+	return r.o.Policy.Budget
+}
+
+// chargeTimeout counts the time a request to host waited in vain against the host's
+// budget: retries of a hung host would otherwise cost attempts × timeout per request, with
+// no bound but the job's. Once the budget is spent, every request to the host fails at once.
+func (r *retrier) chargeTimeout(host string, err error) {
+	var te *httpx.TimeoutError
+	if !errors.As(err, &te) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.spent[host] += te.After
+	if r.spent[host] > r.budget(host) {
+		r.hung[host] = err
+	}
+}
+
 func (r *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
+	host := req.URL.Host
+	r.mu.Lock()
+	last := r.hung[host]
+	r.mu.Unlock()
+	if last != nil {
+		return nil, &RetryBudgetError{Host: host, Budget: r.budget(host), Last: last.Error(), Err: last}
+	}
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 && req.GetBody != nil {
@@ -88,16 +123,16 @@ func (r *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 			req.Body = body
 		}
 		resp, err := r.next.RoundTrip(req)
+		r.chargeTimeout(host, err)
+		if err == nil {
+			resp.Body = &chargedBody{ReadCloser: resp.Body, r: r, host: host}
+		}
 		reason, retry := retryable(resp, err)
 		if !retry || !replayable || attempt >= r.o.Policy.MaxAttempts {
 			return resp, err
 		}
 		wait := r.backoff(attempt, resp)
-		host := req.URL.Host
-		budget := r.o.Policy.Budget
-		if b, ok := r.o.Budgets[host]; ok && b > 0 {
-			budget = b
-		}
+		budget := r.budget(host)
 		r.mu.Lock()
 		over := r.spent[host]+wait > budget
 		if !over {
@@ -108,7 +143,7 @@ func (r *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 			if resp != nil {
 				resp.Body.Close()
 			}
-			return nil, &RetryBudgetError{Host: host, Budget: budget, Last: reason}
+			return nil, &RetryBudgetError{Host: host, Budget: budget, Last: reason, Err: err}
 		}
 		if resp != nil {
 			// Drain a little so the connection can be reused, then let it go.
@@ -121,6 +156,21 @@ func (r *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
+}
+
+// chargedBody charges a body that stopped moving to its host's budget.
+type chargedBody struct {
+	io.ReadCloser
+	r    *retrier
+	host string
+}
+
+func (b *chargedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.r.chargeTimeout(b.host, err)
+	}
+	return n, err
 }
 
 func (r *retrier) backoff(attempt int, resp *http.Response) time.Duration {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/relaydev/relay/internal/httpx"
 )
 
 // WriteGuardError is returned for a write to a host the guard does not allow.
@@ -57,7 +59,7 @@ func UserAgent(next http.RoundTripper, ua string) http.RoundTripper {
 // uploads (net/http keeps 2), and buffers large enough that a blob stream costs few
 // system calls.
 func NewTransport() *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
+	t := httpx.Transport() // bounded connects and TLS handshakes
 	t.MaxIdleConnsPerHost = 32
 	t.WriteBufferSize = 256 << 10
 	t.ReadBufferSize = 256 << 10

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Check is one finding of relay doctor: ok, fail (with the fix) or skip (with why).
@@ -41,7 +42,7 @@ func Doctor(ctx context.Context, d DoctorOptions) []Check {
 		o.APIURL = "https://api.github.com"
 	}
 	if o.HTTP == nil {
-		o.HTTP = http.DefaultClient
+		o.HTTP = &http.Client{Timeout: 30 * time.Second}
 	}
 	scopeOK := d.Scope.validate() == nil
 	switch {

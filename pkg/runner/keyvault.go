@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -34,7 +35,7 @@ func KeyVaultSecret(ctx context.Context, secretURL string, cred azcore.TokenCred
 	}
 	req.Header.Set("Authorization", "Bearer "+tok.Token)
 	if hc == nil {
-		hc = http.DefaultClient
+		hc = &http.Client{Timeout: 30 * time.Second} // one small secret: never an unbounded wait
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
