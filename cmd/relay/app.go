@@ -68,6 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	for _, k := range secretEnv {
 		red.Add(getenv(k))
 	}
+	addSecretFiles(red, getenv)
 	app := newApp(stdout, stderr, getenv, red)
 	var notFound error
 	app.CommandNotFound = func(c *cli.Context, cmd string) {

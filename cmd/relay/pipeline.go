@@ -12,6 +12,7 @@ import (
 
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/config"
+	"github.com/relaydev/relay/pkg/source"
 	"github.com/relaydev/relay/pkg/steps"
 	"github.com/sigstore/sigstore-go/pkg/root"
 )
@@ -55,7 +56,8 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 	if o.Local {
 		mode = steps.ModeLocal
 	}
-	inputs := steps.Inputs{ConfigDigest: cfg.Digest, Repo: cfg.Source.Repo, Ref: cfg.Source.Ref}
+	// The state is cached by CI to resume: it records the repository without its credential.
+	inputs := steps.Inputs{ConfigDigest: cfg.Digest, Repo: source.RedactURL(cfg.Source.Repo), Ref: cfg.Source.Ref}
 	if st != nil && !restart {
 		if st.Mode != mode {
 			how := map[steps.Mode]string{steps.ModeLocal: "relay run --local", steps.ModeDryRun: "relay run --dry-run", steps.ModeRelease: "a real run"}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,7 +43,50 @@ var version = "dev"
 var snapshotEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // secretEnv are variables whose values must never appear in logs.
-var secretEnv = []string{"GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_RUNTIME_TOKEN", "SIGSTORE_ID_TOKEN", "RELAY_GITHUB_APP_KEY", "COSIGN_PASSWORD", "RELAY_SOURCE_TOKEN", "IDENTITY_HEADER", "DOCKERHUB_TOKEN", "RELAY_GITHUB_TOKEN", "RELAY_RUNNER_REGISTRATION_TOKEN"}
+var secretEnv = []string{"GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_RUNTIME_TOKEN", "SIGSTORE_ID_TOKEN", "RELAY_GITHUB_APP_KEY", "COSIGN_PASSWORD", "RELAY_SOURCE_TOKEN", "IDENTITY_HEADER", "DOCKERHUB_TOKEN", "RELAY_GITHUB_TOKEN", "RELAY_RUNNER_REGISTRATION_TOKEN",
+	// what the KMS and cloud builders' credential chains read
+	"VAULT_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD", "GOOGLE_OAUTH_ACCESS_TOKEN"}
+
+// secretFileEnv name files whose contents are secrets (a service account key, a projected
+// token): registered before anything runs, so an error that echoes them is masked.
+var secretFileEnv = []string{"GOOGLE_APPLICATION_CREDENTIALS", "AZURE_FEDERATED_TOKEN_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "RELAY_GITHUB_APP_KEY_FILE"}
+
+// addSecretFiles registers the contents of the secret files the environment names: the
+// whole file, and the credential fields of a JSON key file.
+func addSecretFiles(red *logging.Redactor, getenv func(string) string) {
+	for _, k := range secretFileEnv {
+		p := getenv(k)
+		if p == "" {
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) > 1<<20 {
+			continue // the client that needs it reports the problem
+		}
+		red.Add(strings.TrimSpace(string(b)))
+		var fields map[string]any
+		if json.Unmarshal(b, &fields) == nil {
+			for _, f := range []string{"private_key", "private_key_id", "client_secret", "refresh_token"} {
+				if v, ok := fields[f].(string); ok {
+					red.Add(v)
+				}
+			}
+		}
+	}
+}
+
+// redactedTokens registers every identity token with the redactor as it is obtained,
+// before it is sent anywhere.
+type redactedTokens struct {
+	attest.TokenSource
+	red *logging.Redactor
+}
+
+func (r redactedTokens) Token(ctx context.Context) (string, error) {
+	t, err := r.TokenSource.Token(ctx)
+	r.red.Add(t)
+	return t, err
+}
 
 type wired struct {
 	env     *steps.Env
@@ -88,10 +132,13 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		red.Add(env.SourceToken)
 	}
 	if u, err := url.Parse(cfg.Source.Repo); err == nil && u.User != nil {
-		// https://TOKEN@host or https://user:TOKEN@host: either part may be the secret.
-		red.Add(u.User.Username())
+		// https://user:TOKEN@host: the password is the secret, the user name only names
+		// an account (masking a common one would garble unrelated text); in
+		// https://TOKEN@host the lone user part is the token.
 		if pw, ok := u.User.Password(); ok {
 			red.Add(pw)
+		} else if u.Scheme == "http" || u.Scheme == "https" {
+			red.Add(u.User.Username())
 		}
 	}
 	w := &wired{env: env, cleanup: func() {}}
@@ -503,5 +550,9 @@ func tokenSource(cfg *config.Config, o Options) (attest.TokenSource, error) {
 	if f != "" {
 		f = cfg.ResolvePath(f)
 	}
-	return attest.TokenSourceFromEnv(o.Getenv, f, nil)
+	ts, err := attest.TokenSourceFromEnv(o.Getenv, f, nil)
+	if err != nil {
+		return nil, err
+	}
+	return redactedTokens{TokenSource: ts, red: o.Redactor}, nil
 }

@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
+	"regexp"
+	"sort"
 	"strings"
 	"sync"
 )
@@ -111,8 +114,24 @@ type Redactor struct {
 func NewRedactor() *Redactor { return &Redactor{} }
 
 // Add registers a secret value; values shorter than 4 bytes are ignored to avoid
-// masking ordinary text.
+// masking ordinary text. Its URL-encoded forms are registered too (a password inside a
+// URL is printed encoded), and each line of a multi-line secret (a PEM key), so a part
+// of it that a server echoes is masked as well.
 func (r *Redactor) Add(secret string) {
+	forms := []string{secret, url.QueryEscape(secret), url.PathEscape(secret)}
+	if strings.Contains(secret, "\n") {
+		for _, l := range strings.Split(secret, "\n") {
+			if l = strings.TrimSpace(l); len(l) >= 16 && !strings.HasPrefix(l, "-----") {
+				forms = append(forms, l)
+			}
+		}
+	}
+	for _, f := range forms {
+		r.add(f)
+	}
+}
+
+func (r *Redactor) add(secret string) {
 	if len(secret) < 4 {
 		return
 	}
@@ -124,6 +143,8 @@ func (r *Redactor) Add(secret string) {
 		}
 	}
 	r.secrets = append(r.secrets, secret)
+	// Longest first: a secret that contains another is masked whole.
+	sort.SliceStable(r.secrets, func(i, j int) bool { return len(r.secrets[i]) > len(r.secrets[j]) })
 	on := r.onAdd
 	r.mu.Unlock()
 	if on != nil {
@@ -131,16 +152,83 @@ func (r *Redactor) Add(secret string) {
 	}
 }
 
-// Redact returns s with every known secret replaced by "***".
+// Shapes of credentials masked wherever they appear, known or not: what a server echoes
+// in an error body (an Authorization header, a token it was sent) is caught without
+// relay having registered the value.
+var secretShapes = []struct {
+	re   *regexp.Regexp
+	repl string
+	// plain, when set, says the value (the last group) is ordinary text after all.
+	plain func(value string) bool
+}{
+	// JSON Web Tokens: OIDC ID tokens, GitHub App JWTs, cloud access tokens.
+	{regexp.MustCompile(`eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}`), "***", nil},
+	// GitHub tokens: installation, user, OAuth, refresh, fine-grained.
+	{regexp.MustCompile(`\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})\b`), "***", nil},
+	// Authorization header values.
+	{regexp.MustCompile(`(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]{8,})`), "$1$2***", lettersOnly},
+	// Passwords in URLs and in user:password@host references.
+	{regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:"']+):[^/@\s"']+@`), "$1:***@", nil},
+	{regexp.MustCompile(`(^|[\s"'(=])([^/@\s:"'(=]+):[^/@\s"']+@([^/\s"'@]+/)`), "$1$2:***@$3", nil},
+	// key: value and key=value pairs of credential-named fields, quoted or not.
+	{regexp.MustCompile(`(?i)("?\b(?:authorization|proxy-authorization|x-api-key|api[_-]?key|access[_-]?token|refresh[_-]?token|id[_-]?token|client[_-]?secret|secret[_-]?access[_-]?key|session[_-]?token|password|passwd|private[_-]?key)"?\s*[:=]\s*["'`+"`"+`]?)([^"'`+"`"+`\s,&;(){}]{4,})`), "$1***", plainWord},
+}
+
+// Redact returns s with every known secret, and anything shaped like a credential,
+// replaced by "***".
 func (r *Redactor) Redact(s string) string {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
 	for _, sec := range r.secrets {
 		if strings.Contains(s, sec) {
 			s = strings.ReplaceAll(s, sec, "***")
 		}
 	}
+	r.mu.RUnlock()
+	for _, sh := range secretShapes {
+		if sh.plain == nil {
+			s = sh.re.ReplaceAllString(s, sh.repl)
+			continue
+		}
+		s = sh.re.ReplaceAllStringFunc(s, func(m string) string {
+			g := sh.re.FindStringSubmatch(m)
+			if sh.plain(g[len(g)-1]) {
+				return m
+			}
+			return sh.re.ReplaceAllString(m, sh.repl)
+		})
+	}
 	return s
+}
+
+// lettersOnly: "basic authentication" is prose; credentials hold digits or symbols.
+func lettersOnly(v string) bool {
+	for _, c := range v {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// plainWord: a short all-lower-case word ("id-token: write", "password: required") is
+// prose, not a credential.
+func plainWord(v string) bool {
+	switch strings.ToLower(v) {
+	case "bearer", "basic", "token":
+		return true // the scheme of a header value masked on its own
+	}
+	if strings.HasPrefix(v, "***") {
+		return true // masked already
+	}
+	if len(v) > 12 {
+		return false
+	}
+	for _, c := range v {
+		if c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Redactor) replaceAttr(_ []string, a slog.Attr) slog.Attr {

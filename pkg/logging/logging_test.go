@@ -91,3 +91,34 @@ func TestCorrelationID(t *testing.T) {
 		t.Error("RUNNER_NAME not used")
 	}
 }
+
+func TestRedactorForms(t *testing.T) {
+	r := NewRedactor()
+	r.Add("p@ss/w:rd+1")
+	r.Add("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIIGLlamZqzBZ1b0GbE+kA5pC3Vd\nAwEHoUQDQgAE2x9bq6i\n-----END EC PRIVATE KEY-----\n")
+	tests := []struct{ in, want string }{
+		// Registered values, also URL-encoded and line by line.
+		{"clone https://bob:p%40ss%2Fw:rd%2B1@git.example.com/x.git", "clone https://bob:***@git.example.com/x.git"},
+		{"pw p@ss/w:rd+1 again", "pw *** again"},
+		{"key line MHcCAQEEIIGLlamZqzBZ1b0GbE+kA5pC3Vd echoed", "key line *** echoed"},
+		// Shapes, registered or not.
+		{`{"message":"bad token","token":"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXBvIn0.c2lnbmF0dXJlLXBhcnQ"}`, `{"message":"bad token","token":"***"}`},
+		{"Authorization: Bearer abcdefgh12345678 was refused", "Authorization: Bearer *** was refused"},
+		{"sent token ghs_16C7e42F292c6912E7710c838347Ae178B4a", "sent token ***"},
+		{"https://x-access-token:s3cr3tvalue@github.com/acme/app.git", "https://x-access-token:***@github.com/acme/app.git"},
+		{"target user:hunter22@registry.example.com/acme/app is not valid", "target user:***@registry.example.com/acme/app is not valid"},
+		{`VAULT said {"client_secret": "Zm9vYmFy-baz"}`, `VAULT said {"client_secret": "***"}`},
+		{"X-Amz: secret_access_key=wJalrXUtnFEMI/K7MDENG", "X-Amz: secret_access_key=***"},
+		// Prose and references stay readable.
+		{"add `permissions: id-token: write` to the job", "add `permissions: id-token: write` to the job"},
+		{"ghcr.io/acme/app:v1@sha256:0123456789abcdef", "ghcr.io/acme/app:v1@sha256:0123456789abcdef"},
+		{"release github.com/acme/app v1.2.3 by bob", "release github.com/acme/app v1.2.3 by bob"},
+		{"password: required", "password: required"},
+		{"the registry wants basic authentication", "the registry wants basic authentication"},
+	}
+	for _, tt := range tests {
+		if got := r.Redact(tt.in); got != tt.want {
+			t.Errorf("Redact(%q)\n = %q\nwant %q", tt.in, got, tt.want)
+		}
+	}
+}

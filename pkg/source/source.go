@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 )
 
@@ -62,16 +64,14 @@ func Checkout(ctx context.Context, logger *slog.Logger, opts Options) (*Result, 
 		return nil, fmt.Errorf("clearing %s: %w", opts.Dir, err)
 	}
 	local := isLocal(opts.Repo)
-	co := &git.CloneOptions{URL: opts.Repo, Tags: git.AllTags}
+	remoteURL, auth := credentials(opts)
+	co := &git.CloneOptions{URL: remoteURL, Tags: git.AllTags, Auth: auth}
 	if !local {
 		co.Depth = opts.Depth
 		if co.Depth == 0 {
 			co.Depth = 1
 		}
 		co.SingleBranch = true
-	}
-	if opts.Token != "" {
-		co.Auth = &githttp.BasicAuth{Username: "x-access-token", Password: opts.Token}
 	}
 	var repo *git.Repository
 	var err error
@@ -109,11 +109,9 @@ func Checkout(ctx context.Context, logger *slog.Logger, opts Options) (*Result, 
 
 // ResolveRef finds the tag or branch named opts.Ref in the remote without cloning.
 func ResolveRef(ctx context.Context, opts Options) (plumbing.ReferenceName, error) {
-	rem := git.NewRemote(nil, &config.RemoteConfig{Name: "origin", URLs: []string{opts.Repo}})
-	lo := &git.ListOptions{}
-	if opts.Token != "" {
-		lo.Auth = &githttp.BasicAuth{Username: "x-access-token", Password: opts.Token}
-	}
+	remoteURL, auth := credentials(opts)
+	rem := git.NewRemote(nil, &config.RemoteConfig{Name: "origin", URLs: []string{remoteURL}})
+	lo := &git.ListOptions{Auth: auth}
 	refs, err := rem.ListContext(ctx, lo)
 	if err != nil {
 		return "", fmt.Errorf("listing refs of %s: %w", RedactURL(opts.Repo), err)
@@ -210,6 +208,22 @@ func describe(repo *git.Repository, opts Options) (*Result, error) {
 
 func isLocal(repo string) bool {
 	return strings.HasPrefix(repo, "/") || strings.HasPrefix(repo, "file://") || strings.HasPrefix(repo, ".")
+}
+
+// credentials splits the clone URL from its credential: the token, else the URL's own
+// user:password (or TOKEN@), which go-git then sends as basic auth, so the URL that lands
+// in the checkout's .git/config — a file CI caches — carries none.
+func credentials(opts Options) (string, transport.AuthMethod) {
+	clean := RedactURL(opts.Repo)
+	if opts.Token != "" {
+		return clean, &githttp.BasicAuth{Username: "x-access-token", Password: opts.Token}
+	}
+	u, err := url.Parse(opts.Repo)
+	if err != nil || u.User == nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return opts.Repo, nil // ssh://git@host keeps its user: it names the account, not a secret
+	}
+	pw, _ := u.User.Password()
+	return clean, &githttp.BasicAuth{Username: u.User.Username(), Password: pw}
 }
 
 // RedactURL drops credentials from a URL so it can be logged and stored.

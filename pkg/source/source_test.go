@@ -115,6 +115,44 @@ func TestCheckoutSmartHTTPWithToken(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "wrong") {
 		t.Fatalf("bad token: %v", err)
 	}
+
+	// The credential in the URL (here URL-encoded) authenticates the clone and stays out
+	// of the checkout: nothing under .git holds it, and the recorded repository has none.
+	withPw := strings.Replace(srv.URL, "http://", "http://ci-bot:tok%2D123@", 1) + "/app.git"
+	dir := filepath.Join(t.TempDir(), "s")
+	r, err = Checkout(ctx, nil, Options{Repo: withPw, Ref: "v1.0.0", Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(r.Repo, "tok") || r.Repo != srv.URL+"/app.git" {
+		t.Fatalf("recorded repository %q", r.Repo)
+	}
+	assertNoSecret(t, filepath.Join(dir, ".git"), "tok-123", "tok%2D123")
+	// A checkout an older relay left with the credential in its remote URL is not reused
+	// (a remote source is always cloned afresh), so the re-run's clone holds none either.
+	repoCfg := filepath.Join(dir, ".git", "config")
+	b, _ := os.ReadFile(repoCfg)
+	os.WriteFile(repoCfg, []byte(strings.Replace(string(b), srv.URL, withPw[:len(withPw)-len("/app.git")], 1)), 0o644)
+	if _, err := Checkout(ctx, nil, Options{Repo: withPw, Ref: "v1.0.0", Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	assertNoSecret(t, filepath.Join(dir, ".git"), "tok-123", "tok%2D123")
+}
+
+func assertNoSecret(t *testing.T, dir string, secrets ...string) {
+	t.Helper()
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(p)
+		for _, s := range secrets {
+			if strings.Contains(string(b), s) {
+				t.Errorf("%s holds the secret %q", p, s)
+			}
+		}
+		return nil
+	})
 }
 
 func TestSnapshotIsReproducible(t *testing.T) {

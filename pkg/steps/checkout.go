@@ -17,7 +17,7 @@ func (Checkout) Name() string { return "checkout" }
 func (Checkout) Plan(env *Env, st *State) Plan {
 	c := env.Config.Source
 	return Plan{Step: "checkout", Done: st.Done("checkout"), Does: []string{
-		"clone " + env.SourceRepo + " at " + c.Ref + " into " + checkoutDir(env),
+		"clone " + source.RedactURL(env.SourceRepo) + " at " + c.Ref + " into " + checkoutDir(env),
 	}}
 }
 

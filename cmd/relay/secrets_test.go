@@ -1,0 +1,108 @@
+package main
+
+import (
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing/object"
+)
+
+// TestSourcePasswordStaysOutOfEverything plants a source.repo password (as a user:password
+// URL, percent-encoded) and checks every place relay writes or prints: each log format,
+// the plan, the final error, the state file and every file under the state directory (the
+// checkout's .git/config included) — the files CI caches to resume.
+func TestSourcePasswordStaysOutOfEverything(t *testing.T) {
+	gitPath, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git is not installed (make test installs it)")
+	}
+	const pw = "s3cr/et+pw" // in the URL: s3cr%2Fet%2Bpw
+	forms := []string{pw, "s3cr%2Fet%2Bpw", "s3cr%2fet%2bpw"}
+	src := t.TempDir()
+	repo, _ := git.PlainInit(src, false)
+	wt, _ := repo.Worktree()
+	os.WriteFile(filepath.Join(src, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644)
+	os.WriteFile(filepath.Join(src, "go.mod"), []byte("module example.com/app\n\ngo 1.22\n"), 0o644)
+	wt.Add(".")
+	h, _ := wt.Commit("one", &git.CommitOptions{Author: &object.Signature{Name: "t", Email: "t@example.com"}})
+	repo.CreateTag("v0.1.0", h, nil)
+	root := t.TempDir()
+	if out, err := exec.Command("git", "clone", "--bare", "-q", src, filepath.Join(root, "app.git")).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	backend := &cgi.Handler{Path: gitPath, Args: []string{"http-backend"}, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "ci-bot" || p != pw {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			http.Error(w, "auth", http.StatusUnauthorized)
+			return
+		}
+		backend.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	repoURL := strings.Replace(srv.URL, "http://", "http://ci-bot:s3cr%2Fet%2Bpw@", 1) + "/app.git"
+
+	for _, format := range []string{"json", "text", "github"} {
+		t.Run(format, func(t *testing.T) {
+			cfg := writeConfig(t, strings.Replace(goodConfig, "repo: .", "repo: "+repoURL, 1))
+			dir := t.TempDir()
+			state := filepath.Join(dir, ".relay", "state.json")
+			args := []string{"--config", cfg, "--state", state, "--out", filepath.Join(dir, "dist"), "--log-format", format, "--local"}
+			var printed strings.Builder
+			code, stdout, stderr := runCLI(t, nil, append([]string{"run", "--only", "checkout"}, args...)...)
+			printed.WriteString(stdout + stderr)
+			if code != 0 {
+				t.Fatalf("checkout with the URL's credential: exit %d\n%s", code, stderr)
+			}
+			_, stdout, stderr = runCLI(t, nil, append([]string{"plan"}, args...)...)
+			printed.WriteString(stdout + stderr)
+			// A failing run prints its error too: a ref the repository does not have.
+			bad := writeConfig(t, strings.Replace(strings.Replace(goodConfig, "repo: .", "repo: "+repoURL, 1), "ref: v0.1.0", "ref: v9.9.9", 1))
+			code, stdout, stderr = runCLI(t, nil, "run", "--only", "checkout", "--config", bad, "--state", filepath.Join(dir, "bad", "state.json"), "--log-format", format, "--local")
+			printed.WriteString(stdout + stderr)
+			if code == 0 || !strings.Contains(stderr, "v9.9.9") {
+				t.Fatalf("missing ref: exit %d\n%s", code, stderr)
+			}
+			// The user name only names an account: masking it would garble unrelated text.
+			if strings.Contains(printed.String(), "::add-mask::ci-bot") {
+				t.Errorf("the user name was registered as a secret:\n%s", printed.String())
+			}
+			var shown []string // ::add-mask:: lines are how a secret is masked: the runner hides them
+			for _, l := range strings.Split(printed.String(), "\n") {
+				if !strings.HasPrefix(l, "::add-mask::") {
+					shown = append(shown, l)
+				}
+			}
+			for _, f := range forms {
+				if strings.Contains(strings.Join(shown, "\n"), f) {
+					t.Errorf("%q was printed:\n%s", f, printed.String())
+				}
+			}
+			if format == "github" && !strings.Contains(printed.String(), "::add-mask::"+pw) {
+				t.Errorf("the password was not masked in the runner's log:\n%s", printed.String())
+			}
+			filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				b, _ := os.ReadFile(p)
+				for _, f := range forms {
+					if strings.Contains(string(b), f) {
+						t.Errorf("%s holds %q", p, f)
+					}
+				}
+				return nil
+			})
+			if b, _ := os.ReadFile(state); !strings.Contains(string(b), srv.URL+"/app.git") {
+				t.Errorf("the state does not record the repository:\n%s", b)
+			}
+		})
+	}
+}
