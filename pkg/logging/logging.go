@@ -171,7 +171,7 @@ var secretShapes = []struct {
 	{regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:"']+):[^/@\s"']+@`), "$1:***@", nil},
 	{regexp.MustCompile(`(^|[\s"'(=])([^/@\s:"'(=]+):[^/@\s"']+@([^/\s"'@]+/)`), "$1$2:***@$3", nil},
 	// key: value and key=value pairs of credential-named fields, quoted or not.
-	{regexp.MustCompile(`(?i)("?\b(?:authorization|proxy-authorization|x-api-key|api[_-]?key|access[_-]?token|refresh[_-]?token|id[_-]?token|client[_-]?secret|secret[_-]?access[_-]?key|session[_-]?token|password|passwd|private[_-]?key)"?\s*[:=]\s*["'`+"`"+`]?)([^"'`+"`"+`\s,&;(){}]{4,})`), "$1***", plainWord},
+	{regexp.MustCompile(`(?i)("?\b(?:authorization|proxy-authorization|x-api-key|api[_-]?key|access[_-]?token|refresh[_-]?token|id[_-]?token|client[_-]?secret|secret[_-]?access[_-]?key|session[_-]?token|password|passwd|private[_-]?key)"?\s*[:=]\s*["'` + "`" + `]?)([^"'` + "`" + `\s,&;(){}]{4,})`), "$1***", plainWord},
 }
 
 // Redact returns s with every known secret, and anything shaped like a credential,
