@@ -45,6 +45,7 @@ func exitCode(err error) int {
 		mi *steps.MissingInputError
 	)
 	var re *runner.Error
+	var pi interface{ PermanentInput() bool }
 	switch {
 	case err == nil:
 		return exitOK
@@ -56,6 +57,8 @@ func exitCode(err error) int {
 		return exitMissing
 	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &se), errors.As(err, &le):
 		return exitUsage
+	case errors.As(err, &pi) && pi.PermanentInput():
+		return exitUsage // a ref the repository lacks, a missing file: a retry fails the same way
 	default:
 		return exitStepFailed
 	}

@@ -291,3 +291,14 @@ func TestStateInUseExitsTwo(t *testing.T) {
 		t.Errorf("negative --wait-lock: exit %d: %s", code, stderr)
 	}
 }
+
+// TestPermanentInputErrorsExitTwo: errors only a later step finds, but that a retry cannot
+// fix, exit 2 (fix the input), not 1 (retry).
+func TestPermanentInputErrorsExitTwo(t *testing.T) {
+	cfg := writeConfig(t, strings.Replace(goodConfig, "local: {go: {main: .}}", "local: {files: [{src: nope, dst: /srv/nope}]}", 1))
+	dir := t.TempDir()
+	code, _, stderr := runCLI(t, nil, "run", "--local", "--only", "checkout,build", "--config", cfg, "--state", filepath.Join(dir, "state.json"), "--out", filepath.Join(dir, "dist"))
+	if code != exitUsage || !strings.Contains(stderr, "files: nope") {
+		t.Fatalf("missing files[].src: exit %d\n%s", code, stderr)
+	}
+}

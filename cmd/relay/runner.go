@@ -136,6 +136,9 @@ func runnerTokens(ctx context.Context, o Options, scope runner.Scope, api string
 	}
 	*secrets = append(*secrets, string(key))
 	o.Redactor.Add(string(key))
+	if err := ghapp.CheckCredentials(id, key); err != nil {
+		return nil, err // exit 2: a wrong id or key is fixed in the deployment, not by a retry
+	}
 	var mu sync.Mutex
 	var cur *ghapp.Token
 	return func(ctx context.Context) (string, error) {

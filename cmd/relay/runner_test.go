@@ -81,4 +81,30 @@ func TestRunnerExitCodes(t *testing.T) {
 			t.Errorf("%v: exit %d, want %d with %q:\n%s", tc.args, code, tc.code, tc.want, errb.String())
 		}
 	}
+	// Credentials and an API root that cannot work are the deployment's to fix (2), found
+	// before any request; a retry with backoff (3) would only repeat them.
+	calls := len(gh.Calls())
+	for _, tc := range []struct {
+		env  map[string]string
+		api  string
+		want string
+	}{
+		{map[string]string{"RELAY_GITHUB_APP_ID": "my-app"}, gh.URL, `RELAY_GITHUB_APP_ID "my-app" is not a GitHub App id`},
+		{map[string]string{"RELAY_GITHUB_APP_KEY": "not a key"}, gh.URL, "private key is not PEM"},
+		{nil, "api.github.com", `--github-api-url "api.github.com" is not an API root`},
+		{nil, "https://api.github.com/?x=1", "is not an API root"},
+	} {
+		env := map[string]string{"RELAY_GITHUB_APP_ID": gh.AppID, "RELAY_GITHUB_APP_KEY": string(gh.AppKey)}
+		for k, v := range tc.env {
+			env[k] = v
+		}
+		var out, errb bytes.Buffer
+		args := []string{"relay", "runner", "--repo", "acme/shop", "--github-api-url", tc.api, "--runner-dir", dir}
+		if code := run(context.Background(), args, &out, &errb, func(k string) string { return env[k] }); code != 2 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v %s: exit %d, want 2 with %q:\n%s", tc.env, tc.api, code, tc.want, errb.String())
+		}
+	}
+	if len(gh.Calls()) != calls {
+		t.Errorf("bad credentials cost %d API calls", len(gh.Calls())-calls)
+	}
 }

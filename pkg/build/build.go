@@ -45,3 +45,13 @@ type Builder interface {
 	Name() string
 	Build(ctx context.Context, req Request) (*Result, error)
 }
+
+// InputError is a build input that is wrong (a missing file, a platform the toolchain
+// cannot build): a retry fails the same way, so the CLI exits 2 for it.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+// PermanentInput marks the error as one a retry cannot fix.
+func (e *InputError) PermanentInput() bool { return true }

@@ -105,7 +105,7 @@ func (l *Local) Build(ctx context.Context, req Request) (*Result, error) {
 		g.Go(func() error {
 			plat, err := v1.ParsePlatform(ps)
 			if err != nil {
-				return fmt.Errorf("image %s: platform %q: %w", req.Image.Name, ps, err)
+				return &InputError{fmt.Errorf("image %s: platform %q: %w", req.Image.Name, ps, err)}
 			}
 			base, baseDigest, err := l.base(spec.Base, *plat)
 			if err != nil {
@@ -378,7 +378,7 @@ func filesLayer(ctxDir string, files []config.File, epoch time.Time) (v1.Layer, 
 	for _, f := range files {
 		src := filepath.Join(ctxDir, filepath.FromSlash(f.Src))
 		if rel, err := filepath.Rel(ctxDir, src); err != nil || strings.HasPrefix(rel, "..") {
-			return nil, fmt.Errorf("files: %q leaves the build context", f.Src)
+			return nil, &InputError{fmt.Errorf("files: %q leaves the build context", f.Src)}
 		}
 		var mode int64 = -1
 		if f.Mode != "" {
@@ -388,7 +388,7 @@ func filesLayer(ctxDir string, files []config.File, epoch time.Time) (v1.Layer, 
 		}
 		info, err := os.Stat(src)
 		if err != nil {
-			return nil, fmt.Errorf("files: %s: %w (fix: the path is relative to the image context in the checkout)", f.Src, err)
+			return nil, &InputError{fmt.Errorf("files: %s: %w (fix: the path is relative to the image context in the checkout)", f.Src, err)}
 		}
 		dst := path.Clean(f.Dst)
 		if !info.IsDir() {

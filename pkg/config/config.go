@@ -244,10 +244,14 @@ func parseBudget(s string) (time.Duration, error) {
 
 // Known values.
 var (
-	BuilderKinds   = []string{"local", "acr", "gcb", "codebuild"}
-	SigningModes   = []string{"keyless", "key", "ephemeral"}
-	SBOMFormats    = []string{"spdx-json", "cyclonedx-json"}
-	ReleaseTargets = []string{"github", "dir"}
+	// ImageOSes and ImageArchitectures are what an image's platform may name (Go's and the
+	// OCI image spec's values).
+	ImageOSes          = []string{"linux", "windows"}
+	ImageArchitectures = []string{"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64", "mips64le", "loong64"}
+	BuilderKinds       = []string{"local", "acr", "gcb", "codebuild"}
+	SigningModes       = []string{"keyless", "key", "ephemeral"}
+	SBOMFormats        = []string{"spdx-json", "cyclonedx-json"}
+	ReleaseTargets     = []string{"github", "dir"}
 )
 
 // Error is a configuration problem; the CLI maps it to exit code 2.
@@ -343,6 +347,15 @@ func Parse(file, dir string, data []byte) (*Config, error) {
 			return nil, &Error{File: file, Msg: "config is empty", Fix: "start from the annotated example in docs/config.md"}
 		}
 		return nil, yamlError(file, err)
+	}
+	var second yaml.Node
+	if err := dec.Decode(&second); !errors.Is(err, io.EOF) {
+		line := second.Line
+		if err != nil {
+			return nil, yamlError(file, err)
+		}
+		return nil, &Error{File: file, Line: line, Msg: "a second YAML document begins here; relay reads exactly one",
+			Fix: "remove the `---` and what follows, or put it in its own file"}
 	}
 	c.Dir = dir
 	sum := sha256.Sum256(data)
@@ -444,6 +457,9 @@ func (c *Config) Validate(file string, data []byte) error {
 		return errf([]string{"version"}, fmt.Sprintf("schema version %d is not supported", c.Version),
 			fmt.Sprintf("set `version: %d` at the top of the file", SchemaVersion))
 	}
+	if err := checkDocument(file, &root); err != nil {
+		return err
+	}
 	if c.Source.Repo == "" {
 		return errf([]string{"source"}, "source.repo is missing", "name the git URL or local path to release, e.g. `repo: .`")
 	}
@@ -525,10 +541,23 @@ func (c *Config) Validate(file string, data []byte) error {
 		if filepath.IsAbs(im.Context) || strings.HasPrefix(filepath.Clean(im.Context), "..") {
 			return errf(at("context"), fmt.Sprintf("image %s: context %q leaves the checkout", im.Name, im.Context), "use a path inside the repository")
 		}
+		seenPlat := map[string]bool{}
 		for j, p := range im.Platforms {
-			if _, err := v1.ParsePlatform(p); err != nil || !strings.Contains(p, "/") {
+			pl, err := v1.ParsePlatform(p)
+			if err != nil || !strings.Contains(p, "/") {
 				return errf(at("platforms", fmt.Sprint(j)), fmt.Sprintf("image %s: platform %q is not valid", im.Name, p), "use OS/ARCH[/VARIANT], e.g. linux/amd64")
 			}
+			if !oneOf(pl.OS, ImageOSes) || !oneOf(pl.Architecture, ImageArchitectures) {
+				return errf(at("platforms", fmt.Sprint(j)), fmt.Sprintf("image %s: platform %q is not one an image can have", im.Name, p),
+					fmt.Sprintf("use an OS of %s and an architecture of %s", strings.Join(ImageOSes, ", "), strings.Join(ImageArchitectures, ", ")))
+			}
+			if seenPlat[pl.String()] {
+				return errf(at("platforms", fmt.Sprint(j)), fmt.Sprintf("image %s: platform %s is listed twice", im.Name, pl), "list each platform once: it would be built, signed and attested twice")
+			}
+			seenPlat[pl.String()] = true
+		}
+		if n := len(strings.TrimPrefix(c.Builder.Registry+"/"+im.Name, registryHost(c.Builder.Registry)+"/")); n > maxRepoPath {
+			return errf(at("name"), fmt.Sprintf("image %s: the build repository %s/%s has a %d-character path, over the registries' limit of %d", im.Name, c.Builder.Registry, im.Name, n, maxRepoPath), "shorten builder.registry's path or the image name")
 		}
 		if len(im.Targets) == 0 {
 			return errf(at(), fmt.Sprintf("image %s has no targets", im.Name), "list the repositories to publish to under `targets:`, e.g. ghcr.io/OWNER/NAME")
@@ -547,10 +576,16 @@ func (c *Config) Validate(file string, data []byte) error {
 			if !ValidTag(tag) && !strings.Contains(tag, "{{") {
 				return errf(at("tags", fmt.Sprint(j)), fmt.Sprintf("image %s: tag %q is not valid", im.Name, tag), "tags are up to 128 of [A-Za-z0-9_.-], not starting with . or -")
 			}
+			if err := checkTagTemplate(tag); err != nil {
+				return errf(at("tags", fmt.Sprint(j)), fmt.Sprintf("image %s: %v", im.Name, err), "tag templates see {{ .Version }}, {{ .Tag }}, {{ .Commit }} and {{ .ShortCommit }} (docs/config.md)")
+			}
 		}
 		if lb := im.Local; lb != nil {
 			if lb.Base != "scratch" && !strings.HasPrefix(lb.Base, "oci-layout:") {
 				return errf(at("local", "base"), fmt.Sprintf("image %s: base %q is not supported", im.Name, lb.Base), "use `scratch` or `oci-layout:PATH`")
+			}
+			if err := checkLabels(lb.Labels); err != nil {
+				return errf(at("local", "labels"), fmt.Sprintf("image %s: %v", im.Name, err), "keep labels short: they go into every image's config, which registries and runtimes read whole")
 			}
 			if lb.Go == nil && len(lb.Files) == 0 {
 				return errf(at("local"), fmt.Sprintf("image %s: the local build has nothing to add", im.Name), "add `go: {main: ./cmd/NAME}` or `files:`")
@@ -579,8 +614,8 @@ func (c *Config) Validate(file string, data []byte) error {
 	if (c.Signing.TrustedRoot == "") != (c.Signing.SigningConfig == "") {
 		return errf([]string{"signing"}, "a private Sigstore instance needs both signing.trusted_root and signing.signing_config", "name both files (cosign trusted-root create / signing-config create make them), or neither for the public-good instance")
 	}
-	if d, err := c.Signing.Budget(); err != nil || d < 0 {
-		return errf([]string{"signing", "retry_budget"}, fmt.Sprintf("signing.retry_budget %q is not a duration", c.Signing.RetryBudget), "use a Go duration such as 10m")
+	if d, err := c.Signing.Budget(); err != nil || d < 0 || d > 24*time.Hour {
+		return errf([]string{"signing", "retry_budget"}, fmt.Sprintf("signing.retry_budget %q is not a duration between 0 and 24h", c.Signing.RetryBudget), "use a Go duration such as 10m")
 	}
 	for j, f := range c.SBOM.Formats {
 		if !oneOf(f, SBOMFormats) {

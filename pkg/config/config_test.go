@@ -71,6 +71,28 @@ func TestParseErrors(t *testing.T) {
 			return strings.Replace(s, "platforms: [linux/amd64, linux/arm64]", "platforms: linux/amd64", 1)
 		}, 10, []string{"cannot unmarshal"}},
 		{"local missing", func(s string) string { return strings.Replace(s, "    local:\n      go: {main: .}\n", "", 1) }, 9, []string{"no `local:` build settings"}},
+		{"unknown tag template field", func(s string) string { return strings.Replace(s, `"{{ .Version }}"`, `"{{ .Nope }}"`, 1) }, 14, []string{`tag template "{{ .Nope }}"`, "can't evaluate field Nope", "{{ .ShortCommit }}"}},
+		{"broken tag template", func(s string) string { return strings.Replace(s, `"{{ .Version }}"`, `"{{ .Version"`, 1) }, 14, []string{`tag template "{{ .Version"`, "unclosed action"}},
+		{"tag template giving no valid tag", func(s string) string {
+			return strings.Replace(s, `"{{ .Version }}"`, `"{{ .Commit }}{{ .Commit }}{{ .Commit }}{{ .Commit }}"`, 1)
+		}, 14, []string{"which is not a valid tag"}},
+		{"duplicate platform", func(s string) string { return strings.Replace(s, "linux/arm64]", "linux/amd64]", 1) }, 10, []string{"platform linux/amd64 is listed twice"}},
+		{"unknown platform", func(s string) string { return strings.Replace(s, "linux/arm64]", "linux/sparc]", 1) }, 10, []string{`platform "linux/sparc" is not one an image can have`, "arm64"}},
+		{"version not an integer", func(s string) string { return strings.Replace(s, "version: 1", "version: 1.5", 1) }, 1, []string{`version "1.5" is not the integer 1`}},
+		{"version as a string", func(s string) string { return strings.Replace(s, "version: 1", `version: "1"`, 1) }, 1, []string{"cannot unmarshal !!str `1` into int"}},
+		{"second document", func(s string) string { return s + "---\nversion: 1\n" }, 17, []string{"a second YAML document", "exactly one"}},
+		{"yes as a boolean", func(s string) string { return s + "registries:\n  - {host: r.example.com, insecure: yes}\n" }, 18, []string{`insecure: "yes" is not a boolean`, "true or false"}},
+		{"quoted boolean", func(s string) string { return s + "sbom:\n  enabled: \"true\"\n" }, 18, []string{"cannot unmarshal"}},
+		{"huge label", func(s string) string {
+			return strings.Replace(s, "      go: {main: .}\n", "      go: {main: .}\n      labels: {big: "+strings.Repeat("x", 20<<10)+"}\n", 1)
+		}, 13, []string{"label big is 20480 bytes"}},
+		{"long target path", func(s string) string {
+			return strings.Replace(s, "ghcr.io/example/hello", "ghcr.io/example/"+strings.Repeat("a", 250), 1)
+		}, 13, []string{"between 1 and 255 characters"}},
+		{"long build repository", func(s string) string {
+			return strings.Replace(s, "registry.example.com/build", "registry.example.com/"+strings.Repeat("b", 250), 1)
+		}, 9, []string{"the build repository", "over the registries' limit of 255"}},
+		{"retry budget out of bounds", func(s string) string { return s + "signing:\n  retry_budget: 48h\n" }, 18, []string{"between 0 and 24h"}},
 		{"duplicate image", func(s string) string {
 			i := strings.Index(s, "  - name: hello")
 			j := strings.Index(s, "release:")

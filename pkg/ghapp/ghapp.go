@@ -109,6 +109,16 @@ func InstallationToken(ctx context.Context, o Options) (*Token, error) {
 	return &Token{Value: out.Token, ExpiresAt: out.ExpiresAt, Permissions: out.Permissions}, nil
 }
 
+// CheckCredentials checks, without any request, that appID is an App id and key an App's
+// private key: wrong ones are a deployment's mistake that no retry fixes.
+func CheckCredentials(appID string, key []byte) error {
+	if n, err := strconv.ParseInt(appID, 10, 64); err != nil || n <= 0 {
+		return fmt.Errorf("RELAY_GITHUB_APP_ID %q is not a GitHub App id: use the number on the App's settings page", appID)
+	}
+	_, err := parseKey(key)
+	return err
+}
+
 func parseKey(b []byte) (*rsa.PrivateKey, error) {
 	blk, _ := pem.Decode(b)
 	if blk == nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,8 +125,23 @@ type Options struct {
 	Rand func() string
 }
 
+// checkAPIURL refuses an API root that cannot be one, before any request.
+func checkAPIURL(s string) error {
+	if s == "" {
+		return nil // the default
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.User != nil {
+		return fmt.Errorf("--github-api-url %q is not an API root: use https://api.github.com or, for GitHub Enterprise Server, https://HOST/api/v3", s)
+	}
+	return nil
+}
+
 func (o *Options) validate() error {
 	if err := o.Scope.validate(); err != nil {
+		return err
+	}
+	if err := checkAPIURL(o.APIURL); err != nil {
 		return err
 	}
 	if o.Token == nil && o.RegistrationToken == "" {

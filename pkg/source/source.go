@@ -47,6 +47,9 @@ func (e *NotFoundError) Error() string {
 	return fmt.Sprintf("ref %q not found in %s: push the tag or branch, or correct source.ref", e.Ref, e.Repo)
 }
 
+// PermanentInput marks an input error a retry cannot fix: the CLI exits 2 for it.
+func (e *NotFoundError) PermanentInput() bool { return true }
+
 // Checkout clones opts.Repo at opts.Ref into opts.Dir.
 func Checkout(ctx context.Context, logger *slog.Logger, opts Options) (*Result, error) {
 	if logger == nil {

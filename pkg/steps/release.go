@@ -1,7 +1,6 @@
 package steps
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -49,38 +48,18 @@ func (Release) Plan(env *Env, st *State) Plan {
 }
 
 // TagData is what tag templates see.
-type TagData struct {
-	Version     string // the tag, else the short commit
-	Tag         string
-	Commit      string
-	ShortCommit string
-}
+type TagData = config.TagData
 
 func renderTags(tpls []string, st *State) ([]string, error) {
 	d := TagData{}
 	if st.Source != nil {
-		d.Tag, d.Commit = st.Source.Tag, st.Source.Commit
-		if len(d.Commit) >= 12 {
-			d.ShortCommit = d.Commit[:12]
-		}
-		d.Version = d.Tag
-		if d.Version == "" {
-			d.Version = d.ShortCommit
-		}
+		d = config.NewTagData(st.Source.Tag, st.Source.Commit)
 	}
 	var out []string
 	for _, t := range tpls {
-		tp, err := template.New("tag").Option("missingkey=error").Parse(t)
+		tag, err := config.RenderTag(t, d)
 		if err != nil {
-			return nil, fmt.Errorf("tag template %q: %w", t, err)
-		}
-		var b bytes.Buffer
-		if err := tp.Execute(&b, d); err != nil {
-			return nil, fmt.Errorf("tag template %q: %w", t, err)
-		}
-		tag := b.String()
-		if !config.ValidTag(tag) {
-			return nil, fmt.Errorf("tag template %q gives %q, which is not a valid tag (up to 128 of [A-Za-z0-9_.-], not starting with . or -)", t, tag)
+			return nil, err
 		}
 		out = append(out, tag)
 	}

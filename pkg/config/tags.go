@@ -1,0 +1,58 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"text/template"
+)
+
+// TagData is what tag templates (images[].tags) see.
+type TagData struct {
+	Version     string // the tag, else the short commit
+	Tag         string
+	Commit      string
+	ShortCommit string
+}
+
+// NewTagData is the data of a release of commit, at tag (empty for a branch or commit).
+func NewTagData(tag, commit string) TagData {
+	d := TagData{Tag: tag, Commit: commit}
+	if len(commit) >= 12 {
+		d.ShortCommit = commit[:12]
+	}
+	d.Version = d.Tag
+	if d.Version == "" {
+		d.Version = d.ShortCommit
+	}
+	return d
+}
+
+// RenderTag renders one tag template; a field it does not know, a syntax error or a result
+// that is not a valid tag is an error naming the template.
+func RenderTag(tpl string, d TagData) (string, error) {
+	tp, err := template.New("tag").Option("missingkey=error").Parse(tpl)
+	if err != nil {
+		return "", fmt.Errorf("tag template %q: %w", tpl, err)
+	}
+	var b bytes.Buffer
+	if err := tp.Execute(&b, d); err != nil {
+		return "", fmt.Errorf("tag template %q: %w", tpl, err)
+	}
+	tag := b.String()
+	if !ValidTag(tag) {
+		return "", fmt.Errorf("tag template %q gives %q, which is not a valid tag (up to 128 of [A-Za-z0-9_.-], not starting with . or -)", tpl, tag)
+	}
+	return tag, nil
+}
+
+// sampleTagData is a tag push: a template must render for it (a release of a branch may
+// still find {{ .Tag }} empty; the plan shows the tags it gives).
+var sampleTagData = NewTagData("v1.2.3", strings.Repeat("0123456789abcdef", 3)[:40])
+
+// checkTagTemplate renders tpl against the sample, so a typo fails at load, not after
+// everything was pushed and signed.
+func checkTagTemplate(tpl string) error {
+	_, err := RenderTag(tpl, sampleTagData)
+	return err
+}
