@@ -142,6 +142,9 @@ func NewKeylessSigner(o KeylessOptions) (*KeylessSigner, error) {
 	}
 	s.certs = &runCertificate{fulcio: sign.NewFulcio(&sign.FulcioOptions{BaseURL: fulcio.URL, Transport: o.Transport}), tokens: o.Tokens, now: o.Now, logger: o.Logger,
 		guard: o.PublicLog && len(s.tlogs) > 0 && !o.AllowPrivateInPublicLog}
+	if o.PublicLog {
+		s.certs.audience = "sigstore"
+	}
 	return s, nil
 }
 
@@ -195,7 +198,8 @@ func (s *KeylessSigner) bundle(ctx context.Context, content sign.Content, tlogs 
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if permanent(err) || errors.Is(err, ErrPrivateRepository) || errors.Is(err, ErrNoToken) {
+		var claim *TokenClaimError
+		if permanent(err) || errors.Is(err, ErrPrivateRepository) || errors.Is(err, ErrNoToken) || errors.As(err, &claim) {
 			return nil, fmt.Errorf("keyless signing: %w", err)
 		}
 		wait := s.backoff(attempt)
@@ -264,6 +268,9 @@ type runCertificate struct {
 	now    func() time.Time
 	logger *slog.Logger
 	guard  bool // refuse private repositories (public log)
+	// audience the token must carry: "sigstore" on the public-good instance; a private
+	// Fulcio may take its own client ids, so none is required there.
+	audience string
 
 	mu          sync.Mutex
 	der         []byte
@@ -281,6 +288,10 @@ func (c *runCertificate) GetCertificate(ctx context.Context, kp sign.Keypair, _ 
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w from %s: %w", ErrNoToken, c.tokens.Name(), err)
+	}
+	// A token Fulcio must refuse fails now, with the claim named, not after the budget.
+	if err := CheckIDToken(tok, c.now(), c.audience); err != nil {
+		return nil, err
 	}
 	if c.guard {
 		if err := PrivateRepositoryError(tok); err != nil {

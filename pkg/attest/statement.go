@@ -187,29 +187,69 @@ func anyMap(m map[string]string) map[string]any {
 }
 
 // ProvenanceRunFields are the fields of relay's SLSA provenance that name the run rather
-// than what was built: two statements that differ only in them describe the same release.
-var ProvenanceRunFields = []string{"runDetails.metadata.invocationId", "runDetails.metadata.startedOn", "runDetails.metadata.finishedOn"}
+// than what was built: two statements that differ only in them describe the same release
+// (a reproducible rebuild in a retry from scratch has its own builder run ids and build
+// log, and yields the same digests from the same source, config and builder).
+var ProvenanceRunFields = []string{
+	"runDetails.metadata.invocationId", "runDetails.metadata.startedOn", "runDetails.metadata.finishedOn",
+	"buildDefinition.internalParameters.runIds", "runDetails.byproducts",
+}
 
 // SameProvenance reports whether an attached statement says what want (a statement from
 // Provenance) says, apart from ProvenanceRunFields; it also returns the attached
 // statement's invocation id.
 func SameProvenance(got *intoto.Statement, want []byte) (bool, string, error) {
+	diff, inv, err := ProvenanceDiff(got, want)
+	return len(diff) == 0 && err == nil, inv, err
+}
+
+// ProvenanceDiff lists the fields (dotted paths) in which an attached statement differs
+// from want, apart from ProvenanceRunFields, and returns its invocation id.
+func ProvenanceDiff(got *intoto.Statement, want []byte) ([]string, string, error) {
 	g, err := canonical(got)
 	if err != nil {
-		return false, "", err
+		return nil, "", err
 	}
 	var gm, wm map[string]any
 	if err := json.Unmarshal(g, &gm); err != nil {
-		return false, "", err
+		return nil, "", err
 	}
 	if err := json.Unmarshal(want, &wm); err != nil {
-		return false, "", fmt.Errorf("provenance statement: %w", err)
+		return nil, "", fmt.Errorf("provenance statement: %w", err)
 	}
 	inv := stripRunFields(gm)
 	stripRunFields(wm)
-	gb, _ := json.Marshal(gm)
-	wb, _ := json.Marshal(wm)
-	return bytes.Equal(gb, wb), inv, nil
+	var diff []string
+	diffPaths(gm, wm, "", &diff)
+	return diff, inv, nil
+}
+
+func diffPaths(a, b any, at string, out *[]string) {
+	am, aok := a.(map[string]any)
+	bm, bok := b.(map[string]any)
+	if !aok || !bok {
+		ab, _ := json.Marshal(a)
+		bb, _ := json.Marshal(b)
+		if !bytes.Equal(ab, bb) {
+			*out = append(*out, strings.TrimPrefix(at, "."))
+		}
+		return
+	}
+	keys := map[string]bool{}
+	for k := range am {
+		keys[k] = true
+	}
+	for k := range bm {
+		keys[k] = true
+	}
+	sorted := make([]string, 0, len(keys))
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	sort.Strings(sorted)
+	for _, k := range sorted {
+		diffPaths(am[k], bm[k], at+"."+k, out)
+	}
 }
 
 // stripRunFields deletes ProvenanceRunFields from a decoded statement and returns the

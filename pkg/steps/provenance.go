@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/relaydev/relay/pkg/attest"
 )
@@ -76,11 +77,13 @@ func (Provenance) Run(ctx context.Context, env *Env, st *State) error {
 			image: im.Name, subject: copies[0].Digest, predicateType: attest.PredicateSLSA, kind: "provenance",
 			statement: func(context.Context) ([]byte, error) { return want, nil },
 			accept: func(v *attest.Verified) bool {
-				same, inv, err := attest.SameProvenance(v.Statement, want)
-				if same && err == nil {
-					invocation = inv
+				diff, inv, err := attest.ProvenanceDiff(v.Statement, want)
+				if err != nil || len(diff) > 0 {
+					env.Logger.Info("attached provenance describes another build: not reused", "image", im.Name, "differs_in", strings.Join(diff, ", "), "error", err)
+					return false
 				}
-				return same && err == nil
+				invocation = inv
+				return true
 			},
 		})
 		if err != nil {

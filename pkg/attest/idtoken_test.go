@@ -1,0 +1,79 @@
+package attest
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"math/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sigstore/sigstore-go/pkg/sign"
+)
+
+func testJWT(claims string) string {
+	return "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(claims)) + ".c2ln"
+}
+
+func TestCheckIDToken(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	ok := `"sub":"repo:acme/app:ref:refs/tags/v1","aud":"sigstore","exp":1800000300`
+	for _, tc := range []struct {
+		name, token, audience, claim string
+	}{
+		{"good", testJWT("{" + ok + "}"), "sigstore", ""},
+		{"good, audience list", testJWT(`{"sub":"s","aud":["x","sigstore"],"exp":1800000300}`), "sigstore", ""},
+		{"good, private instance takes any audience", testJWT(`{"sub":"s","aud":"my-fulcio","exp":1800000300}`), "", ""},
+		{"verified email", testJWT(`{"sub":"s","aud":"sigstore","email":"a@example.com","email_verified":true}`), "sigstore", ""},
+		{"expired", testJWT(`{"sub":"s","aud":"sigstore","exp":1799999000}`), "sigstore", "exp"},
+		{"not yet valid", testJWT(`{"sub":"s","aud":"sigstore","nbf":1800001000}`), "sigstore", "nbf"},
+		{"no subject", testJWT(`{"aud":"sigstore","exp":1800000300}`), "sigstore", "sub"},
+		{"unverified email", testJWT(`{"sub":"s","aud":"sigstore","email":"a@example.com","email_verified":false}`), "sigstore", "email_verified"},
+		{"wrong audience", testJWT(`{"sub":"s","aud":"api://AzureADTokenExchange","exp":1800000300}`), "sigstore", "aud"},
+		{"not a JWT", "opaque-token", "sigstore", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckIDToken(tc.token, now, tc.audience)
+			var ce *TokenClaimError
+			switch {
+			case tc.name == "not a JWT":
+				if !errors.As(err, &ce) || !strings.Contains(err.Error(), "not a JSON Web Token") {
+					t.Fatalf("%v", err)
+				}
+			case tc.claim == "":
+				if err != nil {
+					t.Fatalf("refused a good token: %v", err)
+				}
+			default:
+				if !errors.As(err, &ce) || ce.Claim != tc.claim || !strings.Contains(err.Error(), `claim "`+tc.claim+`"`) {
+					t.Fatalf("want the claim %q named: %v", tc.claim, err)
+				}
+			}
+		})
+	}
+}
+
+// TestUnusableTokenFailsAtOnce: a token Fulcio must refuse is not retried for the whole
+// signing budget; Fulcio is not even asked (a nil client here would panic if it were).
+func TestUnusableTokenFailsAtOnce(t *testing.T) {
+	kp, err := sign.NewEphemeralKeypair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleeps := 0
+	s := &KeylessSigner{
+		o: KeylessOptions{Budget: 10 * time.Minute, Logger: slog.New(slog.DiscardHandler), Rand: rand.New(rand.NewSource(1)),
+			Sleep: func(context.Context, time.Duration) error { sleeps++; return nil }},
+		kp: kp,
+		certs: &runCertificate{tokens: staticToken(testJWT(`{"sub":"s","aud":"sigstore","email":"a@example.com","email_verified":false}`)),
+			now: time.Now, logger: slog.New(slog.DiscardHandler), audience: "sigstore"},
+	}
+	stmt, _ := Statement([]Subject{{Name: "x", Digest: "sha256:" + strings.Repeat("a", 64)}}, PredicateSign, nil)
+	_, err = s.SignStatement(context.Background(), stmt)
+	var ce *TokenClaimError
+	if !errors.As(err, &ce) || ce.Claim != "email_verified" || sleeps != 0 {
+		t.Fatalf("after %d retries: %v", sleeps, err)
+	}
+}
