@@ -212,7 +212,8 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		return nil, err
 	}
 
-	gen, err := sbom.New(sbom.Options{Logger: logger, Formats: cfg.SBOM.Formats, Tool: "relay", Version: version})
+	budget, _ := cfg.SBOM.BudgetBytes() // validated with the config
+	gen, err := sbom.New(sbom.Options{Logger: logger, Formats: cfg.SBOM.Formats, Budget: budget, Tool: "relay", Version: version})
 	if err != nil {
 		w.cleanup()
 		return nil, &config.Error{File: o.Config, Msg: err.Error()}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -190,6 +191,34 @@ func (s Signing) Budget() (time.Duration, error) { return parseBudget(s.RetryBud
 type SBOM struct {
 	Enabled *bool    `yaml:"enabled,omitempty" json:"enabled,omitempty"`
 	Formats []string `yaml:"formats,omitempty" json:"formats,omitempty"`
+	// Budget is the largest SBOM document relay attaches, e.g. "12MiB" (default 8MiB, at
+	// most 16MiB: GitHub's attestation cap).
+	Budget string `yaml:"budget,omitempty" json:"budget,omitempty"`
+}
+
+// SBOM size limits.
+const (
+	DefaultSBOMBudget = 8 << 20
+	MaxSBOMBudget     = 16 << 20
+)
+
+// BudgetBytes parses sbom.budget: bytes, or a number with KiB or MiB; 0 when unset.
+func (s SBOM) BudgetBytes() (int64, error) {
+	if s.Budget == "" {
+		return 0, nil
+	}
+	num, mult := s.Budget, int64(1)
+	switch {
+	case strings.HasSuffix(num, "MiB"):
+		num, mult = strings.TrimSuffix(num, "MiB"), 1<<20
+	case strings.HasSuffix(num, "KiB"):
+		num, mult = strings.TrimSuffix(num, "KiB"), 1<<10
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n <= 0 || n > MaxSBOMBudget/mult {
+		return 0, fmt.Errorf("sbom.budget %q is not a size between 1KiB and 16MiB", s.Budget)
+	}
+	return n * mult, nil
 }
 
 // Provenance toggles SLSA provenance.
@@ -616,6 +645,9 @@ func (c *Config) Validate(file string, data []byte) error {
 	}
 	if d, err := c.Signing.Budget(); err != nil || d < 0 || d > 24*time.Hour {
 		return errf([]string{"signing", "retry_budget"}, fmt.Sprintf("signing.retry_budget %q is not a duration between 0 and 24h", c.Signing.RetryBudget), "use a Go duration such as 10m")
+	}
+	if n, err := c.SBOM.BudgetBytes(); err != nil || (n > 0 && n < 1<<10) {
+		return errf([]string{"sbom", "budget"}, fmt.Sprintf("sbom.budget %q is not a size between 1KiB and 16MiB", c.SBOM.Budget), "e.g. `budget: 12MiB`; 16MiB is GitHub's attestation cap")
 	}
 	for j, f := range c.SBOM.Formats {
 		if !oneOf(f, SBOMFormats) {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 const valid = `version: 1
@@ -92,6 +94,8 @@ func TestParseErrors(t *testing.T) {
 		{"long build repository", func(s string) string {
 			return strings.Replace(s, "registry.example.com/build", "registry.example.com/"+strings.Repeat("b", 250), 1)
 		}, 9, []string{"the build repository", "over the registries' limit of 255"}},
+		{"sbom budget over the cap", func(s string) string { return s + "sbom:\n  budget: 32MiB\n" }, 18, []string{`sbom.budget "32MiB"`, "16MiB"}},
+		{"sbom budget not a size", func(s string) string { return s + "sbom:\n  budget: big\n" }, 18, []string{`sbom.budget "big"`}},
 		{"retry budget out of bounds", func(s string) string { return s + "signing:\n  retry_budget: 48h\n" }, 18, []string{"between 0 and 24h"}},
 		{"duplicate image", func(s string) string {
 			i := strings.Index(s, "  - name: hello")
@@ -188,6 +192,106 @@ func TestRegistries(t *testing.T) {
 	} {
 		if _, err := Parse("relay.yaml", "/", []byte(valid+bad)); err == nil {
 			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+// TestExampleMatchesDocs: docs/relay.example.yaml has every key docs/config.md lists and
+// no other, its comments' "default X" agree with the value shown, and a key whose default
+// is "unset: decided by relay" is left unset, so the example never contradicts the docs.
+func TestExampleMatchesDocs(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]string{} // key -> default column
+	keys := string(doc)[strings.Index(string(doc), "## Keys"):]
+	keys = keys[:strings.Index(keys[3:], "\n## ")+3]
+	for _, line := range strings.Split(keys, "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 5 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		base := ""
+		for _, part := range strings.Split(cells[1], ",") {
+			k := strings.Trim(strings.TrimSpace(part), "`")
+			if strings.HasPrefix(k, ".") {
+				k = base + k
+			} else {
+				base = k[:max(strings.LastIndex(k, "."), 0)]
+			}
+			documented[k] = strings.TrimSpace(cells[3])
+		}
+	}
+	var root yaml.Node
+	raw, _ := os.ReadFile("../../docs/relay.example.yaml")
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		t.Fatal(err)
+	}
+	example := map[string]*yaml.Node{}
+	var walk func(n *yaml.Node, at string)
+	walk = func(n *yaml.Node, at string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			walk(n.Content[0], at)
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := strings.TrimPrefix(at+"."+n.Content[i].Value, ".")
+				example[k] = n.Content[i+1]
+				walk(n.Content[i+1], k)
+			}
+		case yaml.SequenceNode:
+			for _, c := range n.Content {
+				walk(c, at+"[]")
+			}
+		}
+	}
+	walk(&root, "")
+	covered := func(k string, set func(string) bool) bool {
+		for p := k; p != ""; {
+			if set(p) {
+				return true
+			}
+			i := strings.LastIndexAny(p, ".[")
+			if i < 0 {
+				break
+			}
+			p = p[:i]
+		}
+		return false
+	}
+	for k, n := range example {
+		if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode && len(n.Content) > 0 && n.Content[0].Kind == yaml.MappingNode {
+			continue // a section: its keys are checked
+		}
+		if !covered(k, func(p string) bool { _, ok := documented[p]; return ok }) {
+			t.Errorf("relay.example.yaml has %s, which docs/config.md does not list", k)
+		}
+	}
+	for k, d := range documented {
+		if strings.Contains(d, "where possible") {
+			continue // shown commented out: setting it would change what relay decides
+		}
+		found := false
+		for e := range example {
+			found = found || e == k || strings.HasPrefix(e, k+".") || strings.HasPrefix(e, k+"[")
+		}
+		if !found {
+			t.Errorf("docs/config.md lists %s, which relay.example.yaml lacks", k)
+		}
+	}
+	for k, n := range example {
+		if n.Kind != yaml.ScalarNode {
+			continue
+		}
+		if i := strings.Index(n.LineComment, "default "); i >= 0 {
+			said := strings.TrimRight(strings.Fields(n.LineComment[i+len("default "):])[0], ")")
+			if d := strings.Trim(documented[k], "`"); d != "" && !strings.ContainsAny(d, " `") && said != d {
+				t.Errorf("relay.example.yaml: %s: its comment says default %s, docs/config.md says %s", k, said, d)
+			}
+		}
+		if d := documented[k]; strings.Contains(d, "where possible") || strings.HasPrefix(d, "unset") {
+			t.Errorf("relay.example.yaml sets %s: %s, whose documented default (%s) is to leave it unset; comment it out", k, n.Value, d)
 		}
 	}
 }

@@ -88,7 +88,12 @@ type TooLargeError struct {
 }
 
 func (e *TooLargeError) Error() string {
-	return fmt.Sprintf("%s SBOM is %d bytes, over the %d-byte budget: turn off catalogers you do not need (e.g. file digests, or catalogers of ecosystems the image does not ship) or raise sbom.budget up to %d", e.Format, e.Size, e.Budget, HardCap)
+	// What makes an SBOM large is what syft's catalogers find: every file, package and
+	// relationship of the image.
+	if e.Budget >= HardCap {
+		return fmt.Sprintf("%s SBOM is %d bytes, over %d bytes, GitHub's attestation cap and relay's limit: syft's catalogers found more in this image than one SBOM can hold; split the image, or leave out this format (sbom.formats)", e.Format, e.Size, HardCap)
+	}
+	return fmt.Sprintf("%s SBOM is %d bytes, over the %d-byte budget (what syft's catalogers found in the image): raise sbom.budget in relay.yaml (e.g. `budget: 16MiB`, the most: GitHub's attestation cap), or leave out this format (sbom.formats)", e.Format, e.Size, e.Budget)
 }
 
 // New validates the options.
