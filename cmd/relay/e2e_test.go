@@ -312,6 +312,14 @@ func checkSBOMs(t *testing.T, dist string) {
 		if doc.SPDXVersion != "SPDX-2.3" {
 			t.Fatalf("SPDX version %q", doc.SPDXVersion)
 		}
+		// relay made it, with syft inside: both named with versions, no vendor as creator.
+		var creators []string
+		for _, c := range doc.CreationInfo.Creators {
+			creators = append(creators, c.CreatorType+": "+c.Creator)
+		}
+		if len(creators) != 2 || !strings.HasPrefix(creators[0], "Tool: relay-") || !strings.HasPrefix(creators[1], "Tool: syft-v1.") {
+			t.Errorf("SPDX %s creators %q", plat, creators)
+		}
 		got := map[string]string{}
 		for _, p := range doc.Packages {
 			got[p.PackageName] = p.PackageVersion

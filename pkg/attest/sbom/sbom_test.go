@@ -64,7 +64,7 @@ func TestGenerateFromRegistry(t *testing.T) {
 		t.Skip("catalogs a large binary")
 	}
 	ref := pushGoBinaryImage(t)
-	g, err := New(Options{})
+	g, err := New(Options{Version: relayVersionInTest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +95,26 @@ func TestGenerateFromRegistry(t *testing.T) {
 	if spdx.SPDXVersion != "SPDX-2.3" || cdx.SpecVersion != "1.6" {
 		t.Fatalf("versions %q %q", spdx.SPDXVersion, cdx.SpecVersion)
 	}
+	// relay made them, with syft inside; syft's vendor is neither their creator nor
+	// relay's author.
+	var meta struct {
+		CreationInfo struct{ Creators []string } `json:"creationInfo"`
+	}
+	json.Unmarshal(docs[FormatSPDX], &meta)
+	if c := meta.CreationInfo.Creators; len(c) != 2 || c[0] != "Tool: relay-"+relayVersionInTest || !strings.HasPrefix(c[1], "Tool: syft-") {
+		t.Fatalf("SPDX creators %q", c)
+	}
+	var tools struct {
+		Metadata struct {
+			Tools struct {
+				Components []struct{ Name, Author, Version string } `json:"components"`
+			} `json:"tools"`
+		} `json:"metadata"`
+	}
+	json.Unmarshal(docs[FormatCycloneDX], &tools)
+	if c := tools.Metadata.Tools.Components; len(c) != 2 || c[0].Name != "relay" || c[0].Author != "" || c[1].Name != "syft" {
+		t.Fatalf("CycloneDX tools %+v", c)
+	}
 	found := 0
 	for _, p := range spdx.Packages {
 		if p.Name == "golang.org/x/sync" && p.Version == "v0.24.0" {
@@ -124,5 +144,17 @@ func TestOptions(t *testing.T) {
 	}
 	if _, err := New(Options{Budget: HardCap + 1}); err == nil {
 		t.Error("budget over the hard cap accepted")
+	}
+}
+
+const relayVersionInTest = "v1.2.3-test"
+
+func TestSyftVersionIsGoMods(t *testing.T) {
+	b, err := os.ReadFile("../../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "github.com/anchore/syft " + syftModuleVersion + "\n"; !strings.Contains(string(b), want) {
+		t.Fatalf("go.mod does not require %q: update syftModuleVersion", strings.TrimSpace(want))
 	}
 }
