@@ -302,3 +302,25 @@ func TestPermanentInputErrorsExitTwo(t *testing.T) {
 		t.Fatalf("missing files[].src: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestPlanReportsAbsentFiles: relay plan names the key and trust files relay.yaml points at
+// that do not exist, before any step runs.
+func TestPlanReportsAbsentFiles(t *testing.T) {
+	for _, tc := range []struct{ signing, want string }{
+		{"signing: {mode: key, key: keys/cosign.key}", "! missing: signing.key "},
+		{"signing: {mode: keyless, trusted_root: tr.json, signing_config: sc.json}", "! missing: signing.trusted_root "},
+		{"signing: {mode: keyless, token_file: token}", "! missing: signing.token_file "},
+	} {
+		cfg := writeConfig(t, goodConfig+tc.signing+"\n")
+		code, stdout, stderr := runCLI(t, nil, "plan", "--config", cfg, "--state", filepath.Join(t.TempDir(), "s.json"))
+		if code != 0 || !strings.Contains(stdout, tc.want+filepath.Dir(cfg)) || !strings.Contains(stdout, "(no such file)") {
+			t.Errorf("%s: exit %d\n%s%s", tc.signing, code, stdout, stderr)
+		}
+	}
+	// Present files are not reported.
+	cfg := writeConfig(t, goodConfig+"signing: {mode: key, key: cosign.key}\n")
+	os.WriteFile(filepath.Join(filepath.Dir(cfg), "cosign.key"), []byte("x"), 0o600)
+	if _, stdout, _ := runCLI(t, nil, "plan", "--config", cfg, "--state", filepath.Join(t.TempDir(), "s.json")); strings.Contains(stdout, "signing.key") {
+		t.Errorf("a present key was reported:\n%s", stdout)
+	}
+}

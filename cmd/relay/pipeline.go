@@ -178,6 +178,10 @@ func planCmd(ctx context.Context, o Options) error {
 				missingTotal++
 			}
 		}
+		for _, m := range p.Absent {
+			fmt.Fprintf(o.Stdout, "   ! missing: %s\n", m)
+			missingTotal++
+		}
 	}
 	if missingTotal > 0 {
 		fmt.Fprintf(o.Stdout, "%d input(s) missing\n", missingTotal)

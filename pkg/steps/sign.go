@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"golang.org/x/sync/errgroup"
 
@@ -28,7 +29,35 @@ func (Sign) Plan(env *Env, st *State) Plan {
 	for _, im := range env.Config.Images {
 		p.Does = append(p.Does, fmt.Sprintf("sign %s (index and each platform manifest, by digest) with %s; attach as OCI referrers in every target", im.Name, signer))
 	}
+	p.Absent = absentSigningFiles(env)
 	return p
+}
+
+// absentSigningFiles lists the files relay.yaml's signing section names that do not exist;
+// --local signs with its own key and needs none of them.
+func absentSigningFiles(env *Env) []string {
+	if env.Mode == ModeLocal {
+		return nil
+	}
+	s := env.Config.Signing
+	files := [][2]string{{"signing.trusted_root", s.TrustedRoot}, {"signing.signing_config", s.SigningConfig}}
+	if s.Mode == "key" && !attest.IsKMSKey(s.Key) {
+		files = append(files, [2]string{"signing.key", s.Key})
+	}
+	if s.Mode == "keyless" {
+		files = append(files, [2]string{"signing.token_file", s.TokenFile})
+	}
+	var out []string
+	for _, f := range files {
+		if f[1] == "" {
+			continue
+		}
+		p := env.Config.ResolvePath(f[1])
+		if st, err := os.Stat(p); err != nil || st.IsDir() {
+			out = append(out, fmt.Sprintf("%s %s (no such file)", f[0], p))
+		}
+	}
+	return out
 }
 
 func needCopies(env *Env, st *State) []string {

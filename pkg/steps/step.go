@@ -34,7 +34,10 @@ type Plan struct {
 	Step    string   `json:"step"`
 	Does    []string `json:"does"`
 	Missing []string `json:"missing,omitempty"`
-	Done    bool     `json:"done,omitempty"`
+	// Absent are inputs named in relay.yaml that do not exist (a key or trust file):
+	// missing whatever the earlier steps do.
+	Absent []string `json:"absent,omitempty"`
+	Done   bool     `json:"done,omitempty"`
 }
 
 // SBOMGenerator produces SBOM documents by format for one platform manifest.
