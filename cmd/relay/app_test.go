@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -49,6 +51,15 @@ func TestBadConfigExitsTwo(t *testing.T) {
 		{"unknown key", strings.Replace(goodConfig, "source:", "sourc:", 1), []string{`unknown key "sourc"`, ":2:"}},
 		{"missing image", strings.Split(goodConfig, "images:")[0], []string{"no image to build"}},
 		{"malformed reference", strings.Replace(goodConfig, "ghcr.io/acme/hello", "ghcr.io/acme/hello@sha256:xyz", 1), []string{"not a valid repository", "tags go under"}},
+		{"unknown tag template field", goodConfig + "    tags: [\"{{ .Nope }}\"]\n", []string{`tag template "{{ .Nope }}"`, "can't evaluate field Nope", ":8:"}},
+		{"broken tag template", goodConfig + "    tags: [\"{{ .Version\"]\n", []string{`tag template "{{ .Version"`, ":8:"}},
+		{"duplicate platform", strings.Replace(goodConfig, "    local:", "    platforms: [linux/amd64, linux/amd64]\n    local:", 1), []string{"platform linux/amd64 is listed twice", ":6:"}},
+		{"version 1.5", strings.Replace(goodConfig, "version: 1", "version: 1.5", 1), []string{`version "1.5" is not the integer 1`, ":1:"}},
+		{"second document", goodConfig + "---\nversion: 1\n", []string{"a second YAML document", ":8:"}},
+		{"insecure: yes", goodConfig + "registries: [{host: registry.example.com, insecure: yes}]\n", []string{`insecure: "yes" is not a boolean`, ":8:"}},
+		{"huge label", strings.Replace(goodConfig, "local: {go: {main: .}}", "local: {go: {main: .}, labels: {big: "+strings.Repeat("x", 20<<10)+"}}", 1), []string{"label big is 20480 bytes", ":6:"}},
+		{"long build repository", strings.Replace(goodConfig, "registry.example.com/build", "registry.example.com/"+strings.Repeat("b", 250), 1), []string{"over the registries' limit of 255", ":5:"}},
+		{"sbom budget over the cap", goodConfig + "sbom: {budget: 32MiB}\n", []string{`sbom.budget "32MiB"`, ":8:"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,6 +69,15 @@ func TestBadConfigExitsTwo(t *testing.T) {
 			code, stdout, stderr := runCLI(t, nil, "run", "--local", "--config", cfg, "--out", out, "--state", state)
 			if code != exitUsage {
 				t.Fatalf("exit %d, want 2; stderr: %s", code, stderr)
+			}
+			// A real run against a registry that logs every request: not one is made.
+			var requests atomic.Int64
+			host := testutil.Registry(t, true, func(h http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1); h.ServeHTTP(w, r) })
+			})
+			real := writeConfig(t, strings.ReplaceAll(strings.ReplaceAll(tt.body, "registry.example.com/", host+"/"), "ghcr.io/", host+"/"))
+			if code, _, stderr := runCLI(t, nil, "run", "--config", real, "--out", out, "--state", state); code != exitUsage || requests.Load() != 0 {
+				t.Fatalf("real run: exit %d after %d registry requests, want 2 after none: %s", code, requests.Load(), stderr)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(stderr, w) {
