@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -12,6 +13,8 @@ import (
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/relaydev/relay/internal/testutil"
 )
 
 // TestSourcePasswordStaysOutOfEverything plants a source.repo password (as a user:password
@@ -74,14 +77,8 @@ func TestSourcePasswordStaysOutOfEverything(t *testing.T) {
 			if strings.Contains(printed.String(), "::add-mask::ci-bot") {
 				t.Errorf("the user name was registered as a secret:\n%s", printed.String())
 			}
-			var shown []string // ::add-mask:: lines are how a secret is masked: the runner hides them
-			for _, l := range strings.Split(printed.String(), "\n") {
-				if !strings.HasPrefix(l, "::add-mask::") {
-					shown = append(shown, l)
-				}
-			}
 			for _, f := range forms {
-				if strings.Contains(strings.Join(shown, "\n"), f) {
+				if strings.Contains(withoutMasks(printed.String()), f) {
 					t.Errorf("%q was printed:\n%s", f, printed.String())
 				}
 			}
@@ -105,4 +102,52 @@ func TestSourcePasswordStaysOutOfEverything(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReflectedAppJWTIsMasked: a GitHub that echoes the request's Authorization header
+// (the App JWT relay made, never registered as a secret) in its error body: the error relay
+// prints shows no part of it, in every log format.
+func TestReflectedAppJWTIsMasked(t *testing.T) {
+	app := testutil.StartGitHubRunners(t, "acme/shop")
+	var sent []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent = append(sent, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprintf(w, `{"message":"not allowed for %s (you sent Authorization: %s)"}`, r.URL.Path, r.Header.Get("Authorization"))
+	}))
+	defer srv.Close()
+	body := strings.Replace(goodConfig, "version: 1", "version: 1\nrelease: {target: github, github: {repository: acme/shop, base_url: "+srv.URL+"/api/v3/}}", 1)
+	for _, format := range []string{"json", "text", "github"} {
+		cfg := writeConfig(t, body)
+		env := map[string]string{"RELAY_GITHUB_APP_ID": "12345", "RELAY_GITHUB_APP_KEY": string(app.AppKey)}
+		code, stdout, stderr := runCLI(t, env, "run", "--only", "checkout", "--config", cfg, "--state", filepath.Join(t.TempDir(), "s.json"), "--log-format", format)
+		if code == 0 || len(sent) == 0 || !strings.Contains(stderr, "not allowed for") {
+			t.Fatalf("%s: exit %d, %d requests\n%s", format, code, len(sent), stderr)
+		}
+		printed := withoutMasks(stdout + stderr)
+		jwt := sent[len(sent)-1]
+		for _, part := range append([]string{jwt}, strings.Split(jwt, ".")...) {
+			if strings.Contains(printed, part) {
+				t.Errorf("%s: the App JWT (or its part %.20q...) was printed:\n%s", format, part, stderr)
+			}
+		}
+		for _, line := range strings.Split(string(app.AppKey), "\n")[1:3] {
+			if strings.Contains(printed, line) {
+				t.Errorf("%s: a line of the App key was printed", format)
+			}
+		}
+	}
+}
+
+// withoutMasks drops the ::add-mask:: lines: they are how a secret is masked, and the
+// Actions runner never shows them.
+func withoutMasks(out string) string {
+	var shown []string
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, "::add-mask::") {
+			shown = append(shown, l)
+		}
+	}
+	return strings.Join(shown, "\n")
 }

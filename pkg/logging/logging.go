@@ -49,9 +49,9 @@ func New(w io.Writer, o Options) (*slog.Logger, error) {
 		// now, and each one learnt later.
 		red.mu.Lock()
 		for _, s := range red.secrets {
-			fmt.Fprintf(w, "::add-mask::%s\n", s)
+			addMask(w, s)
 		}
-		red.onAdd = func(secret string) { fmt.Fprintf(w, "::add-mask::%s\n", secret) }
+		red.onAdd = func(secret string) { addMask(w, secret) }
 		red.mu.Unlock()
 	default:
 		return nil, fmt.Errorf("unknown log format %q: use one of %s", o.Format, strings.Join(Formats, ", "))
@@ -61,6 +61,16 @@ func New(w io.Writer, o Options) (*slog.Logger, error) {
 		slog.String("correlation_id", o.CorrelationID),
 		slog.Group("runner", slog.String("name", o.RunnerName)),
 	), nil
+}
+
+// addMask writes ::add-mask:: for a secret, one line at a time: a workflow command ends at
+// the newline, so the rest of a multi-line secret (a PEM key) would print in the clear.
+func addMask(w io.Writer, secret string) {
+	for _, l := range strings.Split(secret, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			fmt.Fprintf(w, "::add-mask::%s\n", l)
+		}
+	}
 }
 
 // ParseLevel accepts debug, info, warn and error.

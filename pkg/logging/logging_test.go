@@ -122,3 +122,25 @@ func TestRedactorForms(t *testing.T) {
 		}
 	}
 }
+
+// TestGitHubMasksMultiLineSecretsByLine: ::add-mask:: ends at a newline, so a PEM key is
+// masked one line at a time; nothing of it is ever printed outside a mask command.
+func TestGitHubMasksMultiLineSecretsByLine(t *testing.T) {
+	var buf bytes.Buffer
+	red := NewRedactor()
+	red.Add("known-before-the-logger")
+	if _, err := New(&buf, Options{Format: "github", Redactor: red}); err != nil {
+		t.Fatal(err)
+	}
+	red.Add("-----BEGIN KEY-----\nQUJDREVGR0hJSktMTU5PUFFSU1RVVldY\nWVphYmNkZWZnaGlqa2xtbm9w\n-----END KEY-----\n")
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if !strings.HasPrefix(l, "::add-mask::") || strings.Count(l, "::add-mask::") != 1 {
+			t.Errorf("a line outside a mask command: %q", l)
+		}
+	}
+	for _, want := range []string{"::add-mask::known-before-the-logger\n", "::add-mask::QUJDREVGR0hJSktMTU5PUFFSU1RVVldY\n", "::add-mask::WVphYmNkZWZnaGlqa2xtbm9w\n"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("no %q in:\n%s", want, buf.String())
+		}
+	}
+}
