@@ -101,5 +101,8 @@ func printReport(o Options, rep *steps.ImageReport) {
 		if len(d.Attestations) > 0 {
 			fmt.Fprintf(o.Stdout, "    attestations: %s\n", strings.Join(d.Attestations, ", "))
 		}
+		for _, dup := range d.Duplicates {
+			fmt.Fprintf(o.Stdout, "    duplicate: %s\n", dup)
+		}
 	}
 }

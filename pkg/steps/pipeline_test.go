@@ -470,3 +470,43 @@ func TestReleaseAgreesWithItself(t *testing.T) {
 		t.Fatalf("provenance does not carry this run's config digest: %s", pred)
 	}
 }
+
+// TestVerifyReportsDuplicates: two runs on two states that raced leave two valid
+// signatures saying the same thing; verify and VerifyImage name them, and still pass.
+func TestVerifyReportsDuplicates(t *testing.T) {
+	ctx := context.Background()
+	env, _, _ := pipelineEnv(t)
+	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
+	st.markDone(StepRecord{Name: "checkout"})
+	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
+	if err := x.Run(ctx, All()[:len(All())-1], st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Verification.Duplicates) != 0 {
+		t.Fatalf("duplicates after one run: %v", st.Verification.Duplicates)
+	}
+	// The other run signs the index again: a new bundle, the same statement and signer.
+	c := st.Copies[0]
+	repo, _ := name.NewRepository(c.Repository)
+	stmt, _ := attest.Statement([]attest.Subject{{Name: c.Repository, Digest: c.Digest}}, attest.PredicateSign, nil)
+	b, err := env.Signer.SignStatement(ctx, stmt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, mt, _ := env.Registry.FetchManifest(ctx, repo.Digest(c.Digest))
+	if _, err := env.Registry.AttachBundle(ctx, repo.Digest(c.Digest), mt, int64(len(raw)), b, "dsse-envelope", attest.PredicateSign); err != nil {
+		t.Fatal(err)
+	}
+	x.Force = true
+	if err := x.Run(ctx, []Step{Verify{}}, st); err != nil {
+		t.Fatalf("duplicates are no reason to fail: %v", err)
+	}
+	if d := st.Verification.Duplicates; len(d) != 1 || !strings.Contains(d[0], c.Ref()+": "+attest.PredicateSign+" (2 referrers say the same)") {
+		t.Fatalf("duplicates %v", d)
+	}
+	rep, err := VerifyImage(ctx, env.Registry, env.Verifier, repo.Digest(c.Digest))
+	if err != nil || len(rep.Digests[0].Duplicates) != 1 || len(rep.Digests[1].Duplicates) != 0 {
+		t.Fatalf("VerifyImage: %+v %v", rep, err)
+	}
+}

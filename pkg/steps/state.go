@@ -102,6 +102,8 @@ type Verification struct {
 	Checked  int       `json:"checked"`
 	Verified []string  `json:"verified"`
 	At       time.Time `json:"at"`
+	// Duplicates are valid referrers repeating another (runs on two states that raced).
+	Duplicates []string `json:"duplicates,omitempty"`
 }
 
 // ReleaseRecord records what release published.

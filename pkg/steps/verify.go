@@ -67,13 +67,21 @@ func (Verify) Run(ctx context.Context, env *Env, st *State) error {
 	res := &Verification{At: env.Now().UTC()}
 	var problems []string
 	for _, c := range checks {
-		err := VerifyOne(ctx, env, c)
+		dups, err := verifyOne(ctx, env, c)
 		res.Checked++
 		if err != nil {
 			problems = append(problems, err.Error())
 			continue
 		}
 		res.Verified = append(res.Verified, c.Repository+"@"+c.Digest+" "+c.PredicateType)
+		for _, d := range dups {
+			res.Duplicates = append(res.Duplicates, c.Repository+"@"+c.Digest+": "+d)
+		}
+	}
+	if len(res.Duplicates) > 0 {
+		// Harmless to a verifier; left by runs on different states that raced (one state
+		// has one writer). Deleting referrers is the registry owner's call.
+		env.Logger.Warn("duplicate referrers: valid attachments that say the same thing twice", "duplicates", res.Duplicates)
 	}
 	if env.Classic {
 		for _, im := range env.Config.Images {
@@ -114,18 +122,26 @@ func (Verify) Run(ctx context.Context, env *Env, st *State) error {
 
 // VerifyOne finds a bundle for the check that verifies; other bundles are ignored.
 func VerifyOne(ctx context.Context, env *Env, c Check) error {
+	_, err := verifyOne(ctx, env, c)
+	return err
+}
+
+// verifyOne is VerifyOne that also reports valid bundles repeating one another.
+func verifyOne(ctx context.Context, env *Env, c Check) ([]string, error) {
 	repo, err := name.NewRepository(c.Repository)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	atts, err := env.Registry.Bundles(ctx, repo.Digest(c.Digest), c.PredicateType)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(atts) == 0 {
-		return fmt.Errorf("%s@%s: no %s attached", c.Repository, c.Digest, c.PredicateType)
+		return nil, fmt.Errorf("%s@%s: no %s attached", c.Repository, c.Digest, c.PredicateType)
 	}
 	var errs []error
+	var dups duplicates
+	found := false
 	for _, a := range atts {
 		v, err := env.Verifier.VerifyStatement(a.Bundle, c.Digest, c.PredicateType)
 		if err != nil {
@@ -147,9 +163,13 @@ func VerifyOne(ctx context.Context, env *Env, c Check) error {
 				continue
 			}
 		}
-		return nil
+		found = true
+		dups.add(v)
 	}
-	return fmt.Errorf("%s@%s: no valid %s: %w", c.Repository, c.Digest, c.PredicateType, errors.Join(errs...))
+	if found {
+		return dups.report(), nil
+	}
+	return nil, fmt.Errorf("%s@%s: no valid %s: %w", c.Repository, c.Digest, c.PredicateType, errors.Join(errs...))
 }
 
 func verifyClassic(ctx context.Context, env *Env, repository, digest string) error {

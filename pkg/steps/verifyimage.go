@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -22,6 +23,40 @@ type DigestReport struct {
 	Attestations []string `json:"attestations,omitempty"`
 	// Rejected says why attached bundles failed (wrong identity, bad signature, ...).
 	Rejected []string `json:"rejected,omitempty"`
+	// Duplicates are valid referrers that say what another one already says (same
+	// predicate, statement and signer): left by two runs that raced.
+	Duplicates []string `json:"duplicates,omitempty"`
+}
+
+// duplicates counts valid statements that repeat one already seen.
+type duplicates struct {
+	seen  map[string]int
+	order []string
+	name  map[string]string
+}
+
+func (d *duplicates) add(v *attest.Verified) {
+	if d.seen == nil {
+		d.seen, d.name = map[string]int{}, map[string]string{}
+	}
+	b, _ := json.Marshal(v.Statement)
+	k := v.PredicateType + "\x00" + v.Signer + "\x00" + string(b)
+	if d.seen[k] == 0 {
+		d.order = append(d.order, k)
+		d.name[k] = v.PredicateType
+	}
+	d.seen[k]++
+}
+
+// report lists each repeated statement as "PREDICATE (N referrers)".
+func (d *duplicates) report() []string {
+	var out []string
+	for _, k := range d.order {
+		if n := d.seen[k]; n > 1 {
+			out = append(out, fmt.Sprintf("%s (%d referrers say the same)", d.name[k], n))
+		}
+	}
+	return out
 }
 
 // ImageReport is the verification of an image: its index and every platform manifest.
@@ -56,12 +91,14 @@ func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref n
 		if err != nil {
 			return nil, err
 		}
+		var dups duplicates
 		for _, a := range atts {
 			res, err := v.VerifyStatement(a.Bundle, t.Digest, "")
 			if err != nil {
 				t.Rejected = append(t.Rejected, fmt.Sprintf("%s (%s): %v", a.Digest, a.PredicateType, err))
 				continue
 			}
+			dups.add(res)
 			if res.PredicateType == attest.PredicateSign {
 				t.Signers = appendOnce(t.Signers, res.Signer)
 			} else {
@@ -92,6 +129,7 @@ func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref n
 			t.Attestations = appendOnce(t.Attestations, res.PredicateType+" (cosign classic .att)")
 		}
 		sort.Strings(t.Attestations)
+		t.Duplicates = dups.report()
 		rep.Digests = append(rep.Digests, t)
 		if len(t.Signers) == 0 {
 			what := t.Digest
