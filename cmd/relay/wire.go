@@ -213,7 +213,13 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 	}
 
 	budget, _ := cfg.SBOM.BudgetBytes() // validated with the config
-	gen, err := sbom.New(sbom.Options{Logger: logger, Formats: cfg.SBOM.Formats, Budget: budget, Tool: "relay", Version: version})
+	var insecure []string
+	for _, r := range cfg.Registries {
+		if r.Insecure {
+			insecure = append(insecure, r.Host)
+		}
+	}
+	gen, err := sbom.New(sbom.Options{Logger: logger, Formats: cfg.SBOM.Formats, Budget: budget, Tool: "relay", Version: version, InsecureHosts: insecure})
 	if err != nil {
 		w.cleanup()
 		return nil, &config.Error{File: o.Config, Msg: err.Error()}

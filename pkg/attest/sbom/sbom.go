@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +45,9 @@ type Options struct {
 	Budget  int64 // maximum bytes of one SBOM document; 0 means DefaultBudget
 	Tool    string
 	Version string
+	// InsecureHosts may serve plain HTTP or unverified TLS (relay.yaml's insecure
+	// registries): syft reads the image through its own client, so it is told too.
+	InsecureHosts []string
 }
 
 // Generator produces SBOM documents. It builds syft's license scanner once per process.
@@ -134,6 +138,11 @@ func (g *Generator) Generate(ctx context.Context, ref name.Digest) (map[string][
 	reg := &image.RegistryOptions{}
 	if host, _, err := net.SplitHostPort(ref.RegistryStr()); err == nil && oci.IsLoopback(host) || oci.IsLoopback(ref.RegistryStr()) {
 		reg.InsecureUseHTTP = true
+	}
+	for _, h := range g.o.InsecureHosts {
+		if strings.EqualFold(h, ref.RegistryStr()) {
+			reg.InsecureUseHTTP, reg.InsecureSkipTLSVerify = true, true
+		}
 	}
 	src, err := syft.GetSource(ctx, ref.String(), syft.DefaultGetSourceConfig().WithSources("registry").WithRegistryOptions(reg))
 	if err != nil {
