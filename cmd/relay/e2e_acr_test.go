@@ -73,7 +73,7 @@ func buildExampleAt(ctx context.Context, lb *build.Local, c *oci.Client, dir, pl
 // relay verify accepts the result and the remote log reached relay's log.
 func releaseWithBuilder(t *testing.T, reg, builder string, env []string, builds func() int) {
 	t.Helper()
-	dir := realExample(t, reg, "signing: {mode: key, key: "+testKeyFile(t)+"}\n")
+	dir := realExample(t, reg, "signing: {mode: key, key: "+testKeyFile(t)+", tlog: false}\n")
 	cfgPath := filepath.Join(dir, "relay.yaml")
 	cfg, _ := os.ReadFile(cfgPath)
 	os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), "builder: {kind: local, registry: "+reg+"/build}", builder, 1)), 0o644)

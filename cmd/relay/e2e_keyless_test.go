@@ -157,7 +157,8 @@ func TestE2EKeyRelease(t *testing.T) {
 		t.Fatalf("cosign generate-key-pair: %v\n%s", err, out)
 	}
 	reg := testutil.Registry(t, true)
-	dir := realExample(t, reg, "signing: {mode: key, key: "+filepath.Join(keys, "cosign.key")+", classic: true}\n")
+	// Without a transparency log (signing.tlog: false): consumers pass --insecure-ignore-tlog.
+	dir := realExample(t, reg, "signing: {mode: key, key: "+filepath.Join(keys, "cosign.key")+", classic: true, tlog: false}\n")
 	if r := runRelayEnv(t, dir, []string{"COSIGN_PASSWORD=wrong"}, "run"); r.code != exitUsage || !strings.Contains(r.stderr, "COSIGN_PASSWORD") {
 		t.Fatalf("wrong password: exit %d\n%s", r.code, r.stderr)
 	}
@@ -251,7 +252,7 @@ func TestE2EGitHubRelease(t *testing.T) {
 	gh := testutil.NewGitHub(t)
 	reg := testutil.Registry(t, true)
 	keyFile := testKeyFile(t)
-	dir := realExample(t, reg, fmt.Sprintf(`signing: {mode: key, key: %s}
+	dir := realExample(t, reg, fmt.Sprintf(`signing: {mode: key, key: %s, tlog: false}
 release:
   target: github
   github: {repository: %s, base_url: %s, attestations: true}

@@ -47,7 +47,7 @@ func TestE2EKMSRelease(t *testing.T) {
 			key := testutil.NewKMSKey(t, false)
 			uri, env, signs := tc.start(t, key)
 			reg := testutil.Registry(t, true)
-			dir := realExample(t, reg, "signing: {mode: key, key: \""+uri+"\", classic: true}\n")
+			dir := realExample(t, reg, "signing: {mode: key, key: \""+uri+"\", classic: true, tlog: false}\n")
 			if r := runRelayEnv(t, dir, env, "run", "--dry-run"); r.code != 0 || !strings.Contains(r.stdout, "the KMS returned its public key") {
 				t.Fatalf("dry run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 			}

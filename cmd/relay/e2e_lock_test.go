@@ -40,7 +40,7 @@ func TestE2ETwoRunsOnOneState(t *testing.T) {
 	dockerCfg := t.TempDir()
 	auth := base64.StdEncoding.EncodeToString([]byte(d.User + ":" + d.Password))
 	os.WriteFile(filepath.Join(dockerCfg, "config.json"), []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, d.Host, auth)), 0o600)
-	dir := realExample(t, d.Host, fmt.Sprintf("signing: {mode: key, key: %s, classic: false}\nregistries: [{host: %q, insecure: true}]\n", filepath.Join(keys, "cosign.key"), d.Host))
+	dir := realExample(t, d.Host, fmt.Sprintf("signing: {mode: key, key: %s, classic: false, tlog: false}\nregistries: [{host: %q, insecure: true}]\n", filepath.Join(keys, "cosign.key"), d.Host))
 	env := []string{"COSIGN_PASSWORD=pw", "DOCKER_CONFIG=" + dockerCfg}
 
 	// start runs relay and returns once it logged its first step: it holds the lock then.

@@ -196,6 +196,12 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 					w.cleanup()
 					return nil, err
 				}
+				if cfg.Signing.KeyTLog() {
+					if err := keyTransparencyLog(env, k, cfg, o, logger); err != nil {
+						w.cleanup()
+						return nil, err
+					}
+				}
 			}
 		default:
 			if mode == steps.ModeRelease {
@@ -491,31 +497,63 @@ func githubToken(ctx context.Context, o Options, cfg *config.Config) (string, er
 	return tok.Value, nil
 }
 
-// keyless builds the keyless signer and the verifier of the run's own identity. A private
-// Sigstore instance comes from signing.trusted_root and signing.signing_config; without
-// them, the public-good instance's trust material comes from its TUF repository.
-func keyless(cfg *config.Config, o Options, logger *slog.Logger) (*attest.KeylessSigner, *attest.Verifier, error) {
-	var tm root.TrustedMaterial
-	var sc *root.SigningConfig
-	public := cfg.Signing.TrustedRoot == ""
-	if public {
+// sigstoreInstance is the Sigstore instance signatures go to: a private one from
+// signing.trusted_root and signing.signing_config, else the public-good instance, whose
+// trust material comes from its TUF repository.
+func sigstoreInstance(cfg *config.Config, o Options) (root.TrustedMaterial, *root.SigningConfig, bool, error) {
+	if cfg.Signing.TrustedRoot == "" {
 		tr, err := root.FetchTrustedRoot()
 		if err != nil {
-			return nil, nil, fmt.Errorf("fetching the public-good Sigstore trusted root (TUF): %w", err)
+			return nil, nil, true, fmt.Errorf("fetching the public-good Sigstore trusted root (TUF): %w", err)
 		}
-		if sc, err = root.FetchSigningConfig(); err != nil {
-			return nil, nil, fmt.Errorf("fetching the public-good Sigstore signing config (TUF): %w", err)
-		}
-		tm = tr
-	} else {
-		tr, err := root.NewTrustedRootFromPath(cfg.ResolvePath(cfg.Signing.TrustedRoot))
+		sc, err := root.FetchSigningConfig()
 		if err != nil {
-			return nil, nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.trusted_root %s: %v", cfg.Signing.TrustedRoot, err), Fix: "point it at a trusted_root.json (cosign trusted-root create makes one)"}
+			return nil, nil, true, fmt.Errorf("fetching the public-good Sigstore signing config (TUF): %w", err)
 		}
-		if sc, err = root.NewSigningConfigFromPath(cfg.ResolvePath(cfg.Signing.SigningConfig)); err != nil {
-			return nil, nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.signing_config %s: %v", cfg.Signing.SigningConfig, err), Fix: "point it at a signing_config.json (cosign signing-config create makes one)"}
-		}
-		tm = tr
+		return tr, sc, true, nil
+	}
+	tr, err := root.NewTrustedRootFromPath(cfg.ResolvePath(cfg.Signing.TrustedRoot))
+	if err != nil {
+		return nil, nil, false, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.trusted_root %s: %v", cfg.Signing.TrustedRoot, err), Fix: "point it at a trusted_root.json (cosign trusted-root create makes one)"}
+	}
+	sc, err := root.NewSigningConfigFromPath(cfg.ResolvePath(cfg.Signing.SigningConfig))
+	if err != nil {
+		return nil, nil, false, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.signing_config %s: %v", cfg.Signing.SigningConfig, err), Fix: "point it at a signing_config.json (cosign signing-config create makes one)"}
+	}
+	return tr, sc, false, nil
+}
+
+// keyTransparencyLog logs the key's signatures in the instance's Rekor, as cosign does by
+// default, and verifies the run's bundles with their entries.
+func keyTransparencyLog(env *steps.Env, k *attest.KeySigner, cfg *config.Config, o Options, logger *slog.Logger) error {
+	tm, sc, _, err := sigstoreInstance(cfg, o)
+	if err != nil {
+		return err
+	}
+	budget, _ := cfg.Signing.Budget() // validated with the config
+	if err := k.UseTransparencyLog(attest.KeyLogOptions{SigningConfig: sc, TrustedRoot: tm, Budget: budget, Logger: logger}); err != nil {
+		return &config.Error{File: o.Config, Msg: "signing.tlog: " + err.Error(), Fix: "name a signing config with a Rekor log, or set signing.tlog: false (consumers then need cosign's --insecure-ignore-tlog)"}
+	}
+	keyTM, err := k.TrustedMaterial()
+	if err != nil {
+		return err
+	}
+	if env.Verifier, err = attest.NewKeyLogVerifier(keyTM, tm); err != nil {
+		return err
+	}
+	if cfg.Signing.Classic != nil && *cfg.Signing.Classic && !k.CanSignClassic() {
+		return &config.Error{File: o.Config, Msg: "signing.classic: " + attest.ErrClassicNeedsRekorV1.Error(), Fix: "remove signing.classic, or set signing.tlog: false"}
+	}
+	env.Classic = classicWanted(cfg, k.CanSignClassic())
+	logger.Info("key signatures go to the transparency log", "rekor_v1", k.CanSignClassic())
+	return nil
+}
+
+// keyless builds the keyless signer and the verifier of the run's own identity.
+func keyless(cfg *config.Config, o Options, logger *slog.Logger) (*attest.KeylessSigner, *attest.Verifier, error) {
+	tm, sc, public, err := sigstoreInstance(cfg, o)
+	if err != nil {
+		return nil, nil, err
 	}
 	tokens, err := tokenSource(cfg, o)
 	if err != nil {

@@ -45,13 +45,33 @@ type rekorBundle struct {
 	} `json:"Payload"`
 }
 
-// SignClassic signs payload as a classic signature with the key.
+// SignClassic signs payload as a classic signature with the key; with a transparency log
+// the signature is logged in Rekor v1 and carries its entry, which cosign v2's default
+// verify --key requires.
 func (s *KeySigner) SignClassic(ctx context.Context, payload []byte) (*Classic, error) {
-	sig, err := s.SignBlob(ctx, payload)
+	if s.logs == nil {
+		sig, err := s.SignBlob(ctx, payload)
+		if err != nil {
+			return nil, err
+		}
+		return &Classic{Payload: payload, Signature: sig}, nil
+	}
+	if s.logs.rekor1 == nil {
+		return nil, ErrClassicNeedsRekorV1
+	}
+	b, err := s.logs.bundle(ctx, &sign.PlainData{Data: payload}, keypair{s}, nil, []sign.Transparency{s.logs.rekor1})
+	if err != nil {
+		return nil, fmt.Errorf("classic signature: %w", err)
+	}
+	tl := b.GetVerificationMaterial().GetTlogEntries()
+	if len(tl) != 1 || tl[0].GetInclusionPromise() == nil {
+		return nil, errors.New("classic signature: Rekor v1 returned no signed entry timestamp")
+	}
+	rb, err := rekorBundleOf(tl[0])
 	if err != nil {
 		return nil, err
 	}
-	return &Classic{Payload: payload, Signature: sig}, nil
+	return &Classic{Payload: payload, Signature: base64.StdEncoding.EncodeToString(b.GetMessageSignature().GetSignature()), RekorBundle: rb}, nil
 }
 
 // ErrClassicNeedsRekorV1 is a keyless classic signature without a Rekor v1 log to write it to.
@@ -181,7 +201,16 @@ func ClassicAttestation(bundleJSON []byte, tm root.TrustedMaterial) (*Classic, e
 		leaf = vm.GetX509CertificateChain().GetCertificates()[0].GetRawBytes()
 	}
 	if leaf == nil {
-		return c, nil // a key signature: the envelope is all
+		// A key signature: the envelope, and its Rekor v1 entry when it was logged in one.
+		for _, te := range vm.GetTlogEntries() {
+			if te.GetInclusionPromise() != nil {
+				if c.RekorBundle, err = rekorBundleOf(te); err != nil {
+					return nil, err
+				}
+				break
+			}
+		}
+		return c, nil
 	}
 	if len(vm.GetTlogEntries()) == 0 {
 		return nil, ErrClassicNeedsRekorV1
@@ -285,15 +314,40 @@ func (v *Verifier) classicBundle(c Classic) (*protobundle.Bundle, error) {
 		}
 		pb.MediaType = "application/vnd.dev.sigstore.bundle.v0.3+json"
 		pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{}}
+		if len(c.RekorBundle) > 0 { // a logged key signature: its entry is checked too
+			te, err := classicTlogEntry(c.RekorBundle)
+			if err != nil {
+				return nil, err
+			}
+			pb.MediaType = "application/vnd.dev.sigstore.bundle+json;version=0.1"
+			pb.VerificationMaterial.TlogEntries = []*protorekor.TransparencyLogEntry{te}
+		}
 		return pb, nil
 	}
 	blk, _ := pem.Decode(c.Certificate)
 	if blk == nil {
 		return nil, errors.New("classic signature carries no certificate; a keyless signature was expected")
 	}
-	var rb rekorBundle
-	if err := json.Unmarshal(c.RekorBundle, &rb); err != nil || len(rb.SignedEntryTimestamp) == 0 {
+	if len(c.RekorBundle) == 0 {
 		return nil, errors.New("classic signature carries no Rekor bundle annotation (a keyless classic signature needs one)")
+	}
+	te, err := classicTlogEntry(c.RekorBundle)
+	if err != nil {
+		return nil, err
+	}
+	pb.MediaType = "application/vnd.dev.sigstore.bundle+json;version=0.1"
+	pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_X509CertificateChain{
+		X509CertificateChain: &protocommon.X509CertificateChain{Certificates: []*protocommon.X509Certificate{{RawBytes: blk.Bytes}}}}
+	pb.VerificationMaterial.TlogEntries = []*protorekor.TransparencyLogEntry{te}
+	return pb, nil
+}
+
+// classicTlogEntry is the Rekor v1 entry of cosign's bundle annotation, with its promise
+// (only v0.1 bundles may carry an entry without an inclusion proof).
+func classicTlogEntry(annotation []byte) (*protorekor.TransparencyLogEntry, error) {
+	var rb rekorBundle
+	if err := json.Unmarshal(annotation, &rb); err != nil || len(rb.SignedEntryTimestamp) == 0 {
+		return nil, errors.New("classic signature's Rekor bundle annotation holds no signed entry timestamp")
 	}
 	var body struct{ Kind, APIVersion string }
 	json.Unmarshal(rb.Payload.Body, &body)
@@ -301,18 +355,14 @@ func (v *Verifier) classicBundle(c Classic) (*protobundle.Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("classic signature's Rekor bundle: log id: %w", err)
 	}
-	pb.MediaType = "application/vnd.dev.sigstore.bundle+json;version=0.1"
-	pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_X509CertificateChain{
-		X509CertificateChain: &protocommon.X509CertificateChain{Certificates: []*protocommon.X509Certificate{{RawBytes: blk.Bytes}}}}
-	pb.VerificationMaterial.TlogEntries = []*protorekor.TransparencyLogEntry{{
+	return &protorekor.TransparencyLogEntry{
 		LogIndex:          rb.Payload.LogIndex,
 		LogId:             &protocommon.LogId{KeyId: logID},
 		KindVersion:       &protorekor.KindVersion{Kind: body.Kind, Version: body.APIVersion},
 		IntegratedTime:    rb.Payload.IntegratedTime,
 		InclusionPromise:  &protorekor.InclusionPromise{SignedEntryTimestamp: rb.SignedEntryTimestamp},
 		CanonicalizedBody: rb.Payload.Body,
-	}}
-	return pb, nil
+	}, nil
 }
 
 func checkPayload(payload []byte, digest string) error {

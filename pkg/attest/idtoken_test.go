@@ -64,8 +64,8 @@ func TestUnusableTokenFailsAtOnce(t *testing.T) {
 	}
 	sleeps := 0
 	s := &KeylessSigner{
-		o: KeylessOptions{Budget: 10 * time.Minute, Logger: slog.New(slog.DiscardHandler), Rand: rand.New(rand.NewSource(1)),
-			Sleep: func(context.Context, time.Duration) error { sleeps++; return nil }},
+		services: &services{budget: 10 * time.Minute, logger: slog.New(slog.DiscardHandler), rnd: rand.New(rand.NewSource(1)),
+			sleep: func(context.Context, time.Duration) error { sleeps++; return nil }},
 		kp: kp,
 		certs: &runCertificate{tokens: staticToken(testJWT(`{"sub":"s","aud":"sigstore","email":"a@example.com","email_verified":false}`)),
 			now: time.Now, logger: slog.New(slog.DiscardHandler), audience: "sigstore"},

@@ -57,12 +57,109 @@ type KeylessSigner struct {
 	o      KeylessOptions
 	kp     *sign.EphemeralKeypair
 	certs  *runCertificate
+	*services
+	fulcio string
+}
+
+// services are the timestamp authorities and transparency logs a signature goes to, and
+// the retry budget they share.
+type services struct {
 	tsas   []*sign.TimestampAuthority
 	tlogs  []sign.Transparency
 	rekor1 sign.Transparency // a Rekor v1 log among tlogs: cosign's classic format needs one
-	mu     sync.Mutex        // guards spent and Rand
+	tr     root.TrustedMaterial
+	budget time.Duration
+	logger *slog.Logger
+	sleep  func(ctx context.Context, d time.Duration) error
+	mu     sync.Mutex // guards spent and rnd
+	rnd    *rand.Rand
 	spent  time.Duration
-	fulcio string
+}
+
+// newServices picks the timestamp authorities and logs of the signing config that are
+// valid now and whose API versions relay speaks.
+func newServices(sc *root.SigningConfig, now time.Time, transport http.RoundTripper) (*services, error) {
+	s := &services{}
+	if len(sc.TimestampAuthorityURLs()) > 0 {
+		tsas, err := root.SelectServices(sc.TimestampAuthorityURLs(), sc.TimestampAuthorityURLsConfig(), sign.TimestampAuthorityAPIVersions, now)
+		if err != nil {
+			return nil, fmt.Errorf("signing config: timestamp authorities: %w", err)
+		}
+		for _, t := range tsas {
+			s.tsas = append(s.tsas, sign.NewTimestampAuthority(&sign.TimestampAuthorityOptions{URL: t.URL, Transport: transport}))
+		}
+	}
+	if len(sc.RekorLogURLs()) > 0 {
+		logs, err := root.SelectServices(sc.RekorLogURLs(), sc.RekorLogURLsConfig(), sign.RekorAPIVersions, now)
+		if err != nil {
+			return nil, fmt.Errorf("signing config: transparency logs: %w", err)
+		}
+		for _, l := range logs {
+			if l.MajorAPIVersion == 2 && len(s.tsas) == 0 {
+				return nil, fmt.Errorf("signing config: Rekor v2 (%s) records no time, so a timestamp authority is required and none is configured", l.URL)
+			}
+			// The clients are made here: sigstore-go makes them lazily, racily, when the
+			// digests of a step are signed side by side.
+			ro := &sign.RekorOptions{BaseURL: l.URL, Version: l.MajorAPIVersion, Timeout: 30 * time.Second}
+			var err error
+			if l.MajorAPIVersion == 2 {
+				if ro.ClientV2, err = rekorwrite.NewWriter(l.URL, rekortilesclient.WithUserAgent("relay")); err != nil {
+					return nil, fmt.Errorf("signing config: Rekor v2 %s: %w", l.URL, err)
+				}
+			} else {
+				c, err := rekorclient.GetRekorClient(l.URL, rekorclient.WithUserAgent("relay"))
+				if err != nil {
+					return nil, fmt.Errorf("signing config: Rekor %s: %w", l.URL, err)
+				}
+				ro.Client = c.Entries
+			}
+			t := sign.NewRekor(ro)
+			s.tlogs = append(s.tlogs, t)
+			if l.MajorAPIVersion == 1 && s.rekor1 == nil {
+				s.rekor1 = t
+			}
+		}
+	}
+	return s, nil
+}
+
+// bundle signs content with kp and the certificate provider (nil for a key), timestamps
+// and logs it, retrying the Sigstore services within the budget. A refusal (a bad token, a
+// forbidden request) fails at once.
+func (s *services) bundle(ctx context.Context, content sign.Content, kp sign.Keypair, certs sign.CertificateProvider, tlogs []sign.Transparency) (*protobundle.Bundle, error) {
+	for attempt := 1; ; attempt++ {
+		b, err := sign.Bundle(content, kp, sign.BundleOptions{
+			CertificateProvider:  certs,
+			TimestampAuthorities: s.tsas,
+			TransparencyLogs:     tlogs,
+			Context:              ctx,
+			TrustedRoot:          s.tr,
+		})
+		if err == nil {
+			return b, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var claim *TokenClaimError
+		if permanent(err) || errors.Is(err, ErrPrivateRepository) || errors.Is(err, ErrNoToken) || errors.As(err, &claim) {
+			return nil, err
+		}
+		s.mu.Lock()
+		wait := backoff.Equal(s.rnd, time.Second, attempt) // 0.5 s .. 32 s
+		over := s.spent+wait > s.budget
+		if !over {
+			s.spent += wait
+		}
+		s.mu.Unlock()
+		if over {
+			return nil, fmt.Errorf("the Sigstore services kept failing past the retry budget of %s (raise signing.retry_budget, or try later): %w", s.budget, err)
+		}
+		s.logger.Warn("sigstore service failed, retrying", "attempt", attempt, "reason", err.Error(), "wait_ms", wait.Milliseconds())
+		if err := s.sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // NewKeylessSigner picks the services the signing config names that are valid now and
@@ -94,46 +191,12 @@ func NewKeylessSigner(o KeylessOptions) (*KeylessSigner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing config: no usable Fulcio: %w", err)
 	}
-	s := &KeylessSigner{o: o, fulcio: fulcio.URL}
-	if len(sc.TimestampAuthorityURLs()) > 0 {
-		tsas, err := root.SelectServices(sc.TimestampAuthorityURLs(), sc.TimestampAuthorityURLsConfig(), sign.TimestampAuthorityAPIVersions, now)
-		if err != nil {
-			return nil, fmt.Errorf("signing config: timestamp authorities: %w", err)
-		}
-		for _, t := range tsas {
-			s.tsas = append(s.tsas, sign.NewTimestampAuthority(&sign.TimestampAuthorityOptions{URL: t.URL, Transport: o.Transport}))
-		}
+	svc, err := newServices(sc, now, o.Transport)
+	if err != nil {
+		return nil, err
 	}
-	if len(sc.RekorLogURLs()) > 0 {
-		logs, err := root.SelectServices(sc.RekorLogURLs(), sc.RekorLogURLsConfig(), sign.RekorAPIVersions, now)
-		if err != nil {
-			return nil, fmt.Errorf("signing config: transparency logs: %w", err)
-		}
-		for _, l := range logs {
-			if l.MajorAPIVersion == 2 && len(s.tsas) == 0 {
-				return nil, fmt.Errorf("signing config: Rekor v2 (%s) records no time, so a timestamp authority is required and none is configured", l.URL)
-			}
-			// The clients are made here: sigstore-go makes them lazily, racily, when the
-			// digests of a step are signed side by side.
-			ro := &sign.RekorOptions{BaseURL: l.URL, Version: l.MajorAPIVersion, Timeout: 30 * time.Second}
-			if l.MajorAPIVersion == 2 {
-				if ro.ClientV2, err = rekorwrite.NewWriter(l.URL, rekortilesclient.WithUserAgent("relay")); err != nil {
-					return nil, fmt.Errorf("signing config: Rekor v2 %s: %w", l.URL, err)
-				}
-			} else {
-				c, err := rekorclient.GetRekorClient(l.URL, rekorclient.WithUserAgent("relay"))
-				if err != nil {
-					return nil, fmt.Errorf("signing config: Rekor %s: %w", l.URL, err)
-				}
-				ro.Client = c.Entries
-			}
-			t := sign.NewRekor(ro)
-			s.tlogs = append(s.tlogs, t)
-			if l.MajorAPIVersion == 1 && s.rekor1 == nil {
-				s.rekor1 = t
-			}
-		}
-	}
+	svc.tr, svc.budget, svc.logger, svc.sleep, svc.rnd = o.TrustedRoot, o.Budget, o.Logger, o.Sleep, o.Rand
+	s := &KeylessSigner{o: o, fulcio: fulcio.URL, services: svc}
 	if len(s.tsas) == 0 && len(s.tlogs) == 0 {
 		return nil, errors.New("signing config: a keyless signature needs a transparency log or a timestamp authority to prove when it was made, and none is configured")
 	}
@@ -181,48 +244,13 @@ func (s *KeylessSigner) SignStatement(ctx context.Context, statement []byte) ([]
 	return protojson.Marshal(b)
 }
 
-// bundle signs content with the run's certificate, timestamps and logs it, retrying the
-// Sigstore services within the budget.
+// bundle signs content with the run's certificate, timestamps and logs it.
 func (s *KeylessSigner) bundle(ctx context.Context, content sign.Content, tlogs []sign.Transparency) (*protobundle.Bundle, error) {
-	for attempt := 1; ; attempt++ {
-		b, err := sign.Bundle(content, s.kp, sign.BundleOptions{
-			CertificateProvider:  s.certs,
-			TimestampAuthorities: s.tsas,
-			TransparencyLogs:     tlogs,
-			Context:              ctx,
-			TrustedRoot:          s.o.TrustedRoot,
-		})
-		if err == nil {
-			return b, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		var claim *TokenClaimError
-		if permanent(err) || errors.Is(err, ErrPrivateRepository) || errors.Is(err, ErrNoToken) || errors.As(err, &claim) {
-			return nil, fmt.Errorf("keyless signing: %w", err)
-		}
-		wait := s.backoff(attempt)
-		s.mu.Lock()
-		over := s.spent+wait > s.o.Budget
-		if !over {
-			s.spent += wait
-		}
-		s.mu.Unlock()
-		if over {
-			return nil, fmt.Errorf("keyless signing: the Sigstore services kept failing past the retry budget of %s (raise signing.retry_budget, or try later): %w", s.o.Budget, err)
-		}
-		s.o.Logger.Warn("sigstore service failed, retrying", "attempt", attempt, "reason", err.Error(), "wait_ms", wait.Milliseconds())
-		if err := s.o.Sleep(ctx, wait); err != nil {
-			return nil, err
-		}
+	b, err := s.services.bundle(ctx, content, s.kp, s.certs, tlogs)
+	if err != nil {
+		return nil, fmt.Errorf("keyless signing: %w", err)
 	}
-}
-
-func (s *KeylessSigner) backoff(attempt int) time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return backoff.Equal(s.o.Rand, time.Second, attempt) // 0.5 s .. 32 s
+	return b, nil
 }
 
 // ErrNoToken is an identity token that could not be had; waiting does not bring one.

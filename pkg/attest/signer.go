@@ -14,11 +14,17 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
+	mrand "math/rand"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/relaydev/relay/internal/backoff"
+
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/sign"
@@ -46,7 +52,67 @@ type KeySigner struct {
 	hint string
 	name string // the KMS key URI, if the key lives in a KMS
 	now  func() time.Time
+	logs *services // the transparency logs (and TSAs) signatures go to; nil: none
 }
+
+// KeyLogOptions say where a key's signatures are logged.
+type KeyLogOptions struct {
+	// SigningConfig names the Rekor logs and timestamp authorities (its Fulcio is unused).
+	SigningConfig *root.SigningConfig
+	// TrustedRoot checks each logged bundle right after it is made.
+	TrustedRoot root.TrustedMaterial
+	Budget      time.Duration // default 10 min
+	Transport   http.RoundTripper
+	Logger      *slog.Logger
+	Sleep       func(ctx context.Context, d time.Duration) error
+	Rand        *mrand.Rand
+}
+
+// UseTransparencyLog makes every signature of the key go to the signing config's Rekor
+// logs (and be timestamped by its TSAs), as cosign does by default: consumers' plain
+// `cosign verify --key` then finds the entry it requires. A key's entries hold the public
+// key and the digests, no certificate, repository or workflow name.
+func (s *KeySigner) UseTransparencyLog(o KeyLogOptions) error {
+	if o.SigningConfig == nil || o.TrustedRoot == nil {
+		return errors.New("a transparency log needs a signing config and a trusted root")
+	}
+	svc, err := newServices(o.SigningConfig, s.now(), o.Transport)
+	if err != nil {
+		return err
+	}
+	if len(svc.tlogs) == 0 {
+		return errors.New("signing config names no Rekor log valid now: set signing.tlog: false to sign without one")
+	}
+	if o.Budget <= 0 {
+		o.Budget = 10 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Sleep == nil {
+		o.Sleep = backoff.Sleep
+	}
+	if o.Rand == nil {
+		o.Rand = mrand.New(mrand.NewSource(time.Now().UnixNano()))
+	}
+	keyTM, err := s.TrustedMaterial()
+	if err != nil {
+		return err
+	}
+	// Each logged bundle is checked right away: the entry against the log's key, and the
+	// entry's public key against this key.
+	svc.tr = root.TrustedMaterialCollection{keyTM, o.TrustedRoot}
+	svc.budget, svc.logger, svc.sleep, svc.rnd = o.Budget, o.Logger, o.Sleep, o.Rand
+	s.logs = svc
+	return nil
+}
+
+// UsesTransparencyLog reports whether signatures are logged.
+func (s *KeySigner) UsesTransparencyLog() bool { return s.logs != nil }
+
+// CanSignClassic says whether classic signatures can carry what cosign v2 checks: with a
+// log, a Rekor v1 entry (signed entry timestamp); without one, nothing is needed.
+func (s *KeySigner) CanSignClassic() bool { return s.logs == nil || s.logs.rekor1 != nil }
 
 // LoadOrCreateKey reads an unencrypted PKCS#8 EC key from path, or creates one (0600).
 // The key belongs to the local sandbox: it survives a resumed run so a re-run can
@@ -202,7 +268,14 @@ func (s *KeySigner) SignStatement(ctx context.Context, statement []byte) ([]byte
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	b, err := sign.Bundle(&sign.DSSEData{Data: statement, PayloadType: InTotoPayloadType}, keypair{s}, sign.BundleOptions{Context: ctx})
+	content := &sign.DSSEData{Data: statement, PayloadType: InTotoPayloadType}
+	var b *protobundle.Bundle
+	var err error
+	if s.logs != nil {
+		b, err = s.logs.bundle(ctx, content, keypair{s}, nil, s.logs.tlogs)
+	} else {
+		b, err = sign.Bundle(content, keypair{s}, sign.BundleOptions{Context: ctx})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("signing statement: %w", err)
 	}

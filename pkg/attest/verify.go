@@ -53,6 +53,16 @@ func NewKeyVerifier(tm root.TrustedMaterial) (*Verifier, error) {
 	return &Verifier{v: v, keyed: true}, nil
 }
 
+// NewKeyLogVerifier verifies bundles signed by the key in keyTM that also carry an entry
+// of a transparency log that logTM trusts, as cosign verify --key checks by default.
+func NewKeyLogVerifier(keyTM, logTM root.TrustedMaterial) (*Verifier, error) {
+	v, err := verify.NewVerifier(root.TrustedMaterialCollection{keyTM, logTM}, verify.WithTransparencyLog(1), verify.WithNoObserverTimestamps())
+	if err != nil {
+		return nil, err
+	}
+	return &Verifier{v: v, keyed: true}, nil
+}
+
 // IdentityPolicy is who must have signed a keyless bundle: the certificate's subject (an
 // email or a workflow URI) and the OIDC issuer that vouched for it, each exact or a regexp.
 type IdentityPolicy struct {

@@ -182,7 +182,14 @@ type Signing struct {
 	// for verifiers that predate Sigstore bundles. Unset means wherever the signer can (a key,
 	// or keyless with a Rekor v1 log), so cosign v2's and v3's default verify both pass.
 	Classic *bool `yaml:"classic,omitempty" json:"classic,omitempty"`
+	// TLog logs key signatures in the signing config's Rekor (public-good unless
+	// trusted_root/signing_config name a private instance), as cosign does, so consumers'
+	// plain `cosign verify --key` passes. Default true; keyless signatures are always logged.
+	TLog *bool `yaml:"tlog,omitempty" json:"tlog,omitempty"`
 }
+
+// KeyTLog reports whether key signatures go to a transparency log (default true).
+func (s Signing) KeyTLog() bool { return s.TLog == nil || *s.TLog }
 
 // Budget is the parsed retry budget; zero means the default.
 func (s Signing) Budget() (time.Duration, error) { return parseBudget(s.RetryBudget) }
