@@ -54,9 +54,9 @@ type KeylessOptions struct {
 // identity, timestamps each signature (RFC 3161) and/or logs it in Rekor. One certificate
 // serves every artifact of the run while it is valid.
 type KeylessSigner struct {
-	o      KeylessOptions
-	kp     *sign.EphemeralKeypair
-	certs  *runCertificate
+	o     KeylessOptions
+	kp    *sign.EphemeralKeypair
+	certs *runCertificate
 	*services
 	fulcio string
 }
