@@ -48,7 +48,7 @@ signing: {mode: keyless}
 		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	for _, w := range []string{"ok   source", "found refs/tags/v1.0.0", "ok   build repository", "ok   target " + host + "/acme/hello", "does not exist yet",
-		"ok   signing identity (keyless): identity token from SIGSTORE_ID_TOKEN", "nothing was written"} {
+		"ok   signing identity (keyless): identity token from SIGSTORE_ID_TOKEN", "ok   release directory: " + out + " writable", "nothing was written"} {
 		if !strings.Contains(stdout, w) {
 			t.Errorf("output lacks %q:\n%s", w, stdout)
 		}
@@ -60,6 +60,13 @@ signing: {mode: keyless}
 	}
 	if writes != 0 {
 		t.Errorf("dry run made %d write requests", writes)
+	}
+	// A release directory that cannot be: found before a run, as the release step would
+	// find it before its first tag.
+	notDir := filepath.Join(dir, "a-file")
+	os.WriteFile(notDir, nil, 0o644)
+	if code, stdout, _ := runCLI(t, env, "run", "--dry-run", "--config", cfg, "--state", state, "--out", filepath.Join(notDir, "dist")); code != exitStepFailed || !strings.Contains(stdout, "FAIL release directory: "+notDir+" is not a directory") {
+		t.Errorf("--out under a file: exit %d\n%s", code, stdout)
 	}
 
 	// No identity token, and a GitHub release without credentials: both named before a run.

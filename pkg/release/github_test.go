@@ -296,11 +296,24 @@ func TestDirPrepare(t *testing.T) {
 			t.Errorf("--out %s: %v", out, err)
 		}
 	}
-	d, _ := NewDir(filepath.Join(dir, "dist"), nil)
+	d, _ := NewDir(filepath.Join(dir, "dist", "v1"), nil)
+	// Check (--dry-run) writes nothing: the directory does not exist yet, its parent does.
+	if note, err := d.Check(ctx); err != nil || !strings.Contains(note, "writable") || !strings.Contains(note, "MiB free") {
+		t.Fatalf("check: %q %v", note, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "dist")); !os.IsNotExist(err) {
+		t.Fatal("Check created the directory")
+	}
+	for _, out := range []string{file, filepath.Join(file, "dist")} {
+		bad, _ := NewDir(out, nil)
+		if _, err := bad.Check(ctx); err == nil || !strings.Contains(err.Error(), "not a directory") && !strings.Contains(err.Error(), "--out") {
+			t.Errorf("check --out %s: %v", out, err)
+		}
+	}
 	if err := d.Prepare(ctx, Release{Tag: "v1", Assets: testAssets(2, "a")}); err != nil {
 		t.Fatal(err)
 	}
-	if ents, _ := os.ReadDir(filepath.Join(dir, "dist")); len(ents) != 0 {
+	if ents, _ := os.ReadDir(filepath.Join(dir, "dist", "v1")); len(ents) != 0 {
 		t.Fatalf("Prepare left files: %v", ents)
 	}
 	if err := d.Prepare(ctx, Release{Tag: "v1", Assets: []Asset{{Name: "../x", Data: []byte("1")}}}); err == nil || !strings.Contains(err.Error(), "path separator") {

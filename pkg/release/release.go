@@ -156,6 +156,33 @@ func (d *Dir) Prepare(ctx context.Context, r Release) error {
 	return nil
 }
 
+// Check is Prepare without writing (for --dry-run): the directory, or the nearest
+// existing parent it would be created in, is a writable directory; it reports the room.
+func (d *Dir) Check(ctx context.Context) (string, error) {
+	p := d.path
+	for {
+		st, err := os.Stat(p)
+		if err == nil {
+			if !st.IsDir() {
+				return "", fmt.Errorf("%s is not a directory (fix: pass another --out)", p)
+			}
+			break
+		}
+		if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) || filepath.Dir(p) == p {
+			return "", fmt.Errorf("release directory %s: %w (fix: pass another --out)", d.path, unwrapPath(err))
+		}
+		p = filepath.Dir(p)
+	}
+	if err := syscall.Access(p, 2 /* W_OK */); err != nil {
+		return "", fmt.Errorf("%s is not writable: %w (fix: make it writable or pass another --out)", p, err)
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(p, &fs); err != nil {
+		return "", fmt.Errorf("release directory %s: %w", d.path, err)
+	}
+	return fmt.Sprintf("%s writable, %d MiB free", d.path, fs.Bavail*uint64(fs.Bsize)>>20), nil
+}
+
 func unwrapPath(err error) error {
 	var pe *os.PathError
 	if errors.As(err, &pe) {

@@ -56,6 +56,11 @@ func Preflight(ctx context.Context, env *Env) []Finding {
 			})
 		}
 	}
+	if chk, ok := env.Publisher.(interface {
+		Check(context.Context) (string, error)
+	}); ok && cfg.Release.Target == "dir" {
+		jobs = append(jobs, job{check: "release directory", run: chk.Check})
+	}
 	out := make([]Finding, len(jobs))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(1, env.Jobs))
