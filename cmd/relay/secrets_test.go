@@ -151,3 +151,31 @@ func withoutMasks(out string) string {
 	}
 	return strings.Join(shown, "\n")
 }
+
+// TestCloudSecretsRegisteredBeforeUse: the secrets the KMS and cloud builders' credential
+// chains read from the environment and from the files it names are masked before relay
+// prints anything (here: an error that would echo each of them).
+func TestCloudSecretsRegisteredBeforeUse(t *testing.T) {
+	creds := filepath.Join(t.TempDir(), "sa.json")
+	os.WriteFile(creds, []byte(`{"type":"service_account","private_key_id":"0123456789abcdef0123","private_key":"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n","client_email":"relay@acme.iam.gserviceaccount.com"}`), 0o600)
+	env := map[string]string{
+		"VAULT_TOKEN":                    "hvs.CAESIvaultsecret0123",
+		"AWS_SECRET_ACCESS_KEY":          "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY",
+		"AZURE_CLIENT_SECRET":            "azure~client~secret~0123",
+		"GOOGLE_APPLICATION_CREDENTIALS": creds,
+	}
+	secrets := []string{env["VAULT_TOKEN"], env["AWS_SECRET_ACCESS_KEY"], env["AZURE_CLIENT_SECRET"], "0123456789abcdef0123", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"}
+	for _, format := range []string{"json", "text", "github"} {
+		// The config path holds every secret: the error that it cannot be read prints it.
+		path := filepath.Join(t.TempDir(), strings.Join(secrets, "-"), "relay.yaml")
+		code, stdout, stderr := runCLI(t, env, "plan", "--log-format", format, "--config", path)
+		if code != exitUsage || !strings.Contains(stderr, "cannot read config") {
+			t.Fatalf("%s: exit %d\n%s", format, code, stderr)
+		}
+		for _, s := range secrets {
+			if strings.Contains(withoutMasks(stdout+stderr), s) {
+				t.Errorf("%s: %q was printed:\n%s", format, s, stderr)
+			}
+		}
+	}
+}
