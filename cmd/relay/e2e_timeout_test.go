@@ -4,18 +4,18 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/relaydev/relay/internal/testutil"
 )
 
 // TestE2ECopyFromHungRegistry: a registry that accepts connections and never answers fails
 // `relay copy` with exit 1 and an error naming the host and the timeout, instead of hanging
 // until the job's limit.
 func TestE2ECopyFromHungRegistry(t *testing.T) {
-	host := hungRegistry(t)
+	host := testutil.HungServer(t)
 	start := time.Now()
 	code, _, stderr := runCLI(t, map[string]string{"RELAY_TIMEOUT": "1s", "RELAY_LOG_FORMAT": "text"}, "copy", host+"/acme/app:v1", "127.0.0.1:1/acme/app")
 	took := time.Since(start)
@@ -36,7 +36,7 @@ func TestE2ECopyFromHungRegistry(t *testing.T) {
 // fails the build step after about the host's retry budget, naming the host and the
 // timeout relay.yaml gives it.
 func TestE2ERunWithHungBuildRegistry(t *testing.T) {
-	host := hungRegistry(t)
+	host := testutil.HungServer(t)
 	dir := realExample(t, host, fmt.Sprintf("registries: [{host: %q, timeout: 1s, retry_budget: 3s}]\n", host))
 	start := time.Now()
 	r := runRelay(t, dir, "run", "--only", "checkout,build")
@@ -49,34 +49,4 @@ func TestE2ERunWithHungBuildRegistry(t *testing.T) {
 		t.Fatalf("took %s", took)
 	}
 	t.Logf("failed after %s", took)
-}
-
-// hungRegistry accepts connections and never answers them.
-func hungRegistry(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return l.Addr().String()
 }

@@ -85,18 +85,7 @@ func TestSourcePasswordStaysOutOfEverything(t *testing.T) {
 			if format == "github" && !strings.Contains(printed.String(), "::add-mask::"+pw) {
 				t.Errorf("the password was not masked in the runner's log:\n%s", printed.String())
 			}
-			filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-				if err != nil || d.IsDir() {
-					return err
-				}
-				b, _ := os.ReadFile(p)
-				for _, f := range forms {
-					if strings.Contains(string(b), f) {
-						t.Errorf("%s holds %q", p, f)
-					}
-				}
-				return nil
-			})
+			testutil.AssertNoSecret(t, dir, forms...)
 			if b, _ := os.ReadFile(state); !strings.Contains(string(b), srv.URL+"/app.git") {
 				t.Errorf("the state does not record the repository:\n%s", b)
 			}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"math/rand"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,34 +34,9 @@ func TestHungRegistryFailsWithinTimeout(t *testing.T) {
 	}
 
 	t.Run("never answers", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var mu sync.Mutex
-		var conns []net.Conn
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-			}
-		}()
-		defer func() {
-			l.Close()
-			mu.Lock()
-			for _, c := range conns {
-				c.Close()
-			}
-			mu.Unlock()
-		}()
+		host := testutil.HungServer(t)
 		clock := &instant{}
-		host := l.Addr().String()
-		_, err = client(t, clock).Resolve(ctx, mustRepo(t, host+"/acme/app").Tag("v1"))
+		_, err := client(t, clock).Resolve(ctx, mustRepo(t, host+"/acme/app").Tag("v1"))
 		var te *httpx.TimeoutError
 		if !errors.As(err, &te) || te.Host != host || !strings.Contains(err.Error(), "no progress for 200ms") {
 			t.Fatalf("hung registry: %v", err)

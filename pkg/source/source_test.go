@@ -15,6 +15,8 @@ import (
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/relaydev/relay/internal/testutil"
 )
 
 var when = time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
@@ -127,7 +129,7 @@ func TestCheckoutSmartHTTPWithToken(t *testing.T) {
 	if strings.Contains(r.Repo, "tok") || r.Repo != srv.URL+"/app.git" {
 		t.Fatalf("recorded repository %q", r.Repo)
 	}
-	assertNoSecret(t, filepath.Join(dir, ".git"), "tok-123", "tok%2D123")
+	testutil.AssertNoSecret(t, filepath.Join(dir, ".git"), "tok-123", "tok%2D123")
 	// A checkout an older relay left with the credential in its remote URL is not reused
 	// (a remote source is always cloned afresh), so the re-run's clone holds none either.
 	repoCfg := filepath.Join(dir, ".git", "config")
@@ -136,23 +138,7 @@ func TestCheckoutSmartHTTPWithToken(t *testing.T) {
 	if _, err := Checkout(ctx, nil, Options{Repo: withPw, Ref: "v1.0.0", Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
-	assertNoSecret(t, filepath.Join(dir, ".git"), "tok-123", "tok%2D123")
-}
-
-func assertNoSecret(t *testing.T, dir string, secrets ...string) {
-	t.Helper()
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, _ := os.ReadFile(p)
-		for _, s := range secrets {
-			if strings.Contains(string(b), s) {
-				t.Errorf("%s holds the secret %q", p, s)
-			}
-		}
-		return nil
-	})
+	testutil.AssertNoSecret(t, filepath.Join(dir, ".git"), "tok-123", "tok%2D123")
 }
 
 func TestSnapshotIsReproducible(t *testing.T) {

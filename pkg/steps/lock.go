@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/relaydev/relay/internal/backoff"
 )
 
 // LockHolder says who holds a state's lock; it is written into the lock file so a second
@@ -72,16 +74,7 @@ func LockState(ctx context.Context, statePath string, o LockOptions) (*StateLock
 		o.Now = time.Now
 	}
 	if o.Sleep == nil {
-		o.Sleep = func(ctx context.Context, d time.Duration) error {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-t.C:
-				return nil
-			}
-		}
+		o.Sleep = backoff.Sleep
 	}
 	path := statePath + ".lock"
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
