@@ -197,7 +197,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 					return nil, err
 				}
 				if cfg.Signing.KeyTLog() {
-					if err := keyTransparencyLog(env, k, cfg, o, logger); err != nil {
+					if err := keyTransparencyLog(ctx, env, k, cfg, o, logger); err != nil {
 						w.cleanup()
 						return nil, err
 					}
@@ -525,10 +525,15 @@ func sigstoreInstance(cfg *config.Config, o Options) (root.TrustedMaterial, *roo
 
 // keyTransparencyLog logs the key's signatures in the instance's Rekor, as cosign does by
 // default, and verifies the run's bundles with their entries.
-func keyTransparencyLog(env *steps.Env, k *attest.KeySigner, cfg *config.Config, o Options, logger *slog.Logger) error {
-	tm, sc, _, err := sigstoreInstance(cfg, o)
+func keyTransparencyLog(ctx context.Context, env *steps.Env, k *attest.KeySigner, cfg *config.Config, o Options, logger *slog.Logger) error {
+	tm, sc, public, err := sigstoreInstance(cfg, o)
 	if err != nil {
 		return err
+	}
+	if public && !cfg.Signing.AllowPublicLog {
+		if err := keyPrivateRepository(ctx, cfg, o, logger); err != nil {
+			return err
+		}
 	}
 	budget, _ := cfg.Signing.Budget() // validated with the config
 	if err := k.UseTransparencyLog(attest.KeyLogOptions{SigningConfig: sc, TrustedRoot: tm, Budget: budget, Logger: logger}); err != nil {
@@ -546,6 +551,28 @@ func keyTransparencyLog(env *steps.Env, k *attest.KeySigner, cfg *config.Config,
 	}
 	env.Classic = classicWanted(cfg, k.CanSignClassic())
 	logger.Info("key signatures go to the transparency log", "rekor_v1", k.CanSignClassic())
+	return nil
+}
+
+// keyPrivateRepository applies keyless signing's rule to key signatures bound for the
+// public log: a private or internal repository's signatures stay out of it unless
+// signing.allow_public_log. The repository's visibility is read from the workflow's
+// identity token when the job may have one; without one it cannot be told (and a key's
+// entries name no repository), which is logged.
+func keyPrivateRepository(ctx context.Context, cfg *config.Config, o Options, logger *slog.Logger) error {
+	ts, err := tokenSource(cfg, o)
+	if err != nil {
+		logger.Info("key signatures go to the public Rekor; the repository's visibility is unknown without an identity token (entries hold the key and digests only)")
+		return nil
+	}
+	tok, err := ts.Token(ctx)
+	if err != nil {
+		logger.Info("key signatures go to the public Rekor; no identity token to read the repository's visibility from", "error", err)
+		return nil
+	}
+	if err := attest.PrivateRepositoryError(tok); err != nil {
+		return &config.Error{File: o.Config, Msg: "signing.tlog: " + err.Error(), Fix: "set signing.allow_public_log: true, name a private Sigstore instance, or set signing.tlog: false"}
+	}
 	return nil
 }
 
