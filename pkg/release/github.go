@@ -175,8 +175,18 @@ func (g *GitHub) prepare(ctx context.Context, r Release) (*github.RepositoryRele
 	return rel, err
 }
 
+// ConflictError is a published release holding an asset this run would change.
+type ConflictError struct{ Tag, Asset, Have, Want string }
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("published release %s already has an asset %s with sha256 %s, and this run made one with sha256 %s: pass --replace to swap it, or release under a new tag", e.Tag, e.Asset, e.Have, e.Want)
+}
+
+// PermanentInput marks the conflict as one a plain retry cannot resolve (the CLI exits 2).
+func (e *ConflictError) PermanentInput() bool { return true }
+
 func conflictError(tag, asset, got, want string) error {
-	return fmt.Errorf("published release %s already has an asset %s with sha256 %s, and this run made one with sha256 %s: pass --replace to swap it, or release under a new tag", tag, asset, got, want)
+	return &ConflictError{Tag: tag, Asset: asset, Have: got, Want: want}
 }
 
 // Publish implements Publisher.

@@ -377,7 +377,7 @@ func TestReleaseChecksTargetBeforeTagging(t *testing.T) {
 	st.markDone(StepRecord{Name: "checkout"})
 	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
 	err := x.Run(ctx, All(), st)
-	if err == nil || !strings.Contains(err.Error(), "no tag was applied") || !strings.Contains(err.Error(), "/ro is not writable") {
+	if err == nil || !strings.Contains(err.Error(), "this run applied no tag") || !strings.Contains(err.Error(), "/ro is not writable") {
 		t.Fatalf("release into a target that refuses: %v", err)
 	}
 	if pub.prepares != 1 || pub.publishes != 0 || st.Done("release") {

@@ -170,7 +170,7 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 	// Before the commit point: the target must be able to take the release, so a read-only
 	// --out or a token without contents: write never leaves public tags without a release.
 	if err := env.Publisher.Prepare(ctx, rel); err != nil {
-		return fmt.Errorf("the release target cannot take the release; no tag was applied: %w", err)
+		return fmt.Errorf("the release target cannot take the release; this run applied no tag: %w", err)
 	}
 	// The tags: the commit point, applied only to digests present in the target.
 	for _, t := range tagsToApply {
