@@ -126,7 +126,7 @@ func TestE2ELocalReleaseOfExample(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
 	}
-	if !strings.Contains(r.stdout, "relay: released v0.1.0") || !strings.Contains(r.stdout, "linux/amd64, linux/arm64") {
+	if !strings.Contains(r.stdout, "relay: released v0.1.0") || !strings.Contains(r.stdout, "linux/amd64, linux/arm64") || !strings.Contains(r.stdout, "invocation: e2e-run (") {
 		t.Fatalf("summary:\n%s", r.stdout)
 	}
 	dist := filepath.Join(dir, "dist")

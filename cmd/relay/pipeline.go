@@ -239,7 +239,7 @@ func printSummary(w io.Writer, env *steps.Env, st *steps.State, statePath string
 	if st.Verification != nil {
 		fmt.Fprintf(w, ", verified checks: %d", st.Verification.Checked)
 	}
-	fmt.Fprintf(w, "\n  release: %s (%d files)\n  state: %s\n", st.Release.URL, len(st.Release.Assets), statePath)
+	fmt.Fprintf(w, "\n  release: %s (%d files)\n  invocation: %s (release.json and the provenance name it)\n  state: %s\n", st.Release.URL, len(st.Release.Assets), st.Invocation(), statePath)
 	if env.Mode == steps.ModeLocal {
 		fmt.Fprintf(w, "  (--local: the registry is a sandbox under %s, signed with an ephemeral key: relay-signing.pub)\n", filepath.Join(env.StateDir, "local"))
 	}
