@@ -282,6 +282,24 @@ release:
 			t.Errorf("release lacks %s (has %v)", want, names)
 		}
 	}
+	// The verify command the release notes print works as printed, with the assets a
+	// consumer downloads (relay-signing.pub) in the current directory.
+	consumer := t.TempDir()
+	for _, a := range rels[0].Assets {
+		os.WriteFile(filepath.Join(consumer, a.Name), a.Data, 0o644)
+	}
+	var verifyLine string
+	for _, l := range strings.Split(rels[0].Body, "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "relay verify ") {
+			verifyLine = l
+		}
+	}
+	if verifyLine == "" {
+		t.Fatalf("the release notes print no verify command:\n%s", rels[0].Body)
+	}
+	if v := runRelay(t, consumer, strings.Fields(verifyLine)[1:]...); v.code != 0 || strings.Count(v.stdout, ": verified") != 3 {
+		t.Fatalf("the notes' %q: exit %d\n%s\n%s", verifyLine, v.code, v.stdout, v.stderr)
+	}
 	state := gh.State()
 	before := gh.CallCount()
 	r2 := runRelayEnv(t, dir, env, "run", "--restart")

@@ -418,6 +418,7 @@ func (f *GitHub) State() string {
 type FakeRelease struct {
 	Tag    string
 	Draft  bool
+	Body   string
 	Assets []FakeAsset
 }
 
@@ -433,7 +434,7 @@ func (f *GitHub) Releases() []FakeRelease {
 	defer f.mu.Unlock()
 	var out []FakeRelease
 	for _, r := range f.releases {
-		fr := FakeRelease{Tag: r.tag, Draft: r.draft}
+		fr := FakeRelease{Tag: r.tag, Draft: r.draft, Body: r.body}
 		for _, a := range r.assets {
 			fr.Assets = append(fr.Assets, FakeAsset{Name: a.name, State: a.state, Data: append([]byte(nil), a.data...)})
 		}

@@ -50,6 +50,9 @@ type GitHub struct {
 	owner, repo string
 	c           *github.Client
 	spent       time.Duration
+	// sums caches the sha256 of assets downloaded to compare them (an asset's content never
+	// changes under its id), so Prepare's check and Publish do not download twice.
+	sums map[int64]string
 }
 
 // Suffixes of the assets a replacement uses while it swaps (recognised after a crash).
@@ -390,6 +393,9 @@ func (g *GitHub) sameContent(ctx context.Context, cur *github.ReleaseAsset, a As
 		got := strings.TrimPrefix(d, "sha256:")
 		return got == want, got, nil
 	}
+	if got, ok := g.sums[cur.GetID()]; ok {
+		return got == want, got, nil
+	}
 	var body []byte
 	err := g.call(ctx, "downloading asset "+cur.GetName(), "contents: read", func() (*github.Response, error) {
 		rc, _, err := g.c.Repositories.DownloadReleaseAsset(ctx, g.owner, g.repo, cur.GetID(), &http.Client{Transport: g.o.Transport})
@@ -405,6 +411,10 @@ func (g *GitHub) sameContent(ctx context.Context, cur *github.ReleaseAsset, a As
 	}
 	s := sha256.Sum256(body)
 	got := hex.EncodeToString(s[:])
+	if g.sums == nil {
+		g.sums = map[int64]string{}
+	}
+	g.sums[cur.GetID()] = got
 	return got == want, got, nil
 }
 
