@@ -213,7 +213,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 	if env.Signer != nil {
 		logger.Info("cosign classic .sig/.att", "enabled", env.Classic, "configured", cfg.Signing.Classic != nil)
 	}
-	if env.Builder, err = builder(cfg, o, mode, client, logger); err != nil {
+	if env.Builder, err = builder(ctx, cfg, o, mode, client, logger); err != nil {
 		w.cleanup()
 		return nil, err
 	}
@@ -378,7 +378,7 @@ func versionText() string {
 func nowUTC() time.Time { return time.Now().UTC() }
 
 // builder makes the configured builder; --local always builds locally.
-func builder(cfg *config.Config, o Options, mode steps.Mode, client *oci.Client, logger *slog.Logger) (build.Builder, error) {
+func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode, client *oci.Client, logger *slog.Logger) (build.Builder, error) {
 	switch {
 	case cfg.Builder.Kind == "local" || mode == steps.ModeLocal:
 		return build.NewLocal(build.LocalOptions{Client: client, Logger: logger, ConfigDir: cfg.Dir, Jobs: o.Jobs})
@@ -398,7 +398,7 @@ func builder(cfg *config.Config, o Options, mode steps.Mode, client *oci.Client,
 		timeout, _ := time.ParseDuration(g.Timeout) // validated with the config
 		// Application default credentials: the metadata server (GKE workload identity,
 		// Cloud Run), workload identity federation, or GOOGLE_APPLICATION_CREDENTIALS.
-		creds, err := google.FindDefaultCredentials(context.Background(), "https://www.googleapis.com/auth/cloud-platform")
+		creds, err := google.FindDefaultCredentials(ctx, "https://www.googleapis.com/auth/cloud-platform")
 		if err != nil {
 			return nil, &config.Error{File: o.Config, Msg: "builder gcb: no Google credentials: " + err.Error(), Fix: "run with workload identity or application default credentials (docs/config.md, Builders)"}
 		}
@@ -412,7 +412,7 @@ func builder(cfg *config.Config, o Options, mode steps.Mode, client *oci.Client,
 		timeout, _ := time.ParseDuration(cb.Timeout) // validated with the config
 		// The AWS default chain: environment, web identity (EKS), container credentials
 		// (ECS, CodeBuild itself), instance role.
-		awsCfg, err := awsconfig.LoadDefaultConfig(context.Background())
+		awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
 		if err != nil {
 			return nil, &config.Error{File: o.Config, Msg: "builder codebuild: AWS configuration: " + err.Error(), Fix: "run with a role the workload assumes, and AWS_REGION set"}
 		}

@@ -137,12 +137,12 @@ func (a *ACR) run(ctx context.Context, req Request, source string, plat *v1.Plat
 	follower := &logFollower{a: a, runID: id, out: log}
 	for {
 		if err := a.o.Sleep(ctx, a.o.PollInterval); err != nil {
-			a.cancel(id)
+			a.cancel(ctx, id)
 			return "", "", fmt.Errorf("acr: run %s cancelled: %w", id, err)
 		}
 		if err := a.arm(ctx, http.MethodGet, a.registryPath()+"/runs/"+id, nil, &run); err != nil {
 			if ctx.Err() != nil {
-				a.cancel(id)
+				a.cancel(ctx, id)
 				return "", "", fmt.Errorf("acr: run %s cancelled: %w", id, ctx.Err())
 			}
 			return "", "", fmt.Errorf("acr: run %s: %w", id, err)
@@ -179,8 +179,8 @@ type acrRunResource struct {
 }
 
 // cancel asks ACR to stop a run; it runs on its own deadline since ctx may be what ended.
-func (a *ACR) cancel(id string) {
-	ctx, done := context.WithTimeout(context.Background(), 30*time.Second)
+func (a *ACR) cancel(ctx context.Context, id string) {
+	ctx, done := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer done()
 	if err := a.arm(ctx, http.MethodPost, a.registryPath()+"/runs/"+id+"/cancel", nil, nil); err != nil {
 		a.o.Logger.Warn("cancelling the build run failed", "builder", "acr", "run_id", id, "error", err.Error())

@@ -148,13 +148,13 @@ func (c *CodeBuild) run(ctx context.Context, req Request, key string, plat *v1.P
 	lf := &cbLogs{c: c, id: id, out: log}
 	for {
 		if err := c.o.Sleep(ctx, c.o.PollInterval); err != nil {
-			c.stop(id)
+			c.stop(ctx, id)
 			return "", fmt.Errorf("codebuild: build %s cancelled: %w", id, err)
 		}
 		got, err := c.cb.BatchGetBuilds(ctx, &codebuild.BatchGetBuildsInput{Ids: []string{id}})
 		if err != nil {
 			if ctx.Err() != nil {
-				c.stop(id)
+				c.stop(ctx, id)
 				return "", fmt.Errorf("codebuild: build %s cancelled: %w", id, ctx.Err())
 			}
 			return "", fmt.Errorf("codebuild: build %s: %w", id, explainAWS(err))
@@ -192,8 +192,8 @@ func (c *CodeBuild) run(ctx context.Context, req Request, key string, plat *v1.P
 	}
 }
 
-func (c *CodeBuild) stop(id string) {
-	ctx, done := context.WithTimeout(context.Background(), 30*time.Second)
+func (c *CodeBuild) stop(ctx context.Context, id string) {
+	ctx, done := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer done()
 	if _, err := c.cb.StopBuild(ctx, &codebuild.StopBuildInput{Id: aws.String(id)}); err != nil {
 		c.o.Logger.Warn("stopping the build failed", "builder", "codebuild", "run_id", id, "error", err.Error())

@@ -159,12 +159,12 @@ func (g *GCB) build(ctx context.Context, req Request, object, generation string,
 	var bl gcbBuild
 	for {
 		if err := g.o.Sleep(ctx, g.o.PollInterval); err != nil {
-			g.cancel(base, id)
+			g.cancel(ctx, base, id)
 			return "", "", fmt.Errorf("gcb: build %s cancelled: %w", id, err)
 		}
 		if err := g.call(ctx, http.MethodGet, base+"/"+id, "", nil, &bl); err != nil {
 			if ctx.Err() != nil {
-				g.cancel(base, id)
+				g.cancel(ctx, base, id)
 				return "", "", fmt.Errorf("gcb: build %s cancelled: %w", id, ctx.Err())
 			}
 			return "", "", fmt.Errorf("gcb: build %s: %w", id, err)
@@ -197,8 +197,8 @@ func (g *GCB) build(ctx context.Context, req Request, object, generation string,
 	}
 }
 
-func (g *GCB) cancel(base, id string) {
-	ctx, done := context.WithTimeout(context.Background(), 30*time.Second)
+func (g *GCB) cancel(ctx context.Context, base, id string) {
+	ctx, done := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer done()
 	if err := g.call(ctx, http.MethodPost, base+"/"+id+":cancel", "application/json", []byte(`{}`), nil); err != nil {
 		g.o.Logger.Warn("cancelling the build failed", "builder", "gcb", "run_id", id, "error", err.Error())

@@ -75,6 +75,11 @@ func IsACR(host string) bool {
 }
 
 func (k *acrKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	return k.ResolveContext(context.Background(), r) // only for callers without a ctx, as ggcr's own keychains
+}
+
+// ResolveContext implements authn.ContextKeychain: the token exchanges run under ctx.
+func (k *acrKeychain) ResolveContext(ctx context.Context, r authn.Resource) (authn.Authenticator, error) {
 	host := r.RegistryStr()
 	if !IsACR(host) {
 		return authn.Anonymous, nil
@@ -85,8 +90,6 @@ func (k *acrKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 	if c, ok := k.refresh[host]; ok && now.Before(c.expires) {
 		return &authn.Basic{Username: acrUser, Password: c.value}, nil
 	}
-	// authn.Keychain has no context; the HTTP client's timeout bounds these calls.
-	ctx := context.Background()
 	if !now.Before(k.aad.expires) {
 		tok, exp, err := k.aadToken(ctx)
 		if err != nil {

@@ -33,7 +33,7 @@ func (c *Client) PushAccess(ctx context.Context, repo name.Repository) (string, 
 	if resp.StatusCode != http.StatusUnauthorized {
 		return "", fmt.Errorf("%s answered %d to /v2/", repo.RegistryStr(), resp.StatusCode)
 	}
-	auth, err := c.kc.Resolve(repo.Registry)
+	auth, err := authn.Resolve(ctx, c.kc, repo.Registry)
 	if err != nil {
 		return "", fmt.Errorf("credentials for %s: %w", repo.RegistryStr(), err)
 	}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -52,7 +53,7 @@ func (c *Client) authTransport(ctx context.Context, repo name.Repository, scopes
 	if e.tr != nil {
 		return e.tr, nil
 	}
-	auth, err := c.kc.Resolve(repo.Registry)
+	auth, err := authn.Resolve(ctx, c.kc, repo.Registry)
 	if err != nil {
 		return nil, fmt.Errorf("credentials for %s: %w", repo.RegistryStr(), err)
 	}

@@ -68,12 +68,12 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 			r.res.ExitCode, r.res.Outcome = ExitTerminated, "terminated"
 		}
 		lg.Error("registration failed", "event", "runner.registration_failed", "error", err.Error())
-		r.cleanup()
+		r.cleanup(ctx)
 		r.exited()
 		return &r.res, &Error{Code: r.res.ExitCode, Err: err}
 	}
 	err := r.supervise(ctx)
-	r.cleanup()
+	r.cleanup(ctx)
 	r.exited()
 	if err != nil {
 		return &r.res, &Error{Code: r.res.ExitCode, Err: err}
@@ -410,9 +410,9 @@ func (r *run) currentJob() string {
 }
 
 // cleanup removes the registration if it still exists, whatever happened; it runs on its
-// own deadline, since ctx may be what ended the run.
-func (r *run) cleanup() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// own deadline, since ctx may be what ended the run (its values, not its end, carry over).
+func (r *run) cleanup(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	switch {
 	case r.o.Token != nil && r.res.RunnerID != 0:

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,10 +60,13 @@ func (f fakeBuilder) Build(ctx context.Context, req build.Request) (*build.Resul
 	return &build.Result{Ref: d.String(), Digest: r.Digest, MediaType: r.MediaType, Platforms: r.Manifests, Builder: "fake", RunID: "run-1", Log: []byte("log\n")}, nil
 }
 
-type fakeSBOM struct{ calls int }
+// fakeSBOM counts its calls atomically: the sbom step catalogs platforms side by side.
+type fakeSBOM struct{ n atomic.Int32 }
+
+func (f *fakeSBOM) calls() int { return int(f.n.Load()) }
 
 func (f *fakeSBOM) Generate(_ context.Context, ref name.Digest) (map[string][]byte, error) {
-	f.calls++
+	f.n.Add(1)
 	return map[string][]byte{
 		"spdx-json":      []byte(`{"spdxVersion":"SPDX-2.3","name":"` + ref.DigestStr() + `"}`),
 		"cyclonedx-json": []byte(`{"bomFormat":"CycloneDX","specVersion":"1.6"}`),
@@ -118,8 +122,8 @@ func TestPipelineAfterCheckout(t *testing.T) {
 		t.Fatalf("copies %+v", st.Copies)
 	}
 	// index + 2 platforms signed; 2 platforms x 2 formats; one provenance.
-	if len(st.Signatures) != 3 || len(st.SBOMs) != 4 || len(st.Provenance) != 1 || sb.calls != 2 {
-		t.Fatalf("sig %d sbom %d prov %d syft calls %d", len(st.Signatures), len(st.SBOMs), len(st.Provenance), sb.calls)
+	if len(st.Signatures) != 3 || len(st.SBOMs) != 4 || len(st.Provenance) != 1 || sb.calls() != 2 {
+		t.Fatalf("sig %d sbom %d prov %d syft calls %d", len(st.Signatures), len(st.SBOMs), len(st.Provenance), sb.calls())
 	}
 	if st.Verification.Checked != 2*(3+4+1) {
 		t.Fatalf("verified %d checks", st.Verification.Checked)
@@ -152,8 +156,8 @@ func TestPipelineAfterCheckout(t *testing.T) {
 	if after := referrerCount(t, env, st); after != before {
 		t.Fatalf("re-run added referrers: %d -> %d", before, after)
 	}
-	if sb.calls != 2 {
-		t.Fatalf("re-run catalogued again: %d calls", sb.calls)
+	if sb.calls() != 2 {
+		t.Fatalf("re-run catalogued again: %d calls", sb.calls())
 	}
 	for _, a := range st.Signatures {
 		if !a.Reused {
