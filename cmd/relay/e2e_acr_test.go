@@ -14,7 +14,6 @@ import (
 
 	"github.com/relaydev/relay/internal/testutil"
 	"github.com/relaydev/relay/pkg/build"
-	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/oci"
 )
 
@@ -59,7 +58,7 @@ func buildExampleAt(ctx context.Context, lb *build.Local, c *oci.Client, dir, pl
 	if err != nil {
 		return "", "", err
 	}
-	im := config.Image{Name: "hello", Platforms: []string{platform}, Local: &config.LocalBuild{Base: "scratch", Go: &config.GoBuild{Main: ".", Binary: "/hello"}}}
+	im := build.Image{Name: "hello", Platforms: []string{platform}, Local: &build.LocalSpec{Base: "scratch", Go: &build.GoSpec{Main: ".", Binary: "/hello"}}}
 	res, err := lb.Build(ctx, build.Request{Image: im, ContextDir: dir, Repository: tag.Context(), Source: build.SourceInfo{CommitTime: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}})
 	if err != nil {
 		return "", "", err

@@ -7,16 +7,59 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
-	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/oci"
 )
 
 // Request is one image to build.
 type Request struct {
-	Image      config.Image
+	Image      Image
 	ContextDir string          // absolute path of the image context inside the checkout
 	Repository name.Repository // where the builder pushes, by digest
 	Source     SourceInfo
+}
+
+// Image is what the builders need of one image; the build step makes it from relay.yaml's
+// images[] entry, so this package knows nothing of the config file.
+type Image struct {
+	Name      string
+	Platforms []string    // OS/ARCH[/VARIANT]
+	Local     *LocalSpec  // the local builder's settings
+	Docker    *DockerSpec // the cloud builders' Dockerfile settings
+}
+
+// LocalSpec is an image the local builder assembles without a daemon.
+type LocalSpec struct {
+	Base       string // "scratch" or "oci-layout:PATH[@sha256:...]" (PATH absolute or relative to ConfigDir)
+	Go         *GoSpec
+	Files      []File
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	User       string
+	Workdir    string
+	Labels     map[string]string
+	Ports      []string
+}
+
+// GoSpec builds a Go main package per platform, ko-style.
+type GoSpec struct {
+	Main    string // relative to the image context
+	Binary  string // absolute path in the image
+	Ldflags []string
+	Flags   []string
+}
+
+// File copies a file or directory of the context into the image.
+type File struct {
+	Src, Dst string
+	Mode     string // octal; empty keeps only the executable bit
+}
+
+// DockerSpec is how a cloud builder builds the image from its context.
+type DockerSpec struct {
+	Dockerfile string
+	BuildArgs  map[string]string
+	Target     string
 }
 
 // SourceInfo is what a build knows of its source.

@@ -27,7 +27,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/oci"
 )
 
@@ -370,7 +369,7 @@ type tarEntry struct {
 }
 
 // filesLayer makes one reproducible layer of the configured files (nil when there are none).
-func filesLayer(ctxDir string, files []config.File, epoch time.Time) (v1.Layer, error) {
+func filesLayer(ctxDir string, files []File, epoch time.Time) (v1.Layer, error) {
 	if len(files) == 0 {
 		return nil, nil
 	}

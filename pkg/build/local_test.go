@@ -19,7 +19,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/oci"
 )
 
@@ -37,7 +36,7 @@ func setup(t *testing.T) (*Local, *oci.Client, name.Repository) {
 	return l, c, repo
 }
 
-func request(repo name.Repository, im config.Image) Request {
+func request(repo name.Repository, im Image) Request {
 	ctxDir, _ := filepath.Abs("testdata/ctx")
 	return Request{Image: im, ContextDir: ctxDir, Repository: repo, Source: SourceInfo{
 		Repo: "https://example.com/tiny.git", Commit: "0123456789abcdef0123456789abcdef01234567", Tag: "v0.3.0",
@@ -45,10 +44,10 @@ func request(repo name.Repository, im config.Image) Request {
 	}}
 }
 
-func filesImage() config.Image {
-	return config.Image{Name: "tiny", Platforms: []string{"linux/amd64", "linux/arm64"}, Local: &config.LocalBuild{
+func filesImage() Image {
+	return Image{Name: "tiny", Platforms: []string{"linux/amd64", "linux/arm64"}, Local: &LocalSpec{
 		Base:  "scratch",
-		Files: []config.File{{Src: "static", Dst: "/srv/static"}, {Src: "static/a.txt", Dst: "/etc/a.txt", Mode: "0600"}},
+		Files: []File{{Src: "static", Dst: "/srv/static"}, {Src: "static/a.txt", Dst: "/etc/a.txt", Mode: "0600"}},
 		Env:   []string{"A=1"}, User: "65532", Workdir: "/srv", Ports: []string{"8080"}, Cmd: []string{"serve"},
 		Entrypoint: []string{"/bin/x"}, Labels: map[string]string{"k": "v"},
 	}}
@@ -115,8 +114,8 @@ func TestLocalBuildGoBinaryFromOCILayoutBase(t *testing.T) {
 		t.Fatal(err)
 	}
 	baseDigest, _ := base.Digest()
-	im := config.Image{Name: "tiny", Platforms: []string{"linux/amd64"}, Local: &config.LocalBuild{
-		Base: "oci-layout:base", Go: &config.GoBuild{Main: "./cmd/tiny", Binary: "/tiny"}, Env: []string{"A=1"},
+	im := Image{Name: "tiny", Platforms: []string{"linux/amd64"}, Local: &LocalSpec{
+		Base: "oci-layout:base", Go: &GoSpec{Main: "./cmd/tiny", Binary: "/tiny"}, Env: []string{"A=1"},
 	}}
 	res, err := l.Build(ctx, request(repo, im))
 	if err != nil {
@@ -153,15 +152,15 @@ func TestLocalBuildErrors(t *testing.T) {
 	l, _, repo := setup(t)
 	tests := []struct {
 		name string
-		im   config.Image
+		im   Image
 		want string
 	}{
-		{"missing file", config.Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &config.LocalBuild{Base: "scratch", Files: []config.File{{Src: "nope", Dst: "/x"}}}}, "nope"},
-		{"escaping file", config.Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &config.LocalBuild{Base: "scratch", Files: []config.File{{Src: "../../go.mod", Dst: "/x"}}}}, "leaves the build context"},
-		{"missing layout", config.Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &config.LocalBuild{Base: "oci-layout:nope", Files: []config.File{{Src: "static", Dst: "/x"}}}}, "reading OCI layout"},
-		{"no local", config.Image{Name: "x", Platforms: []string{"linux/amd64"}}, "no `local:`"},
-		{"no binary path", config.Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &config.LocalBuild{Base: "scratch", Go: &config.GoBuild{Main: "."}}}, "not an absolute path"},
-		{"bad go package", config.Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &config.LocalBuild{Base: "scratch", Go: &config.GoBuild{Main: "./cmd/nope", Binary: "/x"}}}, "building ./cmd/nope for linux/amd64"},
+		{"missing file", Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &LocalSpec{Base: "scratch", Files: []File{{Src: "nope", Dst: "/x"}}}}, "nope"},
+		{"escaping file", Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &LocalSpec{Base: "scratch", Files: []File{{Src: "../../go.mod", Dst: "/x"}}}}, "leaves the build context"},
+		{"missing layout", Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &LocalSpec{Base: "oci-layout:nope", Files: []File{{Src: "static", Dst: "/x"}}}}, "reading OCI layout"},
+		{"no local", Image{Name: "x", Platforms: []string{"linux/amd64"}}, "no `local:`"},
+		{"no binary path", Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &LocalSpec{Base: "scratch", Go: &GoSpec{Main: "."}}}, "not an absolute path"},
+		{"bad go package", Image{Name: "x", Platforms: []string{"linux/amd64"}, Local: &LocalSpec{Base: "scratch", Go: &GoSpec{Main: "./cmd/nope", Binary: "/x"}}}, "building ./cmd/nope for linux/amd64"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

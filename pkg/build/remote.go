@@ -10,7 +10,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/oci"
 )
 
@@ -46,7 +45,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // dockerSettings are a cloud build's Dockerfile, build args and target: the image's own
 // (images[].docker) over the builder's defaults.
-func dockerSettings(dockerfile string, args map[string]string, target string, im config.Image) (string, map[string]string, string) {
+func dockerSettings(dockerfile string, args map[string]string, target string, im Image) (string, map[string]string, string) {
 	if d := im.Docker; d != nil {
 		if d.Dockerfile != "" {
 			dockerfile = d.Dockerfile

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/relaydev/relay/pkg/build"
+	"github.com/relaydev/relay/pkg/config"
 )
 
 // Build builds every image with the configured builder and records the pushed digests.
@@ -48,7 +49,7 @@ func (Build) Run(ctx context.Context, env *Env, st *State) error {
 			return err
 		}
 		res, err := env.Builder.Build(ctx, build.Request{
-			Image:      im,
+			Image:      buildImage(im),
 			ContextDir: filepath.Join(st.Source.Dir, filepath.FromSlash(im.Context)),
 			Repository: repo,
 			Source: build.SourceInfo{
@@ -76,4 +77,23 @@ func (Build) Run(ctx context.Context, env *Env, st *State) error {
 
 func buildRepo(env *Env, image string) (nameRepo, error) {
 	return env.MapRepository(env.Config.Builder.Registry + "/" + image)
+}
+
+// buildImage is what the builders need of relay.yaml's image entry.
+func buildImage(im config.Image) build.Image {
+	out := build.Image{Name: im.Name, Platforms: im.Platforms}
+	if l := im.Local; l != nil {
+		out.Local = &build.LocalSpec{Base: l.Base, Entrypoint: l.Entrypoint, Cmd: l.Cmd, Env: l.Env, User: l.User,
+			Workdir: l.Workdir, Labels: l.Labels, Ports: l.Ports}
+		if g := l.Go; g != nil {
+			out.Local.Go = &build.GoSpec{Main: g.Main, Binary: g.Binary, Ldflags: g.Ldflags, Flags: g.Flags}
+		}
+		for _, f := range l.Files {
+			out.Local.Files = append(out.Local.Files, build.File{Src: f.Src, Dst: f.Dst, Mode: f.Mode})
+		}
+	}
+	if d := im.Docker; d != nil {
+		out.Docker = &build.DockerSpec{Dockerfile: d.Dockerfile, BuildArgs: d.BuildArgs, Target: d.Target}
+	}
+	return out
 }
