@@ -528,7 +528,11 @@ func sigstoreInstance(cfg *config.Config, o Options) (root.TrustedMaterial, *roo
 func keyTransparencyLog(ctx context.Context, env *steps.Env, k *attest.KeySigner, cfg *config.Config, o Options, logger *slog.Logger) error {
 	tm, sc, public, err := sigstoreInstance(cfg, o)
 	if err != nil {
-		return err
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			return err
+		}
+		return fmt.Errorf("signing.tlog: %w (fix: name a private Sigstore instance with signing.trusted_root and signing.signing_config, or set signing.tlog: false to sign without a transparency log)", err)
 	}
 	if public && !cfg.Signing.AllowPublicLog {
 		if err := keyPrivateRepository(ctx, cfg, o, logger); err != nil {

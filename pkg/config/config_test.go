@@ -28,6 +28,18 @@ release:
   target: dir
 `
 
+// TestUserKeysAreNotConfigKeys: a label or build arg may share a name with a boolean key.
+func TestUserKeysAreNotConfigKeys(t *testing.T) {
+	body := strings.Replace(valid, "      go: {main: .}\n", "      go: {main: .}\n      labels: {insecure: \"yes\", enabled: \"no\"}\n", 1)
+	c, err := Parse("relay.yaml", "/cfg", []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Images[0].Local.Labels["insecure"] != "yes" {
+		t.Fatalf("labels %v", c.Images[0].Local.Labels)
+	}
+}
+
 func TestParseValidAppliesDefaults(t *testing.T) {
 	c, err := Parse("relay.yaml", "/cfg", []byte(valid))
 	if err != nil {

@@ -86,6 +86,9 @@ var boolKeys = func() map[string]bool {
 	return out
 }()
 
+// freeForm are the keys whose values are maps of the user's own keys.
+var freeForm = map[string]bool{"labels": true, "build_args": true}
+
 // checkDocument checks what decoding lets through: `version: 1.5` decodes as 1, and YAML
 // 1.1's yes/no/on/off decode as booleans while a quoted "true" does not; relay takes the
 // integer 1 and the booleans true and false, written plainly.
@@ -112,6 +115,9 @@ func checkDocument(file string, root *yaml.Node) error {
 		if n.Kind == yaml.MappingNode {
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, v := n.Content[i], n.Content[i+1]
+				if freeForm[k.Value] {
+					continue // labels and build args are the user's own keys: a label may be called insecure
+				}
 				if boolKeys[k.Value] && v.Kind == yaml.ScalarNode && !(v.Tag == "!!bool" && (v.Value == "true" || v.Value == "false")) {
 					bad, key = v, k.Value
 					return
