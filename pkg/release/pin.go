@@ -42,6 +42,28 @@ type LockedReferrer struct {
 	PredicateType string `json:"predicate_type"`
 }
 
+// Manifest is release.json: what was released, by whom, where. Its fields are in the order
+// of their keys, as the map it replaced marshalled them, so its bytes did not change.
+type Manifest struct {
+	Assets        []string      `json:"assets"`
+	Commit        string        `json:"commit"`
+	CorrelationID string        `json:"correlation_id"` // the invocation: the provenance's invocationId
+	Images        []LockedImage `json:"images"`
+	RelayVersion  string        `json:"relay_version"`
+	Repository    string        `json:"repository"`
+	Tag           string        `json:"tag"`
+	Tags          []string      `json:"tags"`
+}
+
+// JSON renders release.json.
+func (m *Manifest) JSON() ([]byte, error) {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
 // JSON renders the lock file with a stable order.
 func (l *Lock) JSON() ([]byte, error) {
 	for i := range l.Images {

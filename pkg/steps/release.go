@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -136,21 +135,21 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 	for _, a := range assets {
 		names = append(names, a.Name)
 	}
-	meta := map[string]any{
-		"tag":            st.Source.Tag,
-		"commit":         st.Source.Commit,
-		"repository":     st.Source.Repo,
-		"correlation_id": st.Invocation(),
-		"images":         lock.Images,
-		"assets":         names,
-		"tags":           rec.Tags,
-		"relay_version":  env.Version,
+	meta := release.Manifest{
+		Tag:           st.Source.Tag,
+		Commit:        st.Source.Commit,
+		Repository:    st.Source.Repo,
+		CorrelationID: st.Invocation(),
+		Images:        lock.Images,
+		Assets:        names,
+		Tags:          rec.Tags,
+		RelayVersion:  env.Version,
 	}
-	mj, err := json.MarshalIndent(meta, "", "  ")
+	mj, err := meta.JSON()
 	if err != nil {
 		return err
 	}
-	assets = append(assets, release.Asset{Name: "release.json", Data: append(mj, '\n')})
+	assets = append(assets, release.Asset{Name: "release.json", Data: mj})
 	sums := release.Checksums(assets)
 	assets = append(assets, release.Asset{Name: "SHA256SUMS", Data: sums})
 	if env.Signer != nil {

@@ -1,0 +1,88 @@
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relaydev/relay/pkg/release"
+	"github.com/relaydev/relay/pkg/source"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// TestReleaseFilesGolden: release.json and images.lock.json of a two-platform, two-target
+// release, as published, against testdata (go test ./pkg/steps -run TestReleaseFilesGolden
+// -update rewrites them). What differs between runs by nature is normalised: the registry's
+// port, and the digests of signatures (ECDSA signs with a fresh nonce), which keep their
+// subject and predicate type.
+func TestReleaseFilesGolden(t *testing.T) {
+	ctx := context.Background()
+	env, _, out := pipelineEnv(t)
+	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-golden", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
+	st.markDone(StepRecord{Name: "checkout"})
+	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
+	if err := x.Run(ctx, All(), st); err != nil {
+		t.Fatal(err)
+	}
+	host := regexp.MustCompile(`127\.0\.0\.1:\d+`)
+	normalise := func(images []release.LockedImage) {
+		for i := range images {
+			r := images[i].Referrers
+			for j := range r {
+				r[j].Digest = "sha256:(signature-dependent)"
+			}
+			sort.SliceStable(r, func(a, b int) bool {
+				if r[a].Subject != r[b].Subject {
+					return r[a].Subject < r[b].Subject
+				}
+				return r[a].PredicateType < r[b].PredicateType
+			})
+		}
+	}
+	for _, tc := range []struct {
+		file string
+		doc  any
+	}{
+		{"release.json", &release.Manifest{}},
+		{"images.lock.json", &release.Lock{}},
+	} {
+		raw, err := os.ReadFile(filepath.Join(out, tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(host.ReplaceAllString(string(raw), "REGISTRY")), tc.doc); err != nil {
+			t.Fatalf("%s does not parse as its type: %v", tc.file, err)
+		}
+		switch d := tc.doc.(type) {
+		case *release.Manifest:
+			normalise(d.Images)
+		case *release.Lock:
+			normalise(d.Images)
+		}
+		got, _ := json.MarshalIndent(tc.doc, "", "  ")
+		got = append(got, '\n')
+		golden := filepath.Join("testdata", tc.file+".golden")
+		if *update {
+			if err := os.WriteFile(golden, got, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatalf("%v (create it with: go test ./pkg/steps -run TestReleaseFilesGolden -update)", err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s differs from %s (if the change is meant, rerun with -update):\n%s", tc.file, golden, got)
+		}
+	}
+}
