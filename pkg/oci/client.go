@@ -178,6 +178,7 @@ func (c *Client) base(ctx context.Context) []remote.Option {
 		remote.WithAuthFromKeychain(c.kc),
 		remote.WithUserAgent(c.ua),
 		remote.WithJobs(c.jobs),
+		remote.WithRetryPredicate(ggcrRetry),
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
 	"github.com/relaydev/relay/internal/backoff"
 	"github.com/relaydev/relay/internal/httpx"
 )
@@ -81,6 +83,39 @@ func (e *RetryBudgetError) Error() string {
 
 func (e *RetryBudgetError) Unwrap() error { return e.Err }
 
+// RetriedError is a failure that Retry already retried as often as its policy allows.
+type RetriedError struct {
+	Attempts int
+	Err      error
+}
+
+func (e *RetriedError) Error() string {
+	return fmt.Sprintf("%v (after %d attempts)", e.Err, e.Attempts)
+}
+
+func (e *RetriedError) Unwrap() error { return e.Err }
+
+// ggcrRetry is go-containerregistry's retry predicate under relay's Retry, so one layer
+// retries each request: what Retry could replay it retried already (within the host's
+// budget, and logged), so it is not retried again underneath (with relay at 2 attempts a
+// failing registry saw 6 manifest PUTs); only a streamed upload, which Retry cannot replay
+// and go-containerregistry re-opens from the layer, is left to it.
+func ggcrRetry(err error) bool {
+	var te *transport.Error
+	if errors.As(err, &te) && te.Request != nil && (te.Request.Body == nil || te.Request.Body == http.NoBody || te.Request.GetBody != nil) {
+		return false
+	}
+	var re *RetriedError
+	var be *RetryBudgetError
+	if errors.As(err, &re) || errors.As(err, &be) {
+		return false
+	}
+	// go-containerregistry's own predicate, for what Retry left alone.
+	var tmp interface{ Temporary() bool }
+	return errors.As(err, &tmp) && tmp.Temporary() || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
+}
+
 func (r *retrier) budget(host string) time.Duration {
 	if b, ok := r.o.Budgets[host]; ok && b > 0 {
 		return b
@@ -128,6 +163,9 @@ func (r *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Body = &chargedBody{ReadCloser: resp.Body, r: r, host: host}
 		}
 		reason, retry := retryable(resp, err)
+		if retry && replayable && attempt >= r.o.Policy.MaxAttempts && err != nil {
+			return nil, &RetriedError{Attempts: attempt, Err: err}
+		}
 		if !retry || !replayable || attempt >= r.o.Policy.MaxAttempts {
 			return resp, err
 		}

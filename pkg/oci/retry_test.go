@@ -3,10 +3,12 @@ package oci
 import (
 	"context"
 	"errors"
+	"io"
 	"math/rand"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/relaydev/relay/internal/testutil"
 )
@@ -169,4 +172,51 @@ func bigIndex(t *testing.T) v1.ImageIndex {
 		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
 	}
 	return mutate.IndexMediaType(mutate.AppendManifests(empty.Index, adds...), types.OCIImageIndex)
+}
+
+// TestOneRetryLayer: under relay's Retry, go-containerregistry retries nothing Retry could
+// replay: a registry failing every manifest PUT with 503 sees exactly the attempts relay's
+// policy allows (it saw 6 with relay at 2). A streamed blob upload, which Retry cannot
+// replay, is still retried by go-containerregistry, which re-opens the layer.
+func TestOneRetryLayer(t *testing.T) {
+	ctx := context.Background()
+	var puts, patches, failedPatch atomic.Int32
+	host := testutil.Registry(t, true, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") && strings.HasPrefix(r.URL.Path, "/v2/failing/"):
+				puts.Add(1)
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			case r.Method == http.MethodPatch:
+				if patches.Add(1) == 1 {
+					io.Copy(io.Discard, r.Body)
+					failedPatch.Add(1)
+					w.WriteHeader(http.StatusServiceUnavailable)
+					return
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	clock := &instant{}
+	policy := DefaultRetryPolicy
+	policy.MaxAttempts = 2
+	c, err := New(WithTransport(Retry(NewTransport(), RetryOptions{Policy: policy, Rand: rand.New(rand.NewSource(1)), Sleep: clock.sleep})), WithJobs(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := random.Image(256, 1, random.WithSource(rand.New(rand.NewSource(5))))
+	// The first blob PATCH fails: only go-containerregistry can send the stream again.
+	if _, err := c.Write(ctx, mustRepo(t, host+"/working/app"), img); err != nil || failedPatch.Load() != 1 {
+		t.Fatalf("a failed streamed upload was not retried: %v (failed patches %d)", err, failedPatch.Load())
+	}
+	_, err = c.Write(ctx, mustRepo(t, host+"/failing/app"), img)
+	var te *transport.Error
+	if !errors.As(err, &te) || te.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("failing registry: %v", err)
+	}
+	if n := puts.Load(); n != int32(policy.MaxAttempts) {
+		t.Fatalf("the registry saw %d manifest PUTs, want exactly relay's %d attempts", n, policy.MaxAttempts)
+	}
 }
