@@ -88,5 +88,10 @@ func TestHungRegistryFailsWithinTimeout(t *testing.T) {
 		if len(clock.waits) == 0 {
 			t.Fatal("the stalled read was not retried: the test proves nothing about retries")
 		}
+		// Once the source's budget is spent the upload stops resuming: each resume waits.
+		var be *RetryBudgetError
+		if errors.As(err, &be) && len(clock.waits) > maxResumes+int(budget/timeout)+DefaultRetryPolicy.MaxAttempts {
+			t.Fatalf("%d waits after the budget was spent", len(clock.waits))
+		}
 	})
 }

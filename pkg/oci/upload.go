@@ -380,8 +380,9 @@ func resumable(err error) bool {
 		return false
 	}
 	var short *shortSourceError
-	if errors.As(err, &short) {
-		return false
+	var spent *RetryBudgetError
+	if errors.As(err, &short) || errors.As(err, &spent) {
+		return false // the host's budget is spent: resuming would only fail again
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
