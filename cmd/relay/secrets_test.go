@@ -94,6 +94,22 @@ func TestSourcePasswordStaysOutOfEverything(t *testing.T) {
 			if b, _ := os.ReadFile(state); !strings.Contains(string(b), srv.URL+"/app.git") {
 				t.Errorf("the state does not record the repository:\n%s", b)
 			}
+			if format != "json" {
+				return
+			}
+			// The whole release: provenance, SBOMs, release.json and the pin file in dist/
+			// record the repository, never its password.
+			code, stdout, stderr = runCLI(t, nil, append([]string{"run"}, args...)...)
+			if code != 0 {
+				t.Fatalf("the release: exit %d\n%s", code, stderr)
+			}
+			if strings.Contains(withoutMasks(stdout+stderr), pw) || strings.Contains(stdout+stderr, "s3cr%2Fet%2Bpw") {
+				t.Errorf("the release printed the password:\n%s", stderr)
+			}
+			if ents, _ := os.ReadDir(filepath.Join(dir, "dist")); len(ents) < 5 {
+				t.Fatalf("dist/ holds %d files: the release did not run", len(ents))
+			}
+			testutil.AssertNoSecret(t, dir, forms...)
 		})
 	}
 }
