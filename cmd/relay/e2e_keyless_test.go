@@ -14,10 +14,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -258,6 +260,8 @@ release:
   github: {repository: %s, base_url: %s, attestations: true}
 `, keyFile, testutil.FakeGitHubRepo, gh.BaseURL()))
 	env := []string{"GITHUB_TOKEN=" + gh.Token}
+	var agents sync.Map // every User-Agent the fake saw
+	gh.Fail = func(_ int, r *http.Request) int { agents.Store(r.UserAgent(), true); return 0 }
 	// GHES uploads live under /api/uploads/: go-github derives it from the base URL.
 	r := runRelayEnv(t, dir, env, "run")
 	if r.code != 0 {
@@ -266,6 +270,19 @@ release:
 	if strings.Contains(r.stderr, gh.Token) || strings.Contains(r.stdout, gh.Token) {
 		t.Fatal("the token reached the output")
 	}
+	// Every GitHub request (API and uploads) carries relay's version and the correlation id.
+	seen := 0
+	agents.Range(func(k, _ any) bool {
+		seen++
+		if ua := k.(string); !strings.HasPrefix(ua, "relay/") || !strings.Contains(ua, "(correlation_id=e2e-run)") {
+			t.Errorf("a GitHub request with User-Agent %q", ua)
+		}
+		return true
+	})
+	if seen == 0 {
+		t.Fatal("the fake recorded no User-Agent: the check proves nothing")
+	}
+	gh.Fail = nil
 	rels := gh.Releases()
 	if len(rels) != 1 || rels[0].Draft || rels[0].Tag != "v0.1.0" {
 		t.Fatalf("releases: %+v", rels)

@@ -119,9 +119,10 @@ func TestSourcePasswordStaysOutOfEverything(t *testing.T) {
 // prints shows no part of it, in every log format.
 func TestReflectedAppJWTIsMasked(t *testing.T) {
 	app := testutil.StartGitHubRunners(t, "acme/shop")
-	var sent []string
+	var sent, agents []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sent = append(sent, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		agents = append(agents, r.UserAgent())
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusForbidden)
 		fmt.Fprintf(w, `{"message":"not allowed for %s (you sent Authorization: %s)"}`, r.URL.Path, r.Header.Get("Authorization"))
@@ -130,7 +131,7 @@ func TestReflectedAppJWTIsMasked(t *testing.T) {
 	body := strings.Replace(goodConfig, "version: 1", "version: 1\nrelease: {target: github, github: {repository: acme/shop, base_url: "+srv.URL+"/api/v3/}}", 1)
 	for _, format := range []string{"json", "text", "github"} {
 		cfg := writeConfig(t, body)
-		env := map[string]string{"RELAY_GITHUB_APP_ID": "12345", "RELAY_GITHUB_APP_KEY": string(app.AppKey)}
+		env := map[string]string{"RELAY_GITHUB_APP_ID": "12345", "RELAY_GITHUB_APP_KEY": string(app.AppKey), "RELAY_CORRELATION_ID": "e2e-ua"}
 		code, stdout, stderr := runCLI(t, env, "run", "--only", "checkout", "--config", cfg, "--state", filepath.Join(t.TempDir(), "s.json"), "--log-format", format)
 		if code == 0 || len(sent) == 0 || !strings.Contains(stderr, "not allowed for") {
 			t.Fatalf("%s: exit %d, %d requests\n%s", format, code, len(sent), stderr)
@@ -141,6 +142,10 @@ func TestReflectedAppJWTIsMasked(t *testing.T) {
 			if strings.Contains(printed, part) {
 				t.Errorf("%s: the App JWT (or its part %.20q...) was printed:\n%s", format, part, stderr)
 			}
+		}
+		// The App-token request carries relay's User-Agent with the run's correlation id.
+		if ua := agents[len(agents)-1]; !strings.HasPrefix(ua, "relay/") || !strings.Contains(ua, "(correlation_id=e2e-ua)") {
+			t.Errorf("User-Agent %q", ua)
 		}
 		for _, line := range strings.Split(string(app.AppKey), "\n")[1:3] {
 			if strings.Contains(printed, line) {

@@ -237,14 +237,14 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		out = cfg.ResolvePath(cfg.Release.Dir)
 	}
 	if !o.Local && cfg.Release.Target == "github" && mode == steps.ModeRelease {
-		tok, err := githubToken(ctx, o, cfg)
+		tok, err := githubToken(ctx, o, cfg, cid)
 		if err != nil {
 			w.cleanup()
 			return nil, err
 		}
 		gh, err := release.NewGitHub(release.GitHubOptions{
 			Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL, Token: tok,
-			Replace: o.Replace, Logger: logger, Transport: boundedTransport(o),
+			Replace: o.Replace, Logger: logger, Transport: boundedTransport(o, cid),
 		})
 		if err != nil {
 			w.cleanup()
@@ -288,7 +288,7 @@ func registryClient(o Options, logger *slog.Logger, cid string, registries []con
 	if guard {
 		rt = oci.WriteGuard(rt)
 	}
-	ua := fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid)
+	ua := userAgent(cid)
 	client, err := oci.New(oci.WithTransport(oci.UserAgent(rt, ua)), oci.WithLogger(logger), oci.WithJobs(o.Jobs),
 		oci.WithUserAgent(ua), oci.WithKeychain(oci.Keychain(o.Getenv)))
 	if err != nil {
@@ -297,11 +297,14 @@ func registryClient(o Options, logger *slog.Logger, cid string, registries []con
 	return client, nil
 }
 
-// boundedTransport is the transport of relay's other clients (GitHub, Key Vault): every
-// request is bounded by --timeout without progress.
-func boundedTransport(o Options) http.RoundTripper {
-	return httpx.IdleTimeout(httpx.Transport(), func(string) time.Duration { return o.Timeout })
+// boundedTransport is the transport of relay's other clients (GitHub releases, App
+// tokens): every request is bounded by --timeout without progress and carries relay's
+// User-Agent with the correlation id, like the registry's.
+func boundedTransport(o Options, cid string) http.RoundTripper {
+	return httpx.UserAgent(httpx.IdleTimeout(httpx.Transport(), func(string) time.Duration { return o.Timeout }), userAgent(cid))
 }
+
+func userAgent(cid string) string { return fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid) }
 
 func isLocalPath(repo string) bool {
 	return !strings.Contains(repo, "://") && !strings.Contains(repo, "@")
@@ -471,7 +474,7 @@ func classicWanted(cfg *config.Config, can bool) bool {
 // githubToken is GITHUB_TOKEN (or GH_TOKEN), else an installation token minted from a
 // GitHub App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY or RELAY_GITHUB_APP_KEY_FILE):
 // no long-lived token needs to exist. A minted token is redacted from every output.
-func githubToken(ctx context.Context, o Options, cfg *config.Config) (string, error) {
+func githubToken(ctx context.Context, o Options, cfg *config.Config, cid string) (string, error) {
 	for _, k := range []string{"GITHUB_TOKEN", "GH_TOKEN"} {
 		if t := o.Getenv(k); t != "" {
 			return t, nil
@@ -489,7 +492,8 @@ func githubToken(ctx context.Context, o Options, cfg *config.Config) (string, er
 		}
 		key = b
 	}
-	tok, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL})
+	tok, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL,
+		HTTP: &http.Client{Transport: boundedTransport(o, cid)}})
 	if err != nil {
 		return "", err
 	}

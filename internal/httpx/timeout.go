@@ -19,6 +19,20 @@ const DefaultTimeout = 2 * time.Minute
 // ConnectTimeout bounds the TCP connect and the TLS handshake, each.
 const ConnectTimeout = 30 * time.Second
 
+// UserAgent sets ua (relay's version and the run's correlation id) on every request, so a
+// server's logs lead back to the run.
+func UserAgent(next http.RoundTripper, ua string) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		req = req.Clone(req.Context())
+		req.Header.Set("User-Agent", ua)
+		return next.RoundTrip(req)
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 // Transport is a connection pool whose connects and TLS handshakes are bounded.
 func Transport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()

@@ -46,13 +46,7 @@ func IsLoopback(host string) bool {
 }
 
 // UserAgent sets relay's User-Agent, carrying the correlation id, on every request.
-func UserAgent(next http.RoundTripper, ua string) http.RoundTripper {
-	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		req = req.Clone(req.Context())
-		req.Header.Set("User-Agent", ua)
-		return next.RoundTrip(req)
-	})
-}
+func UserAgent(next http.RoundTripper, ua string) http.RoundTripper { return httpx.UserAgent(next, ua) }
 
 // NewTransport is the HTTP transport relay talks to registries through: one connection pool
 // shared by every request, keeping enough idle connections per host for parallel blob
