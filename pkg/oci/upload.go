@@ -390,7 +390,7 @@ func resumable(err error) bool {
 	}
 	var ne net.Error
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, io.EOF) || errors.As(err, &ne) || strings.Contains(err.Error(), "connection reset")
+		errors.Is(err, io.EOF) || errors.As(err, &ne)
 }
 
 // finish drives one upload to its commit: it sends from r, and after an interruption asks
