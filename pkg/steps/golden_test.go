@@ -8,12 +8,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/relaydev/relay/pkg/release"
-	"github.com/relaydev/relay/pkg/source"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -26,9 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 func TestReleaseFilesGolden(t *testing.T) {
 	ctx := context.Background()
 	env, _, out := pipelineEnv(t)
-	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-golden", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
-	st.markDone(StepRecord{Name: "checkout"})
+	st := checkedOut(t, "cid-golden")
 	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
 	if err := x.Run(ctx, All(), st); err != nil {
 		t.Fatal(err)

@@ -107,12 +107,19 @@ images:
 	return env, sb, out
 }
 
+// checkedOut is a state whose checkout of v1.0.0 is done, made by the run cid.
+func checkedOut(t *testing.T, cid string) *State {
+	t.Helper()
+	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, cid, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
+	st.markDone(StepRecord{Name: "checkout"})
+	return st
+}
+
 func TestPipelineAfterCheckout(t *testing.T) {
 	ctx := context.Background()
 	env, sb, out := pipelineEnv(t)
-	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
-	st.markDone(StepRecord{Name: "checkout"})
+	st := checkedOut(t, "cid-1")
 	statePath := filepath.Join(env.StateDir, "state.json")
 	x := &Executor{Env: env, StatePath: statePath}
 	if err := x.Run(ctx, All(), st); err != nil {
@@ -235,9 +242,7 @@ func TestReleaseNotesSignedSumsAndAttestations(t *testing.T) {
 	env.Config.Release.GitHub = &config.GitHubRelease{Repository: "acme/app", Attestations: true}
 	pub := &recordingPublisher{}
 	env.Publisher = pub
-	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
-	st.markDone(StepRecord{Name: "checkout"})
+	st := checkedOut(t, "cid-1")
 	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
 	if err := x.Run(ctx, All(), st); err != nil {
 		t.Fatal(err)
@@ -296,9 +301,7 @@ func TestClassicSignatures(t *testing.T) {
 	ctx := context.Background()
 	env, _, _ := pipelineEnv(t)
 	env.Classic = true
-	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
-	st.markDone(StepRecord{Name: "checkout"})
+	st := checkedOut(t, "cid-1")
 	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
 	if err := x.Run(ctx, All(), st); err != nil {
 		t.Fatal(err)
@@ -376,9 +379,7 @@ func TestReleaseChecksTargetBeforeTagging(t *testing.T) {
 	env, _, _ := pipelineEnv(t)
 	pub := &recordingPublisher{prepareErr: errors.New("release directory /ro is not writable")}
 	env.Publisher = pub
-	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
-	st.markDone(StepRecord{Name: "checkout"})
+	st := checkedOut(t, "cid-1")
 	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
 	err := x.Run(ctx, All(), st)
 	if err == nil || !strings.Contains(err.Error(), "this run applied no tag") || !strings.Contains(err.Error(), "/ro is not writable") {
@@ -407,12 +408,6 @@ func TestReleaseChecksTargetBeforeTagging(t *testing.T) {
 func TestReleaseAgreesWithItself(t *testing.T) {
 	ctx := context.Background()
 	env, _, out := pipelineEnv(t)
-	newState := func(cid string) *State {
-		st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, cid, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-		st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
-		st.markDone(StepRecord{Name: "checkout"})
-		return st
-	}
 	releaseJSON := func() map[string]any {
 		var m map[string]any
 		b, _ := os.ReadFile(filepath.Join(out, "release.json"))
@@ -444,7 +439,7 @@ func TestReleaseAgreesWithItself(t *testing.T) {
 		}
 	}
 	// Run 1 stops before release; run 2 (another correlation id) resumes and releases.
-	st := newState("cid-first")
+	st := checkedOut(t, "cid-first")
 	env.CorrelationID = "cid-first"
 	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
 	if err := x.Run(ctx, All()[:len(All())-1], st); err != nil {
@@ -456,14 +451,14 @@ func TestReleaseAgreesWithItself(t *testing.T) {
 	}
 	// From scratch with a new id and the same config: the provenance is reused.
 	before := referrerCount(t, env, st)
-	st2 := newState("cid-scratch")
+	st2 := checkedOut(t, "cid-scratch")
 	run(st2, "cid-scratch")
 	if !st2.Provenance[0].Reused || releaseJSON()["correlation_id"] != "cid-first" || referrerCount(t, env, st2) != before {
 		t.Fatalf("retry from scratch: reused %v, release.json %v, referrers %d -> %d", st2.Provenance[0].Reused, releaseJSON()["correlation_id"], before, referrerCount(t, env, st2))
 	}
 	// The config changed: a new provenance, and release.json names this run.
 	env.Config.Digest = "sha256:" + strings.Repeat("cd", 32)
-	st3 := newState("cid-changed")
+	st3 := checkedOut(t, "cid-changed")
 	run(st3, "cid-changed")
 	if st3.Provenance[0].Reused || invocation(st3) != "cid-changed" || releaseJSON()["correlation_id"] != "cid-changed" {
 		t.Fatalf("after a config change: reused %v, provenance %q, release.json %v", st3.Provenance[0].Reused, invocation(st3), releaseJSON()["correlation_id"])
@@ -480,9 +475,7 @@ func TestReleaseAgreesWithItself(t *testing.T) {
 func TestVerifyReportsDuplicates(t *testing.T) {
 	ctx := context.Background()
 	env, _, _ := pipelineEnv(t)
-	st := NewState(ModeLocal, Inputs{Ref: "v1.0.0"}, "cid-1", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	st.Source = &source.Result{Repo: "https://example.com/app.git", Ref: "v1.0.0", Commit: strings.Repeat("ab", 20), Tag: "v1.0.0", Dir: t.TempDir()}
-	st.markDone(StepRecord{Name: "checkout"})
+	st := checkedOut(t, "cid-1")
 	x := &Executor{Env: env, StatePath: filepath.Join(env.StateDir, "state.json")}
 	if err := x.Run(ctx, All()[:len(All())-1], st); err != nil {
 		t.Fatal(err)
