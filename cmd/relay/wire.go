@@ -219,13 +219,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 	}
 
 	budget, _ := cfg.SBOM.BudgetBytes() // validated with the config
-	var insecure []string
-	for _, r := range cfg.Registries {
-		if r.Insecure {
-			insecure = append(insecure, r.Host)
-		}
-	}
-	gen, err := sbom.New(sbom.Options{Logger: logger, Formats: cfg.SBOM.Formats, Budget: budget, Tool: "relay", Version: version, InsecureHosts: insecure})
+	gen, err := sbom.New(sbom.Options{Logger: logger, Formats: cfg.SBOM.Formats, Budget: budget, Tool: "relay", Version: version, InsecureHosts: insecureHosts(cfg.Registries)})
 	if err != nil {
 		w.cleanup()
 		return nil, &config.Error{File: o.Config, Msg: err.Error()}
@@ -264,12 +258,9 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 // per-registry budgets) over a transport that lets only the config's insecure hosts skip
 // TLS, the write guard for --local and --dry-run, and the User-Agent with the correlation id.
 func registryClient(o Options, logger *slog.Logger, cid string, registries []config.Registry, guard bool) (*oci.Client, error) {
-	var insecure []string
+	insecure := insecureHosts(registries)
 	budgets, timeouts := map[string]time.Duration{}, map[string]time.Duration{}
 	for _, r := range registries {
-		if r.Insecure {
-			insecure = append(insecure, r.Host)
-		}
 		if b, _ := r.Budget(); b > 0 { // validated with the config
 			budgets[r.Host] = b
 		}
@@ -295,6 +286,17 @@ func registryClient(o Options, logger *slog.Logger, cid string, registries []con
 		return nil, &usageError{err}
 	}
 	return client, nil
+}
+
+// insecureHosts are the registries relay.yaml lets skip TLS verification.
+func insecureHosts(registries []config.Registry) []string {
+	var out []string
+	for _, r := range registries {
+		if r.Insecure {
+			out = append(out, r.Host)
+		}
+	}
+	return out
 }
 
 // boundedTransport is the transport of relay's other clients (GitHub releases, App

@@ -1,4 +1,4 @@
-package httpx
+package httpx_test
 
 import (
 	"errors"
@@ -9,36 +9,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relaydev/relay/internal/httpx"
+	"github.com/relaydev/relay/internal/testutil"
 )
 
-// hangingListener accepts connections and never answers them.
-func hangingListener(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
-}
-
 func client(d time.Duration) *http.Client {
-	return &http.Client{Transport: IdleTimeout(Transport(), func(string) time.Duration { return d })}
+	return &http.Client{Transport: httpx.IdleTimeout(httpx.Transport(), func(string) time.Duration { return d })}
 }
 
 func TestIdleTimeout(t *testing.T) {
@@ -66,9 +43,9 @@ func TestIdleTimeout(t *testing.T) {
 	defer close(release) // before Close, which waits for the stalled handler
 
 	// A server that accepts the connection and never answers.
-	hang := hangingListener(t)
+	hang := testutil.HungServer(t)
 	_, err := client(d).Get("http://" + hang + "/v2/")
-	var te *TimeoutError
+	var te *httpx.TimeoutError
 	if !errors.As(err, &te) || te.Host != hang || te.After != d || te.Phase != "waiting for the response" {
 		t.Fatalf("hanging server: %v", err)
 	}
