@@ -53,6 +53,8 @@ type GitHub struct {
 	// sums caches the sha256 of assets downloaded to compare them (an asset's content never
 	// changes under its id), so Prepare's check and Publish do not download twice.
 	sums map[int64]string
+	// prepared is the release Prepare found or created, which Publish then fills.
+	prepared *github.RepositoryRelease
 }
 
 // Suffixes of the assets a replacement uses while it swaps (recognised after a crash).
@@ -113,7 +115,8 @@ func (g *GitHub) Name() string { return "github" }
 // tag is applied; on a published release it fails now on an asset this run would have to
 // change without --replace, instead of after the tags went public.
 func (g *GitHub) Prepare(ctx context.Context, r Release) error {
-	_, err := g.prepare(ctx, r)
+	rel, err := g.prepare(ctx, r)
+	g.prepared = rel
 	return err
 }
 
@@ -194,8 +197,13 @@ func conflictError(tag, asset, got, want string) error {
 
 // Publish implements Publisher.
 func (g *GitHub) Publish(ctx context.Context, r Release) (*Result, error) {
-	rel, err := g.prepare(ctx, r)
-	if err != nil {
+	rel := g.prepared
+	if rel == nil || rel.TagName != r.Tag {
+		var err error
+		if rel, err = g.prepare(ctx, r); err != nil {
+			return nil, err
+		}
+	} else if err := validateAssets(r.Assets, g.o.MaxAssetSize); err != nil {
 		return nil, err
 	}
 	if !rel.Draft && rel.Immutable != nil && *rel.Immutable {

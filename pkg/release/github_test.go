@@ -256,6 +256,32 @@ func TestGitHubPrepare(t *testing.T) {
 	if got := f.State(); got != `v1 draft=true body="n" []` {
 		t.Fatalf("after Prepare: %s", got)
 	}
+	// Publish fills the draft Prepare made: it neither looks for the release nor rewrites
+	// its notes again.
+	lookups := 0
+	f.Fail = func(_ int, r *http.Request) int {
+		if strings.HasSuffix(r.URL.Path, "/releases") || r.Method == http.MethodPatch && !strings.Contains(r.URL.Path, "/assets/") {
+			lookups++
+		}
+		return 0
+	}
+	g := newPublisher(t, f, false, nil)
+	rel := Release{Tag: "v1", Name: "v1", Notes: "n", Assets: testAssets(2, "a")}
+	if err := g.Prepare(ctx, rel); err != nil {
+		t.Fatal(err)
+	}
+	before := lookups
+	if _, err := g.Publish(ctx, rel); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.State(); !strings.Contains(got, "draft=false") || strings.Count(got, "(uploaded)") != 2 {
+		t.Fatalf("after Prepare and Publish: %s", got)
+	}
+	if n := lookups - before; n != 1 { // the PATCH that publishes
+		t.Fatalf("Publish after Prepare made %d release lookups or updates, want only the publish", n)
+	}
+	f.Fail = nil
+
 	// A token that may read but not write fails at Prepare, naming the permission.
 	ro := testutil.NewGitHub(t)
 	ro.Scopes = "contents=write"
