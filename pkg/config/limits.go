@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 
 	"gopkg.in/yaml.v3"
 )
@@ -53,8 +54,8 @@ func registryHost(repo string) string {
 }
 
 // boolKeys are the keys of relay.yaml whose values are booleans (found from the types, so
-// a new one cannot be forgotten).
-var boolKeys = func() map[string]bool {
+// a new one cannot be forgotten), on first use.
+var boolKeys = sync.OnceValue(func() map[string]bool {
 	out := map[string]bool{}
 	seen := map[reflect.Type]bool{}
 	var walk func(t reflect.Type)
@@ -84,7 +85,7 @@ var boolKeys = func() map[string]bool {
 	}
 	walk(reflect.TypeOf(Config{}))
 	return out
-}()
+})
 
 // freeForm are the keys whose values are maps of the user's own keys.
 var freeForm = map[string]bool{"labels": true, "build_args": true}
@@ -118,7 +119,7 @@ func checkDocument(file string, root *yaml.Node) error {
 				if freeForm[k.Value] {
 					continue // labels and build args are the user's own keys: a label may be called insecure
 				}
-				if boolKeys[k.Value] && v.Kind == yaml.ScalarNode && !(v.Tag == "!!bool" && (v.Value == "true" || v.Value == "false")) {
+				if boolKeys()[k.Value] && v.Kind == yaml.ScalarNode && !(v.Tag == "!!bool" && (v.Value == "true" || v.Value == "false")) {
 					bad, key = v, k.Value
 					return
 				}

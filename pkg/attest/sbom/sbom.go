@@ -176,8 +176,9 @@ func (g *Generator) Generate(ctx context.Context, ref name.Digest) (map[string][
 // the e2e tier runs as relay, carry no module versions in their build info.
 const syftModuleVersion = "v1.57.0"
 
-// syftVersion is the version of syft linked into this binary.
-var syftVersion = func() string {
+// syftVersion is the version of syft linked into this binary; read on first use, not at
+// start-up, which every command pays.
+var syftVersion = sync.OnceValue(func() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
 			if d.Path == "github.com/anchore/syft" {
@@ -189,7 +190,7 @@ var syftVersion = func() string {
 		}
 	}
 	return syftModuleVersion
-}()
+})
 
 // creators names who made the document: relay, which ran syft as a library, and syft,
 // each with its version. syft credits its vendor as the creating organisation ("Anchore,
@@ -207,7 +208,7 @@ func creators(format string, doc []byte, tool, version string) ([]byte, error) {
 		if ci == nil {
 			return nil, errors.New("SPDX document without creationInfo")
 		}
-		ci["creators"] = []string{"Tool: " + tool + "-" + version, "Tool: syft-" + syftVersion}
+		ci["creators"] = []string{"Tool: " + tool + "-" + version, "Tool: syft-" + syftVersion()}
 	case FormatCycloneDX:
 		md, _ := m["metadata"].(map[string]any)
 		if md == nil {
@@ -215,7 +216,7 @@ func creators(format string, doc []byte, tool, version string) ([]byte, error) {
 		}
 		md["tools"] = map[string]any{"components": []map[string]any{
 			{"type": "application", "name": tool, "version": version},
-			{"type": "application", "author": "anchore", "name": "syft", "version": syftVersion},
+			{"type": "application", "author": "anchore", "name": "syft", "version": syftVersion()},
 		}}
 	}
 	return json.Marshal(m)
