@@ -123,6 +123,24 @@ func newServices(sc *root.SigningConfig, now time.Time, transport http.RoundTrip
 	return s, nil
 }
 
+// use sets what the services check bundles against and how they retry; zero values get
+// the defaults (10 min budget, silent, real sleeps).
+func (s *services) use(tr root.TrustedMaterial, budget time.Duration, logger *slog.Logger, sleep func(context.Context, time.Duration) error, rnd *rand.Rand) {
+	if budget <= 0 {
+		budget = 10 * time.Minute
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if sleep == nil {
+		sleep = backoff.Sleep
+	}
+	if rnd == nil {
+		rnd = rand.New(rand.NewSource(time.Now().UnixNano()))
+	}
+	s.tr, s.budget, s.logger, s.sleep, s.rnd = tr, budget, logger, sleep, rnd
+}
+
 // bundle signs content with kp and the certificate provider (nil for a key), timestamps
 // and logs it, retrying the Sigstore services within the budget. A refusal (a bad token, a
 // forbidden request) fails at once.
@@ -195,7 +213,7 @@ func NewKeylessSigner(o KeylessOptions) (*KeylessSigner, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc.tr, svc.budget, svc.logger, svc.sleep, svc.rnd = o.TrustedRoot, o.Budget, o.Logger, o.Sleep, o.Rand
+	svc.use(o.TrustedRoot, o.Budget, o.Logger, o.Sleep, o.Rand)
 	s := &KeylessSigner{o: o, fulcio: fulcio.URL, services: svc}
 	if len(s.tsas) == 0 && len(s.tlogs) == 0 {
 		return nil, errors.New("signing config: a keyless signature needs a transparency log or a timestamp authority to prove when it was made, and none is configured")

@@ -21,8 +21,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/relaydev/relay/internal/backoff"
-
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
@@ -83,26 +81,13 @@ func (s *KeySigner) UseTransparencyLog(o KeyLogOptions) error {
 	if len(svc.tlogs) == 0 {
 		return errors.New("signing config names no Rekor log valid now: set signing.tlog: false to sign without one")
 	}
-	if o.Budget <= 0 {
-		o.Budget = 10 * time.Minute
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Sleep == nil {
-		o.Sleep = backoff.Sleep
-	}
-	if o.Rand == nil {
-		o.Rand = mrand.New(mrand.NewSource(time.Now().UnixNano()))
-	}
 	keyTM, err := s.TrustedMaterial()
 	if err != nil {
 		return err
 	}
 	// Each logged bundle is checked right away: the entry against the log's key, and the
 	// entry's public key against this key.
-	svc.tr = root.TrustedMaterialCollection{keyTM, o.TrustedRoot}
-	svc.budget, svc.logger, svc.sleep, svc.rnd = o.Budget, o.Logger, o.Sleep, o.Rand
+	svc.use(root.TrustedMaterialCollection{keyTM, o.TrustedRoot}, o.Budget, o.Logger, o.Sleep, o.Rand)
 	s.logs = svc
 	return nil
 }
