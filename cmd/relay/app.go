@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/relaydev/relay/internal/httpx"
+	"github.com/relaydev/relay/internal/wire"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/logging"
 	"github.com/relaydev/relay/pkg/runner"
@@ -30,10 +31,7 @@ const (
 )
 
 // usageError marks bad flags or arguments.
-type usageError struct{ err error }
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
+type usageError = wire.UsageError
 
 // exitCode decides the process exit code from the error, at the edge only.
 func exitCode(err error) int {
@@ -68,14 +66,14 @@ func exitCode(err error) int {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	// Secrets are known before anything can print them, the final error line included.
 	red := logging.NewRedactor()
-	for _, k := range secretEnv {
+	for _, k := range wire.SecretEnv {
 		red.Add(getenv(k))
 	}
-	addSecretFiles(red, getenv)
+	wire.AddSecretFiles(red, getenv)
 	app := newApp(stdout, stderr, getenv, red)
 	var notFound error
 	app.CommandNotFound = func(c *cli.Context, cmd string) {
-		notFound = &usageError{fmt.Errorf("unknown command %q: see relay --help", cmd)}
+		notFound = &usageError{Err: fmt.Errorf("unknown command %q: see relay --help", cmd)}
 	}
 	err := app.RunContext(ctx, flagsFirst(app, args))
 	if err == nil {
@@ -136,7 +134,7 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 		ErrWriter:      stderr,
 		HideVersion:    true,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are decided in run, never os.Exit here
-		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return &usageError{err} },
+		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return &usageError{Err: err} },
 		Commands: []*cli.Command{
 			{
 				Name:  "run",
@@ -208,7 +206,7 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 				}
 				if name == "verify" && c.Args().Len() > 0 {
 					if c.Args().Len() > 1 {
-						return &usageError{fmt.Errorf("relay verify takes one IMAGE, got %q", c.Args().Slice())}
+						return &usageError{Err: fmt.Errorf("relay verify takes one IMAGE, got %q", c.Args().Slice())}
 					}
 					f := flagReader{c: c, getenv: getenv}
 					vf := verifyFlags{
@@ -222,7 +220,7 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 					return verifyCmd(c.Context, o, c.Args().First(), vf)
 				}
 				if c.Args().Len() > 0 {
-					return &usageError{fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
+					return &usageError{Err: fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
 				}
 				return runPipeline(c.Context, o, []string{name}, false, true)
 			},
@@ -311,7 +309,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 	return append(out, positional...)
 }
 
-func usageErr(_ *cli.Context, err error, _ bool) error { return &usageError{err} }
+func usageErr(_ *cli.Context, err error, _ bool) error { return &usageError{Err: err} }
 
 func splitList(in []string) []string {
 	var out []string
@@ -358,7 +356,7 @@ func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) strin
 		o.Timeout = httpx.DefaultTimeout // a command without the flag (runner, doctor)
 	}
 	if f.err == nil && (o.Timeout < time.Second || o.Timeout > 6*time.Hour) {
-		f.err = &usageError{fmt.Errorf("--timeout %s is not between 1s and 6h: it bounds how long one request may go without progress, e.g. 2m", o.Timeout)}
+		f.err = &usageError{Err: fmt.Errorf("--timeout %s is not between 1s and 6h: it bounds how long one request may go without progress, e.g. 2m", o.Timeout)}
 	}
 	return o, f.err
 }
@@ -394,7 +392,7 @@ func (f *flagReader) bool(name string) bool {
 	if v, ok := f.env(name); ok {
 		b, err := strconv.ParseBool(v)
 		if err != nil && f.err == nil {
-			f.err = &usageError{fmt.Errorf("%s=%q is not a boolean: use true or false", envName(name), v)}
+			f.err = &usageError{Err: fmt.Errorf("%s=%q is not a boolean: use true or false", envName(name), v)}
 		}
 		return b
 	}
@@ -405,7 +403,7 @@ func (f *flagReader) int(name string) int {
 	if v, ok := f.env(name); ok {
 		n, err := strconv.Atoi(v)
 		if err != nil && f.err == nil {
-			f.err = &usageError{fmt.Errorf("%s=%q is not a whole number", envName(name), v)}
+			f.err = &usageError{Err: fmt.Errorf("%s=%q is not a whole number", envName(name), v)}
 		}
 		return n
 	}
@@ -416,7 +414,7 @@ func (f *flagReader) duration(name string) time.Duration {
 	if v, ok := f.env(name); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil && f.err == nil {
-			f.err = &usageError{fmt.Errorf("%s=%q is not a duration: use e.g. 90s, 5m or 6h", envName(name), v)}
+			f.err = &usageError{Err: fmt.Errorf("%s=%q is not a duration: use e.g. 90s, 5m or 6h", envName(name), v)}
 		}
 		return d
 	}
@@ -440,14 +438,14 @@ func newLogger(o Options) (*slog.Logger, string, error) {
 	}
 	lvl, err := logging.ParseLevel(o.LogLevel)
 	if err != nil {
-		return nil, "", &usageError{err}
+		return nil, "", &usageError{Err: err}
 	}
 	cid := logging.CorrelationID(o.Getenv)
 	l, err := logging.New(o.Stderr, logging.Options{
 		Format: format, Level: lvl, CorrelationID: cid, RunnerName: logging.RunnerName(o.Getenv), Redactor: o.Redactor,
 	})
 	if err != nil {
-		return nil, "", &usageError{err}
+		return nil, "", &usageError{Err: err}
 	}
 	return l, cid, nil
 }

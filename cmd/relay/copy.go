@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/relaydev/relay/internal/wire"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -16,41 +17,41 @@ import (
 func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags, platforms []string) error {
 	srcRef, err := name.ParseReference(src)
 	if err != nil {
-		return &usageError{fmt.Errorf("SRC %q is not an image reference: %v", src, err)}
+		return &usageError{Err: fmt.Errorf("SRC %q is not an image reference: %v", src, err)}
 	}
 	var repos []name.Repository
 	for _, dst := range dsts {
 		if strings.Contains(dst, "@") || strings.Contains(dst[strings.LastIndex(dst, "/")+1:], ":") {
-			return &usageError{fmt.Errorf("DST %q names a tag or digest: DST is a repository; pass tags with --tag", dst)}
+			return &usageError{Err: fmt.Errorf("DST %q names a tag or digest: DST is a repository; pass tags with --tag", dst)}
 		}
 		r, err := name.NewRepository(dst)
 		if err != nil {
-			return &usageError{fmt.Errorf("DST %q is not a repository: %v", dst, err)}
+			return &usageError{Err: fmt.Errorf("DST %q is not a repository: %v", dst, err)}
 		}
 		repos = append(repos, r)
 	}
 	for _, t := range tags {
 		if !config.ValidTag(t) {
-			return &usageError{fmt.Errorf("--tag %q is not a valid tag (up to 128 of [A-Za-z0-9_.-], not starting with . or -)", t)}
+			return &usageError{Err: fmt.Errorf("--tag %q is not a valid tag (up to 128 of [A-Za-z0-9_.-], not starting with . or -)", t)}
 		}
 	}
 	var plats []v1.Platform
 	for _, p := range platforms {
 		pl, err := v1.ParsePlatform(p)
 		if err != nil || !strings.Contains(p, "/") {
-			return &usageError{fmt.Errorf("--platform %q is not OS/ARCH[/VARIANT], e.g. linux/arm64", p)}
+			return &usageError{Err: fmt.Errorf("--platform %q is not OS/ARCH[/VARIANT], e.g. linux/arm64", p)}
 		}
 		plats = append(plats, *pl)
 	}
 	if o.Local {
-		return &usageError{fmt.Errorf("relay copy SRC DST works on real registries; --local applies to the pipeline")}
+		return &usageError{Err: fmt.Errorf("relay copy SRC DST works on real registries; --local applies to the pipeline")}
 	}
 	logger, cid, err := newLogger(o)
 	if err != nil {
 		return err
 	}
 	// relay copy reads no relay.yaml: no insecure hosts, default retry budgets.
-	client, err := registryClient(o, logger, cid, nil, o.DryRun)
+	client, err := wire.RegistryClient(o.wiring(logger, cid), nil, o.DryRun)
 	if err != nil {
 		return err
 	}

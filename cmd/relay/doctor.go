@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/relaydev/relay/internal/wire"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -36,7 +37,7 @@ and the builder. Exit 0 when nothing failed, 1 otherwise.`,
 		OnUsageError: usageErr,
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {
-				return &usageError{fmt.Errorf("relay doctor takes no arguments, got %q", c.Args().Slice())}
+				return &usageError{Err: fmt.Errorf("relay doctor takes no arguments, got %q", c.Args().Slice())}
 			}
 			o, err := optsOf(c)
 			if err != nil {
@@ -49,7 +50,7 @@ and the builder. Exit 0 when nothing failed, 1 otherwise.`,
 				return f.err
 			}
 			if output != "text" && output != "json" {
-				return &usageError{fmt.Errorf("--output %q: use text or json", output)}
+				return &usageError{Err: fmt.Errorf("--output %q: use text or json", output)}
 			}
 			return doctorCmd(c.Context, o, scope, api, output)
 		},
@@ -137,13 +138,13 @@ func configChecks(ctx context.Context, o Options) []runner.Check {
 	if po.Out == "" {
 		po.Out = "dist"
 	}
-	w, err := wire(ctx, po, cfg, in.logger, in.cid)
+	w, err := wire.Build(ctx, po.wiring(in.logger, in.cid), cfg)
 	if err != nil {
 		return append(out, runner.Check{Name: "relay.yaml for a real run", Status: "fail", Note: err.Error()})
 	}
-	defer w.cleanup()
-	out = append(out, builderCheck(ctx, cfg, w.env))
-	for _, f := range append(steps.Preflight(ctx, w.env), credentialChecks(ctx, o, cfg)...) {
+	defer w.Close()
+	out = append(out, builderCheck(ctx, cfg, w.Env))
+	for _, f := range append(steps.Preflight(ctx, w.Env), wire.CredentialChecks(ctx, po.wiring(in.logger, in.cid), cfg)...) {
 		c := runner.Check{Name: f.Check, Status: "ok", Note: f.Note}
 		if !f.OK {
 			c.Status = "fail"
@@ -157,10 +158,10 @@ func configChecks(ctx context.Context, o Options) []runner.Check {
 				continue
 			}
 			seen[r] = true
-			repo, err := w.env.MapRepository(r)
+			repo, err := w.Env.MapRepository(r)
 			c := runner.Check{Name: "push access to " + r, Status: "ok"}
 			if err == nil {
-				c.Note, err = w.env.Registry.PushAccess(ctx, repo)
+				c.Note, err = w.Env.Registry.PushAccess(ctx, repo)
 			}
 			if err != nil {
 				c.Status, c.Note, c.Fix = "fail", err.Error(), "give relay's registry credentials write access (docs/cli.md, registries)"

@@ -4,33 +4,32 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/relaydev/relay/internal/wire"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/source"
 	"github.com/relaydev/relay/pkg/steps"
-	"github.com/sigstore/sigstore-go/pkg/root"
 )
 
 func runPipeline(ctx context.Context, o Options, only []string, restart, force bool) error {
 	if o.Jobs < 1 {
-		return &usageError{fmt.Errorf("--jobs must be at least 1, got %d", o.Jobs)}
+		return &usageError{Err: fmt.Errorf("--jobs must be at least 1, got %d", o.Jobs)}
 	}
 	selected, err := steps.Select(only)
 	if err != nil {
-		return &usageError{err}
+		return &usageError{Err: err}
 	}
 	if o.DryRun {
 		// A dry run is the plan plus read-only checks of everything a real run would touch.
 		return planCmd(ctx, o)
 	}
 	if o.WaitLock < 0 {
-		return &usageError{fmt.Errorf("--wait-lock must not be negative, got %s", o.WaitLock)}
+		return &usageError{Err: fmt.Errorf("--wait-lock must not be negative, got %s", o.WaitLock)}
 	}
 	var lock *steps.StateLock
 	in, err := load(o, func() error {
@@ -82,15 +81,15 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 	for _, s := range selected {
 		o.Steps = append(o.Steps, s.Name())
 	}
-	w, err := wire(ctx, o, cfg, logger, cid)
+	w, err := wire.Build(ctx, o.wiring(logger, cid), cfg)
 	if err != nil {
 		return err
 	}
-	defer w.cleanup()
+	defer w.Close()
 	if restart && o.Local {
 		logger.Info("restart: the state starts over; the sandbox registry keeps what it holds")
 	}
-	x := &steps.Executor{Env: w.env, StatePath: o.State, Force: force}
+	x := &steps.Executor{Env: w.Env, StatePath: o.State, Force: force}
 	if err := x.Run(ctx, selected, st); err != nil {
 		return err
 	}
@@ -98,7 +97,7 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 		logger.Warn("writing GitHub Actions outputs failed", "error", err)
 	}
 	if len(only) == 0 || contains(only, "release") {
-		printSummary(o.Stdout, w.env, st, o.State)
+		printSummary(o.Stdout, w.Env, st, o.State)
 	}
 	return nil
 }
@@ -154,15 +153,15 @@ func planCmd(ctx context.Context, o Options) error {
 	if !o.Local {
 		po.DryRun = true
 	}
-	w, err := wire(ctx, po, cfg, logger, cid)
+	w, err := wire.Build(ctx, po.wiring(logger, cid), cfg)
 	if err != nil {
 		return err
 	}
-	defer w.cleanup()
+	defer w.Close()
 	fmt.Fprintf(o.Stdout, "relay plan for %s (%s)\n", o.Config, modeName(o))
 	missingTotal := 0
 	for i, s := range steps.All() {
-		p := s.Plan(w.env, st)
+		p := s.Plan(w.Env, st)
 		status := ""
 		if p.Done {
 			status = " [done]"
@@ -191,7 +190,7 @@ func planCmd(ctx context.Context, o Options) error {
 	}
 	fmt.Fprintf(o.Stdout, "\nchecks (read-only):\n")
 	failed := 0
-	for _, f := range append(steps.Preflight(ctx, w.env), credentialChecks(ctx, o, w.env.Config)...) {
+	for _, f := range append(steps.Preflight(ctx, w.Env), wire.CredentialChecks(ctx, o.wiring(logger, cid), w.Env.Config)...) {
 		mark := "ok  "
 		if !f.OK {
 			mark = "FAIL"
@@ -315,56 +314,3 @@ func contains(s []string, v string) bool {
 	return false
 }
 
-// credentialChecks are --dry-run's read-only checks of what signing and publishing need
-// from the environment: an OIDC token source and readable trust files for keyless signing,
-// a decryptable key for key signing, a token or GitHub App for a GitHub release. Nothing is
-// requested from Fulcio or GitHub.
-func credentialChecks(ctx context.Context, o Options, cfg *config.Config) []steps.Finding {
-	var out []steps.Finding
-	add := func(check string, err error, note string) {
-		if err != nil {
-			out = append(out, steps.Finding{Check: check, Note: err.Error()})
-			return
-		}
-		out = append(out, steps.Finding{Check: check, OK: true, Note: note})
-	}
-	switch cfg.Signing.Mode {
-	case "keyless":
-		ts, err := tokenSource(cfg, o)
-		note := ""
-		if err == nil {
-			note = "identity token from " + ts.Name()
-		}
-		add("signing identity (keyless)", err, note)
-		if cfg.Signing.TrustedRoot != "" {
-			_, err := root.NewTrustedRootFromPath(cfg.ResolvePath(cfg.Signing.TrustedRoot))
-			add("signing.trusted_root "+cfg.Signing.TrustedRoot, err, "parses")
-			_, err = root.NewSigningConfigFromPath(cfg.ResolvePath(cfg.Signing.SigningConfig))
-			add("signing.signing_config "+cfg.Signing.SigningConfig, err, "parses")
-		}
-	case "key":
-		// A KMS key is asked for its public key: that proves the credential and the key.
-		k, err := signingKey(ctx, cfg, o)
-		note := ""
-		if err == nil {
-			note = "decrypts; key " + k.Hint()
-			if attest.IsKMSKey(cfg.Signing.Key) {
-				note = "the KMS returned its public key " + k.Hint() + " (whether the credential may sign shows at the sign step)"
-			}
-		}
-		add("signing key "+cfg.Signing.Key, err, note)
-	}
-	if cfg.Release.Target == "github" && cfg.Release.GitHub != nil {
-		var err error
-		note := "GITHUB_TOKEN is set (its permissions are checked when the release step runs)"
-		switch {
-		case o.Getenv("GITHUB_TOKEN") != "" || o.Getenv("GH_TOKEN") != "":
-		case o.Getenv("RELAY_GITHUB_APP_ID") != "" && (o.Getenv("RELAY_GITHUB_APP_KEY") != "" || o.Getenv("RELAY_GITHUB_APP_KEY_FILE") != ""):
-			note = "a GitHub App installation token will be minted"
-		default:
-			err = fmt.Errorf("no GITHUB_TOKEN, GH_TOKEN or GitHub App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY[_FILE]): the release step needs one with contents: write")
-		}
-		add("GitHub release credentials for "+cfg.Release.GitHub.Repository, err, note)
-	}
-	return out
-}

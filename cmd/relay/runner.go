@@ -48,7 +48,7 @@ way out. Exit codes: 0 job succeeded or no job, 1 job failed, 2 configuration, 3
 		OnUsageError: usageErr,
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {
-				return &usageError{fmt.Errorf("relay runner takes no arguments, got %q", c.Args().Slice())}
+				return &usageError{Err: fmt.Errorf("relay runner takes no arguments, got %q", c.Args().Slice())}
 			}
 			o, err := optsOf(c)
 			if err != nil {

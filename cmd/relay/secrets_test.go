@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/cgi"
@@ -18,8 +15,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/relaydev/relay/internal/testutil"
-	"github.com/relaydev/relay/pkg/config"
-	"github.com/relaydev/relay/pkg/logging"
 )
 
 // TestSourcePasswordStaysOutOfEverything plants a source.repo password (as a user:password
@@ -191,34 +186,6 @@ func TestCloudSecretsRegisteredBeforeUse(t *testing.T) {
 			if strings.Contains(withoutMasks(stdout+stderr), s) {
 				t.Errorf("%s: %q was printed:\n%s", format, s, stderr)
 			}
-		}
-	}
-}
-
-// TestKeySignaturesKeepPrivateRepositoriesOutOfThePublicLog: keyless signing's rule holds
-// for key signatures bound for the public Rekor too, when the job's identity token says
-// the repository is private; allow_public_log lifts it, and without a token nothing can
-// be told.
-func TestKeySignaturesKeepPrivateRepositoriesOutOfThePublicLog(t *testing.T) {
-	tok := func(visibility string) string {
-		return "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"repo:acme/app","repository":"acme/app","repository_visibility":"`+visibility+`"}`)) + ".c2ln"
-	}
-	cfg, err := config.Parse("relay.yaml", t.TempDir(), []byte(goodConfig+"signing: {mode: key, key: k.pem}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := func(env map[string]string) Options {
-		return Options{Config: "relay.yaml", Getenv: func(k string) string { return env[k] }, Redactor: logging.NewRedactor()}
-	}
-	ctx := context.Background()
-	err = keyPrivateRepository(ctx, cfg, opts(map[string]string{"SIGSTORE_ID_TOKEN": tok("private")}), logging.Discard())
-	var ce *config.Error
-	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "acme/app is private") || !strings.Contains(err.Error(), "signing.allow_public_log") {
-		t.Fatalf("private repository: %v", err)
-	}
-	for _, env := range []map[string]string{{"SIGSTORE_ID_TOKEN": tok("public")}, {}} {
-		if err := keyPrivateRepository(ctx, cfg, opts(env), logging.Discard()); err != nil {
-			t.Errorf("%v: %v", env, err)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/relaydev/relay/internal/wire"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -24,19 +25,19 @@ type verifyFlags struct {
 func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) error {
 	ref, err := name.ParseReference(image)
 	if err != nil {
-		return &usageError{fmt.Errorf("IMAGE %q is not an image reference: %v", image, err)}
+		return &usageError{Err: fmt.Errorf("IMAGE %q is not an image reference: %v", image, err)}
 	}
 	if f.output != "text" && f.output != "json" {
-		return &usageError{fmt.Errorf("--output %q: use text or json", f.output)}
+		return &usageError{Err: fmt.Errorf("--output %q: use text or json", f.output)}
 	}
 	var v *attest.Verifier
 	if f.key != "" {
 		if f.identity != "" || f.identityRegexp != "" {
-			return &usageError{fmt.Errorf("--key verifies a key signature; --certificate-identity applies to keyless ones: pass one or the other")}
+			return &usageError{Err: fmt.Errorf("--key verifies a key signature; --certificate-identity applies to keyless ones: pass one or the other")}
 		}
 		pub, hint, err := attest.LoadPublicKey(f.key)
 		if err != nil {
-			return &usageError{err}
+			return &usageError{Err: err}
 		}
 		tm, err := attest.TrustedKey(pub, hint)
 		if err != nil {
@@ -48,25 +49,25 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 	} else {
 		p := attest.IdentityPolicy{Identity: f.identity, IdentityRegexp: f.identityRegexp, Issuer: f.issuer, IssuerRegexp: f.issuerRegexp, NoTransparencyLog: f.noTlog}
 		if err := p.Validate(); err != nil {
-			return &usageError{err}
+			return &usageError{Err: err}
 		}
 		var tm root.TrustedMaterial
 		if f.trustedRoot != "" {
 			if tm, err = root.NewTrustedRootFromPath(f.trustedRoot); err != nil {
-				return &usageError{fmt.Errorf("--trusted-root %s: %v", f.trustedRoot, err)}
+				return &usageError{Err: fmt.Errorf("--trusted-root %s: %v", f.trustedRoot, err)}
 			}
 		} else if tm, err = root.FetchTrustedRoot(); err != nil {
 			return fmt.Errorf("fetching the public-good Sigstore trusted root (TUF): %w; pass --trusted-root for a private instance", err)
 		}
 		if v, err = attest.NewIdentityVerifier(tm, p); err != nil {
-			return &usageError{err}
+			return &usageError{Err: err}
 		}
 	}
 	logger, cid, err := newLogger(o)
 	if err != nil {
 		return err
 	}
-	client, err := registryClient(o, logger, cid, nil, true) // read-only: the write guard is on
+	client, err := wire.RegistryClient(o.wiring(logger, cid), nil, true) // read-only: the write guard is on
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,8 @@
-package main
+// Package wire is relay's composition root: it decides the run's mode once, from the
+// options and relay.yaml, and builds every implementation the steps get in their Env:
+// the registry client and its HTTP chain, the builder, the signer and verifier, the SBOM
+// generator and the publisher. The CLI parses flags into Options and calls Build.
+package wire
 
 import (
 	"context"
@@ -10,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -35,15 +38,12 @@ import (
 	"github.com/relaydev/relay/pkg/steps"
 )
 
-// version is set with -ldflags "-X main.version=..." by `make build`.
-var version = "dev"
-
 // snapshotEpoch is the commit time of --local's snapshot of a plain directory when
 // SOURCE_DATE_EPOCH is unset: fixed, so the same files always give the same commit.
 var snapshotEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// secretEnv are variables whose values must never appear in logs.
-var secretEnv = []string{"GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_RUNTIME_TOKEN", "SIGSTORE_ID_TOKEN", "RELAY_GITHUB_APP_KEY", "COSIGN_PASSWORD", "RELAY_SOURCE_TOKEN", "IDENTITY_HEADER", "DOCKERHUB_TOKEN", "RELAY_GITHUB_TOKEN", "RELAY_RUNNER_REGISTRATION_TOKEN",
+// SecretEnv are variables whose values must never appear in logs.
+var SecretEnv = []string{"GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_RUNTIME_TOKEN", "SIGSTORE_ID_TOKEN", "RELAY_GITHUB_APP_KEY", "COSIGN_PASSWORD", "RELAY_SOURCE_TOKEN", "IDENTITY_HEADER", "DOCKERHUB_TOKEN", "RELAY_GITHUB_TOKEN", "RELAY_RUNNER_REGISTRATION_TOKEN",
 	// what the KMS and cloud builders' credential chains read
 	"VAULT_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD", "GOOGLE_OAUTH_ACCESS_TOKEN"}
 
@@ -51,9 +51,9 @@ var secretEnv = []string{"GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_T
 // token): registered before anything runs, so an error that echoes them is masked.
 var secretFileEnv = []string{"GOOGLE_APPLICATION_CREDENTIALS", "AZURE_FEDERATED_TOKEN_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "RELAY_GITHUB_APP_KEY_FILE"}
 
-// addSecretFiles registers the contents of the secret files the environment names: the
+// AddSecretFiles registers the contents of the secret files the environment names: the
 // whole file, and the credential fields of a JSON key file.
-func addSecretFiles(red *logging.Redactor, getenv func(string) string) {
+func AddSecretFiles(red *logging.Redactor, getenv func(string) string) {
 	for _, k := range secretFileEnv {
 		p := getenv(k)
 		if p == "" {
@@ -88,13 +88,46 @@ func (r redactedTokens) Token(ctx context.Context) (string, error) {
 	return t, err
 }
 
-type wired struct {
-	env     *steps.Env
+// Options are what Build needs from the command line and the environment.
+type Options struct {
+	Config  string // relay.yaml's path, for messages
+	State   string
+	Local   bool
+	DryRun  bool
+	Out     string
+	Jobs    int
+	Replace bool
+	Timeout time.Duration
+	Getenv  func(string) string
+	// Redactor learns every secret the wiring finds or mints.
+	Redactor *logging.Redactor
+	Logger   *slog.Logger
+	// CorrelationID goes into every User-Agent and the provenance.
+	CorrelationID string
+	Version       string // relay's
+	// Steps are the steps this run executes (empty: all); credentials for signing are
+	// wired only when one of them signs or verifies.
+	Steps []string
+}
+
+// UsageError marks bad flags or arguments (exit 2).
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Wired is what Build made: the steps' Env and what to release when the run ends.
+type Wired struct {
+	Env     *steps.Env
 	cleanup func()
 }
 
-func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logger, cid string) (*wired, error) {
-	red := o.Redactor
+// Close releases what the wiring started (--local's sandbox registry).
+func (w *Wired) Close() { w.cleanup() }
+
+// Build wires the run o describes against cfg.
+func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
+	red, logger, cid, version := o.Redactor, o.Logger, o.CorrelationID, o.Version
 	stateDir, err := filepath.Abs(filepath.Dir(o.State))
 	if err != nil {
 		return nil, err
@@ -102,13 +135,13 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 	mode := steps.ModeRelease
 	switch {
 	case o.Local && o.DryRun:
-		return nil, &usageError{errors.New("--local and --dry-run cannot be combined: --local already writes only to its sandbox")}
+		return nil, &UsageError{errors.New("--local and --dry-run cannot be combined: --local already writes only to its sandbox")}
 	case o.Local:
 		mode = steps.ModeLocal
 	case o.DryRun:
 		mode = steps.ModeDryRun
 	}
-	client, err := registryClient(o, logger, cid, cfg.Registries, mode != steps.ModeRelease)
+	client, err := RegistryClient(o, cfg.Registries, mode != steps.ModeRelease)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +155,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		SourceRepo:    cfg.Source.Repo,
 		CorrelationID: cid,
 		RunnerName:    logging.RunnerName(o.Getenv),
-		Workflow:      workflow(o.Getenv),
+		Workflow:      Workflow(o.Getenv),
 		Version:       version,
 		Jobs:          o.Jobs,
 		MapRepository: func(s string) (name.Repository, error) { return name.NewRepository(s) },
@@ -141,7 +174,7 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 			red.Add(u.User.Username())
 		}
 	}
-	w := &wired{env: env, cleanup: func() {}}
+	w := &Wired{Env: env, cleanup: func() {}}
 	if isLocalPath(cfg.Source.Repo) {
 		env.SourceRepo = cfg.ResolvePath(cfg.Source.Repo)
 	}
@@ -231,14 +264,14 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 		out = cfg.ResolvePath(cfg.Release.Dir)
 	}
 	if !o.Local && cfg.Release.Target == "github" && mode == steps.ModeRelease {
-		tok, err := githubToken(ctx, o, cfg, cid)
+		tok, err := githubToken(ctx, o, cfg)
 		if err != nil {
 			w.cleanup()
 			return nil, err
 		}
 		gh, err := release.NewGitHub(release.GitHubOptions{
 			Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL, Token: tok,
-			Replace: o.Replace, Logger: logger, Transport: boundedTransport(o, cid),
+			Replace: o.Replace, Logger: logger, Transport: boundedTransport(o),
 		})
 		if err != nil {
 			w.cleanup()
@@ -254,10 +287,11 @@ func wire(ctx context.Context, o Options, cfg *config.Config, logger *slog.Logge
 	return w, nil
 }
 
-// registryClient builds the one registry client of a command: retries (with the config's
+// RegistryClient builds the one registry client of a command: retries (with the config's
 // per-registry budgets) over a transport that lets only the config's insecure hosts skip
 // TLS, the write guard for --local and --dry-run, and the User-Agent with the correlation id.
-func registryClient(o Options, logger *slog.Logger, cid string, registries []config.Registry, guard bool) (*oci.Client, error) {
+func RegistryClient(o Options, registries []config.Registry, guard bool) (*oci.Client, error) {
+	logger := o.Logger
 	insecure := insecureHosts(registries)
 	budgets, timeouts := map[string]time.Duration{}, map[string]time.Duration{}
 	for _, r := range registries {
@@ -279,11 +313,11 @@ func registryClient(o Options, logger *slog.Logger, cid string, registries []con
 	if guard {
 		rt = oci.WriteGuard(rt)
 	}
-	ua := userAgent(cid)
+	ua := userAgent(o.Version, o.CorrelationID)
 	client, err := oci.New(oci.WithTransport(oci.UserAgent(rt, ua)), oci.WithLogger(logger), oci.WithJobs(o.Jobs),
 		oci.WithUserAgent(ua), oci.WithKeychain(oci.Keychain(o.Getenv)))
 	if err != nil {
-		return nil, &usageError{err}
+		return nil, &UsageError{err}
 	}
 	return client, nil
 }
@@ -302,11 +336,13 @@ func insecureHosts(registries []config.Registry) []string {
 // boundedTransport is the transport of relay's other clients (GitHub releases, App
 // tokens): every request is bounded by --timeout without progress and carries relay's
 // User-Agent with the correlation id, like the registry's.
-func boundedTransport(o Options, cid string) http.RoundTripper {
-	return httpx.UserAgent(httpx.IdleTimeout(httpx.Transport(), func(string) time.Duration { return o.Timeout }), userAgent(cid))
+func boundedTransport(o Options) http.RoundTripper {
+	return httpx.UserAgent(httpx.IdleTimeout(httpx.Transport(), func(string) time.Duration { return o.Timeout }), userAgent(o.Version, o.CorrelationID))
 }
 
-func userAgent(cid string) string { return fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid) }
+func userAgent(version, cid string) string {
+	return fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid)
+}
 
 func isLocalPath(repo string) bool {
 	return !strings.Contains(repo, "://") && !strings.Contains(repo, "@")
@@ -329,7 +365,7 @@ func localSource(ctx context.Context, cfg *config.Config, stateDir string, geten
 	if s := getenv("SOURCE_DATE_EPOCH"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return "", &usageError{fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a Unix time in seconds", s)}
+			return "", &UsageError{fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a Unix time in seconds", s)}
 		}
 		when = time.Unix(n, 0).UTC()
 	}
@@ -347,40 +383,14 @@ func localSource(ctx context.Context, cfg *config.Config, stateDir string, geten
 	return snap, nil
 }
 
-func workflow(getenv func(string) string) string {
+// Workflow names what runs relay: the workflow file inside GitHub Actions.
+func Workflow(getenv func(string) string) string {
 	if w := getenv("GITHUB_WORKFLOW_REF"); w != "" {
 		return w
 	}
 	return "relay run"
 }
 
-func versionText() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "relay %s\n", version)
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return b.String()
-	}
-	fmt.Fprintf(&b, "go %s\n", bi.GoVersion)
-	key := []string{
-		"github.com/google/go-containerregistry", "github.com/sigstore/sigstore-go", "github.com/anchore/syft",
-		"github.com/go-git/go-git/v5", "github.com/in-toto/attestation", "github.com/urfave/cli/v2",
-	}
-	for _, k := range key {
-		for _, d := range bi.Deps {
-			if d.Path == k {
-				v := d.Version
-				if d.Replace != nil {
-					v = d.Replace.Version
-				}
-				fmt.Fprintf(&b, "%s %s\n", k, v)
-			}
-		}
-	}
-	return b.String()
-}
-
-func nowUTC() time.Time { return time.Now().UTC() }
 
 // builder makes the configured builder; --local always builds locally.
 func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode, client *oci.Client, logger *slog.Logger) (build.Builder, error) {
@@ -476,7 +486,7 @@ func classicWanted(cfg *config.Config, can bool) bool {
 // githubToken is GITHUB_TOKEN (or GH_TOKEN), else an installation token minted from a
 // GitHub App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY or RELAY_GITHUB_APP_KEY_FILE):
 // no long-lived token needs to exist. A minted token is redacted from every output.
-func githubToken(ctx context.Context, o Options, cfg *config.Config, cid string) (string, error) {
+func githubToken(ctx context.Context, o Options, cfg *config.Config) (string, error) {
 	for _, k := range []string{"GITHUB_TOKEN", "GH_TOKEN"} {
 		if t := o.Getenv(k); t != "" {
 			return t, nil
@@ -495,7 +505,7 @@ func githubToken(ctx context.Context, o Options, cfg *config.Config, cid string)
 		key = b
 	}
 	tok, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL,
-		HTTP: &http.Client{Transport: boundedTransport(o, cid)}})
+		HTTP: &http.Client{Transport: boundedTransport(o)}})
 	if err != nil {
 		return "", err
 	}
@@ -637,4 +647,58 @@ func tokenSource(cfg *config.Config, o Options) (attest.TokenSource, error) {
 		return nil, err
 	}
 	return redactedTokens{TokenSource: ts, red: o.Redactor}, nil
+}
+
+// CredentialChecks are --dry-run's read-only checks of what signing and publishing need
+// from the environment: an OIDC token source and readable trust files for keyless signing,
+// a decryptable key for key signing, a token or GitHub App for a GitHub release. Nothing is
+// requested from Fulcio or GitHub.
+func CredentialChecks(ctx context.Context, o Options, cfg *config.Config) []steps.Finding {
+	var out []steps.Finding
+	add := func(check string, err error, note string) {
+		if err != nil {
+			out = append(out, steps.Finding{Check: check, Note: err.Error()})
+			return
+		}
+		out = append(out, steps.Finding{Check: check, OK: true, Note: note})
+	}
+	switch cfg.Signing.Mode {
+	case "keyless":
+		ts, err := tokenSource(cfg, o)
+		note := ""
+		if err == nil {
+			note = "identity token from " + ts.Name()
+		}
+		add("signing identity (keyless)", err, note)
+		if cfg.Signing.TrustedRoot != "" {
+			_, err := root.NewTrustedRootFromPath(cfg.ResolvePath(cfg.Signing.TrustedRoot))
+			add("signing.trusted_root "+cfg.Signing.TrustedRoot, err, "parses")
+			_, err = root.NewSigningConfigFromPath(cfg.ResolvePath(cfg.Signing.SigningConfig))
+			add("signing.signing_config "+cfg.Signing.SigningConfig, err, "parses")
+		}
+	case "key":
+		// A KMS key is asked for its public key: that proves the credential and the key.
+		k, err := signingKey(ctx, cfg, o)
+		note := ""
+		if err == nil {
+			note = "decrypts; key " + k.Hint()
+			if attest.IsKMSKey(cfg.Signing.Key) {
+				note = "the KMS returned its public key " + k.Hint() + " (whether the credential may sign shows at the sign step)"
+			}
+		}
+		add("signing key "+cfg.Signing.Key, err, note)
+	}
+	if cfg.Release.Target == "github" && cfg.Release.GitHub != nil {
+		var err error
+		note := "GITHUB_TOKEN is set (its permissions are checked when the release step runs)"
+		switch {
+		case o.Getenv("GITHUB_TOKEN") != "" || o.Getenv("GH_TOKEN") != "":
+		case o.Getenv("RELAY_GITHUB_APP_ID") != "" && (o.Getenv("RELAY_GITHUB_APP_KEY") != "" || o.Getenv("RELAY_GITHUB_APP_KEY_FILE") != ""):
+			note = "a GitHub App installation token will be minted"
+		default:
+			err = fmt.Errorf("no GITHUB_TOKEN, GH_TOKEN or GitHub App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY[_FILE]): the release step needs one with contents: write")
+		}
+		add("GitHub release credentials for "+cfg.Release.GitHub.Repository, err, note)
+	}
+	return out
 }
