@@ -313,4 +313,3 @@ func contains(s []string, v string) bool {
 	}
 	return false
 }
-

@@ -391,7 +391,6 @@ func Workflow(getenv func(string) string) string {
 	return "relay run"
 }
 
-
 // builder makes the configured builder; --local always builds locally.
 func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode, client *oci.Client, logger *slog.Logger) (build.Builder, error) {
 	switch {
