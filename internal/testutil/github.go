@@ -47,6 +47,10 @@ type GitHub struct {
 	Fail      func(n int, r *http.Request) int
 	Scopes    string // X-Accepted-GitHub-Permissions style refusal when set: 403 on writes
 	Land504   int    // the next this-many uploads are stored, then answered 504
+	// Perms are the token's rights GET /repos/OWNER/NAME reports (a user's token); nil
+	// reports none, as for an installation token.
+	Perms map[string]bool
+	log   []string
 	templRel  map[string]any
 	templAsst map[string]any
 	templ422  map[string]any
@@ -121,6 +125,7 @@ var (
 	reAsset        = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/assets/(\d+)$`)
 	reUpload       = regexp.MustCompile(`^/api/uploads/repos/([^/]+)/([^/]+)/releases/(\d+)/assets$`)
 	reAttest       = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/attestations$`)
+	reRepo         = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)$`)
 	reByTag        = regexp.MustCompile(`^/api/v3/repos/([^/]+)/([^/]+)/releases/tags/(.+)$`)
 	FakeGitHubRepo = "acme/shop"
 )
@@ -130,6 +135,7 @@ func (f *GitHub) serve(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	f.Calls++
 	n := f.Calls
+	f.log = append(f.log, r.Method+" "+r.URL.Path)
 	if r.Header.Get("Authorization") != "Bearer "+f.Token {
 		f.json(w, 401, map[string]any{"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
 		return
@@ -163,6 +169,17 @@ func (f *GitHub) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case reRepo.MatchString(p) && r.Method == http.MethodGet:
+		m := reRepo.FindStringSubmatch(p)
+		if m[1]+"/"+m[2] != FakeGitHubRepo {
+			f.json(w, 404, map[string]any{"message": "Not Found"})
+			return
+		}
+		repo := map[string]any{"id": 1, "name": m[2], "full_name": FakeGitHubRepo, "private": false}
+		if f.Perms != nil {
+			repo["permissions"] = f.Perms
+		}
+		f.json(w, 200, repo)
 	case reReleases.MatchString(p) && r.Method == http.MethodGet:
 		var out []any
 		for i := len(f.releases) - 1; i >= 0; i-- { // newest first, as GitHub lists them
@@ -412,6 +429,13 @@ func (f *GitHub) State() string {
 		out = append(out, fmt.Sprintf("%s draft=%v body=%q [%s]", r.tag, r.draft, r.body, strings.Join(as, " ")))
 	}
 	return strings.Join(out, "\n")
+}
+
+// Log lists the requests served, as "METHOD /path", in order.
+func (f *GitHub) Log() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.log...)
 }
 
 // FakeRelease is a snapshot of one release of the fake.
