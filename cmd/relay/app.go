@@ -96,7 +96,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "relay.yaml", EnvVars: []string{"RELAY_CONFIG"}, Usage: "relay.yaml to read"},
 		&cli.StringFlag{Name: "state", Value: ".relay/state.json", EnvVars: []string{"RELAY_STATE"}, Usage: "state file; the checkout, bundles and SBOMs live beside it"},
 		&cli.BoolFlag{Name: "local", EnvVars: []string{"RELAY_LOCAL"}, Usage: "run against embedded stand-ins: sandbox registry, local builder, ephemeral key, --out directory"},
-		&cli.BoolFlag{Name: "dry-run", EnvVars: []string{"RELAY_DRY_RUN"}, Usage: "resolve and check the real configuration, print the plan, write nothing"},
+		&cli.BoolFlag{Name: "dry-run", EnvVars: []string{"RELAY_DRY_RUN"}, Usage: "run the steps against the real configuration with every write diverted (registry overlay, ephemeral signer, recorded release) and report each write the real run would make; writes nothing"},
 		&cli.StringFlag{Name: "out", Value: "dist", EnvVars: []string{"RELAY_OUT"}, Usage: "directory for release assets with --local or release.target dir"},
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -112,6 +112,7 @@ func newApp(stdout, stderr io.Writer, getenv func(string) string, red *logging.R
 	runFlags := append(append([]cli.Flag(nil), common...),
 		&cli.StringSliceFlag{Name: "only", EnvVars: []string{"RELAY_ONLY"}, Usage: "run only these steps (comma-separated), in pipeline order"},
 		&cli.BoolFlag{Name: "restart", EnvVars: []string{"RELAY_RESTART"}, Usage: "ignore the saved state and start over"},
+		&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "with --dry-run: the report as text or json (every write per destination, every check)"},
 	)
 	app := &cli.App{
 		Name:  "relay",
@@ -151,6 +152,7 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 					}
 					f := flagReader{c: c, getenv: getenv}
 					only, restart := f.list("only"), f.bool("restart")
+					o.Output = f.str("output")
 					if f.err != nil {
 						return f.err
 					}
@@ -340,6 +342,7 @@ type Options struct {
 	Stderr    io.Writer
 	Getenv    func(string) string
 	Redactor  *logging.Redactor
+	Output    string // --dry-run's report: text or json
 	// Steps are the steps this run executes (empty: all); credentials for signing are
 	// wired only when one of them signs or verifies.
 	Steps []string

@@ -138,36 +138,27 @@ func configChecks(ctx context.Context, o Options) []runner.Check {
 	if po.Out == "" {
 		po.Out = "dist"
 	}
-	w, err := wire.Build(ctx, po.wiring(in.logger, in.cid), cfg)
+	wo := po.wiring(in.logger, in.cid)
+	wo.Inspect = true
+	w, err := wire.Build(ctx, wo, cfg)
 	if err != nil {
 		return append(out, runner.Check{Name: "relay.yaml for a real run", Status: "fail", Note: err.Error()})
 	}
 	defer w.Close()
 	out = append(out, builderCheck(ctx, cfg, w.Env))
-	for _, f := range append(steps.Preflight(ctx, w.Env), wire.CredentialChecks(ctx, po.wiring(in.logger, in.cid), cfg)...) {
+	for _, f := range append(steps.Preflight(ctx, w.Env), wire.CredentialChecks(ctx, wo, cfg)...) {
 		c := runner.Check{Name: f.Check, Status: "ok", Note: f.Note}
 		if !f.OK {
 			c.Status = "fail"
 		}
 		out = append(out, c)
 	}
-	seen := map[string]bool{}
-	for _, im := range cfg.Images {
-		for _, r := range append([]string{cfg.Builder.Registry + "/" + im.Name}, im.Targets...) {
-			if seen[r] {
-				continue
-			}
-			seen[r] = true
-			repo, err := w.Env.MapRepository(r)
-			c := runner.Check{Name: "push access to " + r, Status: "ok"}
-			if err == nil {
-				c.Note, err = w.Env.Registry.PushAccess(ctx, repo)
-			}
-			if err != nil {
-				c.Status, c.Note, c.Fix = "fail", err.Error(), "give relay's registry credentials write access (docs/cli.md, registries)"
-			}
-			out = append(out, c)
+	for _, f := range steps.PushChecks(ctx, w.Env) {
+		c := runner.Check{Name: f.Check, Status: "ok", Note: f.Note}
+		if !f.OK {
+			c.Status, c.Fix = "fail", "give relay's registry credentials write access (docs/cli.md, registries)"
 		}
+		out = append(out, c)
 	}
 	if cfg.Release.Target == "github" && cfg.Release.GitHub != nil {
 		out = append(out, releaseCheck(ctx, o, cfg))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,13 +11,17 @@ import (
 	"time"
 
 	"github.com/relaydev/relay/internal/testutil"
+	"github.com/relaydev/relay/internal/wire"
+	"github.com/relaydev/relay/pkg/attest"
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
 // TestDryRunChecksWithoutWriting runs --dry-run against a loopback registry and a local git
-// repository: every check passes, and no state, release or registry write happens.
+// repository: every check passes, the real steps run on the dry implementations and report
+// their writes, and no state, release or registry write happens. (It signs with a key:
+// keyless would need a real identity token and a Sigstore instance, see the e2e tier.)
 func TestDryRunChecksWithoutWriting(t *testing.T) {
 	var writes int
 	host := testutil.Registry(t, false, func(h http.Handler) http.Handler { return countWrites(h, &writes) })
@@ -25,30 +30,38 @@ func TestDryRunChecksWithoutWriting(t *testing.T) {
 	repo, _ := git.PlainInit(filepath.Join(dir, "src"), false)
 	wt, _ := repo.Worktree()
 	os.WriteFile(filepath.Join(dir, "src", "main.go"), []byte("package main\nfunc main() {}\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "src", "go.mod"), []byte("module example.com/hello\n\ngo 1.22\n"), 0o644)
 	wt.Add("main.go")
+	wt.Add("go.mod")
 	sig := &object.Signature{Name: "t", Email: "t@e", When: time.Unix(0, 0)}
 	h, _ := wt.Commit("c", &git.CommitOptions{Author: sig, Committer: sig})
 	repo.CreateTag("v1.0.0", h, nil)
 
-	cfg := writeConfig(t, `version: 1
-source: {repo: `+filepath.Join(dir, "src")+`, ref: v1.0.0}
-builder: {kind: local, registry: `+host+`/build}
+	key := filepath.Join(dir, "cosign.key")
+	if _, err := attest.LoadOrCreateKey(key); err != nil {
+		t.Fatal(err)
+	}
+	base := `version: 1
+source: {repo: ` + filepath.Join(dir, "src") + `, ref: v1.0.0}
+builder: {kind: local, registry: ` + host + `/build}
 images:
   - name: hello
     local: {go: {main: .}}
-    targets: [`+host+`/acme/hello]
+    targets: [` + host + `/acme/hello]
     tags: [v1.0.0]
-signing: {mode: keyless}
-`)
+`
+	cfg := writeConfig(t, base+"signing: {mode: key, key: "+key+", tlog: false}\n")
 	state := filepath.Join(dir, ".relay", "state.json")
 	out := filepath.Join(dir, "dist")
-	env := map[string]string{"SIGSTORE_ID_TOKEN": "eyJ.test.token"}
-	code, stdout, stderr := runCLI(t, env, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out)
+	code, stdout, stderr := runCLI(t, nil, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	for _, w := range []string{"ok   source", "found refs/tags/v1.0.0", "ok   build repository", "ok   target " + host + "/acme/hello", "does not exist yet",
-		"ok   signing identity (keyless): identity token from SIGSTORE_ID_TOKEN", "ok   release directory: " + out + " writable", "nothing was written"} {
+		"ok   signing key " + key + ": decrypts", "ok   release directory: " + out + " writable", "nothing was written",
+		// The steps ran: the report names what each destination would get.
+		"steps run on the dry implementations: checkout, build, copy, sign, sbom, provenance, verify, release",
+		host + "/build/hello: ", host + "/acme/hello: ", " v1.0.0]", "release (dir " + out + ", write): 1", "ok   attestations within GitHub's 16 MiB cap"} {
 		if !strings.Contains(stdout, w) {
 			t.Errorf("output lacks %q:\n%s", w, stdout)
 		}
@@ -61,29 +74,53 @@ signing: {mode: keyless}
 	if writes != 0 {
 		t.Errorf("dry run made %d write requests", writes)
 	}
+	// The JSON report: every write per repository, the release's assets, the checks.
+	code, stdout, _ = runCLI(t, nil, "run", "--dry-run", "--output", "json", "--config", cfg, "--state", state, "--out", out)
+	var rep wire.Report
+	if err := json.Unmarshal([]byte(stdout), &rep); code != 0 || err != nil || !rep.OK {
+		t.Fatalf("--output json: exit %d, %v\n%s", code, err, stdout)
+	}
+	kinds, tagged := map[string]int{}, false
+	for _, r := range rep.Registries {
+		for _, w := range r.Writes {
+			kinds[w.Kind]++
+			tagged = tagged || w.Kind == "tag" && w.Tag == "v1.0.0" && r.Repository == host+"/acme/hello"
+		}
+	}
+	if kinds["blob"] == 0 || kinds["manifest"] == 0 || kinds["referrer"] == 0 || !tagged || rep.Release == nil || len(rep.Release.Assets) < 8 {
+		t.Fatalf("report: writes %v, release %+v", kinds, rep.Release)
+	}
 	// A release directory that cannot be: found before a run, as the release step would
 	// find it before its first tag.
 	notDir := filepath.Join(dir, "a-file")
 	os.WriteFile(notDir, nil, 0o644)
-	if code, stdout, _ := runCLI(t, env, "run", "--dry-run", "--config", cfg, "--state", state, "--out", filepath.Join(notDir, "dist")); code != exitStepFailed || !strings.Contains(stdout, "FAIL release directory: "+notDir+" is not a directory") {
+	if code, stdout, _ := runCLI(t, nil, "run", "--dry-run", "--config", cfg, "--state", state, "--out", filepath.Join(notDir, "dist")); code != exitStepFailed || !strings.Contains(stdout, "FAIL release directory: "+notDir+" is not a directory") {
 		t.Errorf("--out under a file: exit %d\n%s", code, stdout)
 	}
 
 	// No identity token, and a GitHub release without credentials: both named before a run.
-	gh := string(mustRead(t, cfg)) + "release: {target: github, github: {repository: acme/hello}}\n"
-	os.WriteFile(cfg, []byte(gh), 0o644)
-	code, stdout, _ = runCLI(t, nil, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out)
+	keyless := writeConfig(t, base+"signing: {mode: keyless}\nrelease: {target: github, github: {repository: acme/hello}}\n")
+	code, stdout, _ = runCLI(t, nil, "run", "--dry-run", "--config", keyless, "--state", state, "--out", out)
 	if code != exitStepFailed || !strings.Contains(stdout, "FAIL signing identity (keyless): keyless signing needs an OIDC identity token") ||
 		!strings.Contains(stdout, "FAIL GitHub release credentials for acme/hello: no GITHUB_TOKEN") {
 		t.Fatalf("missing credentials: exit %d\n%s", code, stdout)
 	}
-	if code, stdout, _ = runCLI(t, map[string]string{"SIGSTORE_ID_TOKEN": "t", "GITHUB_TOKEN": "ghs_x"}, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out); code != 0 || strings.Contains(stdout, "ghs_x") {
+	// With a token, the release is planned against GitHub with reads only.
+	gh := testutil.NewGitHub(t)
+	withGH := writeConfig(t, base+"signing: {mode: key, key: "+key+", tlog: false}\nrelease: {target: github, github: {repository: "+testutil.FakeGitHubRepo+", base_url: "+gh.BaseURL()+"}}\n")
+	if code, stdout, _ = runCLI(t, map[string]string{"GITHUB_TOKEN": gh.Token}, "run", "--dry-run", "--config", withGH, "--state", state, "--out", out); code != 0 || strings.Contains(stdout, gh.Token) ||
+		!strings.Contains(stdout, "release (github "+testutil.FakeGitHubRepo+", create)") {
 		t.Fatalf("with credentials: exit %d\n%s", code, stdout)
+	}
+	for _, r := range gh.Log() {
+		if !strings.HasPrefix(r, "GET ") {
+			t.Errorf("dry run wrote to GitHub: %s", r)
+		}
 	}
 
 	bad := strings.Replace(string(mustRead(t, cfg)), "ref: v1.0.0", "ref: v9", 1)
 	os.WriteFile(cfg, []byte(bad), 0o644)
-	code, stdout, _ = runCLI(t, env, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out)
+	code, stdout, _ = runCLI(t, nil, "run", "--dry-run", "--config", cfg, "--state", state, "--out", out)
 	if code != exitStepFailed || !strings.Contains(stdout, `FAIL source`) || !strings.Contains(stdout, `ref "v9" not found`) {
 		t.Fatalf("missing ref: exit %d\n%s", code, stdout)
 	}

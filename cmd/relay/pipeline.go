@@ -25,8 +25,7 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 		return &usageError{Err: err}
 	}
 	if o.DryRun {
-		// A dry run is the plan plus read-only checks of everything a real run would touch.
-		return planCmd(ctx, o)
+		return dryRun(ctx, o, selected)
 	}
 	if o.WaitLock < 0 {
 		return &usageError{Err: fmt.Errorf("--wait-lock must not be negative, got %s", o.WaitLock)}
@@ -159,32 +158,7 @@ func planCmd(ctx context.Context, o Options) error {
 	}
 	defer w.Close()
 	fmt.Fprintf(o.Stdout, "relay plan for %s (%s)\n", o.Config, modeName(o))
-	missingTotal := 0
-	for i, s := range steps.All() {
-		p := s.Plan(w.Env, st)
-		status := ""
-		if p.Done {
-			status = " [done]"
-		}
-		fmt.Fprintf(o.Stdout, "%d. %s%s\n", i+1, p.Step, status)
-		for _, d := range p.Does {
-			fmt.Fprintf(o.Stdout, "   - %s\n", d)
-		}
-		// A missing input that an earlier step of this plan produces is expected, not missing.
-		if i == 0 || st.Done(steps.All()[i-1].Name()) {
-			for _, m := range p.Missing {
-				fmt.Fprintf(o.Stdout, "   ! missing: %s\n", m)
-				missingTotal++
-			}
-		}
-		for _, m := range p.Absent {
-			fmt.Fprintf(o.Stdout, "   ! missing: %s\n", m)
-			missingTotal++
-		}
-	}
-	if missingTotal > 0 {
-		fmt.Fprintf(o.Stdout, "%d input(s) missing\n", missingTotal)
-	}
+	printPlan(o.Stdout, w.Env, st)
 	if !o.DryRun {
 		return nil
 	}
@@ -206,6 +180,36 @@ func planCmd(ctx context.Context, o Options) error {
 	}
 	fmt.Fprintln(o.Stdout, "dry run: every check passed; nothing was written")
 	return nil
+}
+
+// printPlan prints each step's plan, and the inputs missing that no earlier step makes.
+func printPlan(out io.Writer, env *steps.Env, st *steps.State) {
+	missingTotal := 0
+	for i, s := range steps.All() {
+		p := s.Plan(env, st)
+		status := ""
+		if p.Done {
+			status = " [done]"
+		}
+		fmt.Fprintf(out, "%d. %s%s\n", i+1, p.Step, status)
+		for _, d := range p.Does {
+			fmt.Fprintf(out, "   - %s\n", d)
+		}
+		// A missing input that an earlier step of this plan produces is expected, not missing.
+		if i == 0 || st.Done(steps.All()[i-1].Name()) {
+			for _, m := range p.Missing {
+				fmt.Fprintf(out, "   ! missing: %s\n", m)
+				missingTotal++
+			}
+		}
+		for _, m := range p.Absent {
+			fmt.Fprintf(out, "   ! missing: %s\n", m)
+			missingTotal++
+		}
+	}
+	if missingTotal > 0 {
+		fmt.Fprintf(out, "%d input(s) missing\n", missingTotal)
+	}
 }
 
 func modeName(o Options) string {

@@ -44,13 +44,13 @@ type GitHub struct {
 	// after runs once a call was served, with its number (crash tests cancel there).
 	After func(n int)
 	// fail answers the call with this status instead of serving it, when non-zero.
-	Fail      func(n int, r *http.Request) int
-	Scopes    string // X-Accepted-GitHub-Permissions style refusal when set: 403 on writes
-	Land504   int    // the next this-many uploads are stored, then answered 504
+	Fail    func(n int, r *http.Request) int
+	Scopes  string // X-Accepted-GitHub-Permissions style refusal when set: 403 on writes
+	Land504 int    // the next this-many uploads are stored, then answered 504
 	// Perms are the token's rights GET /repos/OWNER/NAME reports (a user's token); nil
 	// reports none, as for an installation token.
-	Perms map[string]bool
-	log   []string
+	Perms     map[string]bool
+	log       []string
 	templRel  map[string]any
 	templAsst map[string]any
 	templ422  map[string]any

@@ -108,6 +108,9 @@ type Options struct {
 	// Steps are the steps this run executes (empty: all); credentials for signing are
 	// wired only when one of them signs or verifies.
 	Steps []string
+	// Inspect (with DryRun) wires for read-only checks only (relay doctor): the guarded
+	// registry client and the configured builder, never run; no signer, no overlay.
+	Inspect bool
 }
 
 // UsageError marks bad flags or arguments (exit 2).
@@ -118,7 +121,9 @@ func (e *UsageError) Unwrap() error { return e.Err }
 
 // Wired is what Build made: the steps' Env and what to release when the run ends.
 type Wired struct {
-	Env     *steps.Env
+	Env *steps.Env
+	// DryRun is set for --dry-run: what stands in for the writers, and what they saw.
+	DryRun  *DryRun
 	cleanup func()
 }
 
@@ -141,8 +146,23 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
 	case o.DryRun:
 		mode = steps.ModeDryRun
 	}
-	client, err := RegistryClient(o, cfg.Registries, mode != steps.ModeRelease)
+	var dry *DryRun
+	var overlay func(http.RoundTripper) (http.RoundTripper, error)
+	if mode == steps.ModeDryRun && !o.Inspect {
+		if dry, err = newDryRun(); err != nil {
+			return nil, err
+		}
+		overlay = func(next http.RoundTripper) (http.RoundTripper, error) {
+			ov, err := oci.NewOverlay(next, filepath.Join(dry.dir, "overlay"))
+			dry.Overlay = ov
+			return ov, err
+		}
+	}
+	client, err := registryClient(o, cfg.Registries, mode != steps.ModeRelease, overlay)
 	if err != nil {
+		if dry != nil {
+			dry.close()
+		}
 		return nil, err
 	}
 	env := &steps.Env{
@@ -174,7 +194,10 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
 			red.Add(u.User.Username())
 		}
 	}
-	w := &Wired{Env: env, cleanup: func() {}}
+	w := &Wired{Env: env, DryRun: dry, cleanup: func() {}}
+	if dry != nil {
+		w.cleanup = dry.close
+	}
 	if isLocalPath(cfg.Source.Repo) {
 		env.SourceRepo = cfg.ResolvePath(cfg.Source.Repo)
 	}
@@ -201,6 +224,15 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
 			return nil, err
 		}
 		if err := useKey(env, key); err != nil {
+			w.cleanup()
+			return nil, err
+		}
+	} else if dry != nil {
+		if cfg.Signing.Mode == "ephemeral" {
+			w.cleanup()
+			return nil, &config.Error{File: o.Config, Msg: "signing.mode ephemeral is only for --local: nobody could verify an ephemeral key later", Fix: "use signing.mode keyless or key, or run with --local"}
+		}
+		if err := drySigning(ctx, env, cfg, o, dry); err != nil {
 			w.cleanup()
 			return nil, err
 		}
@@ -250,9 +282,13 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
 		w.cleanup()
 		return nil, err
 	}
+	if dry != nil && cfg.Builder.Kind != "local" {
+		env.Builder = dryBuilder{kind: cfg.Builder.Kind} // made, so its credentials were found; never run
+	}
 
 	budget, _ := cfg.SBOM.BudgetBytes() // validated with the config
-	gen, err := sbom.New(sbom.Options{Logger: logger, Formats: cfg.SBOM.Formats, Budget: budget, Tool: "relay", Version: version, InsecureHosts: insecureHosts(cfg.Registries)})
+	gen, err := sbom.New(sbom.Options{Logger: logger, Formats: cfg.SBOM.Formats, Budget: budget, Tool: "relay", Version: version, InsecureHosts: insecureHosts(cfg.Registries),
+		Image: client.Image})
 	if err != nil {
 		w.cleanup()
 		return nil, &config.Error{File: o.Config, Msg: err.Error()}
@@ -262,6 +298,17 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
 	out := o.Out
 	if !o.Local && cfg.Release.Dir != "" {
 		out = cfg.ResolvePath(cfg.Release.Dir)
+	}
+	if dry != nil {
+		env.StateDir = filepath.Dir(dry.StatePath)
+		rec, err := dryPublisher(ctx, cfg, o, out, dry)
+		if err != nil {
+			w.cleanup()
+			return nil, err
+		}
+		env.Publisher, dry.Publisher = rec, rec
+		logger.Info("dry run: registry writes go to an overlay, signatures are an ephemeral key's, the release is recorded", "scratch", dry.dir)
+		return w, nil
 	}
 	if !o.Local && cfg.Release.Target == "github" && mode == steps.ModeRelease {
 		tok, err := githubToken(ctx, o, cfg)
@@ -291,6 +338,12 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
 // per-registry budgets) over a transport that lets only the config's insecure hosts skip
 // TLS, the write guard for --local and --dry-run, and the User-Agent with the correlation id.
 func RegistryClient(o Options, registries []config.Registry, guard bool) (*oci.Client, error) {
+	return registryClient(o, registries, guard, nil)
+}
+
+// registryClient is RegistryClient with, for --dry-run, the overlay that keeps the writes
+// above the guard, which then sees none.
+func registryClient(o Options, registries []config.Registry, guard bool, overlay func(http.RoundTripper) (http.RoundTripper, error)) (*oci.Client, error) {
 	logger := o.Logger
 	insecure := insecureHosts(registries)
 	budgets, timeouts := map[string]time.Duration{}, map[string]time.Duration{}
@@ -312,6 +365,12 @@ func RegistryClient(o Options, registries []config.Registry, guard bool) (*oci.C
 	rt := oci.Retry(bounded, oci.RetryOptions{Logger: logger, Budgets: budgets})
 	if guard {
 		rt = oci.WriteGuard(rt)
+	}
+	if overlay != nil {
+		var err error
+		if rt, err = overlay(rt); err != nil {
+			return nil, err
+		}
 	}
 	ua := userAgent(o.Version, o.CorrelationID)
 	client, err := oci.New(oci.WithTransport(oci.UserAgent(rt, ua)), oci.WithLogger(logger), oci.WithJobs(o.Jobs),
@@ -431,8 +490,6 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 			return nil, &config.Error{File: o.Config, Msg: "builder codebuild: AWS configuration: " + err.Error(), Fix: "run with a role the workload assumes, and AWS_REGION set"}
 		}
 		return build.NewCodeBuild(build.CodeBuildOptions{Project: cb.Project, Bucket: cb.Bucket, Timeout: timeout, AWS: awsCfg, Client: client, Logger: logger})
-	case mode == steps.ModeDryRun:
-		return nil, nil // the plan names the kind
 	default:
 		return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("builder.kind %s is not available in this build of relay", cfg.Builder.Kind), Fix: "use builder.kind local, acr, gcb or codebuild, or --local, which always uses the local builder (docs/roadmap.md)"}
 	}
@@ -676,28 +733,40 @@ func CredentialChecks(ctx context.Context, o Options, cfg *config.Config) []step
 			add("signing.signing_config "+cfg.Signing.SigningConfig, err, "parses")
 		}
 	case "key":
-		// A KMS key is asked for its public key: that proves the credential and the key.
-		k, err := signingKey(ctx, cfg, o)
-		note := ""
-		if err == nil {
-			note = "decrypts; key " + k.Hint()
-			if attest.IsKMSKey(cfg.Signing.Key) {
-				note = "the KMS returned its public key " + k.Hint() + " (whether the credential may sign shows at the sign step)"
-			}
-		}
-		add("signing key "+cfg.Signing.Key, err, note)
+		_, f := keyCheck(ctx, cfg, o)
+		out = append(out, f)
 	}
-	if cfg.Release.Target == "github" && cfg.Release.GitHub != nil {
-		var err error
-		note := "GITHUB_TOKEN is set (its permissions are checked when the release step runs)"
-		switch {
-		case o.Getenv("GITHUB_TOKEN") != "" || o.Getenv("GH_TOKEN") != "":
-		case o.Getenv("RELAY_GITHUB_APP_ID") != "" && (o.Getenv("RELAY_GITHUB_APP_KEY") != "" || o.Getenv("RELAY_GITHUB_APP_KEY_FILE") != ""):
-			note = "a GitHub App installation token will be minted"
-		default:
-			err = fmt.Errorf("no GITHUB_TOKEN, GH_TOKEN or GitHub App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY[_FILE]): the release step needs one with contents: write")
-		}
-		add("GitHub release credentials for "+cfg.Release.GitHub.Repository, err, note)
+	return append(out, githubCredentialCheck(o, cfg)...)
+}
+
+// githubCredentialCheck says whether there is a credential for a GitHub release.
+func githubCredentialCheck(o Options, cfg *config.Config) []steps.Finding {
+	if cfg.Release.Target != "github" || cfg.Release.GitHub == nil {
+		return nil
 	}
-	return out
+	f := steps.Finding{Check: "GitHub release credentials for " + cfg.Release.GitHub.Repository, OK: true, Note: "GITHUB_TOKEN is set (its permissions are checked when the release step runs)"}
+	switch {
+	case o.Getenv("GITHUB_TOKEN") != "" || o.Getenv("GH_TOKEN") != "":
+	case o.Getenv("RELAY_GITHUB_APP_ID") != "" && (o.Getenv("RELAY_GITHUB_APP_KEY") != "" || o.Getenv("RELAY_GITHUB_APP_KEY_FILE") != ""):
+		f.Note = "a GitHub App installation token will be minted"
+	default:
+		f.OK, f.Note = false, "no GITHUB_TOKEN, GH_TOKEN or GitHub App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY[_FILE]): the release step needs one with contents: write"
+	}
+	return []steps.Finding{f}
+}
+
+// keyCheck opens signing.key as signing would: a file must decrypt, a KMS key is asked for
+// its public key, which proves the credential and the key.
+func keyCheck(ctx context.Context, cfg *config.Config, o Options) (*attest.KeySigner, steps.Finding) {
+	f := steps.Finding{Check: "signing key " + cfg.Signing.Key}
+	k, err := signingKey(ctx, cfg, o)
+	if err != nil {
+		f.Note = err.Error()
+		return nil, f
+	}
+	f.OK, f.Note = true, "decrypts; key "+k.Hint()
+	if attest.IsKMSKey(cfg.Signing.Key) {
+		f.Note = "the KMS returned its public key " + k.Hint() + " (whether the credential may sign shows at the sign step)"
+	}
+	return k, f
 }

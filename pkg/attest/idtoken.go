@@ -80,3 +80,18 @@ func CheckIDToken(token string, now time.Time, audience string) error {
 
 // PermanentInput marks the error as one a retry cannot fix (the CLI exits 2).
 func (e *TokenClaimError) PermanentInput() bool { return true }
+
+// tokenSubject is the subject (or, where there is one, the email) a checked token names.
+func tokenSubject(token string) string {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	var c struct{ Sub, Email string }
+	json.Unmarshal(raw, &c)
+	if c.Email != "" {
+		return c.Email
+	}
+	return c.Sub
+}

@@ -67,6 +67,7 @@ type services struct {
 	tsas   []*sign.TimestampAuthority
 	tlogs  []sign.Transparency
 	rekor1 sign.Transparency // a Rekor v1 log among tlogs: cosign's classic format needs one
+	urls   []Endpoint        // what was picked, for checks that the services answer
 	tr     root.TrustedMaterial
 	budget time.Duration
 	logger *slog.Logger
@@ -86,6 +87,7 @@ func newServices(sc *root.SigningConfig, now time.Time, transport http.RoundTrip
 			return nil, fmt.Errorf("signing config: timestamp authorities: %w", err)
 		}
 		for _, t := range tsas {
+			s.urls = append(s.urls, Endpoint{Service: "timestamp authority", URL: t.URL})
 			s.tsas = append(s.tsas, sign.NewTimestampAuthority(&sign.TimestampAuthorityOptions{URL: t.URL, Transport: transport}))
 		}
 	}
@@ -100,6 +102,7 @@ func newServices(sc *root.SigningConfig, now time.Time, transport http.RoundTrip
 			}
 			// The clients are made here: sigstore-go makes them lazily, racily, when the
 			// digests of a step are signed side by side.
+			s.urls = append(s.urls, Endpoint{Service: fmt.Sprintf("Rekor v%d", l.MajorAPIVersion), URL: l.URL})
 			ro := &sign.RekorOptions{BaseURL: l.URL, Version: l.MajorAPIVersion, Timeout: 30 * time.Second}
 			var err error
 			if l.MajorAPIVersion == 2 {
@@ -227,6 +230,34 @@ func NewKeylessSigner(o KeylessOptions) (*KeylessSigner, error) {
 		s.certs.audience = "sigstore"
 	}
 	return s, nil
+}
+
+// Endpoint is a Sigstore service a signer will call.
+type Endpoint struct{ Service, URL string }
+
+// Endpoints are the Fulcio, logs and timestamp authorities signing will call.
+func (s *KeylessSigner) Endpoints() []Endpoint {
+	return append([]Endpoint{{Service: "Fulcio", URL: s.fulcio}}, s.urls...)
+}
+
+// CheckIdentity obtains an identity token and checks it as signing would before Fulcio
+// sees it: the claims Fulcio checks (expiry, subject, audience) and the private
+// repository rule. It returns the token's subject.
+func (s *KeylessSigner) CheckIdentity(ctx context.Context) (string, error) {
+	c := s.certs
+	tok, err := c.tokens.Token(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%w from %s: %w", ErrNoToken, c.tokens.Name(), err)
+	}
+	if err := CheckIDToken(tok, c.now(), c.audience); err != nil {
+		return "", err
+	}
+	if c.guard {
+		if err := PrivateRepositoryError(tok); err != nil {
+			return "", err
+		}
+	}
+	return tokenSubject(tok), nil
 }
 
 // Identity implements Signer: the certificate's identity once one was issued.

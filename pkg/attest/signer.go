@@ -95,6 +95,14 @@ func (s *KeySigner) UseTransparencyLog(o KeyLogOptions) error {
 // UsesTransparencyLog reports whether signatures are logged.
 func (s *KeySigner) UsesTransparencyLog() bool { return s.logs != nil }
 
+// Endpoints are the transparency logs and timestamp authorities signing will call.
+func (s *KeySigner) Endpoints() []Endpoint {
+	if s.logs == nil {
+		return nil
+	}
+	return s.logs.urls
+}
+
 // CanSignClassic says whether classic signatures can carry what cosign v2 checks: with a
 // log, a Rekor v1 entry (signed entry timestamp); without one, nothing is needed.
 func (s *KeySigner) CanSignClassic() bool { return s.logs == nil || s.logs.rekor1 != nil }

@@ -427,6 +427,15 @@ func (c *Client) tagSchemaReferrers(ctx context.Context, d name.Digest) ([]v1.De
 	return im.Manifests, nil
 }
 
+// Image reads the platform image at d through the client's transport (layers on demand).
+func (c *Client) Image(ctx context.Context, d name.Digest) (v1.Image, error) {
+	img, err := remote.Image(d, c.remote(ctx, d.Context(), transport.PullScope)...)
+	if err != nil {
+		return nil, fmt.Errorf("reading image %s: %w", d, err)
+	}
+	return img, nil
+}
+
 // FetchManifest returns the raw manifest at d.
 func (c *Client) FetchManifest(ctx context.Context, d name.Digest) ([]byte, types.MediaType, error) {
 	desc, err := c.get(ctx, d)

@@ -228,6 +228,16 @@ func (r *Recorder) UploadAttestation(ctx context.Context, bundle []byte) (int64,
 	return int64(-len(r.atts)), nil // never a real id
 }
 
+// Check is the target's own read-only check, where it has one (a directory's).
+func (r *Recorder) Check(ctx context.Context) (string, error) {
+	if c, ok := r.planner.(interface {
+		Check(context.Context) (string, error)
+	}); ok {
+		return c.Check(ctx)
+	}
+	return "checked when the release is planned", nil
+}
+
 // Plan is the recorded plan; nil until the release step prepared one.
 func (r *Recorder) Plan() *Plan { return r.plan }
 

@@ -103,3 +103,28 @@ func hasTemplate(s string) bool {
 	}
 	return false
 }
+
+// PushChecks asks, for every repository the run writes to (each build repository and
+// target), whether relay's credentials may push there, without writing (oci PushAccess).
+func PushChecks(ctx context.Context, env *Env) []Finding {
+	var out []Finding
+	seen := map[string]bool{}
+	for _, im := range env.Config.Images {
+		for _, r := range append([]string{env.Config.Builder.Registry + "/" + im.Name}, im.Targets...) {
+			if seen[r] {
+				continue
+			}
+			seen[r] = true
+			f := Finding{Check: "push access to " + r, OK: true}
+			repo, err := env.MapRepository(r)
+			if err == nil {
+				f.Note, err = env.Registry.PushAccess(ctx, repo)
+			}
+			if err != nil {
+				f.OK, f.Note = false, err.Error()
+			}
+			out = append(out, f)
+		}
+	}
+	return out
+}

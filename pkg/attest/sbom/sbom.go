@@ -15,13 +15,18 @@ import (
 	"sync"
 	"time"
 
+	async "github.com/anchore/go-sync"
+	"github.com/anchore/stereoscope/pkg/file"
 	"github.com/anchore/stereoscope/pkg/image"
 	"github.com/anchore/syft/syft"
 	"github.com/anchore/syft/syft/cataloging"
 	"github.com/anchore/syft/syft/format/cyclonedxjson"
 	"github.com/anchore/syft/syft/format/spdxjson"
 	"github.com/anchore/syft/syft/sbom"
+	"github.com/anchore/syft/syft/source"
+	"github.com/anchore/syft/syft/source/stereoscopesource"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	_ "modernc.org/sqlite" // RPM database cataloging needs a pure-Go sqlite driver
 
 	"github.com/relaydev/relay/pkg/oci"
@@ -48,6 +53,9 @@ type Options struct {
 	// InsecureHosts may serve plain HTTP or unverified TLS (relay.yaml's insecure
 	// registries): syft reads the image through its own client, so it is told too.
 	InsecureHosts []string
+	// Image, when set, is how the image is read: relay's registry client, so syft's reads
+	// take relay's HTTP chain (retries, User-Agent, a dry run's overlay) instead of its own.
+	Image func(ctx context.Context, ref name.Digest) (v1.Image, error)
 }
 
 // Generator produces SBOM documents. It builds syft's license scanner once per process.
@@ -135,18 +143,9 @@ func (g *Generator) Generate(ctx context.Context, ref name.Digest) (map[string][
 	if err != nil {
 		return nil, fmt.Errorf("sbom: %w", err)
 	}
-	reg := &image.RegistryOptions{}
-	if host, _, err := net.SplitHostPort(ref.RegistryStr()); err == nil && oci.IsLoopback(host) || oci.IsLoopback(ref.RegistryStr()) {
-		reg.InsecureUseHTTP = true
-	}
-	for _, h := range g.o.InsecureHosts {
-		if strings.EqualFold(h, ref.RegistryStr()) {
-			reg.InsecureUseHTTP, reg.InsecureSkipTLSVerify = true, true
-		}
-	}
-	src, err := syft.GetSource(ctx, ref.String(), syft.DefaultGetSourceConfig().WithSources("registry").WithRegistryOptions(reg))
+	src, err := g.source(ctx, ref)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s for the SBOM: %w", ref, err)
+		return nil, err
 	}
 	defer src.Close()
 	cfg := syft.DefaultCreateSBOMConfig().WithTool(g.o.Tool, g.o.Version)
@@ -171,6 +170,65 @@ func (g *Generator) Generate(ctx context.Context, ref name.Digest) (map[string][
 	g.o.Logger.Debug("sbom generated", "image", ref.String(), "packages", s.Artifacts.Packages.PackageCount(), "duration_ms", time.Since(start).Milliseconds())
 	return out, nil
 }
+
+// source is the image as syft reads it: through Options.Image, else syft's own registry
+// client.
+func (g *Generator) source(ctx context.Context, ref name.Digest) (source.Source, error) {
+	if g.o.Image != nil {
+		img, err := g.o.Image(ctx, ref)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s for the SBOM: %w", ref, err)
+		}
+		return stereoscopeSource(ctx, img, ref)
+	}
+	reg := &image.RegistryOptions{}
+	if host, _, err := net.SplitHostPort(ref.RegistryStr()); err == nil && oci.IsLoopback(host) || oci.IsLoopback(ref.RegistryStr()) {
+		reg.InsecureUseHTTP = true
+	}
+	for _, h := range g.o.InsecureHosts {
+		if strings.EqualFold(h, ref.RegistryStr()) {
+			reg.InsecureUseHTTP, reg.InsecureSkipTLSVerify = true, true
+		}
+	}
+	src, err := syft.GetSource(ctx, ref.String(), syft.DefaultGetSourceConfig().WithSources("registry").WithRegistryOptions(reg))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s for the SBOM: %w", ref, err)
+	}
+	return src, nil
+}
+
+// stereoscopeSource is what syft's registry provider makes of an image, from one relay read.
+func stereoscopeSource(ctx context.Context, img v1.Image, ref name.Digest) (source.Source, error) {
+	tmp := file.NewTempDirGenerator("relay-sbom")
+	dir, err := tmp.NewDirectory("oci-registry-image")
+	if err != nil {
+		return nil, fmt.Errorf("sbom: %w", err)
+	}
+	meta := []image.AdditionalMetadata{image.WithRepoDigests(ref.Context().String() + "@" + ref.DigestStr())}
+	if raw, err := img.RawManifest(); err == nil {
+		meta = append(meta, image.WithManifest(raw))
+	}
+	if cf, err := img.ConfigFile(); err == nil {
+		meta = append(meta, image.WithArchitecture(cf.Architecture, cf.Variant), image.WithOS(cf.OS))
+	}
+	// Layers one at a time, as syft's registry provider fetches them.
+	if !async.HasContextExecutor(ctx, image.LayerFetchExecutor) {
+		ctx = async.SetContextExecutor(ctx, image.LayerFetchExecutor, async.NewExecutor(1))
+	}
+	si := image.New(img, tmp, dir, meta...)
+	if err := si.Read(image.WithLazyLayerSquashes(ctx)); err != nil {
+		return nil, errors.Join(fmt.Errorf("reading %s for the SBOM: %w", ref, err), si.Cleanup(), tmp.Cleanup())
+	}
+	return &cleanedSource{Source: stereoscopesource.New(si, stereoscopesource.ImageConfig{Reference: ref.String()}), tmp: tmp}, nil
+}
+
+// cleanedSource removes the layer files when syft is done with them.
+type cleanedSource struct {
+	source.Source
+	tmp *file.TempDirGenerator
+}
+
+func (c *cleanedSource) Close() error { return errors.Join(c.Source.Close(), c.tmp.Cleanup()) }
 
 // syftModuleVersion is go.mod's syft (a test keeps them equal): test binaries, which
 // the e2e tier runs as relay, carry no module versions in their build info.

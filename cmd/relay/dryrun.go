@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/relaydev/relay/internal/wire"
+	"github.com/relaydev/relay/pkg/oci"
+	"github.com/relaydev/relay/pkg/source"
+	"github.com/relaydev/relay/pkg/steps"
+)
+
+// dryRun runs the selected steps on the dry implementations (registry overlay, stand-in
+// signer, recording publisher) after the read-only checks, and reports every write the
+// real run would make. It starts from scratch and never reads or writes --state.
+func dryRun(ctx context.Context, o Options, selected []steps.Step) error {
+	if o.Output != "" && o.Output != "text" && o.Output != "json" {
+		return &usageError{Err: fmt.Errorf("--output %q: use text or json", o.Output)}
+	}
+	in, err := load(o, nil)
+	if err != nil {
+		return err
+	}
+	logger, cid, cfg := in.logger, in.cid, in.cfg
+	if in.st != nil {
+		logger.Info("dry run: starting from scratch; the state file is neither read nor written", "state", o.State)
+	}
+	for _, s := range selected {
+		o.Steps = append(o.Steps, s.Name())
+	}
+	w, err := wire.Build(ctx, o.wiring(logger, cid), cfg)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	text := o.Stdout
+	if o.Output == "json" {
+		text = io.Discard
+	}
+	st := steps.NewState(steps.ModeDryRun, steps.Inputs{ConfigDigest: cfg.Digest, Repo: source.RedactURL(cfg.Source.Repo), Ref: cfg.Source.Ref}, cid, nowUTC())
+	fmt.Fprintf(text, "relay plan for %s (%s)\n", o.Config, modeName(o))
+	printPlan(text, w.Env, st)
+
+	checks := append(append(steps.Preflight(ctx, w.Env), steps.PushChecks(ctx, w.Env)...), w.DryRun.Checks...)
+	fmt.Fprintf(text, "\nchecks (read-only):\n")
+	failed := printFindings(text, checks)
+	var runErr error
+	if failed == 0 && ctx.Err() == nil {
+		x := &steps.Executor{Env: w.Env, StatePath: w.DryRun.StatePath}
+		runErr = x.Run(ctx, selected, st)
+	}
+	rep := w.DryRun.Report(checks, st, w.Env.StateDir, runErr)
+	if o.Output == "json" {
+		enc := json.NewEncoder(o.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else if failed == 0 {
+		printDryRunReport(text, rep)
+	}
+	switch {
+	case ctx.Err() != nil:
+		return steps.ErrInterrupted
+	case failed > 0:
+		return fmt.Errorf("dry run: %d check(s) failed; nothing was written", failed)
+	case runErr != nil:
+		return fmt.Errorf("dry run: the real run would fail; nothing was written: %w", runErr)
+	}
+	fmt.Fprintln(text, "dry run: every check passed; nothing was written")
+	return nil
+}
+
+func printFindings(out io.Writer, fs []steps.Finding) int {
+	failed := 0
+	for _, f := range fs {
+		mark := "ok  "
+		if !f.OK {
+			mark = "FAIL"
+			failed++
+		}
+		fmt.Fprintf(out, "  %s %s: %s\n", mark, f.Check, f.Note)
+	}
+	return failed
+}
+
+// printDryRunReport says per destination what the real run would write.
+func printDryRunReport(out io.Writer, r *wire.Report) {
+	fmt.Fprintf(out, "\nsteps run on the dry implementations: %s\n", strings.Join(r.Steps, ", "))
+	fmt.Fprintf(out, "\nwrites the real run would make (none was made):\n")
+	for _, p := range r.Registries {
+		n := map[string]int{}
+		var tags []string
+		var mounted int64
+		for _, w := range p.Writes {
+			n[w.Kind]++
+			if w.Kind == oci.WriteTag && !slices.Contains(tags, w.Tag) {
+				tags = append(tags, w.Tag)
+			}
+			if w.Kind == oci.WriteMount {
+				mounted += w.Size
+			}
+		}
+		sort.Strings(tags)
+		fmt.Fprintf(out, "  %s: %d blobs (%d bytes), %d mounted (%d bytes), %d already there, %d manifests, %d referrers, %d tag writes to %v\n",
+			p.Repository, n[oci.WriteBlob], p.Bytes, n[oci.WriteMount], mounted, len(p.Skipped), n[oci.WriteManifest], n[oci.WriteReferrer], n[oci.WriteTag], tags)
+	}
+	if p := r.Release; p != nil {
+		act := map[string]int{}
+		var bytes int64
+		for _, a := range p.Assets {
+			act[a.Action]++
+			if a.Action != "unchanged" {
+				bytes += a.Size
+			}
+		}
+		fmt.Fprintf(out, "  release (%s %s, %s): %d assets to upload, %d to replace (%d bytes), %d unchanged\n", p.Target, p.Where, p.Release, act["upload"], act["replace"], bytes, act["unchanged"])
+		for _, note := range p.Notes {
+			fmt.Fprintf(out, "    note: %s\n", note)
+		}
+	}
+	if len(r.GitHubAtts) > 0 {
+		fmt.Fprintf(out, "  GitHub attestations API: %d bundles\n", len(r.GitHubAtts))
+	}
+	if len(r.Limits) > 0 {
+		fmt.Fprintf(out, "\nlimits:\n")
+		printFindings(out, r.Limits)
+	}
+}
