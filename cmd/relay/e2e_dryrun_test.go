@@ -242,3 +242,128 @@ release:
 	}
 	t.Logf("predicted %d registry writes, made %d (%d distinct ones identical to the byte), %d assets, %d attestations", len(predicted), len(written), exact, len(want), len(atts))
 }
+
+// tokenRegistry is an in-process registry behind a token service, as GHCR and Docker Hub
+// are: /token grants pull everywhere and push only on the repositories in pushable, in the
+// JWT's access claim, and the registry refuses a write the token does not grant.
+func tokenRegistry(t *testing.T, pushable ...string) string {
+	t.Helper()
+	claims := func(tok string) map[string][]string {
+		out := map[string][]string{}
+		parts := strings.Split(strings.TrimPrefix(tok, "Bearer "), ".")
+		if len(parts) != 3 {
+			return out
+		}
+		raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
+		var c struct {
+			Access []struct {
+				Name    string   `json:"name"`
+				Actions []string `json:"actions"`
+			} `json:"access"`
+		}
+		json.Unmarshal(raw, &c)
+		for _, a := range c.Access {
+			out[a.Name] = append(out[a.Name], a.Actions...)
+		}
+		return out
+	}
+	var host string
+	inner := testutil.RegistryHandler(false)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			var access []map[string]any
+			for _, scope := range r.URL.Query()["scope"] {
+				f := strings.Split(scope, ":")
+				if len(f) != 3 {
+					continue
+				}
+				acts := []string{"pull"}
+				if slices.Contains(pushable, f[1]) && strings.Contains(f[2], "push") {
+					acts = append(acts, "push")
+				}
+				access = append(access, map[string]any{"type": "repository", "name": f[1], "actions": acts})
+			}
+			payload, _ := json.Marshal(map[string]any{"iss": "test", "access": access})
+			tok := "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString(payload) + ".c2ln"
+			json.NewEncoder(w).Encode(map[string]string{"token": tok})
+			return
+		}
+		auth := r.Header.Get("Authorization")
+		if !strings.HasPrefix(auth, "Bearer ") {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="test"`, host))
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			repo := strings.TrimPrefix(r.URL.Path, "/v2/")
+			for _, sep := range []string{"/blobs/", "/manifests/"} {
+				if i := strings.LastIndex(repo, sep); i > 0 {
+					repo = repo[:i]
+				}
+			}
+			if !slices.Contains(claims(auth)[repo], "push") {
+				http.Error(w, `{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}`, http.StatusForbidden)
+				return
+			}
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host = strings.TrimPrefix(srv.URL, "http://")
+	return host
+}
+
+// TestE2EDryRunCatches: what fails a real release late, a dry run finds, with the exit
+// code the real run would have and a message that names the fix.
+func TestE2EDryRunCatches(t *testing.T) {
+	key := testKeyFile(t)
+	signing := "signing: {mode: key, key: " + key + ", tlog: false}\n"
+	for _, tc := range []struct {
+		name string
+		// setup returns relay.yaml's signing (and more) section, the registry, and env.
+		setup func(t *testing.T) (extra, reg string, env []string)
+		code  int
+		want  []string
+	}{
+		{"an SBOM over its budget", func(t *testing.T) (string, string, []string) {
+			return signing + "sbom: {budget: 1KiB}\n", testutil.Registry(t, true), nil
+		}, exitStepFailed, []string{"step sbom failed", "over the 1024-byte budget", "raise sbom.budget"}},
+		{"a tag template typo", func(t *testing.T) (string, string, []string) {
+			return signing, testutil.Registry(t, true), nil
+		}, exitUsage, []string{"Versoin"}},
+		{"a repository the credentials may pull but not push", func(t *testing.T) (string, string, []string) {
+			return signing, tokenRegistry(t, "build/hello"), nil
+		}, exitStepFailed, []string{"FAIL push access to", "/acme/hello: no credentials for", "may only pull on acme/hello"}},
+		{"a GitHub token without contents: write", func(t *testing.T) (string, string, []string) {
+			gh := testutil.NewGitHub(t)
+			gh.Perms = map[string]bool{"pull": true}
+			gh.Scopes = "contents=write"
+			return signing + fmt.Sprintf("release: {target: github, github: {repository: %s, base_url: %s}}\n", testutil.FakeGitHubRepo, gh.BaseURL()),
+				testutil.Registry(t, true), []string{"GITHUB_TOKEN=" + gh.Token}
+		}, exitUsage, []string{"step release failed", "may pull on acme/shop but not push", "contents: write", "this run applied no tag"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			extra, reg, env := tc.setup(t)
+			dir := realExample(t, reg, extra)
+			if tc.name == "a tag template typo" {
+				b, _ := os.ReadFile(filepath.Join(dir, "relay.yaml"))
+				os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(strings.Replace(string(b), ".Version", ".Versoin", 1)), 0o644)
+			}
+			r := runRelayEnv(t, dir, env, "run", "--dry-run")
+			if r.code != tc.code {
+				t.Fatalf("exit %d, want %d\n%s\n%s", r.code, tc.code, r.stdout, r.stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(r.stdout+r.stderr, w) {
+					t.Errorf("output lacks %q\n%s\n%s", w, r.stdout, r.stderr)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(dir, ".relay")); !os.IsNotExist(err) {
+				t.Error("the dry run made a state")
+			}
+			if i := strings.LastIndex(r.stderr, "relay: "); i >= 0 {
+				t.Logf("exit %d: %s", r.code, strings.TrimSpace(r.stderr[i:]))
+			}
+		})
+	}
+}

@@ -41,6 +41,20 @@ func TestE2EKeylessRelease(t *testing.T) {
 	const identity = "release@example.com"
 	env := []string{"SIGSTORE_ID_TOKEN=" + st.OIDC.Token(t, identity)}
 
+	// A dry run first: the token's claims and every Sigstore service are checked, the
+	// steps run with a stand-in signer, and an expired token is refused before any step.
+	if d := runRelayEnv(t, dir, env, "run", "--dry-run"); d.code != 0 || !strings.Contains(d.stdout, "ok   signing identity (keyless): identity token from SIGSTORE_ID_TOKEN: Fulcio would take it (subject "+identity+")") ||
+		!strings.Contains(d.stdout, "ok   Fulcio "+st.FulcioURL+": answers") || !strings.Contains(d.stdout, "ok   timestamp authority "+st.TSAURL+": answers") ||
+		!strings.Contains(d.stdout, "ok   Rekor v2 ") || !strings.Contains(d.stdout, "every check passed") {
+		t.Fatalf("keyless dry run: exit %d\n%s\n%s", d.code, d.stdout, d.stderr)
+	}
+	expired := "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"iss":%q,"sub":%q,"email":%q,"email_verified":true,"aud":"sigstore","exp":%d}`,
+		st.OIDC.URL, identity, identity, time.Now().Add(-time.Hour).Unix()))) + ".c2ln"
+	if d := runRelayEnv(t, dir, []string{"SIGSTORE_ID_TOKEN=" + expired}, "run", "--dry-run"); d.code != exitStepFailed || !strings.Contains(d.stdout, "FAIL signing identity (keyless):") ||
+		!strings.Contains(d.stdout, "expired at") || strings.Contains(d.stdout, "steps run on the dry implementations") {
+		t.Fatalf("expired token: exit %d\n%s\n%s", d.code, d.stdout, d.stderr)
+	}
+
 	r := runRelayEnv(t, dir, env, "run")
 	if r.code != 0 {
 		t.Fatalf("keyless release: exit %d\n%s", r.code, r.stderr)

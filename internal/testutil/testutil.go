@@ -12,12 +12,18 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 )
 
+// RegistryHandler is go-containerregistry's in-memory registry, to put behind a handler
+// of the test's own.
+func RegistryHandler(referrers bool) http.Handler {
+	// registry.Logger(nil) panics on the first request: give it a discard logger.
+	return registry.New(registry.WithReferrersSupport(referrers), registry.Logger(log.New(io.Discard, "", 0)))
+}
+
 // Registry starts go-containerregistry's registry on 127.0.0.1 for the test and returns
 // host:port. wrap, when given, decorates the handler (fault injection, request counting).
 func Registry(t testing.TB, referrers bool, wrap ...func(http.Handler) http.Handler) string {
 	t.Helper()
-	// registry.Logger(nil) panics on the first request: give it a discard logger.
-	var h http.Handler = registry.New(registry.WithReferrersSupport(referrers), registry.Logger(log.New(io.Discard, "", 0)))
+	h := RegistryHandler(referrers)
 	for _, w := range wrap {
 		h = w(h)
 	}
