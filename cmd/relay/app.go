@@ -119,6 +119,7 @@ func newApp(stdout, stderr io.Writer, getenv func(string) string, red *logging.R
 		Usage: "build, copy by digest, sign, attest, verify and release a container image",
 		UsageText: `relay run --local                 # the whole pipeline on embedded stand-ins, in seconds
    relay run                         # the real release described by relay.yaml
+   relay run --dry-run --output json # every write the real run would make; makes none
    relay plan                        # what each step will do, and what is missing
    relay sign --state .relay/state.json   # one step, e.g. from a workflow step
    relay copy SRC DST --tag v1            # crane copy's job, by digest, with referrers
@@ -142,7 +143,8 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 				Usage: "run the pipeline (all steps, or --only some), resuming from the saved state",
 				UsageText: `relay run --local
    relay run --only build,copy
-   relay run --restart`,
+   relay run --restart
+   relay run --dry-run                  # the real steps, writes diverted: the report lists each one`,
 				Flags:        runFlags,
 				OnUsageError: usageErr,
 				Action: func(c *cli.Context) error {
