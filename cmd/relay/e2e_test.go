@@ -255,6 +255,7 @@ func readLock(t *testing.T, dist string) release.Lock {
 }
 
 func checkSHA256SUMS(t *testing.T, dist string) {
+	ctx := context.Background()
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dist, "SHA256SUMS"))
 	if err != nil {
@@ -277,7 +278,7 @@ func checkSHA256SUMS(t *testing.T, dist string) {
 	tm, _ := attest.TrustedKey(pub, hint)
 	v, _ := attest.NewKeyVerifier(tm)
 	sum := sha256.Sum256(b)
-	if _, err := v.VerifyStatement(sig, "sha256:"+hex.EncodeToString(sum[:]), attest.PredicateSign); err != nil {
+	if _, err := v.VerifyStatement(ctx, sig, "sha256:"+hex.EncodeToString(sum[:]), attest.PredicateSign); err != nil {
 		t.Fatalf("SHA256SUMS.sigstore.json: %v", err)
 	}
 	for _, l := range lines {

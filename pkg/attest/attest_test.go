@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"math/rand"
 	"os"
@@ -54,6 +55,7 @@ func signed(t *testing.T, s *KeySigner, subjects []Subject, pt string, pred []by
 }
 
 func TestSignVerify(t *testing.T) {
+	ctx := context.Background()
 	s := seededKey(t, 1)
 	other := seededKey(t, 2)
 	tm, err := s.TrustedMaterial()
@@ -67,7 +69,7 @@ func TestSignVerify(t *testing.T) {
 	subj := []Subject{{Name: "r/x", Digest: digestA}}
 	good := signed(t, s, subj, PredicateSPDX, []byte(`{"spdxVersion":"SPDX-2.3"}`))
 
-	got, err := v.VerifyStatement(good, digestA, PredicateSPDX)
+	got, err := v.VerifyStatement(ctx, good, digestA, PredicateSPDX)
 	if err != nil {
 		t.Fatalf("valid bundle rejected: %v", err)
 	}
@@ -94,7 +96,7 @@ func TestSignVerify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := v.VerifyStatement(tt.bundle, tt.digest, tt.pt)
+			_, err := v.VerifyStatement(ctx, tt.bundle, tt.digest, tt.pt)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
 			}
@@ -210,6 +212,7 @@ func golden(t *testing.T, name string, got []byte) {
 }
 
 func TestLoadCosignKey(t *testing.T) {
+	ctx := context.Background()
 	dir := t.TempDir()
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), cryptorand.Reader)
 	der, _ := x509.MarshalPKCS8PrivateKey(k)
@@ -261,8 +264,41 @@ func TestLoadCosignKey(t *testing.T) {
 		}
 		tm, _ := TrustedKey(&k.PublicKey, s.Hint())
 		v, _ := NewKeyVerifier(tm)
-		if _, err := v.VerifyStatement(b, "sha256:"+strings.Repeat("cd", 32), PredicateSign); err != nil {
+		if _, err := v.VerifyStatement(ctx, b, "sha256:"+strings.Repeat("cd", 32), PredicateSign); err != nil {
 			t.Errorf("%s: %v", tc.file, err)
 		}
+	}
+}
+
+// TestLazyVerifierUsesTheCallersContextAndRetries: the keyless verifier is built when
+// first used, on the context of that call (so a cancelled run stops it), and a failure
+// (Fulcio down) is not kept for the rest of the run.
+func TestLazyVerifierUsesTheCallersContextAndRetries(t *testing.T) {
+	type key struct{}
+	s := seededKey(t, 1)
+	tm, _ := s.TrustedMaterial()
+	calls := 0
+	v := &Verifier{lazy: func(ctx context.Context) (*Verifier, error) {
+		calls++
+		if ctx.Value(key{}) != "caller" {
+			t.Errorf("built on another context than the caller's")
+		}
+		if calls == 1 {
+			return nil, errors.New("fulcio: 503")
+		}
+		return NewKeyVerifier(tm)
+	}}
+	ctx := context.WithValue(context.Background(), key{}, "caller")
+	good := signed(t, s, []Subject{{Name: "r/x", Digest: digestA}}, PredicateSPDX, []byte(`{}`))
+	if _, err := v.VerifyStatement(ctx, good, digestA, PredicateSPDX); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("first call: %v", err)
+	}
+	for range 2 {
+		if _, err := v.VerifyStatement(ctx, good, digestA, PredicateSPDX); err != nil {
+			t.Fatalf("after the failure: %v", err)
+		}
+	}
+	if calls != 2 {
+		t.Fatalf("built %d times, want 2 (once failed, once kept)", calls)
 	}
 }

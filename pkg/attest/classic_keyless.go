@@ -231,13 +231,13 @@ func ClassicAttestation(bundleJSON []byte, tm root.TrustedMaterial) (*Classic, e
 // key, or for keyless signatures the certificate chain, the identity policy and the Rekor
 // v1 entry. The signature is checked as a Sigstore bundle made of its parts. It returns
 // who signed.
-func (v *Verifier) VerifyClassic(c Classic, digest string) (string, error) {
+func (v *Verifier) VerifyClassic(ctx context.Context, c Classic, digest string) (string, error) {
 	if v.lazy != nil {
-		v.once.Do(func() { v.inner, v.lazyErr = v.lazy() })
-		if v.lazyErr != nil {
-			return "", v.lazyErr
+		inner, err := v.resolve(ctx)
+		if err != nil {
+			return "", err
 		}
-		return v.inner.VerifyClassic(c, digest)
+		return inner.VerifyClassic(ctx, c, digest)
 	}
 	if err := checkPayload(c.Payload, digest); err != nil {
 		return "", err
@@ -275,13 +275,13 @@ func (v *Verifier) VerifyClassic(c Classic, digest string) (string, error) {
 // VerifyClassicAttestation checks a classic .att layer (a DSSE envelope, Classic.Payload)
 // as VerifyStatement checks a bundle: signature, trust, identity, subject digest and
 // predicate type.
-func (v *Verifier) VerifyClassicAttestation(c Classic, digest, predicateType string) (*Verified, error) {
+func (v *Verifier) VerifyClassicAttestation(ctx context.Context, c Classic, digest, predicateType string) (*Verified, error) {
 	if v.lazy != nil {
-		v.once.Do(func() { v.inner, v.lazyErr = v.lazy() })
-		if v.lazyErr != nil {
-			return nil, v.lazyErr
+		inner, err := v.resolve(ctx)
+		if err != nil {
+			return nil, err
 		}
-		return v.inner.VerifyClassicAttestation(c, digest, predicateType)
+		return inner.VerifyClassicAttestation(ctx, c, digest, predicateType)
 	}
 	var env envelope
 	if err := json.Unmarshal(c.Payload, &env); err != nil {
@@ -300,7 +300,7 @@ func (v *Verifier) VerifyClassicAttestation(c Classic, digest, predicateType str
 	if err != nil {
 		return nil, err
 	}
-	return v.VerifyStatement(raw, digest, predicateType)
+	return v.VerifyStatement(ctx, raw, digest, predicateType)
 }
 
 // classicBundle is the verification material of a classic layer as a bundle without its

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math/rand"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -19,8 +18,6 @@ import (
 	"github.com/relaydev/relay/internal/backoff"
 
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
-	rekortilesclient "github.com/sigstore/rekor-tiles/v2/pkg/client"
-	rekorwrite "github.com/sigstore/rekor-tiles/v2/pkg/client/write"
 	rekorclient "github.com/sigstore/rekor/pkg/client"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/sign"
@@ -64,23 +61,25 @@ type KeylessSigner struct {
 // services are the timestamp authorities and transparency logs a signature goes to, and
 // the retry budget they share.
 type services struct {
-	tsas   []*sign.TimestampAuthority
-	tlogs  []sign.Transparency
-	rekor1 sign.Transparency // a Rekor v1 log among tlogs: cosign's classic format needs one
-	urls   []Endpoint        // what was picked, for checks that the services answer
-	tr     root.TrustedMaterial
-	budget time.Duration
-	logger *slog.Logger
-	sleep  func(ctx context.Context, d time.Duration) error
-	mu     sync.Mutex // guards spent and rnd
-	rnd    *rand.Rand
-	spent  time.Duration
+	tsas    []*sign.TimestampAuthority
+	tlogs   []sign.Transparency
+	rekor1  sign.Transparency // a Rekor v1 log among tlogs: cosign's classic format needs one
+	urls    []Endpoint        // what was picked, for checks that the services answer
+	refused *refusals         // refusals the services' transports saw
+	tr      root.TrustedMaterial
+	budget  time.Duration
+	logger  *slog.Logger
+	sleep   func(ctx context.Context, d time.Duration) error
+	mu      sync.Mutex // guards spent and rnd
+	rnd     *rand.Rand
+	spent   time.Duration
 }
 
 // newServices picks the timestamp authorities and logs of the signing config that are
 // valid now and whose API versions relay speaks.
 func newServices(sc *root.SigningConfig, now time.Time, transport http.RoundTripper) (*services, error) {
-	s := &services{}
+	s := &services{refused: &refusals{}}
+	transport = s.refused.transport(transport)
 	if len(sc.TimestampAuthorityURLs()) > 0 {
 		tsas, err := root.SelectServices(sc.TimestampAuthorityURLs(), sc.TimestampAuthorityURLsConfig(), sign.TimestampAuthorityAPIVersions, now)
 		if err != nil {
@@ -104,13 +103,16 @@ func newServices(sc *root.SigningConfig, now time.Time, transport http.RoundTrip
 			// digests of a step are signed side by side.
 			s.urls = append(s.urls, Endpoint{Service: fmt.Sprintf("Rekor v%d", l.MajorAPIVersion), URL: l.URL})
 			ro := &sign.RekorOptions{BaseURL: l.URL, Version: l.MajorAPIVersion, Timeout: 30 * time.Second}
-			var err error
 			if l.MajorAPIVersion == 2 {
-				if ro.ClientV2, err = rekorwrite.NewWriter(l.URL, rekortilesclient.WithUserAgent("relay")); err != nil {
+				w, err := newRekorV2(l.URL, transport, "")
+				if err != nil {
 					return nil, fmt.Errorf("signing config: Rekor v2 %s: %w", l.URL, err)
 				}
+				ro.ClientV2 = w
 			} else {
-				c, err := rekorclient.GetRekorClient(l.URL, rekorclient.WithUserAgent("relay"))
+				// No retries of its own: the bundle loop retries within the budget, and
+				// its generated errors carry the status a refusal is told by.
+				c, err := rekorclient.GetRekorClient(l.URL, rekorclient.WithUserAgent("relay"), rekorclient.WithRetryCount(0))
 				if err != nil {
 					return nil, fmt.Errorf("signing config: Rekor %s: %w", l.URL, err)
 				}
@@ -149,6 +151,7 @@ func (s *services) use(tr root.TrustedMaterial, budget time.Duration, logger *sl
 // forbidden request) fails at once.
 func (s *services) bundle(ctx context.Context, content sign.Content, kp sign.Keypair, certs sign.CertificateProvider, tlogs []sign.Transparency) (*protobundle.Bundle, error) {
 	for attempt := 1; ; attempt++ {
+		refusedBefore := s.refused.count()
 		b, err := sign.Bundle(content, kp, sign.BundleOptions{
 			CertificateProvider:  certs,
 			TimestampAuthorities: s.tsas,
@@ -163,7 +166,7 @@ func (s *services) bundle(ctx context.Context, content sign.Content, kp sign.Key
 			return nil, ctx.Err()
 		}
 		var claim *TokenClaimError
-		if permanent(err) || errors.Is(err, ErrPrivateRepository) || errors.Is(err, ErrNoToken) || errors.As(err, &claim) {
+		if s.refused.count() > refusedBefore || refusedErr(err) || errors.Is(err, ErrPrivateRepository) || errors.Is(err, ErrNoToken) || errors.As(err, &claim) {
 			return nil, err
 		}
 		s.mu.Lock()
@@ -224,7 +227,7 @@ func NewKeylessSigner(o KeylessOptions) (*KeylessSigner, error) {
 	if s.kp, err = sign.NewEphemeralKeypair(nil); err != nil {
 		return nil, err
 	}
-	s.certs = &runCertificate{fulcio: sign.NewFulcio(&sign.FulcioOptions{BaseURL: fulcio.URL, Transport: o.Transport}), tokens: o.Tokens, now: o.Now, logger: o.Logger,
+	s.certs = &runCertificate{fulcio: sign.NewFulcio(&sign.FulcioOptions{BaseURL: fulcio.URL, Transport: svc.refused.transport(o.Transport)}), tokens: o.Tokens, now: o.Now, logger: o.Logger,
 		guard: o.PublicLog && len(s.tlogs) > 0 && !o.AllowPrivateInPublicLog}
 	if o.PublicLog {
 		s.certs.audience = "sigstore"
@@ -331,11 +334,6 @@ func PrivateRepositoryError(token string) error {
 	}
 	return nil
 }
-
-// A refusal (bad token, bad request, forbidden) will not pass by waiting.
-var refusal = regexp.MustCompile(`\b(returned|status|code)[: ]*(400|401|403|404|409|413|422)\b|IDToken|subject from identity token|unsupported`)
-
-func permanent(err error) bool { return refusal.MatchString(err.Error()) }
 
 // runCertificate asks Fulcio once per run for a certificate of the ephemeral key, and
 // again only when it is about to expire (Fulcio's certificates live ten minutes).

@@ -127,7 +127,7 @@ func TestIntegrationKeyless(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = v.VerifyStatement(tc.bundle, tc.digest, PredicateSign)
+			_, err = v.VerifyStatement(ctx, tc.bundle, tc.digest, PredicateSign)
 			if (err == nil) != tc.ok {
 				t.Fatalf("verify: %v, want ok=%v", err, tc.ok)
 			}
@@ -171,6 +171,7 @@ func TestIntegrationKeyless(t *testing.T) {
 // TestIntegrationKeylessRekorOutage puts a Rekor that answers 503 for a while in front of
 // the real one: signing waits it out within the budget and the bundle verifies.
 func TestIntegrationKeylessRekorOutage(t *testing.T) {
+	ctx := context.Background()
 	if !testutil.InNetNS(t) {
 		return
 	}
@@ -179,7 +180,7 @@ func TestIntegrationKeylessRekorOutage(t *testing.T) {
 	tr, _ := root.NewTrustedRootFromPath(st.TrustedRoot)
 	target, _ := url.Parse(st.RekorURL)
 	var mu sync.Mutex
-	failures, seen := 3, 0
+	failures, seen, status := 3, 0, http.StatusServiceUnavailable
 	rp := httputil.NewSingleHostReverseProxy(target)
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
@@ -190,7 +191,7 @@ func TestIntegrationKeylessRekorOutage(t *testing.T) {
 		}
 		mu.Unlock()
 		if fail {
-			http.Error(w, "rekor is having a bad ten minutes", http.StatusServiceUnavailable)
+			http.Error(w, "rekor is having a bad ten minutes", status)
 			return
 		}
 		rp.ServeHTTP(w, r)
@@ -217,7 +218,7 @@ func TestIntegrationKeylessRekorOutage(t *testing.T) {
 		t.Fatalf("signing through a Rekor outage: %v", err)
 	}
 	v, _ := NewIdentityVerifier(tr, IdentityPolicy{Identity: "bot@example.com", Issuer: st.OIDC.URL})
-	if _, err := v.VerifyStatement(b, "sha256:"+strings.Repeat("ab", 32), PredicateSign); err != nil {
+	if _, err := v.VerifyStatement(ctx, b, "sha256:"+strings.Repeat("ab", 32), PredicateSign); err != nil {
 		t.Fatal(err)
 	}
 	if len(waits) == 0 || !strings.Contains(logs.String(), `"attempt":1`) {
@@ -232,6 +233,29 @@ func TestIntegrationKeylessRekorOutage(t *testing.T) {
 	_, err = signer2.SignStatement(context.Background(), stmt)
 	if err == nil || !strings.Contains(err.Error(), "retry budget of 3s") {
 		t.Fatalf("outage past the budget: %v", err)
+	}
+
+	// A refusal fails at once, told by its status, not by what its text says: a log that
+	// will not take the entry, and a Fulcio that refuses the token.
+	mu.Lock()
+	status = http.StatusUnprocessableEntity
+	mu.Unlock()
+	var refusedWaits []time.Duration
+	sleep := func(_ context.Context, d time.Duration) error { refusedWaits = append(refusedWaits, d); return nil }
+	signer3, _ := NewKeylessSigner(KeylessOptions{SigningConfig: sc, TrustedRoot: tr, Tokens: fileToken(tokFile), Budget: time.Minute, Sleep: sleep})
+	_, err = signer3.SignStatement(context.Background(), stmt)
+	var re *RefusedError
+	if !errors.As(err, &re) || re.Status != http.StatusUnprocessableEntity || len(refusedWaits) != 0 {
+		t.Fatalf("a log's refusal: %v after %d waits", err, len(refusedWaits))
+	}
+	fulcio := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"code":16,"message":"the token is not for this audience"}`, http.StatusUnauthorized)
+	}))
+	defer fulcio.Close()
+	noFulcio := sc.WithFulcioCertificateAuthorityURLs(root.Service{URL: fulcio.URL, MajorAPIVersion: 1, ValidityPeriodStart: since, Operator: "local"})
+	signer4, _ := NewKeylessSigner(KeylessOptions{SigningConfig: noFulcio, TrustedRoot: tr, Tokens: fileToken(tokFile), Budget: time.Minute, Sleep: sleep})
+	if _, err = signer4.SignStatement(context.Background(), stmt); err == nil || !strings.Contains(err.Error(), "401") || len(refusedWaits) != 0 {
+		t.Fatalf("Fulcio's refusal: %v after %d waits", err, len(refusedWaits))
 	}
 }
 

@@ -89,7 +89,7 @@ func TestKMSKeys(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := signed(t, s, []Subject{{Name: "r/x", Digest: digestA}}, PredicateSign, nil)
-			if _, err := v.VerifyStatement(b, digestA, PredicateSign); err != nil {
+			if _, err := v.VerifyStatement(ctx, b, digestA, PredicateSign); err != nil {
 				t.Fatalf("bundle signed by the KMS key does not verify: %v", err)
 			}
 			payload, _ := SimpleSigningPayload("r/x", digestA)

@@ -23,18 +23,17 @@ type Verifier struct {
 
 	// lazy builds the verifier on first use (the run's own keyless identity is known only
 	// once Fulcio certified it).
-	lazy    func() (*Verifier, error)
-	once    sync.Once
-	inner   *Verifier
-	lazyErr error
+	lazy  func(context.Context) (*Verifier, error)
+	mu    sync.Mutex
+	inner *Verifier // what lazy built; a failure is not kept, so the next call asks again
 }
 
 // NewSignerVerifier verifies keyless bundles against tm and the identity of s's own
 // certificate: the pipeline checks that what it published carries this run's identity, and
 // reuses an attached bundle only if it does.
 func NewSignerVerifier(tm root.TrustedMaterial, s *KeylessSigner, noTransparencyLog bool) *Verifier {
-	return &Verifier{lazy: func() (*Verifier, error) {
-		p, err := s.Policy(context.Background())
+	return &Verifier{lazy: func(ctx context.Context) (*Verifier, error) {
+		p, err := s.Policy(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -121,15 +120,30 @@ type Verified struct {
 // ErrWrongPredicate is returned when a bundle is valid but about another predicate.
 var ErrWrongPredicate = errors.New("statement has another predicate type")
 
+// resolve builds a lazy verifier on the caller's context; an error (Fulcio down, the run
+// cancelled) is returned, not kept, so a later call may succeed.
+func (v *Verifier) resolve(ctx context.Context) (*Verifier, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.inner == nil {
+		inner, err := v.lazy(ctx)
+		if err != nil {
+			return nil, err
+		}
+		v.inner = inner
+	}
+	return v.inner, nil
+}
+
 // VerifyStatement checks a bundle's signature, that its statement names digest among its
 // subjects, and that its predicate type is predicateType (any when empty).
-func (v *Verifier) VerifyStatement(bundleJSON []byte, digest, predicateType string) (*Verified, error) {
+func (v *Verifier) VerifyStatement(ctx context.Context, bundleJSON []byte, digest, predicateType string) (*Verified, error) {
 	if v.lazy != nil {
-		v.once.Do(func() { v.inner, v.lazyErr = v.lazy() })
-		if v.lazyErr != nil {
-			return nil, v.lazyErr
+		inner, err := v.resolve(ctx)
+		if err != nil {
+			return nil, err
 		}
-		return v.inner.VerifyStatement(bundleJSON, digest, predicateType)
+		return inner.VerifyStatement(ctx, bundleJSON, digest, predicateType)
 	}
 	var b bundle.Bundle
 	if err := b.UnmarshalJSON(bundleJSON); err != nil {

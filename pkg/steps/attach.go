@@ -44,7 +44,7 @@ func ensureAttached(ctx context.Context, env *Env, copies []CopiedImage, req att
 			return nil, nil, err
 		}
 		for _, a := range atts {
-			v, err := env.Verifier.VerifyStatement(a.Bundle, req.subject, req.predicateType)
+			v, err := env.Verifier.VerifyStatement(ctx, a.Bundle, req.subject, req.predicateType)
 			if err != nil {
 				env.Logger.Debug("ignoring attached bundle that does not verify", "image", c.Repository, "digest", req.subject, "referrer", a.Digest, "error", err)
 				continue

@@ -263,7 +263,7 @@ func TestReleaseNotesSignedSumsAndAttestations(t *testing.T) {
 		}
 	}
 	sum := sha256.Sum256(sums)
-	if _, err := env.Verifier.VerifyStatement(sig, "sha256:"+hex.EncodeToString(sum[:]), attest.PredicateSign); err != nil {
+	if _, err := env.Verifier.VerifyStatement(ctx, sig, "sha256:"+hex.EncodeToString(sum[:]), attest.PredicateSign); err != nil {
 		t.Fatalf("SHA256SUMS signature: %v", err)
 	}
 	// Each provenance and SBOM bundle goes to the attestations API once.
@@ -338,7 +338,7 @@ func TestClassicSignatures(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, a := range atts {
-					v, err := kv.VerifyClassicAttestation(classicOf(a), d.digest, a.PredicateType)
+					v, err := kv.VerifyClassicAttestation(ctx, classicOf(a), d.digest, a.PredicateType)
 					if err != nil || v.PredicateType != a.PredicateType {
 						t.Fatalf("%s@%s .att: %v", c.Repository, d.digest, err)
 					}
@@ -367,7 +367,7 @@ func TestClassicSignatures(t *testing.T) {
 	atts, _ := env.Registry.ClassicAttestations(ctx, repo.Digest(st.Copies[0].Platforms[0].Digest))
 	bad := classicOf(atts[0])
 	bad.Payload = []byte(strings.Replace(string(bad.Payload), `"payload":"`, `"payload":"e30`, 1))
-	if _, err := kv.VerifyClassicAttestation(bad, st.Copies[0].Platforms[0].Digest, ""); err == nil {
+	if _, err := kv.VerifyClassicAttestation(ctx, bad, st.Copies[0].Platforms[0].Digest, ""); err == nil {
 		t.Fatal("a tampered classic attestation verified")
 	}
 }

@@ -201,7 +201,7 @@ func signBlob(ctx context.Context, env *Env, name string, data []byte) ([]byte, 
 	digest := "sha256:" + hex.EncodeToString(sum[:])
 	cache := filepath.Join(env.StateDir, "blobs", name+"-"+hex.EncodeToString(sum[:12])+".sigstore.json")
 	if b, err := os.ReadFile(cache); err == nil {
-		if _, err := env.Verifier.VerifyStatement(b, digest, attest.PredicateSign); err == nil {
+		if _, err := env.Verifier.VerifyStatement(ctx, b, digest, attest.PredicateSign); err == nil {
 			return b, nil
 		}
 	}

@@ -143,7 +143,7 @@ func verifyOne(ctx context.Context, env *Env, c Check) ([]string, error) {
 	var dups duplicates
 	found := false
 	for _, a := range atts {
-		v, err := env.Verifier.VerifyStatement(a.Bundle, c.Digest, c.PredicateType)
+		v, err := env.Verifier.VerifyStatement(ctx, a.Bundle, c.Digest, c.PredicateType)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -212,7 +212,7 @@ func classicSignedBy(ctx context.Context, reg *oci.Client, d name.Digest, v *att
 	}
 	rej := &classicRejectedError{digest: d.String()}
 	for _, s := range sigs {
-		who, err := v.VerifyClassic(classicOf(s), d.DigestStr())
+		who, err := v.VerifyClassic(ctx, classicOf(s), d.DigestStr())
 		if err != nil {
 			rej.errs = append(rej.errs, err)
 			continue
@@ -231,7 +231,7 @@ func classicAttestationValid(ctx context.Context, reg *oci.Client, d name.Digest
 	}
 	var errs []error
 	for _, a := range atts {
-		if _, err := v.VerifyClassicAttestation(classicOf(a), d.DigestStr(), predicateType); err != nil {
+		if _, err := v.VerifyClassicAttestation(ctx, classicOf(a), d.DigestStr(), predicateType); err != nil {
 			errs = append(errs, err)
 			continue
 		}

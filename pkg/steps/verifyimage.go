@@ -93,7 +93,7 @@ func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref n
 		}
 		var dups duplicates
 		for _, a := range atts {
-			res, err := v.VerifyStatement(a.Bundle, t.Digest, "")
+			res, err := v.VerifyStatement(ctx, a.Bundle, t.Digest, "")
 			if err != nil {
 				t.Rejected = append(t.Rejected, fmt.Sprintf("%s (%s): %v", a.Digest, a.PredicateType, err))
 				continue
@@ -121,7 +121,7 @@ func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref n
 			return nil, err
 		}
 		for _, a := range cas {
-			res, err := v.VerifyClassicAttestation(classicOf(a), t.Digest, "")
+			res, err := v.VerifyClassicAttestation(ctx, classicOf(a), t.Digest, "")
 			if err != nil {
 				t.Rejected = append(t.Rejected, fmt.Sprintf("cosign classic .att (%s): %v", a.PredicateType, err))
 				continue
