@@ -108,12 +108,7 @@ func commonFlags() []cli.Flag {
 }
 
 func newApp(stdout, stderr io.Writer, getenv func(string) string, red *logging.Redactor) *cli.App {
-	common := commonFlags()
-	runFlags := append(append([]cli.Flag(nil), common...),
-		&cli.StringSliceFlag{Name: "only", EnvVars: []string{"RELAY_ONLY"}, Usage: "run only these steps (comma-separated), in pipeline order"},
-		&cli.BoolFlag{Name: "restart", EnvVars: []string{"RELAY_RESTART"}, Usage: "ignore the saved state and start over"},
-		&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "with --dry-run: the report as text or json (every write per destination, every check)"},
-	)
+	optsOf := func(c *cli.Context) (Options, error) { return options(c, stdout, stderr, getenv, red) }
 	app := &cli.App{
 		Name:  "relay",
 		Usage: "build, copy by digest, sign, attest, verify and release a container image",
@@ -137,129 +132,42 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 		HideVersion:    true,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are decided in run, never os.Exit here
 		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return &usageError{Err: err} },
-		Commands: []*cli.Command{
-			{
-				Name:  "run",
-				Usage: "run the pipeline (all steps, or --only some), resuming from the saved state",
-				UsageText: `relay run --local
-   relay run --only build,copy
-   relay run --restart
-   relay run --dry-run                  # the real steps, writes diverted: the report lists each one`,
-				Flags:        runFlags,
-				OnUsageError: usageErr,
-				Action: func(c *cli.Context) error {
-					o, err := options(c, stdout, stderr, getenv, red)
-					if err != nil {
-						return err
-					}
-					f := flagReader{c: c, getenv: getenv}
-					only, restart := f.list("only"), f.bool("restart")
-					o.Output = f.str("output")
-					if f.err != nil {
-						return f.err
-					}
-					return runPipeline(c.Context, o, only, restart, false)
-				},
-			},
-			{
-				Name:         "plan",
-				Usage:        "print the ordered steps, what each will do and which inputs are missing; no network writes",
-				UsageText:    "relay plan\n   relay plan --local",
-				Flags:        common,
-				OnUsageError: usageErr,
-				Action: func(c *cli.Context) error {
-					o, err := options(c, stdout, stderr, getenv, red)
-					if err != nil {
-						return err
-					}
-					return planCmd(c.Context, o)
-				},
-			},
-			{
-				Name:      "version",
-				Usage:     "print relay's version and the versions of its key libraries",
-				UsageText: "relay version",
-				Action: func(c *cli.Context) error {
-					fmt.Fprint(stdout, versionText())
-					return nil
-				},
-			},
-		},
+		Commands:       []*cli.Command{runCommand(getenv, optsOf), planCommand(optsOf), versionCommand(stdout)},
 	}
 	for _, s := range steps.All() {
-		name := s.Name()
-		cmd := &cli.Command{
-			Name:         name,
-			Usage:        stepUsage[name],
-			UsageText:    fmt.Sprintf("relay %s [--state .relay/state.json] [--local]", name),
-			Description:  "Runs the " + name + " step alone, even if the state marks it done (every step is idempotent), and saves the state.",
-			Flags:        common,
-			OnUsageError: usageErr,
-			Action: func(c *cli.Context) error {
-				o, err := options(c, stdout, stderr, getenv, red)
-				if err != nil {
-					return err
-				}
-				if name == "copy" && c.Args().Len() >= 2 {
-					f := flagReader{c: c, getenv: getenv}
-					tags, plats := f.list("tag"), f.list("platform")
-					if f.err != nil {
-						return f.err
-					}
-					return copyCmd(c.Context, o, c.Args().First(), c.Args().Tail(), tags, plats)
-				}
-				if name == "verify" && c.Args().Len() > 0 {
-					if c.Args().Len() > 1 {
-						return &usageError{Err: fmt.Errorf("relay verify takes one IMAGE, got %q", c.Args().Slice())}
-					}
-					f := flagReader{c: c, getenv: getenv}
-					vf := verifyFlags{
-						identity: f.str("certificate-identity"), identityRegexp: f.str("certificate-identity-regexp"),
-						issuer: f.str("certificate-oidc-issuer"), issuerRegexp: f.str("certificate-oidc-issuer-regexp"),
-						trustedRoot: f.str("trusted-root"), key: f.str("key"), output: f.str("output"), noTlog: f.bool("no-tlog"),
-					}
-					if f.err != nil {
-						return f.err
-					}
-					return verifyCmd(c.Context, o, c.Args().First(), vf)
-				}
-				if c.Args().Len() > 0 {
-					return &usageError{Err: fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
-				}
-				return runPipeline(c.Context, o, []string{name}, false, true)
-			},
-		}
-		if name == "copy" {
-			cmd.UsageText = `relay copy [--state .relay/state.json]     # the pipeline's copy step
-   relay copy SRC DST [DST...] [--tag v1.2.3 --tag latest]   # on its own, like crane copy, with referrers
-   relay copy ghcr.io/acme/app@sha256:abc... docker.io/acme/app --tag v1.2.3`
-			cmd.Description = "Without arguments: the copy step of the pipeline. With SRC and one or more DST: copies SRC (every platform, by digest) into each repository DST with its OCI referrers and cosign's .sig/.att/.sbom tags, reading each source blob once for all destinations, and applies tags only when given --tag. Prints DST@digest per destination."
-			cmd.Flags = append(append([]cli.Flag(nil), common...), &cli.StringSliceFlag{Name: "tag", EnvVars: []string{"RELAY_TAG"}, Usage: "with SRC DST: tag the copy (repeatable); without it nothing is tagged"},
-				&cli.StringSliceFlag{Name: "platform", EnvVars: []string{"RELAY_PLATFORM"}, Usage: "with SRC DST: copy only these platforms of an index (repeatable); the new index gets its own digest"})
-		}
-		if name == "verify" {
-			cmd.UsageText = `relay verify [--state .relay/state.json]    # the pipeline's verify step
-   relay verify IMAGE --certificate-identity ID --certificate-oidc-issuer URL [--trusted-root trusted_root.json]
-   relay verify ghcr.io/acme/app:v1.2.3 \
-     --certificate-identity-regexp '^https://github.com/acme/app/\.github/workflows/release\.yml@' \
-     --certificate-oidc-issuer https://token.actions.githubusercontent.com
-   relay verify localhost:5000/acme/app@sha256:abc... --key dist/relay-signing.pub`
-			cmd.Description = "Without arguments: the verify step of the pipeline. With IMAGE: a consumer's check that needs no relay state. Every manifest of IMAGE (the index and each platform) must carry a Sigstore signature that verifies against the trusted root (public-good Sigstore unless --trusted-root) and was made by the given identity and OIDC issuer (or by --key); attestations that verify are listed. Exit 0 when everything is signed, 1 otherwise."
-			cmd.Flags = append(append([]cli.Flag(nil), common...),
-				&cli.StringFlag{Name: "certificate-identity", EnvVars: []string{"RELAY_CERTIFICATE_IDENTITY"}, Usage: "with IMAGE: the signer's identity (email or workflow URI), exactly"},
-				&cli.StringFlag{Name: "certificate-identity-regexp", EnvVars: []string{"RELAY_CERTIFICATE_IDENTITY_REGEXP"}, Usage: "with IMAGE: the signer's identity, as a regular expression"},
-				&cli.StringFlag{Name: "certificate-oidc-issuer", EnvVars: []string{"RELAY_CERTIFICATE_OIDC_ISSUER"}, Usage: "with IMAGE: the OIDC issuer that vouched for the signer, exactly"},
-				&cli.StringFlag{Name: "certificate-oidc-issuer-regexp", EnvVars: []string{"RELAY_CERTIFICATE_OIDC_ISSUER_REGEXP"}, Usage: "with IMAGE: the OIDC issuer, as a regular expression"},
-				&cli.StringFlag{Name: "trusted-root", EnvVars: []string{"RELAY_TRUSTED_ROOT"}, Usage: "with IMAGE: trusted_root.json of a private Sigstore instance (default: public-good, via TUF)"},
-				&cli.StringFlag{Name: "key", EnvVars: []string{"RELAY_KEY"}, Usage: "with IMAGE: verify key signatures with this PEM public key instead of an identity"},
-				&cli.BoolFlag{Name: "no-tlog", EnvVars: []string{"RELAY_NO_TLOG"}, Usage: "with IMAGE: accept keyless signatures without a Rekor entry (signed timestamps only)"},
-				&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "with IMAGE: text or json"})
-		}
-		app.Commands = append(app.Commands, cmd)
+		app.Commands = append(app.Commands, stepCommand(s.Name(), getenv, optsOf))
 	}
-	optsOf := func(c *cli.Context) (Options, error) { return options(c, stdout, stderr, getenv, red) }
 	app.Commands = append(app.Commands, runnerCommand(getenv, optsOf), doctorCommand(getenv, optsOf))
 	return app
+}
+
+// stepCommand runs one step alone; copy and verify also work on their own, with arguments.
+func stepCommand(name string, getenv func(string) string, optsOf func(*cli.Context) (Options, error)) *cli.Command {
+	cmd := &cli.Command{
+		Name:         name,
+		Usage:        stepUsage[name],
+		UsageText:    fmt.Sprintf("relay %s [--state .relay/state.json] [--local]", name),
+		Description:  "Runs the " + name + " step alone, even if the state marks it done (every step is idempotent), and saves the state.",
+		Flags:        commonFlags(),
+		OnUsageError: usageErr,
+		Action: func(c *cli.Context) error {
+			o, err := optsOf(c)
+			if err != nil {
+				return err
+			}
+			if c.Args().Len() > 0 {
+				return &usageError{Err: fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
+			}
+			return runPipeline(c.Context, o, []string{name}, false, true)
+		},
+	}
+	switch name {
+	case "copy":
+		withCopyArgs(cmd, getenv, optsOf)
+	case "verify":
+		withVerifyArgs(cmd, getenv, optsOf)
+	}
+	return cmd
 }
 
 var stepUsage = map[string]string{

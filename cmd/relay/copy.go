@@ -3,45 +3,81 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/relaydev/relay/internal/wire"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/urfave/cli/v2"
 
+	"github.com/relaydev/relay/internal/wire"
 	"github.com/relaydev/relay/pkg/config"
 )
 
-// copyCmd is `relay copy SRC DST`: crane copy's job, by digest, with referrers and cosign's
-// classic attachments, and tags only when asked.
-func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags, platforms []string) error {
+// withCopyArgs makes the copy step's command also `relay copy SRC DST...`.
+func withCopyArgs(cmd *cli.Command, getenv func(string) string, optsOf func(*cli.Context) (Options, error)) {
+	cmd.UsageText = `relay copy [--state .relay/state.json]     # the pipeline's copy step
+   relay copy SRC DST [DST...] [--tag v1.2.3 --tag latest]   # on its own, like crane copy, with referrers
+   relay copy ghcr.io/acme/app@sha256:abc... docker.io/acme/app --tag v1.2.3`
+	cmd.Description = "Without arguments: the copy step of the pipeline. With SRC and one or more DST: copies SRC (every platform, by digest) into each repository DST with its OCI referrers and cosign's .sig/.att/.sbom tags, reading each source blob once for all destinations, and applies tags only when given --tag. Prints DST@digest per destination."
+	cmd.Flags = append(commonFlags(), &cli.StringSliceFlag{Name: "tag", EnvVars: []string{"RELAY_TAG"}, Usage: "with SRC DST: tag the copy (repeatable); without it nothing is tagged"},
+		&cli.StringSliceFlag{Name: "platform", EnvVars: []string{"RELAY_PLATFORM"}, Usage: "with SRC DST: copy only these platforms of an index (repeatable); the new index gets its own digest"})
+	step := cmd.Action
+	cmd.Action = func(c *cli.Context) error {
+		if c.Args().Len() < 2 {
+			return step(c)
+		}
+		o, err := optsOf(c)
+		if err != nil {
+			return err
+		}
+		f := flagReader{c: c, getenv: getenv}
+		tags, plats := f.list("tag"), f.list("platform")
+		if f.err != nil {
+			return f.err
+		}
+		return copyCmd(c.Context, o, c.Args().First(), c.Args().Tail(), tags, plats)
+	}
+}
+
+// copyArgs checks relay copy's arguments before anything is read.
+func copyArgs(src string, dsts, tags, platforms []string) (name.Reference, []name.Repository, []v1.Platform, error) {
 	srcRef, err := name.ParseReference(src)
 	if err != nil {
-		return &usageError{Err: fmt.Errorf("SRC %q is not an image reference: %v", src, err)}
+		return nil, nil, nil, &usageError{Err: fmt.Errorf("SRC %q is not an image reference: %v", src, err)}
 	}
 	var repos []name.Repository
 	for _, dst := range dsts {
 		if strings.Contains(dst, "@") || strings.Contains(dst[strings.LastIndex(dst, "/")+1:], ":") {
-			return &usageError{Err: fmt.Errorf("DST %q names a tag or digest: DST is a repository; pass tags with --tag", dst)}
+			return nil, nil, nil, &usageError{Err: fmt.Errorf("DST %q names a tag or digest: DST is a repository; pass tags with --tag", dst)}
 		}
 		r, err := name.NewRepository(dst)
 		if err != nil {
-			return &usageError{Err: fmt.Errorf("DST %q is not a repository: %v", dst, err)}
+			return nil, nil, nil, &usageError{Err: fmt.Errorf("DST %q is not a repository: %v", dst, err)}
 		}
 		repos = append(repos, r)
 	}
 	for _, t := range tags {
 		if !config.ValidTag(t) {
-			return &usageError{Err: fmt.Errorf("--tag %q is not a valid tag (up to 128 of [A-Za-z0-9_.-], not starting with . or -)", t)}
+			return nil, nil, nil, &usageError{Err: fmt.Errorf("--tag %q is not a valid tag (up to 128 of [A-Za-z0-9_.-], not starting with . or -)", t)}
 		}
 	}
 	var plats []v1.Platform
 	for _, p := range platforms {
 		pl, err := v1.ParsePlatform(p)
 		if err != nil || !strings.Contains(p, "/") {
-			return &usageError{Err: fmt.Errorf("--platform %q is not OS/ARCH[/VARIANT], e.g. linux/arm64", p)}
+			return nil, nil, nil, &usageError{Err: fmt.Errorf("--platform %q is not OS/ARCH[/VARIANT], e.g. linux/arm64", p)}
 		}
 		plats = append(plats, *pl)
+	}
+	return srcRef, repos, plats, nil
+}
+
+// copyCmd is `relay copy SRC DST`: crane copy's job, by digest, with referrers and cosign's
+// classic attachments, and tags only when asked.
+func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags, platforms []string) error {
+	srcRef, repos, plats, err := copyArgs(src, dsts, tags, platforms)
+	if err != nil {
+		return err
 	}
 	if o.Local {
 		return &usageError{Err: fmt.Errorf("relay copy SRC DST works on real registries; --local applies to the pipeline")}

@@ -34,43 +34,18 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 	in, err := load(o, func() error {
 		// One writer per state, for the whole run: taken after the config proved valid and
 		// before the state is read, so two runs never both resume from it.
-		command := "relay run"
-		switch {
-		case force:
-			command = "relay " + strings.Join(only, ",")
-		case len(only) > 0:
-			command += " --only " + strings.Join(only, ",")
-		}
-		l, err := steps.LockState(ctx, o.State, steps.LockOptions{Wait: o.WaitLock, Command: command})
-		lock = l
+		var err error
+		lock, err = steps.LockState(ctx, o.State, steps.LockOptions{Wait: o.WaitLock, Command: commandLine(only, force)})
 		return err
 	})
 	defer lock.Unlock()
 	if err != nil {
 		return err
 	}
-	logger, cid, cfg, st := in.logger, in.cid, in.cfg, in.st
-	mode := steps.ModeRelease
-	if o.Local {
-		mode = steps.ModeLocal
-	}
-	// The state is cached by CI to resume: it records the repository without its credential.
-	inputs := steps.Inputs{ConfigDigest: cfg.Digest, Repo: source.RedactURL(cfg.Source.Repo), Ref: cfg.Source.Ref}
-	if st != nil && !restart {
-		if st.Mode != mode {
-			how := map[steps.Mode]string{steps.ModeLocal: "relay run --local", steps.ModeDryRun: "relay run --dry-run", steps.ModeRelease: "a real run"}
-			return &steps.StateError{Path: o.State, Msg: fmt.Sprintf("made by %s; this is %s, which never trusts it", how[st.Mode], how[mode]),
-				Fix: "pass --restart to start over, or another --state"}
-		}
-		if st.Inputs != inputs {
-			logger.Warn("state was made for other inputs: starting over", "state", o.State, "ref", st.Inputs.Ref, "config_digest", st.Inputs.ConfigDigest)
-			st = nil
-		} else if len(st.Completed) > 0 {
-			logger.Info("resuming from state", "state", o.State, "completed", len(st.Completed))
-		}
-	}
-	if st == nil || restart {
-		st = steps.NewState(mode, inputs, cid, nowUTC())
+	logger, cid, cfg := in.logger, in.cid, in.cfg
+	st, err := resumeOrStart(o, in, restart)
+	if err != nil {
+		return err
 	}
 	// A resumed run logs the id of the run it continues, so their logs can be joined.
 	if st.CorrelationID != "" && st.CorrelationID != cid {
@@ -99,6 +74,46 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 		printSummary(o.Stdout, w.Env, st, o.State)
 	}
 	return nil
+}
+
+// commandLine names the run in the lock, for whoever finds the state held.
+func commandLine(only []string, force bool) string {
+	switch {
+	case force:
+		return "relay " + strings.Join(only, ",")
+	case len(only) > 0:
+		return "relay run --only " + strings.Join(only, ",")
+	}
+	return "relay run"
+}
+
+// resumeOrStart is the state the run continues: the saved one when it was made by this
+// kind of run for the same inputs, else a new one. A state of another kind is refused.
+func resumeOrStart(o Options, in *loaded, restart bool) (*steps.State, error) {
+	st, cfg := in.st, in.cfg
+	mode := steps.ModeRelease
+	if o.Local {
+		mode = steps.ModeLocal
+	}
+	// The state is cached by CI to resume: it records the repository without its credential.
+	inputs := steps.Inputs{ConfigDigest: cfg.Digest, Repo: source.RedactURL(cfg.Source.Repo), Ref: cfg.Source.Ref}
+	if st != nil && !restart {
+		if st.Mode != mode {
+			how := map[steps.Mode]string{steps.ModeLocal: "relay run --local", steps.ModeDryRun: "relay run --dry-run", steps.ModeRelease: "a real run"}
+			return nil, &steps.StateError{Path: o.State, Msg: fmt.Sprintf("made by %s; this is %s, which never trusts it", how[st.Mode], how[mode]),
+				Fix: "pass --restart to start over, or another --state"}
+		}
+		if st.Inputs != inputs {
+			in.logger.Warn("state was made for other inputs: starting over", "state", o.State, "ref", st.Inputs.Ref, "config_digest", st.Inputs.ConfigDigest)
+			st = nil
+		} else if len(st.Completed) > 0 {
+			in.logger.Info("resuming from state", "state", o.State, "completed", len(st.Completed))
+		}
+	}
+	if st == nil || restart {
+		st = steps.NewState(mode, inputs, in.cid, nowUTC())
+	}
+	return st, nil
 }
 
 // loaded is what every pipeline command starts from.

@@ -4,15 +4,59 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/relaydev/relay/internal/wire"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/urfave/cli/v2"
 
+	"github.com/relaydev/relay/internal/wire"
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/steps"
 )
+
+// withVerifyArgs makes the verify step's command also `relay verify IMAGE`.
+func withVerifyArgs(cmd *cli.Command, getenv func(string) string, optsOf func(*cli.Context) (Options, error)) {
+	cmd.UsageText = `relay verify [--state .relay/state.json]    # the pipeline's verify step
+   relay verify IMAGE --certificate-identity ID --certificate-oidc-issuer URL [--trusted-root trusted_root.json]
+   relay verify ghcr.io/acme/app:v1.2.3 \
+     --certificate-identity-regexp '^https://github.com/acme/app/\.github/workflows/release\.yml@' \
+     --certificate-oidc-issuer https://token.actions.githubusercontent.com
+   relay verify localhost:5000/acme/app@sha256:abc... --key dist/relay-signing.pub`
+	cmd.Description = "Without arguments: the verify step of the pipeline. With IMAGE: a consumer's check that needs no relay state. Every manifest of IMAGE (the index and each platform) must carry a Sigstore signature that verifies against the trusted root (public-good Sigstore unless --trusted-root) and was made by the given identity and OIDC issuer (or by --key); attestations that verify are listed. Exit 0 when everything is signed, 1 otherwise."
+	cmd.Flags = append(commonFlags(),
+		&cli.StringFlag{Name: "certificate-identity", EnvVars: []string{"RELAY_CERTIFICATE_IDENTITY"}, Usage: "with IMAGE: the signer's identity (email or workflow URI), exactly"},
+		&cli.StringFlag{Name: "certificate-identity-regexp", EnvVars: []string{"RELAY_CERTIFICATE_IDENTITY_REGEXP"}, Usage: "with IMAGE: the signer's identity, as a regular expression"},
+		&cli.StringFlag{Name: "certificate-oidc-issuer", EnvVars: []string{"RELAY_CERTIFICATE_OIDC_ISSUER"}, Usage: "with IMAGE: the OIDC issuer that vouched for the signer, exactly"},
+		&cli.StringFlag{Name: "certificate-oidc-issuer-regexp", EnvVars: []string{"RELAY_CERTIFICATE_OIDC_ISSUER_REGEXP"}, Usage: "with IMAGE: the OIDC issuer, as a regular expression"},
+		&cli.StringFlag{Name: "trusted-root", EnvVars: []string{"RELAY_TRUSTED_ROOT"}, Usage: "with IMAGE: trusted_root.json of a private Sigstore instance (default: public-good, via TUF)"},
+		&cli.StringFlag{Name: "key", EnvVars: []string{"RELAY_KEY"}, Usage: "with IMAGE: verify key signatures with this PEM public key instead of an identity"},
+		&cli.BoolFlag{Name: "no-tlog", EnvVars: []string{"RELAY_NO_TLOG"}, Usage: "with IMAGE: accept keyless signatures without a Rekor entry (signed timestamps only)"},
+		&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "with IMAGE: text or json"})
+	step := cmd.Action
+	cmd.Action = func(c *cli.Context) error {
+		if c.Args().Len() == 0 {
+			return step(c)
+		}
+		o, err := optsOf(c)
+		if err != nil {
+			return err
+		}
+		if c.Args().Len() > 1 {
+			return &usageError{Err: fmt.Errorf("relay verify takes one IMAGE, got %q", c.Args().Slice())}
+		}
+		f := flagReader{c: c, getenv: getenv}
+		vf := verifyFlags{
+			identity: f.str("certificate-identity"), identityRegexp: f.str("certificate-identity-regexp"),
+			issuer: f.str("certificate-oidc-issuer"), issuerRegexp: f.str("certificate-oidc-issuer-regexp"),
+			trustedRoot: f.str("trusted-root"), key: f.str("key"), output: f.str("output"), noTlog: f.bool("no-tlog"),
+		}
+		if f.err != nil {
+			return f.err
+		}
+		return verifyCmd(c.Context, o, c.Args().First(), vf)
+	}
+}
 
 // verifyFlags are `relay verify IMAGE`'s trust and identity settings.
 type verifyFlags struct {
@@ -30,38 +74,9 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 	if f.output != "text" && f.output != "json" {
 		return &usageError{Err: fmt.Errorf("--output %q: use text or json", f.output)}
 	}
-	var v *attest.Verifier
-	if f.key != "" {
-		if f.identity != "" || f.identityRegexp != "" {
-			return &usageError{Err: fmt.Errorf("--key verifies a key signature; --certificate-identity applies to keyless ones: pass one or the other")}
-		}
-		pub, hint, err := attest.LoadPublicKey(f.key)
-		if err != nil {
-			return &usageError{Err: err}
-		}
-		tm, err := attest.TrustedKey(pub, hint)
-		if err != nil {
-			return err
-		}
-		if v, err = attest.NewKeyVerifier(tm); err != nil {
-			return err
-		}
-	} else {
-		p := attest.IdentityPolicy{Identity: f.identity, IdentityRegexp: f.identityRegexp, Issuer: f.issuer, IssuerRegexp: f.issuerRegexp, NoTransparencyLog: f.noTlog}
-		if err := p.Validate(); err != nil {
-			return &usageError{Err: err}
-		}
-		var tm root.TrustedMaterial
-		if f.trustedRoot != "" {
-			if tm, err = root.NewTrustedRootFromPath(f.trustedRoot); err != nil {
-				return &usageError{Err: fmt.Errorf("--trusted-root %s: %v", f.trustedRoot, err)}
-			}
-		} else if tm, err = root.FetchTrustedRoot(); err != nil {
-			return fmt.Errorf("fetching the public-good Sigstore trusted root (TUF): %w; pass --trusted-root for a private instance", err)
-		}
-		if v, err = attest.NewIdentityVerifier(tm, p); err != nil {
-			return &usageError{Err: err}
-		}
+	v, err := consumerVerifier(f)
+	if err != nil {
+		return err
 	}
 	logger, cid, err := newLogger(o)
 	if err != nil {
@@ -82,6 +97,43 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 		}
 	}
 	return verr
+}
+
+// consumerVerifier is what relay verify IMAGE checks against: a public key, or an identity
+// and issuer under a trusted root.
+func consumerVerifier(f verifyFlags) (*attest.Verifier, error) {
+	if f.key != "" {
+		if f.identity != "" || f.identityRegexp != "" {
+			return nil, &usageError{Err: fmt.Errorf("--key verifies a key signature; --certificate-identity applies to keyless ones: pass one or the other")}
+		}
+		pub, hint, err := attest.LoadPublicKey(f.key)
+		if err != nil {
+			return nil, &usageError{Err: err}
+		}
+		tm, err := attest.TrustedKey(pub, hint)
+		if err != nil {
+			return nil, err
+		}
+		return attest.NewKeyVerifier(tm)
+	}
+	p := attest.IdentityPolicy{Identity: f.identity, IdentityRegexp: f.identityRegexp, Issuer: f.issuer, IssuerRegexp: f.issuerRegexp, NoTransparencyLog: f.noTlog}
+	if err := p.Validate(); err != nil {
+		return nil, &usageError{Err: err}
+	}
+	var tm root.TrustedMaterial
+	var err error
+	if f.trustedRoot != "" {
+		if tm, err = root.NewTrustedRootFromPath(f.trustedRoot); err != nil {
+			return nil, &usageError{Err: fmt.Errorf("--trusted-root %s: %v", f.trustedRoot, err)}
+		}
+	} else if tm, err = root.FetchTrustedRoot(); err != nil {
+		return nil, fmt.Errorf("fetching the public-good Sigstore trusted root (TUF): %w; pass --trusted-root for a private instance", err)
+	}
+	v, err := attest.NewIdentityVerifier(tm, p)
+	if err != nil {
+		return nil, &usageError{Err: err}
+	}
+	return v, nil
 }
 
 func printReport(o Options, rep *steps.ImageReport) {

@@ -2,10 +2,13 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/urfave/cli/v2"
 
 	"github.com/relaydev/relay/internal/wire"
 )
@@ -46,5 +49,18 @@ func (o Options) wiring(logger *slog.Logger, cid string) wire.Options {
 	return wire.Options{
 		Config: o.Config, State: o.State, Local: o.Local, DryRun: o.DryRun, Out: o.Out, Jobs: o.Jobs, Replace: o.Replace,
 		Timeout: o.Timeout, Getenv: o.Getenv, Redactor: o.Redactor, Logger: logger, CorrelationID: cid, Version: version, Steps: o.Steps,
+	}
+}
+
+// versionCommand is `relay version`.
+func versionCommand(stdout io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:      "version",
+		Usage:     "print relay's version and the versions of its key libraries",
+		UsageText: "relay version",
+		Action: func(c *cli.Context) error {
+			fmt.Fprint(stdout, versionText())
+			return nil
+		},
 	}
 }

@@ -2,7 +2,11 @@
 package archtest
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -46,5 +50,39 @@ func TestLibrariesImportNoPipeline(t *testing.T) {
 		if strings.HasPrefix(imp, module+"/") {
 			t.Errorf("pkg/config imports %s", imp)
 		}
+	}
+}
+
+// TestCLIStaysThin: cmd/relay parses flags, calls a library and maps errors to exit
+// codes; a function of it over 60 lines is wiring or policy that belongs in internal/wire
+// or a library.
+func TestCLIStaysThin(t *testing.T) {
+	files, err := filepath.Glob("../../cmd/relay/*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no cmd/relay sources: %v", err)
+	}
+	fs := token.NewFileSet()
+	funcs := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		af, err := parser.ParseFile(fs, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range af.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok {
+				continue
+			}
+			funcs++
+			if n := fs.Position(fd.End()).Line - fs.Position(fd.Pos()).Line + 1; n > 60 {
+				t.Errorf("%s: %s is %d lines (at most 60)", filepath.Base(f), fd.Name.Name, n)
+			}
+		}
+	}
+	if funcs < 10 {
+		t.Fatalf("found only %d functions: the test reads the wrong directory", funcs)
 	}
 }
