@@ -15,8 +15,8 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-// TestReleaseFilesGolden: release.json and images.lock.json of a two-platform, two-target
-// release, as published, against testdata (go test ./pkg/steps -run TestReleaseFilesGolden
+// TestReleaseFilesGolden: release.json, images.lock.json and the state of a two-platform,
+// two-target release, as published and saved (the clock is fixed), against testdata (go test ./pkg/steps -run TestReleaseFilesGolden
 // -update rewrites them). What differs between runs by nature is normalised: the registry's
 // port, and the digests of signatures (ECDSA signs with a fresh nonce), which keep their
 // subject and predicate type.
@@ -49,8 +49,13 @@ func TestReleaseFilesGolden(t *testing.T) {
 	}{
 		{"release.json", &release.Manifest{}},
 		{"images.lock.json", &release.Lock{}},
+		{"state.json", &State{}},
 	} {
-		raw, err := os.ReadFile(filepath.Join(out, tc.file))
+		path := filepath.Join(out, tc.file)
+		if tc.file == "state.json" {
+			path = x.StatePath
+		}
+		raw, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,6 +67,16 @@ func TestReleaseFilesGolden(t *testing.T) {
 			normalise(d.Images)
 		case *release.Lock:
 			normalise(d.Images)
+		case *State:
+			d.Source.Dir, d.Release.URL = "(the checkout)", "file://(the release directory)"
+			for _, atts := range [][]Attestation{d.Signatures, d.SBOMs, d.Provenance} {
+				for i := range atts {
+					atts[i].BundleDigest = "sha256:(signature-dependent)"
+					for repo := range atts[i].Referrers {
+						atts[i].Referrers[repo] = "sha256:(signature-dependent)"
+					}
+				}
+			}
 		}
 		got, _ := json.MarshalIndent(tc.doc, "", "  ")
 		got = append(got, '\n')
