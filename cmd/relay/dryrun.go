@@ -17,7 +17,8 @@ import (
 
 // dryRun runs the selected steps on the dry implementations (registry overlay, stand-in
 // signer, recording publisher) after the read-only checks, and reports every write the
-// real run would make. It starts from scratch and never reads or writes --state.
+// real run would make. It continues after the build of a real state for the same inputs
+// (a cloud build is never started), else starts from scratch; it never writes --state.
 func dryRun(ctx context.Context, o Options, selected []steps.Step) error {
 	if o.Output != "" && o.Output != "text" && o.Output != "json" {
 		return &usageError{Err: fmt.Errorf("--output %q: use text or json", o.Output)}
@@ -27,8 +28,15 @@ func dryRun(ctx context.Context, o Options, selected []steps.Step) error {
 		return err
 	}
 	logger, cid, cfg := in.logger, in.cid, in.cfg
-	if in.st != nil {
-		logger.Info("dry run: starting from scratch; the state file is neither read nor written", "state", o.State)
+	inputs := steps.Inputs{ConfigDigest: cfg.Digest, Repo: source.RedactURL(cfg.Source.Repo), Ref: cfg.Source.Ref}
+	st, resumed := steps.DryRunFrom(in.st, inputs, cid, nowUTC())
+	if resumed {
+		logger.Info("dry run: continuing after the checkout and build of the real run's state, as the real run would; the state file is not written", "state", o.State, "commit", st.Source.Commit)
+	} else {
+		st = steps.NewState(steps.ModeDryRun, inputs, cid, nowUTC())
+		if in.st != nil {
+			logger.Info("dry run: starting from scratch (the state has no build for these inputs); the state file is not written", "state", o.State)
+		}
 	}
 	for _, s := range selected {
 		o.Steps = append(o.Steps, s.Name())
@@ -42,7 +50,6 @@ func dryRun(ctx context.Context, o Options, selected []steps.Step) error {
 	if o.Output == "json" {
 		text = io.Discard
 	}
-	st := steps.NewState(steps.ModeDryRun, steps.Inputs{ConfigDigest: cfg.Digest, Repo: source.RedactURL(cfg.Source.Repo), Ref: cfg.Source.Ref}, cid, nowUTC())
 	fmt.Fprintf(text, "relay plan for %s (%s)\n", o.Config, modeName(o))
 	printPlan(text, w.Env, st)
 

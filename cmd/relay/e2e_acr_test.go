@@ -76,9 +76,21 @@ func releaseWithBuilder(t *testing.T, reg, builder string, env []string, builds 
 	cfgPath := filepath.Join(dir, "relay.yaml")
 	cfg, _ := os.ReadFile(cfgPath)
 	os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), "builder: {kind: local, registry: "+reg+"/build}", builder, 1)), 0o644)
-	r := runRelayEnv(t, dir, env, "run")
+	// A dry run starts no remote build: without a built state it says what to run first;
+	// after the real build it predicts the rest from the build's digests.
+	if d := runRelayEnv(t, dir, env, "run", "--dry-run"); d.code != exitUsage || !strings.Contains(d.stderr, "relay run --only checkout,build") || builds() != 0 {
+		t.Fatalf("dry run before the build: exit %d, %d remote builds\n%s\n%s", d.code, builds(), d.stdout, d.stderr)
+	}
+	r := runRelayEnv(t, dir, env, "run", "--only", "checkout,build")
 	if r.code != 0 {
-		t.Fatalf("release built remotely: exit %d\n%s", r.code, r.stderr)
+		t.Fatalf("remote build: exit %d\n%s", r.code, r.stderr)
+	}
+	if d := runRelayEnv(t, dir, env, "run", "--dry-run"); d.code != 0 || !strings.Contains(d.stdout, "steps run on the dry implementations: checkout, build, copy, sign, sbom, provenance, verify, release") ||
+		!strings.Contains(d.stdout, "/acme/hello: ") || builds() != 2 {
+		t.Fatalf("dry run after the build: exit %d, %d remote builds\n%s\n%s", d.code, builds(), d.stdout, d.stderr)
+	}
+	if rest := runRelayEnv(t, dir, env, "run"); rest.code != 0 {
+		t.Fatalf("release built remotely: exit %d\n%s", rest.code, rest.stderr)
 	}
 	if n := builds(); n != 2 {
 		t.Fatalf("%d remote builds, want one per platform", n)

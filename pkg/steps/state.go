@@ -144,6 +144,26 @@ func (s *State) Done(step string) bool {
 	return false
 }
 
+// DryRunFrom is a dry run's state that continues real, a real run's state for the same
+// inputs, after its checkout and build: a dry run starts no cloud build, and the real run
+// resumed from real would not build again either. ok is false when real has no build to
+// continue from.
+func DryRunFrom(real *State, in Inputs, correlationID string, now time.Time) (st *State, ok bool) {
+	if real == nil || real.Mode != ModeRelease || real.Inputs != in || !real.Done("checkout") || !real.Done("build") || real.Source == nil {
+		return nil, false
+	}
+	st = NewState(ModeDryRun, in, correlationID, now)
+	for _, r := range real.Completed {
+		if r.Name == "checkout" || r.Name == "build" {
+			st.Completed = append(st.Completed, r)
+		}
+	}
+	src := *real.Source
+	st.Source = &src
+	st.Builds = append([]BuiltImage(nil), real.Builds...)
+	return st, true
+}
+
 func (s *State) markDone(r StepRecord) {
 	out := s.Completed[:0]
 	for _, c := range s.Completed {
