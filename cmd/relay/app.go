@@ -12,8 +12,11 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/relaydev/relay/internal/httpx"
+	"github.com/relaydev/relay/internal/telemetry"
 	"github.com/relaydev/relay/internal/wire"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/logging"
@@ -70,6 +73,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		red.Add(getenv(k))
 	}
 	wire.AddSecretFiles(red, getenv)
+	// One correlation id for the whole process (a generated one would differ per call).
+	cid := logging.CorrelationID(getenv)
+	env := getenv
+	getenv = func(k string) string {
+		if k == "RELAY_CORRELATION_ID" {
+			return cid
+		}
+		return env(k)
+	}
+	ctx, tel, terr := telemetry.Start(ctx, telemetry.Options{Getenv: getenv, Version: version, Command: commandName(args),
+		Attributes: []attribute.KeyValue{attribute.String("cicd.pipeline.name", wire.Workflow(getenv)), attribute.String("cicd.pipeline.run.id", cid)}})
+	if terr == nil {
+		terr = telemetry.CheckParent(getenv)
+	}
+	if terr != nil {
+		fmt.Fprintf(stderr, "relay: tracing: %s\n", red.Redact(terr.Error()))
+	}
 	app := newApp(stdout, stderr, getenv, red)
 	var notFound error
 	app.CommandNotFound = func(c *cli.Context, cmd string) {
@@ -82,6 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err == nil && ctx.Err() != nil {
 		err = steps.ErrInterrupted
 	}
+	tel.End(ctx, err)
 	if err != nil {
 		code := exitCode(err)
 		// Step failures were logged where they happened; say the outcome once, plainly.
@@ -89,6 +110,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return code
 	}
 	return exitOK
+}
+
+// commandName names the command's span: "relay run".
+func commandName(args []string) string {
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+		return "relay " + args[1]
+	}
+	return "relay"
 }
 
 func commonFlags() []cli.Flag {
@@ -253,6 +282,8 @@ type Options struct {
 	Getenv    func(string) string
 	Redactor  *logging.Redactor
 	Output    string // --dry-run's report: text or json
+	// Span is the command's span: its ids go on every log line.
+	Span trace.SpanContext
 	// Steps are the steps this run executes (empty: all); credentials for signing are
 	// wired only when one of them signs or verifies.
 	Steps []string
@@ -263,7 +294,7 @@ func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) strin
 	o := Options{
 		Config: f.str("config"), State: f.str("state"), Local: f.bool("local"), DryRun: f.bool("dry-run"),
 		Out: f.str("out"), LogFormat: f.str("log-format"), LogLevel: f.str("log-level"), Jobs: f.int("jobs"), Replace: f.bool("replace"), WaitLock: f.duration("wait-lock"), Timeout: f.duration("timeout"),
-		Stdout: red.Writer(stdout), Stderr: stderr, Getenv: getenv, Redactor: red,
+		Stdout: red.Writer(stdout), Stderr: stderr, Getenv: getenv, Redactor: red, Span: trace.SpanContextFromContext(c.Context),
 	}
 	if o.Timeout == 0 && !c.IsSet("timeout") && getenv("RELAY_TIMEOUT") == "" {
 		o.Timeout = httpx.DefaultTimeout // a command without the flag (runner, doctor)
@@ -359,6 +390,9 @@ func newLogger(o Options) (*slog.Logger, string, error) {
 	})
 	if err != nil {
 		return nil, "", &usageError{Err: err}
+	}
+	if o.Span.IsValid() {
+		l = l.With("trace_id", o.Span.TraceID().String(), "span_id", o.Span.SpanID().String())
 	}
 	return l, cid, nil
 }

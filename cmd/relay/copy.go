@@ -87,7 +87,7 @@ func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags, pl
 		return err
 	}
 	// relay copy reads no relay.yaml: no insecure hosts, default retry budgets.
-	client, err := wire.RegistryClient(o.wiring(logger, cid), nil, o.DryRun)
+	client, err := wire.RegistryClient(ctx, o.wiring(logger, cid), nil, o.DryRun)
 	if err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ and the builder. Exit 0 when nothing failed, 1 otherwise.`,
 }
 
 func doctorCmd(ctx context.Context, o Options, scope runner.Scope, api, output string) error {
-	d := runner.DoctorOptions{Scope: scope, APIURL: api, Getenv: o.Getenv}
+	d := runner.DoctorOptions{Scope: scope, APIURL: api, Getenv: o.Getenv, HTTP: o.httpClient(ctx)}
 	if scope.Repo != "" || scope.Org != "" || scope.Enterprise != "" {
 		var secrets []string
 		d.Token, d.TokenErr = runnerTokens(ctx, o, scope, api, &secrets)
@@ -110,7 +110,7 @@ func appPermissions(ctx context.Context, o Options, scope runner.Scope, api stri
 	if len(key) == 0 {
 		return nil
 	}
-	t, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: o.Getenv("RELAY_GITHUB_APP_ID"), PrivateKey: key, Repository: scope.Repo, Org: scope.Org, BaseURL: api})
+	t, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: o.Getenv("RELAY_GITHUB_APP_ID"), PrivateKey: key, Repository: scope.Repo, Org: scope.Org, BaseURL: api, HTTP: o.httpClient(ctx)})
 	if err != nil {
 		return nil
 	}

@@ -28,16 +28,7 @@ func dryRun(ctx context.Context, o Options, selected []steps.Step) error {
 		return err
 	}
 	logger, cid, cfg := in.logger, in.cid, in.cfg
-	inputs := steps.Inputs{ConfigDigest: cfg.Digest, Repo: source.RedactURL(cfg.Source.Repo), Ref: cfg.Source.Ref}
-	st, resumed := steps.DryRunFrom(in.st, inputs, cid, nowUTC())
-	if resumed {
-		logger.Info("dry run: continuing after the checkout and build of the real run's state, as the real run would; the state file is not written", "state", o.State, "commit", st.Source.Commit)
-	} else {
-		st = steps.NewState(steps.ModeDryRun, inputs, cid, nowUTC())
-		if in.st != nil {
-			logger.Info("dry run: starting from scratch (the state has no build for these inputs); the state file is not written", "state", o.State)
-		}
-	}
+	st := dryRunState(o, in)
 	for _, s := range selected {
 		o.Steps = append(o.Steps, s.Name())
 	}
@@ -81,6 +72,19 @@ func dryRun(ctx context.Context, o Options, selected []steps.Step) error {
 	}
 	fmt.Fprintln(text, "dry run: every check passed; nothing was written")
 	return nil
+}
+
+// dryRunState continues after a real state's build for the same inputs, else starts anew.
+func dryRunState(o Options, in *loaded) *steps.State {
+	inputs := steps.Inputs{ConfigDigest: in.cfg.Digest, Repo: source.RedactURL(in.cfg.Source.Repo), Ref: in.cfg.Source.Ref}
+	if st, ok := steps.DryRunFrom(in.st, inputs, in.cid, nowUTC()); ok {
+		in.logger.Info("dry run: continuing after the checkout and build of the real run's state, as the real run would; the state file is not written", "state", o.State, "commit", st.Source.Commit)
+		return st
+	}
+	if in.st != nil {
+		in.logger.Info("dry run: starting from scratch (the state has no build for these inputs); the state file is not written", "state", o.State)
+	}
+	return steps.NewState(steps.ModeDryRun, inputs, in.cid, nowUTC())
 }
 
 func printFindings(out io.Writer, fs []steps.Finding) int {

@@ -76,7 +76,7 @@ func runnerCmd(ctx context.Context, o Options, ro runner.Options) error {
 	if err != nil {
 		return err
 	}
-	ro.Logger = logger
+	ro.Logger, ro.HTTP = logger, o.httpClient(ctx)
 	ro.Environ = os.Environ
 	if reg := o.Getenv("RELAY_RUNNER_REGISTRATION_TOKEN"); reg != "" {
 		ro.RegistrationToken = reg
@@ -147,7 +147,7 @@ func runnerTokens(ctx context.Context, o Options, scope runner.Scope, api string
 		if cur != nil && time.Until(cur.ExpiresAt) > 5*time.Minute {
 			return cur.Value, nil
 		}
-		t, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: scope.Repo, Org: scope.Org, BaseURL: api})
+		t, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: scope.Repo, Org: scope.Org, BaseURL: api, HTTP: o.httpClient(ctx)})
 		if err != nil {
 			return "", err
 		}

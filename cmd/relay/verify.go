@@ -82,7 +82,7 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 	if err != nil {
 		return err
 	}
-	client, err := wire.RegistryClient(o.wiring(logger, cid), nil, true) // read-only: the write guard is on
+	client, err := wire.RegistryClient(ctx, o.wiring(logger, cid), nil, true) // read-only: the write guard is on
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/relaydev/relay/internal/wire"
+	"github.com/relaydev/relay/pkg/logging"
 )
 
 // version is set with -ldflags "-X main.version=..." by `make build`.
@@ -43,6 +46,11 @@ func versionText() string {
 }
 
 func nowUTC() time.Time { return time.Now().UTC() }
+
+// httpClient is relay's client for the API calls outside a pipeline (runner, doctor).
+func (o Options) httpClient(ctx context.Context) *http.Client {
+	return wire.HTTPClient(ctx, o.wiring(nil, logging.CorrelationID(o.Getenv)))
+}
 
 // wiring is what internal/wire needs of the options, with the run's logger and id.
 func (o Options) wiring(logger *slog.Logger, cid string) wire.Options {

@@ -100,7 +100,7 @@ func drySigning(ctx context.Context, env *steps.Env, cfg *config.Config, o Optio
 	default:
 		return &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.mode %s is not available in this build of relay", cfg.Signing.Mode), Fix: "use signing.mode keyless or key"}
 	}
-	client := &http.Client{Transport: oci.WriteGuard(boundedTransport(o))}
+	client := &http.Client{Transport: oci.WriteGuard(boundedTransport(ctx, o))}
 	for _, e := range endpoints {
 		d.check(fmt.Sprintf("%s %s", e.Service, e.URL), answers(ctx, client, e.URL), "answers")
 	}
@@ -131,7 +131,7 @@ func dryKeyless(ctx context.Context, cfg *config.Config, o Options, d *DryRun) (
 		d.check("signing identity (keyless)", err, "")
 		return nil, err
 	}
-	s, _, err := keyless(cfg, o, o.Logger)
+	s, _, err := keyless(ctx, cfg, o, o.Logger)
 	if err != nil {
 		d.check("Sigstore instance", err, "")
 		return nil, err
@@ -170,7 +170,7 @@ func dryPublisher(ctx context.Context, cfg *config.Config, o Options, out string
 			var gh *release.GitHub
 			gh, err = release.NewGitHub(release.GitHubOptions{
 				Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL, Token: tok,
-				Replace: o.Replace, Logger: o.Logger, Transport: oci.WriteGuard(boundedTransport(o)),
+				Replace: o.Replace, Logger: o.Logger, Transport: oci.WriteGuard(boundedTransport(ctx, o)),
 			})
 			if err == nil {
 				return release.NewRecorder("github", gh), nil

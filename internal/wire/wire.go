@@ -158,7 +158,7 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
 			return ov, err
 		}
 	}
-	client, err := registryClient(o, cfg.Registries, mode != steps.ModeRelease, overlay)
+	client, err := registryClient(ctx, o, cfg.Registries, mode != steps.ModeRelease, overlay)
 	if err != nil {
 		if dry != nil {
 			dry.close()
@@ -242,7 +242,7 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
 			return nil, &config.Error{File: o.Config, Msg: "signing.mode ephemeral is only for --local: nobody could verify an ephemeral key later", Fix: "use signing.mode keyless or key, or run with --local"}
 		case "keyless":
 			if mode == steps.ModeRelease && signs(o.Steps) {
-				s, v, err := keyless(cfg, o, logger)
+				s, v, err := keyless(ctx, cfg, o, logger)
 				if err != nil {
 					w.cleanup()
 					return nil, err
@@ -318,7 +318,7 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
 		}
 		gh, err := release.NewGitHub(release.GitHubOptions{
 			Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL, Token: tok,
-			Replace: o.Replace, Logger: logger, Transport: boundedTransport(o),
+			Replace: o.Replace, Logger: logger, Transport: boundedTransport(ctx, o),
 		})
 		if err != nil {
 			w.cleanup()
@@ -337,13 +337,13 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
 // RegistryClient builds the one registry client of a command: retries (with the config's
 // per-registry budgets) over a transport that lets only the config's insecure hosts skip
 // TLS, the write guard for --local and --dry-run, and the User-Agent with the correlation id.
-func RegistryClient(o Options, registries []config.Registry, guard bool) (*oci.Client, error) {
-	return registryClient(o, registries, guard, nil)
+func RegistryClient(ctx context.Context, o Options, registries []config.Registry, guard bool) (*oci.Client, error) {
+	return registryClient(ctx, o, registries, guard, nil)
 }
 
 // registryClient is RegistryClient with, for --dry-run, the overlay that keeps the writes
 // above the guard, which then sees none.
-func registryClient(o Options, registries []config.Registry, guard bool, overlay func(http.RoundTripper) (http.RoundTripper, error)) (*oci.Client, error) {
+func registryClient(ctx context.Context, o Options, registries []config.Registry, guard bool, overlay func(http.RoundTripper) (http.RoundTripper, error)) (*oci.Client, error) {
 	logger := o.Logger
 	insecure := insecureHosts(registries)
 	budgets, timeouts := map[string]time.Duration{}, map[string]time.Duration{}
@@ -362,7 +362,8 @@ func registryClient(o Options, registries []config.Registry, guard bool, overlay
 		}
 		return o.Timeout
 	})
-	rt := oci.Retry(bounded, oci.RetryOptions{Logger: logger, Budgets: budgets})
+	// One span per request (its retries within), sent on as traceparent.
+	rt := httpx.Trace(oci.Retry(bounded, oci.RetryOptions{Logger: logger, Budgets: budgets}), ctx)
 	if guard {
 		rt = oci.WriteGuard(rt)
 	}
@@ -395,8 +396,15 @@ func insecureHosts(registries []config.Registry) []string {
 // boundedTransport is the transport of relay's other clients (GitHub releases, App
 // tokens): every request is bounded by --timeout without progress and carries relay's
 // User-Agent with the correlation id, like the registry's.
-func boundedTransport(o Options) http.RoundTripper {
-	return httpx.UserAgent(httpx.IdleTimeout(httpx.Transport(), func(string) time.Duration { return o.Timeout }), userAgent(o.Version, o.CorrelationID))
+func boundedTransport(ctx context.Context, o Options) http.RoundTripper {
+	return httpx.Trace(httpx.UserAgent(httpx.IdleTimeout(httpx.Transport(), func(string) time.Duration { return o.Timeout }), userAgent(o.Version, o.CorrelationID)), ctx)
+}
+
+// HTTPClient is the client of relay's other API calls (the runner's GitHub API, App
+// tokens): relay's User-Agent with the correlation id, --timeout without progress, and a
+// span per request sent on as traceparent.
+func HTTPClient(ctx context.Context, o Options) *http.Client {
+	return &http.Client{Transport: boundedTransport(ctx, o)}
 }
 
 func userAgent(version, cid string) string {
@@ -465,7 +473,7 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 			return nil, &config.Error{File: o.Config, Msg: "builder acr: no Azure identity: " + err.Error(), Fix: "run with a workload or managed identity (docs/config.md, Builders)"}
 		}
 		return build.NewACR(build.ACROptions{SubscriptionID: a.Subscription, ResourceGroup: a.ResourceGroup, Registry: a.Registry,
-			ARMEndpoint: a.ARMEndpoint, Timeout: timeout, Credential: cred, Client: client, Logger: logger})
+			ARMEndpoint: a.ARMEndpoint, Timeout: timeout, Credential: cred, Client: client, Logger: logger, HTTP: &http.Client{Transport: boundedTransport(ctx, o)}})
 	case cfg.Builder.Kind == "gcb":
 		g := cfg.Builder.GCB
 		timeout, _ := time.ParseDuration(g.Timeout) // validated with the config
@@ -475,7 +483,8 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 		if err != nil {
 			return nil, &config.Error{File: o.Config, Msg: "builder gcb: no Google credentials: " + err.Error(), Fix: "run with workload identity or application default credentials (docs/config.md, Builders)"}
 		}
-		opts := build.GCBOptions{Project: g.Project, Location: g.Location, Bucket: g.Bucket, Timeout: timeout, Tokens: creds.TokenSource, Client: client, Logger: logger}
+		opts := build.GCBOptions{Project: g.Project, Location: g.Location, Bucket: g.Bucket, Timeout: timeout, Tokens: creds.TokenSource, Client: client, Logger: logger,
+			HTTP: &http.Client{Transport: boundedTransport(ctx, o)}}
 		if e := g.Endpoints; e != nil {
 			opts.CloudBuildEndpoint, opts.StorageEndpoint, opts.LoggingEndpoint, opts.ResourceManagerEndpoint = e.CloudBuild, e.Storage, e.Logging, e.ResourceManager
 		}
@@ -485,7 +494,7 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 		timeout, _ := time.ParseDuration(cb.Timeout) // validated with the config
 		// The AWS default chain: environment, web identity (EKS), container credentials
 		// (ECS, CodeBuild itself), instance role.
-		awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+		awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithHTTPClient(&http.Client{Transport: boundedTransport(ctx, o)}))
 		if err != nil {
 			return nil, &config.Error{File: o.Config, Msg: "builder codebuild: AWS configuration: " + err.Error(), Fix: "run with a role the workload assumes, and AWS_REGION set"}
 		}
@@ -561,7 +570,7 @@ func githubToken(ctx context.Context, o Options, cfg *config.Config) (string, er
 		key = b
 	}
 	tok, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL,
-		HTTP: &http.Client{Transport: boundedTransport(o)}})
+		HTTP: HTTPClient(ctx, o)})
 	if err != nil {
 		return "", err
 	}
@@ -612,7 +621,7 @@ func keyTransparencyLog(ctx context.Context, env *steps.Env, k *attest.KeySigner
 		}
 	}
 	budget, _ := cfg.Signing.Budget() // validated with the config
-	if err := k.UseTransparencyLog(attest.KeyLogOptions{SigningConfig: sc, TrustedRoot: tm, Budget: budget, Logger: logger}); err != nil {
+	if err := k.UseTransparencyLog(attest.KeyLogOptions{SigningConfig: sc, TrustedRoot: tm, Budget: budget, Logger: logger, Transport: boundedTransport(ctx, o)}); err != nil {
 		return &config.Error{File: o.Config, Msg: "signing.tlog: " + err.Error(), Fix: "name a signing config with a Rekor log, or set signing.tlog: false (consumers then need cosign's --insecure-ignore-tlog)"}
 	}
 	keyTM, err := k.TrustedMaterial()
@@ -653,7 +662,7 @@ func keyPrivateRepository(ctx context.Context, cfg *config.Config, o Options, lo
 }
 
 // keyless builds the keyless signer and the verifier of the run's own identity.
-func keyless(cfg *config.Config, o Options, logger *slog.Logger) (*attest.KeylessSigner, *attest.Verifier, error) {
+func keyless(ctx context.Context, cfg *config.Config, o Options, logger *slog.Logger) (*attest.KeylessSigner, *attest.Verifier, error) {
 	tm, sc, public, err := sigstoreInstance(cfg, o)
 	if err != nil {
 		return nil, nil, err
@@ -664,7 +673,7 @@ func keyless(cfg *config.Config, o Options, logger *slog.Logger) (*attest.Keyles
 	}
 	budget, _ := cfg.Signing.Budget() // validated with the config
 	s, err := attest.NewKeylessSigner(attest.KeylessOptions{
-		SigningConfig: sc, TrustedRoot: tm, Tokens: tokens, Budget: budget, Logger: logger,
+		SigningConfig: sc, TrustedRoot: tm, Tokens: tokens, Budget: budget, Logger: logger, Transport: boundedTransport(ctx, o),
 		PublicLog: public, AllowPrivateInPublicLog: cfg.Signing.AllowPublicLog,
 	})
 	if err != nil {

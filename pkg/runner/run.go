@@ -12,10 +12,16 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/relaydev/relay/internal/telemetry"
 )
 
 // The Actions runner's own lines that mark its lifecycle.
@@ -222,6 +228,12 @@ func (r *run) supervise(ctx context.Context) error {
 		r.res.ExitCode, r.res.Outcome = ExitConfig, "config-error"
 		return err
 	}
+	// The job runs under a span of the runner's: its steps (relay's included) continue it.
+	jctx, span := telemetry.Tracer(ctx).Start(ctx, "relay runner job", trace.WithAttributes(attribute.String("cicd.worker.name", r.res.Name)))
+	defer span.End()
+	env = append(slices.DeleteFunc(env, func(kv string) bool {
+		return strings.HasPrefix(kv, "TRACEPARENT=") || strings.HasPrefix(kv, "TRACESTATE=")
+	}), telemetry.Environ(jctx)...)
 	cmd := exec.Command(filepath.Join(r.o.RunnerDir, "run.sh"), args...)
 	cmd.Dir, cmd.Env = r.o.RunnerDir, env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // signals reach run.sh and the listener it starts

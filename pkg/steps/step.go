@@ -12,6 +12,11 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/relaydev/relay/internal/telemetry"
 
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/build"
@@ -165,10 +170,15 @@ func (x *Executor) Run(ctx context.Context, steps []Step, st *State) error {
 			return ErrInterrupted
 		}
 		start := env.Now()
+		sctx, span := stepSpan(ctx, env, s.Name())
+		if sc := span.SpanContext(); sc.IsValid() {
+			log = log.With("span_id", sc.SpanID().String())
+		}
 		log.Info("step started", "event", logging.EventStepStarted)
 		senv := *env
 		senv.Logger = log
-		err := s.Run(ctx, &senv, st)
+		err := s.Run(sctx, &senv, st)
+		endSpan(span, err)
 		end := env.Now()
 		dur := end.Sub(start).Milliseconds()
 		if err == nil {
@@ -195,4 +205,25 @@ func (x *Executor) Run(ctx context.Context, steps []Step, st *State) error {
 		log.Info("step finished", "event", logging.EventStepFinished, "duration_ms", dur)
 	}
 	return nil
+}
+
+// taskTypes are OpenTelemetry's CI/CD task types of the steps that have one.
+var taskTypes = map[string]string{"build": "build", "verify": "test", "copy": "deploy", "release": "deploy"}
+
+// stepSpan starts the step's span (CI/CD semantic conventions: a pipeline task) under the
+// run's; its context reaches every request the step makes.
+func stepSpan(ctx context.Context, env *Env, name string) (context.Context, trace.Span) {
+	attrs := []attribute.KeyValue{attribute.String("cicd.pipeline.task.name", name), attribute.String("cicd.pipeline.task.run.id", env.CorrelationID+"/"+name)}
+	if t, ok := taskTypes[name]; ok {
+		attrs = append(attrs, attribute.String("cicd.pipeline.task.type", t))
+	}
+	return telemetry.Tracer(ctx).Start(ctx, "relay "+name, trace.WithAttributes(attrs...))
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }
