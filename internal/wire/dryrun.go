@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/relaydev/relay/pkg/attest"
-	"github.com/relaydev/relay/pkg/attest/sbom"
+	"github.com/relaydev/relay/pkg/sbom"
 	"github.com/relaydev/relay/pkg/build"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/oci"

@@ -27,7 +27,7 @@ import (
 
 	"github.com/relaydev/relay/internal/httpx"
 	"github.com/relaydev/relay/pkg/attest"
-	"github.com/relaydev/relay/pkg/attest/sbom"
+	"github.com/relaydev/relay/pkg/sbom"
 	"github.com/relaydev/relay/pkg/build"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/ghapp"

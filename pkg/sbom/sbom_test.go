@@ -28,7 +28,7 @@ func pushGoBinaryImage(t *testing.T) name.Digest {
 	t.Helper()
 	exe := filepath.Join(t.TempDir(), "hello")
 	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", exe, ".")
-	cmd.Dir = "../../../examples/hello"
+	cmd.Dir = "../../examples/hello"
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the example: %v\n%s", err, out)
@@ -150,7 +150,7 @@ func TestOptions(t *testing.T) {
 const relayVersionInTest = "v1.2.3-test"
 
 func TestSyftVersionIsGoMods(t *testing.T) {
-	b, err := os.ReadFile("../../../go.mod")
+	b, err := os.ReadFile("../../go.mod")
 	if err != nil {
 		t.Fatal(err)
 	}
