@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/relaydev/relay/pkg/attest"
-	"github.com/relaydev/relay/pkg/sbom"
 	"github.com/relaydev/relay/pkg/build"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/oci"
 	"github.com/relaydev/relay/pkg/release"
+	"github.com/relaydev/relay/pkg/sbom"
 	"github.com/relaydev/relay/pkg/steps"
 )
 

@@ -27,13 +27,13 @@ import (
 
 	"github.com/relaydev/relay/internal/httpx"
 	"github.com/relaydev/relay/pkg/attest"
-	"github.com/relaydev/relay/pkg/sbom"
 	"github.com/relaydev/relay/pkg/build"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/ghapp"
 	"github.com/relaydev/relay/pkg/logging"
 	"github.com/relaydev/relay/pkg/oci"
 	"github.com/relaydev/relay/pkg/release"
+	"github.com/relaydev/relay/pkg/sbom"
 	"github.com/relaydev/relay/pkg/source"
 	"github.com/relaydev/relay/pkg/steps"
 )
