@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/relaydev/relay/pkg/oci"
 
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
@@ -23,16 +24,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
-// Classic is one cosign classic .sig signature: the simple-signing payload and its
-// signature; keyless ones also carry the Fulcio certificate, its chain and the Rekor v1
-// entry as cosign's bundle annotation (what cosign v2's default verify reads).
-type Classic struct {
-	Payload     []byte
-	Signature   string // base64
-	Certificate []byte // PEM, keyless only
-	Chain       []byte // PEM, keyless only
-	RekorBundle []byte // JSON of dev.sigstore.cosign/bundle, keyless only
-}
+// Classic is cosign's classic signature or attestation layer: the registry's type, so
+// what a signer makes is stored and read back without translation.
+type Classic = oci.ClassicSignature
 
 // rekorBundle is cosign's dev.sigstore.cosign/bundle annotation.
 type rekorBundle struct {
@@ -71,7 +65,7 @@ func (s *KeySigner) SignClassic(ctx context.Context, payload []byte) (*Classic, 
 	if err != nil {
 		return nil, err
 	}
-	return &Classic{Payload: payload, Signature: base64.StdEncoding.EncodeToString(b.GetMessageSignature().GetSignature()), RekorBundle: rb}, nil
+	return &Classic{Payload: payload, Signature: base64.StdEncoding.EncodeToString(b.GetMessageSignature().GetSignature()), Bundle: rb}, nil
 }
 
 // ErrClassicNeedsRekorV1 is a keyless classic signature without a Rekor v1 log to write it to.
@@ -109,7 +103,7 @@ func (s *KeylessSigner) SignClassic(ctx context.Context, payload []byte) (*Class
 		Signature:   base64.StdEncoding.EncodeToString(b.GetMessageSignature().GetSignature()),
 		Certificate: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}),
 		Chain:       chain,
-		RekorBundle: rbJSON,
+		Bundle:      rbJSON,
 	}, nil
 }
 
@@ -204,7 +198,7 @@ func ClassicAttestation(bundleJSON []byte, tm root.TrustedMaterial) (*Classic, e
 		// A key signature: the envelope, and its Rekor v1 entry when it was logged in one.
 		for _, te := range vm.GetTlogEntries() {
 			if te.GetInclusionPromise() != nil {
-				if c.RekorBundle, err = rekorBundleOf(te); err != nil {
+				if c.Bundle, err = rekorBundleOf(te); err != nil {
 					return nil, err
 				}
 				break
@@ -215,7 +209,7 @@ func ClassicAttestation(bundleJSON []byte, tm root.TrustedMaterial) (*Classic, e
 	if len(vm.GetTlogEntries()) == 0 {
 		return nil, ErrClassicNeedsRekorV1
 	}
-	if c.RekorBundle, err = rekorBundleOf(vm.GetTlogEntries()[0]); err != nil {
+	if c.Bundle, err = rekorBundleOf(vm.GetTlogEntries()[0]); err != nil {
 		return nil, err
 	}
 	c.Certificate = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf})
@@ -314,8 +308,8 @@ func (v *Verifier) classicBundle(c Classic) (*protobundle.Bundle, error) {
 		}
 		pb.MediaType = "application/vnd.dev.sigstore.bundle.v0.3+json"
 		pb.VerificationMaterial.Content = &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{}}
-		if len(c.RekorBundle) > 0 { // a logged key signature: its entry is checked too
-			te, err := classicTlogEntry(c.RekorBundle)
+		if len(c.Bundle) > 0 { // a logged key signature: its entry is checked too
+			te, err := classicTlogEntry(c.Bundle)
 			if err != nil {
 				return nil, err
 			}
@@ -328,10 +322,10 @@ func (v *Verifier) classicBundle(c Classic) (*protobundle.Bundle, error) {
 	if blk == nil {
 		return nil, errors.New("classic signature carries no certificate; a keyless signature was expected")
 	}
-	if len(c.RekorBundle) == 0 {
+	if len(c.Bundle) == 0 {
 		return nil, errors.New("classic signature carries no Rekor bundle annotation (a keyless classic signature needs one)")
 	}
-	te, err := classicTlogEntry(c.RekorBundle)
+	te, err := classicTlogEntry(c.Bundle)
 	if err != nil {
 		return nil, err
 	}

@@ -29,16 +29,18 @@ const (
 	AnnotationCosignBundle      = "dev.sigstore.cosign/bundle"
 )
 
-// ClassicSignature is one layer of cosign's classic format: in a .sig image a simple-signing
-// payload and its base64 signature, in a .att image a DSSE envelope (its signature inside,
-// Signature empty) and its predicate type; keyless ones also carry the certificate, chain
-// (PEM) and Rekor bundle (JSON) annotations.
+// ClassicSignature is one layer of cosign's classic format, relay's one type for it (the
+// signers make it, the registry stores it, the verifier checks it): in a .sig image a
+// simple-signing payload and its base64 signature, in a .att image a DSSE envelope (its
+// signature inside, Signature empty) and its predicate type; keyless ones also carry the
+// Fulcio certificate and chain (PEM) and the Rekor v1 entry as cosign's bundle (JSON),
+// which is what cosign v2's default verify reads.
 type ClassicSignature struct {
 	Payload       []byte
-	Signature     string
-	Certificate   string
-	Chain         string
-	Bundle        string
+	Signature     string // base64
+	Certificate   []byte // PEM, keyless only
+	Chain         []byte // PEM, keyless only
+	Bundle        []byte // JSON of dev.sigstore.cosign/bundle: keyless, or a logged key
 	PredicateType string // .att only
 }
 
@@ -84,8 +86,8 @@ func (c *Client) classicLayers(ctx context.Context, d name.Digest, suffix string
 			return nil, err
 		}
 		out = append(out, ClassicSignature{Payload: blob, Signature: l.Annotations[AnnotationCosignSignature],
-			Certificate: l.Annotations[AnnotationCosignCertificate], Chain: l.Annotations[AnnotationCosignChain], Bundle: l.Annotations[AnnotationCosignBundle],
-			PredicateType: l.Annotations[annotationPredicateType]})
+			Certificate: bytesOf(l.Annotations[AnnotationCosignCertificate]), Chain: bytesOf(l.Annotations[AnnotationCosignChain]),
+			Bundle: bytesOf(l.Annotations[AnnotationCosignBundle]), PredicateType: l.Annotations[annotationPredicateType]})
 	}
 	return out, nil
 }
@@ -153,9 +155,17 @@ func (c *Client) addClassic(ctx context.Context, d name.Digest, suffix string, s
 	return c.Tag(ctx, sigDigest, ClassicTag(d.DigestStr(), suffix))
 }
 
+// bytesOf is an annotation's value, nil when absent.
+func bytesOf(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
+}
+
 func classicAnnotations(s ClassicSignature) map[string]string {
 	a := map[string]string{AnnotationCosignSignature: s.Signature}
-	for k, v := range map[string]string{AnnotationCosignCertificate: s.Certificate, AnnotationCosignChain: s.Chain, AnnotationCosignBundle: s.Bundle, annotationPredicateType: s.PredicateType} {
+	for k, v := range map[string]string{AnnotationCosignCertificate: string(s.Certificate), AnnotationCosignChain: string(s.Chain), AnnotationCosignBundle: string(s.Bundle), annotationPredicateType: s.PredicateType} {
 		if v != "" {
 			a[k] = v
 		}

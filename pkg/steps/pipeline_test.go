@@ -338,7 +338,7 @@ func TestClassicSignatures(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, a := range atts {
-					v, err := kv.VerifyClassicAttestation(ctx, classicOf(a), d.digest, a.PredicateType)
+					v, err := kv.VerifyClassicAttestation(ctx, a, d.digest, a.PredicateType)
 					if err != nil || v.PredicateType != a.PredicateType {
 						t.Fatalf("%s@%s .att: %v", c.Repository, d.digest, err)
 					}
@@ -365,7 +365,7 @@ func TestClassicSignatures(t *testing.T) {
 	// A tampered envelope is refused.
 	repo, _ := name.NewRepository(st.Copies[0].Repository)
 	atts, _ := env.Registry.ClassicAttestations(ctx, repo.Digest(st.Copies[0].Platforms[0].Digest))
-	bad := classicOf(atts[0])
+	bad := atts[0]
 	bad.Payload = []byte(strings.Replace(string(bad.Payload), `"payload":"`, `"payload":"e30`, 1))
 	if _, err := kv.VerifyClassicAttestation(ctx, bad, st.Copies[0].Platforms[0].Digest, ""); err == nil {
 		t.Fatal("a tampered classic attestation verified")

@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/relaydev/relay/pkg/attest"
-	"github.com/relaydev/relay/pkg/oci"
 )
 
 // Sign signs the index and every platform manifest of every image, by digest.
@@ -159,8 +158,7 @@ func ensureClassic(ctx context.Context, env *Env, copies []CopiedImage, digest s
 		if err != nil {
 			return fmt.Errorf("classic signature of %s: %w", d, err)
 		}
-		if err := env.Registry.AddClassicSignature(ctx, d, oci.ClassicSignature{Payload: sig.Payload, Signature: sig.Signature,
-			Certificate: string(sig.Certificate), Chain: string(sig.Chain), Bundle: string(sig.RekorBundle)}); err != nil {
+		if err := env.Registry.AddClassicSignature(ctx, d, *sig); err != nil {
 			return err
 		}
 		env.Logger.Info("classic signature attached", "image", c.Repository, "digest", digest)
@@ -190,8 +188,9 @@ func ensureClassicAttestation(ctx context.Context, env *Env, copies []CopiedImag
 				return fmt.Errorf("classic attestation of %s: %w", d, err)
 			}
 		}
-		if err := env.Registry.AddClassicAttestation(ctx, d, oci.ClassicSignature{Payload: att.Payload, Certificate: string(att.Certificate),
-			Chain: string(att.Chain), Bundle: string(att.RekorBundle), PredicateType: predicateType}); err != nil {
+		a := *att
+		a.PredicateType = predicateType
+		if err := env.Registry.AddClassicAttestation(ctx, d, a); err != nil {
 			return err
 		}
 		env.Logger.Info("classic attestation attached", "image", c.Repository, "digest", digest, "predicate_type", predicateType)

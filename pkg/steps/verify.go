@@ -212,7 +212,7 @@ func classicSignedBy(ctx context.Context, reg *oci.Client, d name.Digest, v *att
 	}
 	rej := &classicRejectedError{digest: d.String()}
 	for _, s := range sigs {
-		who, err := v.VerifyClassic(ctx, classicOf(s), d.DigestStr())
+		who, err := v.VerifyClassic(ctx, s, d.DigestStr())
 		if err != nil {
 			rej.errs = append(rej.errs, err)
 			continue
@@ -231,15 +231,11 @@ func classicAttestationValid(ctx context.Context, reg *oci.Client, d name.Digest
 	}
 	var errs []error
 	for _, a := range atts {
-		if _, err := v.VerifyClassicAttestation(ctx, classicOf(a), d.DigestStr(), predicateType); err != nil {
+		if _, err := v.VerifyClassicAttestation(ctx, a, d.DigestStr(), predicateType); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		return nil
 	}
 	return fmt.Errorf("%s: no valid cosign classic .att with %s (%d found): %w", d, predicateType, len(atts), errors.Join(errs...))
-}
-
-func classicOf(s oci.ClassicSignature) attest.Classic {
-	return attest.Classic{Payload: s.Payload, Signature: s.Signature, Certificate: []byte(s.Certificate), Chain: []byte(s.Chain), RekorBundle: []byte(s.Bundle)}
 }

@@ -121,7 +121,7 @@ func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref n
 			return nil, err
 		}
 		for _, a := range cas {
-			res, err := v.VerifyClassicAttestation(ctx, classicOf(a), t.Digest, "")
+			res, err := v.VerifyClassicAttestation(ctx, a, t.Digest, "")
 			if err != nil {
 				t.Rejected = append(t.Rejected, fmt.Sprintf("cosign classic .att (%s): %v", a.PredicateType, err))
 				continue
