@@ -11,8 +11,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/relaydev/relay/internal/wire"
+	"github.com/relaydev/relay/pkg/attach"
 	"github.com/relaydev/relay/pkg/attest"
-	"github.com/relaydev/relay/pkg/steps"
 )
 
 // withVerifyArgs makes the verify step's command also `relay verify IMAGE`.
@@ -86,7 +86,7 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 	if err != nil {
 		return err
 	}
-	rep, verr := steps.VerifyImage(ctx, client, v, ref)
+	rep, verr := attach.VerifyImage(ctx, client, v, ref)
 	if rep != nil {
 		if f.output == "json" {
 			enc := json.NewEncoder(o.Stdout)
@@ -136,7 +136,7 @@ func consumerVerifier(f verifyFlags) (*attest.Verifier, error) {
 	return v, nil
 }
 
-func printReport(o Options, rep *steps.ImageReport) {
+func printReport(o Options, rep *attach.ImageReport) {
 	fmt.Fprintln(o.Stdout, rep.Image)
 	for _, d := range rep.Digests {
 		what := "index"

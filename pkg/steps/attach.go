@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/relaydev/relay/pkg/attach"
 	"github.com/relaydev/relay/pkg/attest"
 )
 
@@ -25,86 +25,52 @@ type attachRequest struct {
 	accept func(*attest.Verified) bool
 }
 
+// attacher is pkg/attach with the run's registry, trust and signer.
+func (env *Env) attacher() *attach.Attacher {
+	return &attach.Attacher{Registry: env.Registry, Verifier: env.Verifier, Signer: env.Signer, Logger: env.Logger}
+}
+
+// repositories are the target repositories of an image's copies.
+func repositories(copies []CopiedImage) []string {
+	out := make([]string, 0, len(copies))
+	for _, c := range copies {
+		out = append(out, c.Repository)
+	}
+	return out
+}
+
 // ensureAttached makes sure every target repository of the image holds a valid bundle for
-// the request. A bundle already attached that verifies against the run's trust material is
-// reused and copied to targets that lack it, so a re-run never adds a duplicate referrer.
+// the request (pkg/attach reuses one already attached, so a re-run adds no duplicate),
+// also as cosign's classic .att where the run writes classic, and keeps the bundle in the
+// state directory for the release.
 func ensureAttached(ctx context.Context, env *Env, copies []CopiedImage, req attachRequest) (*Attestation, []byte, error) {
 	if len(copies) == 0 {
 		return nil, nil, fmt.Errorf("image %s has no copies to attach to", req.image)
 	}
-	existing := map[string]string{} // repository -> referrer already holding a valid bundle
-	var chosen []byte
-	for _, c := range copies {
-		repo, err := name.NewRepository(c.Repository)
-		if err != nil {
-			return nil, nil, err
-		}
-		atts, err := env.Registry.Bundles(ctx, repo.Digest(req.subject), req.predicateType)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, a := range atts {
-			v, err := env.Verifier.VerifyStatement(ctx, a.Bundle, req.subject, req.predicateType)
-			if err != nil {
-				env.Logger.Debug("ignoring attached bundle that does not verify", "image", c.Repository, "digest", req.subject, "referrer", a.Digest, "error", err)
-				continue
-			}
-			if req.accept != nil && !req.accept(v) {
-				env.Logger.Info("attached statement is not this run's: not reused", "image", c.Repository, "digest", req.subject, "predicate_type", req.predicateType, "referrer", a.Digest)
-				continue
-			}
-			existing[c.Repository] = a.Digest
-			if chosen == nil {
-				chosen = a.Bundle
-			}
-			break
-		}
+	repos := repositories(copies)
+	a := env.attacher()
+	res, err := a.Ensure(ctx, repos, attach.Request{Subject: req.subject, PredicateType: req.predicateType, What: req.kind + " of " + req.subject,
+		Statement: req.statement, Accept: req.accept})
+	if err != nil {
+		return nil, nil, err
 	}
-	reused := chosen != nil
-	if !reused {
-		stmt, err := req.statement(ctx)
-		if err != nil {
+	if env.Classic && req.predicateType != attest.PredicateSign {
+		if err := a.EnsureClassicAttestation(ctx, repos, req.subject, req.predicateType, res.Bundle); err != nil {
 			return nil, nil, err
-		}
-		chosen, err = env.Signer.SignStatement(ctx, stmt)
-		if err != nil {
-			return nil, nil, fmt.Errorf("signing %s of %s: %w", req.kind, req.subject, err)
 		}
 	}
 	att := &Attestation{
 		Image: req.image, Subject: req.subject, Platform: req.platform, PredicateType: req.predicateType,
-		Referrers: map[string]string{}, Reused: reused,
+		Referrers: res.Referrers, Reused: res.Reused,
 	}
-	for _, c := range copies {
-		if ref, ok := existing[c.Repository]; ok {
-			att.Referrers[c.Repository] = ref
-			continue
-		}
-		repo, _ := name.NewRepository(c.Repository)
-		subj := repo.Digest(req.subject)
-		raw, mt, err := env.Registry.FetchManifest(ctx, subj)
-		if err != nil {
-			return nil, nil, err
-		}
-		ref, err := env.Registry.AttachBundle(ctx, subj, mt, int64(len(raw)), chosen, "dsse-envelope", req.predicateType)
-		if err != nil {
-			return nil, nil, err
-		}
-		att.Referrers[c.Repository] = ref
-	}
-	if env.Classic && req.predicateType != attest.PredicateSign {
-		if err := ensureClassicAttestation(ctx, env, copies, req.subject, req.predicateType, chosen); err != nil {
-			return nil, nil, err
-		}
-	}
-	sum := sha256.Sum256(chosen)
+	sum := sha256.Sum256(res.Bundle)
 	att.BundleDigest = fmt.Sprintf("sha256:%x", sum)
 	att.Bundle = filepath.Join("attestations", fmt.Sprintf("%s-%s-%s.sigstore.json", req.image, shortHex(req.subject), req.kind))
-	if err := WriteFileAtomic(filepath.Join(env.StateDir, att.Bundle), chosen, 0o644); err != nil {
+	if err := WriteFileAtomic(filepath.Join(env.StateDir, att.Bundle), res.Bundle, 0o644); err != nil {
 		return nil, nil, err
 	}
-	env.Logger.Info("attached", "image", req.image, "digest", req.subject, "predicate_type", req.predicateType, "reused", reused, "targets", len(copies))
-	return att, chosen, nil
+	env.Logger.Info("attached", "image", req.image, "digest", req.subject, "predicate_type", req.predicateType, "reused", res.Reused, "targets", len(copies))
+	return att, res.Bundle, nil
 }
 
 func shortHex(d string) string {

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/relaydev/relay/pkg/attach"
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/build"
 	"github.com/relaydev/relay/pkg/config"
@@ -502,7 +503,7 @@ func TestVerifyReportsDuplicates(t *testing.T) {
 	if d := st.Verification.Duplicates; len(d) != 1 || !strings.Contains(d[0], c.Ref()+": "+attest.PredicateSign+" (2 referrers say the same)") {
 		t.Fatalf("duplicates %v", d)
 	}
-	rep, err := VerifyImage(ctx, env.Registry, env.Verifier, repo.Digest(c.Digest))
+	rep, err := attach.VerifyImage(ctx, env.Registry, env.Verifier, repo.Digest(c.Digest))
 	if err != nil || len(rep.Digests[0].Duplicates) != 1 || len(rep.Digests[1].Duplicates) != 0 {
 		t.Fatalf("VerifyImage: %+v %v", rep, err)
 	}

@@ -7,7 +7,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/relaydev/relay/pkg/attest"
 )
 
@@ -114,7 +113,7 @@ func (Sign) Run(ctx context.Context, env *Env, st *State) error {
 			}
 			out[i] = *att
 			if env.Classic {
-				return ensureClassic(gctx, env, j.copies, j.digest)
+				return env.attacher().EnsureClassicSignature(gctx, repositories(j.copies), j.digest)
 			}
 			return nil
 		})
@@ -123,77 +122,5 @@ func (Sign) Run(ctx context.Context, env *Env, st *State) error {
 		return err
 	}
 	st.Signatures = out
-	return nil
-}
-
-// classicSigner signs cosign's classic simple-signing payloads: key signers, and keyless
-// signers whose signing config has a Rekor v1 log.
-type classicSigner interface {
-	SignClassic(ctx context.Context, payload []byte) (*attest.Classic, error)
-	// ClassicAttestation turns one of its attestation bundles into a classic .att layer.
-	ClassicAttestation(bundleJSON []byte) (*attest.Classic, error)
-}
-
-// ensureClassic gives digest a classic cosign signature in every target, unless one that
-// verifies against the run's trust (key, or certificate identity) is there already.
-func ensureClassic(ctx context.Context, env *Env, copies []CopiedImage, digest string) error {
-	cs, ok := env.Signer.(classicSigner)
-	if !ok {
-		return fmt.Errorf("signing.classic: %s cannot make classic signatures", env.Signer.Identity())
-	}
-	for _, c := range copies {
-		repo, err := name.NewRepository(c.Repository)
-		if err != nil {
-			return err
-		}
-		d := repo.Digest(digest)
-		if classicValid(ctx, env.Registry, d, env.Verifier) == nil {
-			continue
-		}
-		payload, err := attest.SimpleSigningPayload(c.Repository, digest)
-		if err != nil {
-			return err
-		}
-		sig, err := cs.SignClassic(ctx, payload)
-		if err != nil {
-			return fmt.Errorf("classic signature of %s: %w", d, err)
-		}
-		if err := env.Registry.AddClassicSignature(ctx, d, *sig); err != nil {
-			return err
-		}
-		env.Logger.Info("classic signature attached", "image", c.Repository, "digest", digest)
-	}
-	return nil
-}
-
-// ensureClassicAttestation puts the attestation bundle, as cosign's classic .att layer, in
-// every target, unless a classic attestation of the same predicate that verifies is there.
-func ensureClassicAttestation(ctx context.Context, env *Env, copies []CopiedImage, digest, predicateType string, bundle []byte) error {
-	cs, ok := env.Signer.(classicSigner)
-	if !ok {
-		return fmt.Errorf("signing.classic: %s cannot make classic attestations", env.Signer.Identity())
-	}
-	var att *attest.Classic
-	for _, c := range copies {
-		repo, err := name.NewRepository(c.Repository)
-		if err != nil {
-			return err
-		}
-		d := repo.Digest(digest)
-		if classicAttestationValid(ctx, env.Registry, d, env.Verifier, predicateType) == nil {
-			continue
-		}
-		if att == nil {
-			if att, err = cs.ClassicAttestation(bundle); err != nil {
-				return fmt.Errorf("classic attestation of %s: %w", d, err)
-			}
-		}
-		a := *att
-		a.PredicateType = predicateType
-		if err := env.Registry.AddClassicAttestation(ctx, d, a); err != nil {
-			return err
-		}
-		env.Logger.Info("classic attestation attached", "image", c.Repository, "digest", digest, "predicate_type", predicateType)
-	}
 	return nil
 }

@@ -2,15 +2,11 @@ package steps
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sort"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
-
+	"github.com/relaydev/relay/pkg/attach"
 	"github.com/relaydev/relay/pkg/attest"
-	"github.com/relaydev/relay/pkg/oci"
 )
 
 // Verify reads every target repository back and verifies, as a consumer would, that each
@@ -28,13 +24,7 @@ func (Verify) Plan(env *Env, st *State) Plan {
 }
 
 // Check is one expectation about one digest in one repository.
-type Check struct {
-	Repository    string
-	Digest        string
-	PredicateType string
-	// Subjects, when set, must equal the statement's subject digests exactly.
-	Subjects []string
-}
+type Check = attach.Check
 
 // Expectations derives what must be attached from the config and the copies.
 func Expectations(env *Env, st *State) []Check {
@@ -67,7 +57,7 @@ func (Verify) Run(ctx context.Context, env *Env, st *State) error {
 	res := &Verification{At: env.Now().UTC()}
 	var problems []string
 	for _, c := range checks {
-		dups, err := verifyOne(ctx, env, c)
+		dups, err := env.attacher().VerifyBundle(ctx, c)
 		res.Checked++
 		if err != nil {
 			problems = append(problems, err.Error())
@@ -88,7 +78,7 @@ func (Verify) Run(ctx context.Context, env *Env, st *State) error {
 			for _, c := range st.CopiesOf(im.Name) {
 				for _, d := range digestsOf(c) {
 					res.Checked++
-					if err := verifyClassic(ctx, env, c.Repository, d.digest); err != nil {
+					if err := env.attacher().VerifyClassicSignature(ctx, c.Repository, d.digest); err != nil {
 						problems = append(problems, err.Error())
 						continue
 					}
@@ -101,11 +91,7 @@ func (Verify) Run(ctx context.Context, env *Env, st *State) error {
 				continue
 			}
 			res.Checked++
-			repo, err := name.NewRepository(c.Repository)
-			if err != nil {
-				return err
-			}
-			if err := classicAttestationValid(ctx, env.Registry, repo.Digest(c.Digest), env.Verifier, c.PredicateType); err != nil {
+			if err := env.attacher().VerifyClassicAttestation(ctx, c.Repository, c.Digest, c.PredicateType); err != nil {
 				problems = append(problems, err.Error())
 				continue
 			}
@@ -122,120 +108,6 @@ func (Verify) Run(ctx context.Context, env *Env, st *State) error {
 
 // VerifyOne finds a bundle for the check that verifies; other bundles are ignored.
 func VerifyOne(ctx context.Context, env *Env, c Check) error {
-	_, err := verifyOne(ctx, env, c)
+	_, err := env.attacher().VerifyBundle(ctx, c)
 	return err
-}
-
-// verifyOne is VerifyOne that also reports valid bundles repeating one another.
-func verifyOne(ctx context.Context, env *Env, c Check) ([]string, error) {
-	repo, err := name.NewRepository(c.Repository)
-	if err != nil {
-		return nil, err
-	}
-	atts, err := env.Registry.Bundles(ctx, repo.Digest(c.Digest), c.PredicateType)
-	if err != nil {
-		return nil, err
-	}
-	if len(atts) == 0 {
-		return nil, fmt.Errorf("%s@%s: no %s attached", c.Repository, c.Digest, c.PredicateType)
-	}
-	var errs []error
-	var dups duplicates
-	found := false
-	for _, a := range atts {
-		v, err := env.Verifier.VerifyStatement(ctx, a.Bundle, c.Digest, c.PredicateType)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if c.Subjects != nil {
-			var got []string
-			for _, s := range v.Statement.Subject {
-				for algo, h := range s.Digest {
-					got = append(got, algo+":"+h)
-				}
-			}
-			want := append([]string(nil), c.Subjects...)
-			sort.Strings(got)
-			sort.Strings(want)
-			if strings.Join(got, ",") != strings.Join(want, ",") {
-				errs = append(errs, fmt.Errorf("subjects %v, want %v", got, want))
-				continue
-			}
-		}
-		found = true
-		dups.add(v)
-	}
-	if found {
-		return dups.report(), nil
-	}
-	return nil, fmt.Errorf("%s@%s: no valid %s: %w", c.Repository, c.Digest, c.PredicateType, errors.Join(errs...))
-}
-
-func verifyClassic(ctx context.Context, env *Env, repository, digest string) error {
-	repo, err := name.NewRepository(repository)
-	if err != nil {
-		return err
-	}
-	return classicValid(ctx, env.Registry, repo.Digest(digest), env.Verifier)
-}
-
-// errNoClassic is a digest without any cosign classic .sig signature.
-var errNoClassic = errors.New("no cosign classic .sig signature")
-
-// classicRejectedError is a digest whose classic signatures all failed to verify.
-type classicRejectedError struct {
-	digest string
-	errs   []error
-}
-
-func (e *classicRejectedError) Error() string {
-	return fmt.Sprintf("%s: no valid cosign classic .sig signature (%d found): %v", e.digest, len(e.errs), errors.Join(e.errs...))
-}
-
-// classicValid finds a cosign classic .sig signature of d that verifies with v. It
-// returns errNoClassic when there is none, a *classicRejectedError when none verifies, and
-// the registry's error when it cannot tell.
-func classicValid(ctx context.Context, reg *oci.Client, d name.Digest, v *attest.Verifier) error {
-	_, err := classicSignedBy(ctx, reg, d, v)
-	return err
-}
-
-// classicSignedBy is classicValid that also names who signed.
-func classicSignedBy(ctx context.Context, reg *oci.Client, d name.Digest, v *attest.Verifier) (string, error) {
-	sigs, err := reg.ClassicSignatures(ctx, d)
-	if err != nil {
-		return "", err
-	}
-	if len(sigs) == 0 {
-		return "", fmt.Errorf("%s: %w", d, errNoClassic)
-	}
-	rej := &classicRejectedError{digest: d.String()}
-	for _, s := range sigs {
-		who, err := v.VerifyClassic(ctx, s, d.DigestStr())
-		if err != nil {
-			rej.errs = append(rej.errs, err)
-			continue
-		}
-		return who, nil
-	}
-	return "", rej
-}
-
-// classicAttestationValid finds a classic .att attestation of d with the predicate type that
-// verifies with v.
-func classicAttestationValid(ctx context.Context, reg *oci.Client, d name.Digest, v *attest.Verifier, predicateType string) error {
-	atts, err := reg.ClassicAttestations(ctx, d)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, a := range atts {
-		if _, err := v.VerifyClassicAttestation(ctx, a, d.DigestStr(), predicateType); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		return nil
-	}
-	return fmt.Errorf("%s: no valid cosign classic .att with %s (%d found): %w", d, predicateType, len(atts), errors.Join(errs...))
 }

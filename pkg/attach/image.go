@@ -1,8 +1,7 @@
-package steps
+package attach
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -28,37 +27,6 @@ type DigestReport struct {
 	Duplicates []string `json:"duplicates,omitempty"`
 }
 
-// duplicates counts valid statements that repeat one already seen.
-type duplicates struct {
-	seen  map[string]int
-	order []string
-	name  map[string]string
-}
-
-func (d *duplicates) add(v *attest.Verified) {
-	if d.seen == nil {
-		d.seen, d.name = map[string]int{}, map[string]string{}
-	}
-	b, _ := json.Marshal(v.Statement)
-	k := v.PredicateType + "\x00" + v.Signer + "\x00" + string(b)
-	if d.seen[k] == 0 {
-		d.order = append(d.order, k)
-		d.name[k] = v.PredicateType
-	}
-	d.seen[k]++
-}
-
-// report lists each repeated statement as "PREDICATE (N referrers)".
-func (d *duplicates) report() []string {
-	var out []string
-	for _, k := range d.order {
-		if n := d.seen[k]; n > 1 {
-			out = append(out, fmt.Sprintf("%s (%d referrers say the same)", d.name[k], n))
-		}
-	}
-	return out
-}
-
 // ImageReport is the verification of an image: its index and every platform manifest.
 type ImageReport struct {
 	Image   string         `json:"image"`
@@ -71,6 +39,7 @@ type ImageReport struct {
 // It fails when any manifest has no valid signature. cosign's classic sha256-<hex>.sig
 // signatures count too when they verify against the same trust and identity.
 func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref name.Reference) (*ImageReport, error) {
+	a := &Attacher{Registry: reg, Verifier: v}
 	r, err := reg.Resolve(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -106,13 +75,13 @@ func VerifyImage(ctx context.Context, reg *oci.Client, v *attest.Verifier, ref n
 			}
 		}
 		{
-			var rej *classicRejectedError
-			switch who, err := classicSignedBy(ctx, reg, repo.Digest(t.Digest), v); {
+			var rej *ClassicRejectedError
+			switch who, err := a.classicSignedBy(ctx, repo.Digest(t.Digest)); {
 			case err == nil:
 				t.Signers = appendOnce(t.Signers, who+" (cosign classic .sig)")
 			case errors.As(err, &rej):
 				t.Rejected = append(t.Rejected, err.Error())
-			case !errors.Is(err, errNoClassic):
+			case !errors.Is(err, ErrNoClassic):
 				return nil, err
 			}
 		}
