@@ -44,6 +44,14 @@ func newDryRun() (*DryRun, error) {
 
 func (d *DryRun) close() { os.RemoveAll(d.dir) }
 
+// overlay puts the registry overlay above next (the write guard), keeping its blobs in
+// the scratch directory.
+func (d *DryRun) overlay(next http.RoundTripper) (http.RoundTripper, error) {
+	ov, err := oci.NewOverlay(next, filepath.Join(d.dir, "overlay"))
+	d.Overlay = ov
+	return ov, err
+}
+
 func (d *DryRun) check(name string, err error, note string) {
 	f := steps.Finding{Check: name, OK: err == nil, Note: note}
 	if err != nil {
@@ -65,6 +73,10 @@ func (s standIn) Identity() string { return "an ephemeral key standing in for " 
 // the identity token's claims (keyless), the key (a file decrypts, a KMS key returns its
 // public key), and that the Sigstore services answer. The steps then sign with a stand-in.
 func drySigning(ctx context.Context, env *steps.Env, cfg *config.Config, o Options, d *DryRun) error {
+	env.StateDir = filepath.Dir(d.StatePath)
+	if cfg.Signing.Mode == "ephemeral" {
+		return &config.Error{File: o.Config, Msg: errEphemeral, Fix: "use signing.mode keyless or key, or run with --local"}
+	}
 	if !signs(o.Steps) {
 		return nil
 	}

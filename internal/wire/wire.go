@@ -130,208 +130,214 @@ type Wired struct {
 // Close releases what the wiring started (--local's sandbox registry).
 func (w *Wired) Close() { w.cleanup() }
 
-// Build wires the run o describes against cfg.
-func Build(ctx context.Context, o Options, cfg *config.Config) (*Wired, error) {
-	red, logger, cid, version := o.Redactor, o.Logger, o.CorrelationID, o.Version
+// Build wires the run o describes against cfg. The mode is decided here, once, and picks
+// the implementations: --local's sandbox registry, source snapshot and ephemeral key;
+// --dry-run's registry overlay, stand-in signer and recording publisher; or the real ones.
+func Build(ctx context.Context, o Options, cfg *config.Config) (w *Wired, err error) {
+	mode, err := mode(o)
+	if err != nil {
+		return nil, err
+	}
 	stateDir, err := filepath.Abs(filepath.Dir(o.State))
 	if err != nil {
 		return nil, err
 	}
-	mode := steps.ModeRelease
-	switch {
-	case o.Local && o.DryRun:
-		return nil, &UsageError{errors.New("--local and --dry-run cannot be combined: --local already writes only to its sandbox")}
-	case o.Local:
-		mode = steps.ModeLocal
-	case o.DryRun:
-		mode = steps.ModeDryRun
-	}
-	var dry *DryRun
+	w = &Wired{cleanup: func() {}}
+	defer func() {
+		if err != nil {
+			w.Close()
+			w = nil
+		}
+	}()
 	var overlay func(http.RoundTripper) (http.RoundTripper, error)
 	if mode == steps.ModeDryRun && !o.Inspect {
-		if dry, err = newDryRun(); err != nil {
-			return nil, err
+		if w.DryRun, err = newDryRun(); err != nil {
+			return w, err
 		}
-		overlay = func(next http.RoundTripper) (http.RoundTripper, error) {
-			ov, err := oci.NewOverlay(next, filepath.Join(dry.dir, "overlay"))
-			dry.Overlay = ov
-			return ov, err
-		}
+		w.cleanup, overlay = w.DryRun.close, w.DryRun.overlay
 	}
 	client, err := registryClient(ctx, o, cfg.Registries, mode != steps.ModeRelease, overlay)
 	if err != nil {
-		if dry != nil {
-			dry.close()
-		}
-		return nil, err
+		return w, err
 	}
+	w.Env = newEnv(o, cfg, mode, client, stateDir)
+	env := w.Env
+	switch {
+	case mode == steps.ModeLocal:
+		err = wireLocal(ctx, w, o, cfg)
+	case w.DryRun != nil:
+		err = drySigning(ctx, env, cfg, o, w.DryRun)
+	default:
+		err = wireSigner(ctx, env, cfg, o, mode)
+	}
+	if err != nil {
+		return w, err
+	}
+	if env.Signer != nil {
+		o.Logger.Info("cosign classic .sig/.att", "enabled", env.Classic, "configured", cfg.Signing.Classic != nil)
+	}
+	if env.Builder, err = builder(ctx, cfg, o, mode, client, o.Logger); err != nil {
+		return w, err
+	}
+	if w.DryRun != nil && cfg.Builder.Kind != "local" {
+		env.Builder = dryBuilder{kind: cfg.Builder.Kind} // made, so its credentials were found; never run
+	}
+	budget, _ := cfg.SBOM.BudgetBytes() // validated with the config
+	if env.SBOM, err = sbom.New(sbom.Options{Logger: o.Logger, Formats: cfg.SBOM.Formats, Budget: budget, Tool: "relay", Version: o.Version,
+		InsecureHosts: insecureHosts(cfg.Registries), Image: client.Image}); err != nil {
+		return w, &config.Error{File: o.Config, Msg: err.Error()}
+	}
+	env.Publisher, err = publisher(ctx, o, cfg, mode, w.DryRun)
+	return w, err
+}
+
+// mode is the run's mode, from the flags.
+func mode(o Options) (steps.Mode, error) {
+	switch {
+	case o.Local && o.DryRun:
+		return "", &UsageError{errors.New("--local and --dry-run cannot be combined: --local already writes only to its sandbox")}
+	case o.Local:
+		return steps.ModeLocal, nil
+	case o.DryRun:
+		return steps.ModeDryRun, nil
+	}
+	return steps.ModeRelease, nil
+}
+
+// newEnv is what every mode shares: the config, the registry client, the run's identity,
+// and the source, whose credentials are registered with the redactor first.
+func newEnv(o Options, cfg *config.Config, mode steps.Mode, client *oci.Client, stateDir string) *steps.Env {
 	env := &steps.Env{
 		Config:        cfg,
 		Mode:          mode,
-		Logger:        logger,
+		Logger:        o.Logger,
 		Registry:      client,
 		Now:           time.Now,
 		StateDir:      stateDir,
 		SourceRepo:    cfg.Source.Repo,
-		CorrelationID: cid,
+		CorrelationID: o.CorrelationID,
 		RunnerName:    logging.RunnerName(o.Getenv),
 		Workflow:      Workflow(o.Getenv),
-		Version:       version,
+		Version:       o.Version,
 		Jobs:          o.Jobs,
 		MapRepository: func(s string) (name.Repository, error) { return name.NewRepository(s) },
 	}
 	if t := cfg.Source.TokenEnv; t != "" {
 		env.SourceToken = o.Getenv(t)
-		red.Add(env.SourceToken)
+		o.Redactor.Add(env.SourceToken)
 	}
 	if u, err := url.Parse(cfg.Source.Repo); err == nil && u.User != nil {
 		// https://user:TOKEN@host: the password is the secret, the user name only names
 		// an account (masking a common one would garble unrelated text); in
 		// https://TOKEN@host the lone user part is the token.
 		if pw, ok := u.User.Password(); ok {
-			red.Add(pw)
+			o.Redactor.Add(pw)
 		} else if u.Scheme == "http" || u.Scheme == "https" {
-			red.Add(u.User.Username())
+			o.Redactor.Add(u.User.Username())
 		}
-	}
-	w := &Wired{Env: env, DryRun: dry, cleanup: func() {}}
-	if dry != nil {
-		w.cleanup = dry.close
 	}
 	if isLocalPath(cfg.Source.Repo) {
 		env.SourceRepo = cfg.ResolvePath(cfg.Source.Repo)
 	}
+	return env
+}
 
-	if mode == steps.ModeLocal {
-		sb, err := oci.StartSandbox(ctx, filepath.Join(stateDir, "local", "registry"), logger)
-		if err != nil {
-			return nil, err
-		}
-		w.cleanup = func() { sb.Close() }
-		addr := sb.Addr()
-		env.MapRepository = func(s string) (name.Repository, error) {
-			// Keep the configured host as a path component so two targets stay two repositories.
-			return name.NewRepository(addr + "/" + strings.ToLower(s))
-		}
-		logger.Info("local sandbox registry", "addr", addr)
-		if env.SourceRepo, err = localSource(ctx, cfg, stateDir, o.Getenv, logger); err != nil {
-			w.cleanup()
-			return nil, err
-		}
-		key, err := attest.LoadOrCreateKey(filepath.Join(stateDir, "local", "signing-key.pem"))
-		if err != nil {
-			w.cleanup()
-			return nil, err
-		}
-		if err := useKey(env, key); err != nil {
-			w.cleanup()
-			return nil, err
-		}
-	} else if dry != nil {
-		if cfg.Signing.Mode == "ephemeral" {
-			w.cleanup()
-			return nil, &config.Error{File: o.Config, Msg: "signing.mode ephemeral is only for --local: nobody could verify an ephemeral key later", Fix: "use signing.mode keyless or key, or run with --local"}
-		}
-		if err := drySigning(ctx, env, cfg, o, dry); err != nil {
-			w.cleanup()
-			return nil, err
-		}
-	} else {
-		switch cfg.Signing.Mode {
-		case "ephemeral":
-			return nil, &config.Error{File: o.Config, Msg: "signing.mode ephemeral is only for --local: nobody could verify an ephemeral key later", Fix: "use signing.mode keyless or key, or run with --local"}
-		case "keyless":
-			if mode == steps.ModeRelease && signs(o.Steps) {
-				s, v, err := keyless(ctx, cfg, o, logger)
-				if err != nil {
-					w.cleanup()
-					return nil, err
-				}
-				env.Signer, env.Verifier = s, v
-				env.Classic = classicWanted(cfg, s.CanSignClassic())
-			}
-		case "key":
-			if mode == steps.ModeRelease && signs(o.Steps) {
-				k, err := signingKey(ctx, cfg, o)
-				if err != nil {
-					w.cleanup()
-					return nil, err
-				}
-				if err := useKey(env, k); err != nil {
-					w.cleanup()
-					return nil, err
-				}
-				if cfg.Signing.KeyTLog() {
-					if err := keyTransparencyLog(ctx, env, k, cfg, o, logger); err != nil {
-						w.cleanup()
-						return nil, err
-					}
-				}
-			}
-		default:
-			if mode == steps.ModeRelease {
-				return nil, &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.mode %s is not available in this build of relay", cfg.Signing.Mode), Fix: "use signing.mode keyless or key"}
-			}
-		}
-	}
-
-	if env.Signer != nil {
-		logger.Info("cosign classic .sig/.att", "enabled", env.Classic, "configured", cfg.Signing.Classic != nil)
-	}
-	if env.Builder, err = builder(ctx, cfg, o, mode, client, logger); err != nil {
-		w.cleanup()
-		return nil, err
-	}
-	if dry != nil && cfg.Builder.Kind != "local" {
-		env.Builder = dryBuilder{kind: cfg.Builder.Kind} // made, so its credentials were found; never run
-	}
-
-	budget, _ := cfg.SBOM.BudgetBytes() // validated with the config
-	gen, err := sbom.New(sbom.Options{Logger: logger, Formats: cfg.SBOM.Formats, Budget: budget, Tool: "relay", Version: version, InsecureHosts: insecureHosts(cfg.Registries),
-		Image: client.Image})
+// wireLocal points every repository into the sandbox registry, the source at the example's
+// snapshot when it is no git repository, and signs with the sandbox's own key.
+func wireLocal(ctx context.Context, w *Wired, o Options, cfg *config.Config) error {
+	env := w.Env
+	sb, err := oci.StartSandbox(ctx, filepath.Join(env.StateDir, "local", "registry"), o.Logger)
 	if err != nil {
-		w.cleanup()
-		return nil, &config.Error{File: o.Config, Msg: err.Error()}
+		return err
 	}
-	env.SBOM = gen
+	w.cleanup = func() { sb.Close() }
+	addr := sb.Addr()
+	env.MapRepository = func(s string) (name.Repository, error) {
+		// Keep the configured host as a path component so two targets stay two repositories.
+		return name.NewRepository(addr + "/" + strings.ToLower(s))
+	}
+	o.Logger.Info("local sandbox registry", "addr", addr)
+	if env.SourceRepo, err = localSource(ctx, cfg, env.StateDir, o.Getenv, o.Logger); err != nil {
+		return err
+	}
+	key, err := attest.LoadOrCreateKey(filepath.Join(env.StateDir, "local", "signing-key.pem"))
+	if err != nil {
+		return err
+	}
+	return useKey(env, key)
+}
 
+const errEphemeral = "signing.mode ephemeral is only for --local: nobody could verify an ephemeral key later"
+
+// wireSigner is a real run's signer and verifier, made only when a selected step signs
+// or verifies, so `relay run --only checkout,build` needs no identity token or key.
+func wireSigner(ctx context.Context, env *steps.Env, cfg *config.Config, o Options, mode steps.Mode) error {
+	switch cfg.Signing.Mode {
+	case "ephemeral":
+		return &config.Error{File: o.Config, Msg: errEphemeral, Fix: "use signing.mode keyless or key, or run with --local"}
+	case "keyless", "key":
+	default:
+		if mode == steps.ModeRelease {
+			return &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.mode %s is not available in this build of relay", cfg.Signing.Mode), Fix: "use signing.mode keyless or key"}
+		}
+		return nil
+	}
+	if mode != steps.ModeRelease || !signs(o.Steps) {
+		return nil
+	}
+	if cfg.Signing.Mode == "keyless" {
+		s, v, err := keyless(ctx, cfg, o, o.Logger)
+		if err != nil {
+			return err
+		}
+		env.Signer, env.Verifier = s, v
+		env.Classic = classicWanted(cfg, s.CanSignClassic())
+		return nil
+	}
+	k, err := signingKey(ctx, cfg, o)
+	if err != nil {
+		return err
+	}
+	if err := useKey(env, k); err != nil {
+		return err
+	}
+	if cfg.Signing.KeyTLog() {
+		return keyTransparencyLog(ctx, env, k, cfg, o, o.Logger)
+	}
+	return nil
+}
+
+// publisher is where the release goes: the dry run's recorder, a GitHub release, or a
+// directory (--out, release.dir, and always with --local).
+func publisher(ctx context.Context, o Options, cfg *config.Config, mode steps.Mode, dry *DryRun) (release.Publisher, error) {
 	out := o.Out
 	if !o.Local && cfg.Release.Dir != "" {
 		out = cfg.ResolvePath(cfg.Release.Dir)
 	}
 	if dry != nil {
-		env.StateDir = filepath.Dir(dry.StatePath)
 		rec, err := dryPublisher(ctx, cfg, o, out, dry)
 		if err != nil {
-			w.cleanup()
 			return nil, err
 		}
-		env.Publisher, dry.Publisher = rec, rec
-		logger.Info("dry run: registry writes go to an overlay, signatures are an ephemeral key's, the release is recorded", "scratch", dry.dir)
-		return w, nil
+		dry.Publisher = rec
+		o.Logger.Info("dry run: registry writes go to an overlay, signatures are an ephemeral key's, the release is recorded", "scratch", dry.dir)
+		return rec, nil
 	}
 	if !o.Local && cfg.Release.Target == "github" && mode == steps.ModeRelease {
 		tok, err := githubToken(ctx, o, cfg)
 		if err != nil {
-			w.cleanup()
 			return nil, err
 		}
 		gh, err := release.NewGitHub(release.GitHubOptions{
 			Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL, Token: tok,
-			Replace: o.Replace, Logger: logger, Transport: boundedTransport(ctx, o),
+			Replace: o.Replace, Logger: o.Logger, Transport: boundedTransport(ctx, o),
 		})
 		if err != nil {
-			w.cleanup()
 			return nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "set GITHUB_TOKEN to a token with contents: write on " + cfg.Release.GitHub.Repository}
 		}
-		env.Publisher = gh
-		return w, nil
+		return gh, nil
 	}
-	if env.Publisher, err = release.NewDir(out, logger); err != nil {
-		w.cleanup()
-		return nil, err
-	}
-	return w, nil
+	return release.NewDir(out, o.Logger)
 }
 
 // RegistryClient builds the one registry client of a command: retries (with the config's
