@@ -471,7 +471,7 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 		return build.NewLocal(build.LocalOptions{Client: client, Logger: logger, ConfigDir: cfg.Dir, Jobs: o.Jobs})
 	case cfg.Builder.Kind == "acr":
 		a := cfg.Builder.ACR
-		timeout, _ := time.ParseDuration(a.Timeout) // validated with the config
+		timeout, _ := a.Timeout.Value() // parsed and validated with the config
 		// The workload's identity: workload identity federation, managed identity, or the
 		// AZURE_* variables of a service principal; relay.yaml holds no secret.
 		cred, err := azidentity.NewDefaultAzureCredential(nil)
@@ -482,7 +482,7 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 			ARMEndpoint: a.ARMEndpoint, Timeout: timeout, Credential: cred, Client: client, Logger: logger, HTTP: &http.Client{Transport: boundedTransport(ctx, o)}})
 	case cfg.Builder.Kind == "gcb":
 		g := cfg.Builder.GCB
-		timeout, _ := time.ParseDuration(g.Timeout) // validated with the config
+		timeout, _ := g.Timeout.Value() // parsed and validated with the config
 		// Application default credentials: the metadata server (GKE workload identity,
 		// Cloud Run), workload identity federation, or GOOGLE_APPLICATION_CREDENTIALS.
 		creds, err := google.FindDefaultCredentials(ctx, "https://www.googleapis.com/auth/cloud-platform")
@@ -497,7 +497,7 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 		return build.NewGCB(opts)
 	case cfg.Builder.Kind == "codebuild":
 		cb := cfg.Builder.CodeBuild
-		timeout, _ := time.ParseDuration(cb.Timeout) // validated with the config
+		timeout, _ := cb.Timeout.Value() // parsed and validated with the config
 		// The AWS default chain: environment, web identity (EKS), container credentials
 		// (ECS, CodeBuild itself), instance role.
 		awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithHTTPClient(&http.Client{Transport: boundedTransport(ctx, o)}))

@@ -72,18 +72,18 @@ type Builder struct {
 // CodeBuildBuilder is the CodeBuild project that builds the images and the bucket that
 // takes the context; relay authenticates with the AWS default chain.
 type CodeBuildBuilder struct {
-	Project string `yaml:"project" json:"project"`
-	Bucket  string `yaml:"bucket" json:"bucket"`
-	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"` // default 2h
+	Project string   `yaml:"project" json:"project"`
+	Bucket  string   `yaml:"bucket" json:"bucket"`
+	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"` // default 2h
 }
 
 // GCBBuilder is the project whose Cloud Build builds the images and the bucket that takes
 // the context; relay authenticates with application default credentials.
 type GCBBuilder struct {
-	Project  string `yaml:"project" json:"project"`
-	Location string `yaml:"location,omitempty" json:"location,omitempty"` // default global
-	Bucket   string `yaml:"bucket" json:"bucket"`
-	Timeout  string `yaml:"timeout,omitempty" json:"timeout,omitempty"` // default 2h
+	Project  string   `yaml:"project" json:"project"`
+	Location string   `yaml:"location,omitempty" json:"location,omitempty"` // default global
+	Bucket   string   `yaml:"bucket" json:"bucket"`
+	Timeout  Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"` // default 2h
 	// Endpoints replace the googleapis.com ones (Private Service Connect).
 	Endpoints *GCBEndpoints `yaml:"endpoints,omitempty" json:"endpoints,omitempty"`
 }
@@ -106,7 +106,7 @@ type ACRBuilder struct {
 	// sovereign clouds have their own).
 	ARMEndpoint string `yaml:"arm_endpoint,omitempty" json:"arm_endpoint,omitempty"`
 	// Timeout of each run, a Go duration (default 2h; ACR's own default is 1h).
-	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 }
 
 // DockerBuild is how a cloud builder builds an image: from a Dockerfile in its context.
@@ -174,7 +174,7 @@ type Signing struct {
 	// TokenFile is an OIDC token file re-read before each use (projected Kubernetes tokens).
 	TokenFile string `yaml:"token_file,omitempty" json:"token_file,omitempty"`
 	// RetryBudget bounds the time retries of Fulcio, Rekor and the TSA may wait (default 10m).
-	RetryBudget string `yaml:"retry_budget,omitempty" json:"retry_budget,omitempty"`
+	RetryBudget Duration `yaml:"retry_budget,omitempty" json:"retry_budget,omitempty"`
 	// AllowPublicLog lets a private or internal repository write to the public Rekor, whose
 	// entries reveal repository and workflow names. Off by default.
 	AllowPublicLog bool `yaml:"allow_public_log,omitempty" json:"allow_public_log,omitempty"`
@@ -192,7 +192,7 @@ type Signing struct {
 func (s Signing) KeyTLog() bool { return s.TLog == nil || *s.TLog }
 
 // Budget is the parsed retry budget; zero means the default.
-func (s Signing) Budget() (time.Duration, error) { return parseBudget(s.RetryBudget) }
+func (s Signing) Budget() (time.Duration, error) { return s.RetryBudget.Value() }
 
 // SBOM chooses the SBOM formats.
 type SBOM struct {
@@ -258,25 +258,17 @@ type Registry struct {
 	// Insecure allows plain HTTP and unverified TLS for this host, and no other.
 	Insecure bool `yaml:"insecure,omitempty" json:"insecure,omitempty"`
 	// RetryBudget is the total time retries to this host may wait, e.g. "10m"; default 5m.
-	RetryBudget string `yaml:"retry_budget,omitempty" json:"retry_budget,omitempty"`
+	RetryBudget Duration `yaml:"retry_budget,omitempty" json:"retry_budget,omitempty"`
 	// Timeout is how long a request to this host may go without progress (no answer, or a
 	// body that stopped moving), e.g. "5m"; default --timeout (2m).
-	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 }
 
 // IdleTimeout parses the registry's timeout (0 when unset).
-func (r Registry) IdleTimeout() (time.Duration, error) { return parseBudget(r.Timeout) }
+func (r Registry) IdleTimeout() (time.Duration, error) { return r.Timeout.Value() }
 
 // Budget parses the registry's retry budget (0 when unset).
-func (r Registry) Budget() (time.Duration, error) { return parseBudget(r.RetryBudget) }
-
-// parseBudget reads a retry_budget: a Go duration, or 0 (the default) when unset.
-func parseBudget(s string) (time.Duration, error) {
-	if s == "" {
-		return 0, nil
-	}
-	return time.ParseDuration(s)
-}
+func (r Registry) Budget() (time.Duration, error) { return r.RetryBudget.Value() }
 
 // Known values.
 var (
@@ -486,203 +478,263 @@ var imageName = regexp.MustCompile(`^[a-z0-9]+(?:[._-][a-z0-9]+)*$`)
 func (c *Config) Validate(file string, data []byte) error {
 	var root yaml.Node
 	_ = yaml.Unmarshal(data, &root)
-	errf := func(path []string, msg, fix string) error {
-		return &Error{File: file, Line: lineOf(&root, path), Msg: msg, Fix: fix}
-	}
+	v := &validator{file: file, root: &root}
 	if c.Version != SchemaVersion {
-		return errf([]string{"version"}, fmt.Sprintf("schema version %d is not supported", c.Version),
+		return v.errf([]string{"version"}, fmt.Sprintf("schema version %d is not supported", c.Version),
 			fmt.Sprintf("set `version: %d` at the top of the file", SchemaVersion))
 	}
 	if err := checkDocument(file, &root); err != nil {
 		return err
 	}
-	if c.Source.Repo == "" {
-		return errf([]string{"source"}, "source.repo is missing", "name the git URL or local path to release, e.g. `repo: .`")
+	// In the file's order, so the first problem reported is the first a reader meets.
+	for _, check := range []func(*validator) error{c.validateSource, c.validateBuilder, c.validateImages, c.validateSigning, c.validateSBOM, c.validateRelease} {
+		if err := check(v); err != nil {
+			return err
+		}
 	}
-	if c.Source.Ref == "" {
-		return errf([]string{"source"}, "source.ref is missing", "name the tag, branch or commit to release, e.g. `ref: v1.2.3`")
+	return nil
+}
+
+// validator makes the errors of one file, each pointing at its line.
+type validator struct {
+	file string
+	root *yaml.Node
+}
+
+func (v *validator) errf(path []string, msg, fix string) error {
+	return &Error{File: v.file, Line: lineOf(v.root, path), Msg: msg, Fix: fix}
+}
+
+func (c *Config) validateSource(v *validator) error {
+	switch {
+	case c.Source.Repo == "":
+		return v.errf([]string{"source"}, "source.repo is missing", "name the git URL or local path to release, e.g. `repo: .`")
+	case c.Source.Ref == "":
+		return v.errf([]string{"source"}, "source.ref is missing", "name the tag, branch or commit to release, e.g. `ref: v1.2.3`")
+	case c.Source.Depth < 0:
+		return v.errf([]string{"source", "depth"}, "source.depth must not be negative", "use 1 for a shallow clone")
 	}
-	if c.Source.Depth < 0 {
-		return errf([]string{"source", "depth"}, "source.depth must not be negative", "use 1 for a shallow clone")
+	return nil
+}
+
+// checkTimeout refuses a builder timeout that does not parse or lies outside [min, max].
+func (v *validator) checkTimeout(kind string, d Duration, min, max time.Duration) error {
+	if d.IsSet() && !d.within(min, max) {
+		return v.errf([]string{"builder", kind, "timeout"}, fmt.Sprintf("builder.%s.timeout %q is not a duration between %s and %s", kind, d, shortDuration(min), shortDuration(max)), "e.g. `timeout: 2h`")
 	}
+	return nil
+}
+
+// shortDuration writes 5m0s as 5m and 8h0m0s as 8h.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	s = strings.Replace(s, "m0s", "m", 1)
+	return strings.Replace(s, "h0m", "h", 1)
+}
+
+func (c *Config) validateBuilder(v *validator) error {
 	if !oneOf(c.Builder.Kind, BuilderKinds) {
-		return errf([]string{"builder", "kind"}, fmt.Sprintf("unknown builder kind %q", c.Builder.Kind),
-			"use one of "+strings.Join(BuilderKinds, ", "))
+		return v.errf([]string{"builder", "kind"}, fmt.Sprintf("unknown builder kind %q", c.Builder.Kind), "use one of "+strings.Join(BuilderKinds, ", "))
 	}
-	if c.Builder.Kind == "acr" {
+	switch c.Builder.Kind {
+	case "acr":
 		a := c.Builder.ACR
 		if a == nil || a.Subscription == "" || a.ResourceGroup == "" || a.Registry == "" {
-			return errf([]string{"builder"}, "builder.kind acr needs builder.acr with subscription, resource_group and registry",
+			return v.errf([]string{"builder"}, "builder.kind acr needs builder.acr with subscription, resource_group and registry",
 				"e.g. `acr: {subscription: 00000000-..., resource_group: build, registry: myacr}`")
 		}
-		if a.Timeout != "" {
-			if d, err := time.ParseDuration(a.Timeout); err != nil || d < 5*time.Minute || d > 8*time.Hour {
-				return errf([]string{"builder", "acr", "timeout"}, fmt.Sprintf("builder.acr.timeout %q is not a duration between 5m and 8h", a.Timeout), "e.g. `timeout: 2h`")
-			}
+		if err := v.checkTimeout("acr", a.Timeout, 5*time.Minute, 8*time.Hour); err != nil {
+			return err
 		}
 		if a.ARMEndpoint == "" && c.Builder.Registry != "" && !strings.HasPrefix(c.Builder.Registry, strings.ToLower(a.Registry)+".azurecr.") {
-			return errf([]string{"builder", "registry"}, fmt.Sprintf("builder.registry %q is not in the ACR registry %s", c.Builder.Registry, a.Registry),
+			return v.errf([]string{"builder", "registry"}, fmt.Sprintf("builder.registry %q is not in the ACR registry %s", c.Builder.Registry, a.Registry),
 				"ACR Tasks push to their own registry: use "+strings.ToLower(a.Registry)+".azurecr.io/PATH")
 		}
-	}
-	if c.Builder.Kind == "gcb" {
+	case "gcb":
 		g := c.Builder.GCB
 		if g == nil || g.Project == "" || g.Bucket == "" {
-			return errf([]string{"builder"}, "builder.kind gcb needs builder.gcb with project and bucket",
+			return v.errf([]string{"builder"}, "builder.kind gcb needs builder.gcb with project and bucket",
 				"e.g. `gcb: {project: acme-build, bucket: acme-build-sources}`")
 		}
-		if g.Timeout != "" {
-			if d, err := time.ParseDuration(g.Timeout); err != nil || d < time.Minute || d > 24*time.Hour {
-				return errf([]string{"builder", "gcb", "timeout"}, fmt.Sprintf("builder.gcb.timeout %q is not a duration between 1m and 24h", g.Timeout), "e.g. `timeout: 2h`")
-			}
+		if err := v.checkTimeout("gcb", g.Timeout, time.Minute, 24*time.Hour); err != nil {
+			return err
 		}
-	}
-	if c.Builder.Kind == "codebuild" {
+	case "codebuild":
 		cb := c.Builder.CodeBuild
 		if cb == nil || cb.Project == "" || cb.Bucket == "" {
-			return errf([]string{"builder"}, "builder.kind codebuild needs builder.codebuild with project and bucket",
+			return v.errf([]string{"builder"}, "builder.kind codebuild needs builder.codebuild with project and bucket",
 				"e.g. `codebuild: {project: relay-images, bucket: acme-build-sources}`")
 		}
-		if cb.Timeout != "" {
-			if d, err := time.ParseDuration(cb.Timeout); err != nil || d < 5*time.Minute || d > 36*time.Hour {
-				return errf([]string{"builder", "codebuild", "timeout"}, fmt.Sprintf("builder.codebuild.timeout %q is not a duration between 5m and 36h", cb.Timeout), "e.g. `timeout: 2h`")
-			}
+		if err := v.checkTimeout("codebuild", cb.Timeout, 5*time.Minute, 36*time.Hour); err != nil {
+			return err
 		}
 	}
 	if c.Builder.Registry == "" {
-		return errf([]string{"builder"}, "builder.registry is missing",
+		return v.errf([]string{"builder"}, "builder.registry is missing",
 			"name the repository prefix the builder pushes to, e.g. `registry: myregistry.example.com/build`")
 	}
 	if _, err := name.NewRepository(c.Builder.Registry + "/x"); err != nil {
-		return errf([]string{"builder", "registry"}, fmt.Sprintf("builder.registry %q is not a valid repository prefix: %v", c.Builder.Registry, err),
+		return v.errf([]string{"builder", "registry"}, fmt.Sprintf("builder.registry %q is not a valid repository prefix: %v", c.Builder.Registry, err),
 			"use HOST[/PATH] in lower case, without tag or digest")
 	}
+	return nil
+}
+
+func (c *Config) validateImages(v *validator) error {
 	if len(c.Images) == 0 {
-		return errf([]string{"images"}, "no image to build: images is empty or missing",
+		return v.errf([]string{"images"}, "no image to build: images is empty or missing",
 			"add at least one entry under `images:` with a name and targets")
 	}
 	seen := map[string]bool{}
 	for i, im := range c.Images {
 		at := func(k ...string) []string { return append([]string{"images", fmt.Sprint(i)}, k...) }
 		if im.Name == "" {
-			return errf(at(), fmt.Sprintf("images[%d] has no name", i), "add `name: NAME` (lower case letters, digits, . _ -)")
+			return v.errf(at(), fmt.Sprintf("images[%d] has no name", i), "add `name: NAME` (lower case letters, digits, . _ -)")
 		}
 		if !imageName.MatchString(im.Name) {
-			return errf(at("name"), fmt.Sprintf("image name %q is not valid", im.Name), "use lower case letters, digits and . _ - only")
+			return v.errf(at("name"), fmt.Sprintf("image name %q is not valid", im.Name), "use lower case letters, digits and . _ - only")
 		}
 		if seen[im.Name] {
-			return errf(at("name"), fmt.Sprintf("image name %q is used twice", im.Name), "give each image a unique name")
+			return v.errf(at("name"), fmt.Sprintf("image name %q is used twice", im.Name), "give each image a unique name")
 		}
 		seen[im.Name] = true
 		if filepath.IsAbs(im.Context) || strings.HasPrefix(filepath.Clean(im.Context), "..") {
-			return errf(at("context"), fmt.Sprintf("image %s: context %q leaves the checkout", im.Name, im.Context), "use a path inside the repository")
+			return v.errf(at("context"), fmt.Sprintf("image %s: context %q leaves the checkout", im.Name, im.Context), "use a path inside the repository")
 		}
-		seenPlat := map[string]bool{}
-		for j, p := range im.Platforms {
-			pl, err := v1.ParsePlatform(p)
-			if err != nil || !strings.Contains(p, "/") {
-				return errf(at("platforms", fmt.Sprint(j)), fmt.Sprintf("image %s: platform %q is not valid", im.Name, p), "use OS/ARCH[/VARIANT], e.g. linux/amd64")
-			}
-			if !oneOf(pl.OS, ImageOSes) || !oneOf(pl.Architecture, ImageArchitectures) {
-				return errf(at("platforms", fmt.Sprint(j)), fmt.Sprintf("image %s: platform %q is not one an image can have", im.Name, p),
-					fmt.Sprintf("use an OS of %s and an architecture of %s", strings.Join(ImageOSes, ", "), strings.Join(ImageArchitectures, ", ")))
-			}
-			if seenPlat[pl.String()] {
-				return errf(at("platforms", fmt.Sprint(j)), fmt.Sprintf("image %s: platform %s is listed twice", im.Name, pl), "list each platform once: it would be built, signed and attested twice")
-			}
-			seenPlat[pl.String()] = true
-		}
-		if n := len(strings.TrimPrefix(c.Builder.Registry+"/"+im.Name, registryHost(c.Builder.Registry)+"/")); n > maxRepoPath {
-			return errf(at("name"), fmt.Sprintf("image %s: the build repository %s/%s has a %d-character path, over the registries' limit of %d", im.Name, c.Builder.Registry, im.Name, n, maxRepoPath), "shorten builder.registry's path or the image name")
-		}
-		if len(im.Targets) == 0 {
-			return errf(at(), fmt.Sprintf("image %s has no targets", im.Name), "list the repositories to publish to under `targets:`, e.g. ghcr.io/OWNER/NAME")
-		}
-		for j, t := range im.Targets {
-			_, err := name.NewRepository(t, name.StrictValidation)
-			if err != nil || strings.Contains(t, "@") || strings.Contains(t[strings.LastIndex(t, "/")+1:], ":") {
-				msg := fmt.Sprintf("image %s: target %q is not a valid repository", im.Name, t)
-				if err != nil {
-					msg += ": " + err.Error()
-				}
-				return errf(at("targets", fmt.Sprint(j)), msg, "use HOST/PATH without tag or digest, e.g. ghcr.io/owner/name; tags go under `tags:`")
-			}
-		}
-		for j, tag := range im.Tags {
-			if !ValidTag(tag) && !strings.Contains(tag, "{{") {
-				return errf(at("tags", fmt.Sprint(j)), fmt.Sprintf("image %s: tag %q is not valid", im.Name, tag), "tags are up to 128 of [A-Za-z0-9_.-], not starting with . or -")
-			}
-			if err := checkTagTemplate(tag); err != nil {
-				return errf(at("tags", fmt.Sprint(j)), fmt.Sprintf("image %s: %v", im.Name, err), "tag templates see {{ .Version }}, {{ .Tag }}, {{ .Commit }} and {{ .ShortCommit }} (docs/config.md)")
-			}
-		}
-		if lb := im.Local; lb != nil {
-			if lb.Base != "scratch" && !strings.HasPrefix(lb.Base, "oci-layout:") {
-				return errf(at("local", "base"), fmt.Sprintf("image %s: base %q is not supported", im.Name, lb.Base), "use `scratch` or `oci-layout:PATH`")
-			}
-			if err := checkLabels(lb.Labels); err != nil {
-				return errf(at("local", "labels"), fmt.Sprintf("image %s: %v", im.Name, err), "keep labels short: they go into every image's config, which registries and runtimes read whole")
-			}
-			if lb.Go == nil && len(lb.Files) == 0 {
-				return errf(at("local"), fmt.Sprintf("image %s: the local build has nothing to add", im.Name), "add `go: {main: ./cmd/NAME}` or `files:`")
-			}
-			for j, f := range lb.Files {
-				if f.Src == "" || f.Dst == "" || !strings.HasPrefix(f.Dst, "/") {
-					return errf(at("local", "files", fmt.Sprint(j)), fmt.Sprintf("image %s: files[%d] needs src and an absolute dst", im.Name, j), "e.g. `{src: static, dst: /srv/static}`")
-				}
-				if f.Mode != "" {
-					var m uint32
-					if _, err := fmt.Sscanf(f.Mode, "%o", &m); err != nil || m > 0o7777 {
-						return errf(at("local", "files", fmt.Sprint(j), "mode"), fmt.Sprintf("image %s: mode %q is not an octal file mode", im.Name, f.Mode), "quote it, e.g. mode: \"0755\"")
-					}
-				}
-			}
-		} else if c.Builder.Kind == "local" {
-			return errf(at(), fmt.Sprintf("image %s has no `local:` build settings but builder.kind is local", im.Name), "add a `local:` section (see docs/config.md)")
+		if err := c.validateImage(v, im, at); err != nil {
+			return err
 		}
 	}
-	if !oneOf(c.Signing.Mode, SigningModes) {
-		return errf([]string{"signing", "mode"}, fmt.Sprintf("unknown signing mode %q", c.Signing.Mode), "use one of "+strings.Join(SigningModes, ", "))
+	return nil
+}
+
+// validateImage checks one image's platforms, repositories, tags and local build.
+func (c *Config) validateImage(v *validator, im Image, at func(...string) []string) error {
+	seenPlat := map[string]bool{}
+	for j, p := range im.Platforms {
+		pl, err := v1.ParsePlatform(p)
+		if err != nil || !strings.Contains(p, "/") {
+			return v.errf(at("platforms", fmt.Sprint(j)), fmt.Sprintf("image %s: platform %q is not valid", im.Name, p), "use OS/ARCH[/VARIANT], e.g. linux/amd64")
+		}
+		if !oneOf(pl.OS, ImageOSes) || !oneOf(pl.Architecture, ImageArchitectures) {
+			return v.errf(at("platforms", fmt.Sprint(j)), fmt.Sprintf("image %s: platform %q is not one an image can have", im.Name, p),
+				fmt.Sprintf("use an OS of %s and an architecture of %s", strings.Join(ImageOSes, ", "), strings.Join(ImageArchitectures, ", ")))
+		}
+		if seenPlat[pl.String()] {
+			return v.errf(at("platforms", fmt.Sprint(j)), fmt.Sprintf("image %s: platform %s is listed twice", im.Name, pl), "list each platform once: it would be built, signed and attested twice")
+		}
+		seenPlat[pl.String()] = true
 	}
-	if c.Signing.Mode == "key" && c.Signing.Key == "" {
-		return errf([]string{"signing"}, "signing.mode is key but signing.key is empty", "name a cosign key file or KMS URI")
+	if n := len(strings.TrimPrefix(c.Builder.Registry+"/"+im.Name, registryHost(c.Builder.Registry)+"/")); n > maxRepoPath {
+		return v.errf(at("name"), fmt.Sprintf("image %s: the build repository %s/%s has a %d-character path, over the registries' limit of %d", im.Name, c.Builder.Registry, im.Name, n, maxRepoPath), "shorten builder.registry's path or the image name")
 	}
-	if (c.Signing.TrustedRoot == "") != (c.Signing.SigningConfig == "") {
-		return errf([]string{"signing"}, "a private Sigstore instance needs both signing.trusted_root and signing.signing_config", "name both files (cosign trusted-root create / signing-config create make them), or neither for the public-good instance")
+	if len(im.Targets) == 0 {
+		return v.errf(at(), fmt.Sprintf("image %s has no targets", im.Name), "list the repositories to publish to under `targets:`, e.g. ghcr.io/OWNER/NAME")
 	}
-	if d, err := c.Signing.Budget(); err != nil || d < 0 || d > 24*time.Hour {
-		return errf([]string{"signing", "retry_budget"}, fmt.Sprintf("signing.retry_budget %q is not a duration between 0 and 24h", c.Signing.RetryBudget), "use a Go duration such as 10m")
+	for j, t := range im.Targets {
+		_, err := name.NewRepository(t, name.StrictValidation)
+		if err != nil || strings.Contains(t, "@") || strings.Contains(t[strings.LastIndex(t, "/")+1:], ":") {
+			msg := fmt.Sprintf("image %s: target %q is not a valid repository", im.Name, t)
+			if err != nil {
+				msg += ": " + err.Error()
+			}
+			return v.errf(at("targets", fmt.Sprint(j)), msg, "use HOST/PATH without tag or digest, e.g. ghcr.io/owner/name; tags go under `tags:`")
+		}
 	}
+	for j, tag := range im.Tags {
+		if !ValidTag(tag) && !strings.Contains(tag, "{{") {
+			return v.errf(at("tags", fmt.Sprint(j)), fmt.Sprintf("image %s: tag %q is not valid", im.Name, tag), "tags are up to 128 of [A-Za-z0-9_.-], not starting with . or -")
+		}
+		if err := checkTagTemplate(tag); err != nil {
+			return v.errf(at("tags", fmt.Sprint(j)), fmt.Sprintf("image %s: %v", im.Name, err), "tag templates see {{ .Version }}, {{ .Tag }}, {{ .Commit }} and {{ .ShortCommit }} (docs/config.md)")
+		}
+	}
+	if im.Local == nil {
+		if c.Builder.Kind == "local" {
+			return v.errf(at(), fmt.Sprintf("image %s has no `local:` build settings but builder.kind is local", im.Name), "add a `local:` section (see docs/config.md)")
+		}
+		return nil
+	}
+	return validateLocal(v, im, at)
+}
+
+// validateLocal checks an image's local build: base, labels and files.
+func validateLocal(v *validator, im Image, at func(...string) []string) error {
+	lb := im.Local
+	if lb.Base != "scratch" && !strings.HasPrefix(lb.Base, "oci-layout:") {
+		return v.errf(at("local", "base"), fmt.Sprintf("image %s: base %q is not supported", im.Name, lb.Base), "use `scratch` or `oci-layout:PATH`")
+	}
+	if err := checkLabels(lb.Labels); err != nil {
+		return v.errf(at("local", "labels"), fmt.Sprintf("image %s: %v", im.Name, err), "keep labels short: they go into every image's config, which registries and runtimes read whole")
+	}
+	if lb.Go == nil && len(lb.Files) == 0 {
+		return v.errf(at("local"), fmt.Sprintf("image %s: the local build has nothing to add", im.Name), "add `go: {main: ./cmd/NAME}` or `files:`")
+	}
+	for j, f := range lb.Files {
+		if f.Src == "" || f.Dst == "" || !strings.HasPrefix(f.Dst, "/") {
+			return v.errf(at("local", "files", fmt.Sprint(j)), fmt.Sprintf("image %s: files[%d] needs src and an absolute dst", im.Name, j), "e.g. `{src: static, dst: /srv/static}`")
+		}
+		if f.Mode != "" {
+			var m uint32
+			if _, err := fmt.Sscanf(f.Mode, "%o", &m); err != nil || m > 0o7777 {
+				return v.errf(at("local", "files", fmt.Sprint(j), "mode"), fmt.Sprintf("image %s: mode %q is not an octal file mode", im.Name, f.Mode), "quote it, e.g. mode: \"0755\"")
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateSigning(v *validator) error {
+	switch {
+	case !oneOf(c.Signing.Mode, SigningModes):
+		return v.errf([]string{"signing", "mode"}, fmt.Sprintf("unknown signing mode %q", c.Signing.Mode), "use one of "+strings.Join(SigningModes, ", "))
+	case c.Signing.Mode == "key" && c.Signing.Key == "":
+		return v.errf([]string{"signing"}, "signing.mode is key but signing.key is empty", "name a cosign key file or KMS URI")
+	case (c.Signing.TrustedRoot == "") != (c.Signing.SigningConfig == ""):
+		return v.errf([]string{"signing"}, "a private Sigstore instance needs both signing.trusted_root and signing.signing_config", "name both files (cosign trusted-root create / signing-config create make them), or neither for the public-good instance")
+	case !c.Signing.RetryBudget.within(0, 24*time.Hour):
+		return v.errf([]string{"signing", "retry_budget"}, fmt.Sprintf("signing.retry_budget %q is not a duration between 0 and 24h", c.Signing.RetryBudget), "use a Go duration such as 10m")
+	}
+	return nil
+}
+
+func (c *Config) validateSBOM(v *validator) error {
 	if n, err := c.SBOM.BudgetBytes(); err != nil || (n > 0 && n < 1<<10) {
-		return errf([]string{"sbom", "budget"}, fmt.Sprintf("sbom.budget %q is not a size between 1KiB and 16MiB", c.SBOM.Budget), "e.g. `budget: 12MiB`; 16MiB is GitHub's attestation cap")
+		return v.errf([]string{"sbom", "budget"}, fmt.Sprintf("sbom.budget %q is not a size between 1KiB and 16MiB", c.SBOM.Budget), "e.g. `budget: 12MiB`; 16MiB is GitHub's attestation cap")
 	}
 	for j, f := range c.SBOM.Formats {
 		if !oneOf(f, SBOMFormats) {
-			return errf([]string{"sbom", "formats", fmt.Sprint(j)}, fmt.Sprintf("unknown SBOM format %q", f), "use "+strings.Join(SBOMFormats, " or "))
+			return v.errf([]string{"sbom", "formats", fmt.Sprint(j)}, fmt.Sprintf("unknown SBOM format %q", f), "use "+strings.Join(SBOMFormats, " or "))
 		}
 	}
+	return nil
+}
+
+// validateRelease checks the release target, the registries' settings, then the GitHub
+// release's repository.
+func (c *Config) validateRelease(v *validator) error {
 	if !oneOf(c.Release.Target, ReleaseTargets) {
-		return errf([]string{"release", "target"}, fmt.Sprintf("unknown release target %q", c.Release.Target), "use one of "+strings.Join(ReleaseTargets, ", "))
+		return v.errf([]string{"release", "target"}, fmt.Sprintf("unknown release target %q", c.Release.Target), "use one of "+strings.Join(ReleaseTargets, ", "))
 	}
 	seenHost := map[string]bool{}
 	for i, r := range c.Registries {
 		at := []string{"registries", fmt.Sprint(i)}
 		if r.Host == "" || strings.ContainsAny(r.Host, "/@ ") {
-			return errf(at, fmt.Sprintf("registries[%d].host %q is not HOST[:PORT]", i, r.Host), "e.g. `host: registry.internal:5000`")
+			return v.errf(at, fmt.Sprintf("registries[%d].host %q is not HOST[:PORT]", i, r.Host), "e.g. `host: registry.internal:5000`")
 		}
 		if seenHost[r.Host] {
-			return errf(at, fmt.Sprintf("registry %s is listed twice", r.Host), "merge the two entries")
+			return v.errf(at, fmt.Sprintf("registry %s is listed twice", r.Host), "merge the two entries")
 		}
 		seenHost[r.Host] = true
-		if d, err := r.Budget(); err != nil || d < 0 || d > 24*time.Hour {
-			return errf(append(at, "retry_budget"), fmt.Sprintf("registry %s: retry_budget %q is not a duration between 0 and 24h", r.Host, r.RetryBudget), "use a Go duration such as 90s or 10m")
+		if !r.RetryBudget.within(0, 24*time.Hour) {
+			return v.errf(append(at, "retry_budget"), fmt.Sprintf("registry %s: retry_budget %q is not a duration between 0 and 24h", r.Host, r.RetryBudget), "use a Go duration such as 90s or 10m")
 		}
-		if d, err := r.IdleTimeout(); err != nil || d < 0 || (d > 0 && d < time.Second) || d > 6*time.Hour {
-			return errf(append(at, "timeout"), fmt.Sprintf("registry %s: timeout %q is not a duration between 1s and 6h", r.Host, r.Timeout), "use a Go duration such as 2m or 10m")
+		if d, err := r.Timeout.Value(); err != nil || d < 0 || (d > 0 && d < time.Second) || d > 6*time.Hour {
+			return v.errf(append(at, "timeout"), fmt.Sprintf("registry %s: timeout %q is not a duration between 1s and 6h", r.Host, r.Timeout), "use a Go duration such as 2m or 10m")
 		}
 	}
 	if c.Release.Target == "github" && (c.Release.GitHub == nil || !strings.Contains(c.Release.GitHub.Repository, "/")) {
-		return errf([]string{"release"}, "release.target is github but release.github.repository is missing", "add `github: {repository: OWNER/NAME}`")
+		return v.errf([]string{"release"}, "release.target is github but release.github.repository is missing", "add `github: {repository: OWNER/NAME}`")
 	}
 	return nil
 }

@@ -1,11 +1,13 @@
 package config
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -305,5 +307,26 @@ func TestExampleMatchesDocs(t *testing.T) {
 		if d := documented[k]; strings.Contains(d, "where possible") || strings.HasPrefix(d, "unset") {
 			t.Errorf("relay.example.yaml sets %s: %s, whose documented default (%s) is to leave it unset; comment it out", k, n.Value, d)
 		}
+	}
+}
+
+// TestDurationsParsedOnce: relay.yaml's durations are parsed when the file is read; the
+// wiring reads the value, and the file's spelling survives a round trip.
+func TestDurationsParsedOnce(t *testing.T) {
+	c, err := Parse("relay.yaml", t.TempDir(), []byte(valid+"signing:\n  retry_budget: 90s\nregistries:\n  - {host: r.internal, timeout: 5m, retry_budget: 1m30s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.Signing.Budget(); err != nil || d != 90*time.Second {
+		t.Fatalf("signing budget %v %v", d, err)
+	}
+	if d, _ := c.Registries[0].IdleTimeout(); d != 5*time.Minute {
+		t.Fatalf("registry timeout %v", d)
+	}
+	if b, _ := json.Marshal(c.Registries[0]); !strings.Contains(string(b), `"retry_budget":"1m30s"`) {
+		t.Fatalf("JSON: %s", b)
+	}
+	if d := ParseDuration("soon"); d.IsSet() == false || d.err == nil {
+		t.Fatalf("a malformed duration: %+v", d)
 	}
 }
