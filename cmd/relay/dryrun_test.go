@@ -2,9 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -90,6 +94,7 @@ images:
 	if kinds["blob"] == 0 || kinds["manifest"] == 0 || kinds["referrer"] == 0 || !tagged || rep.Release == nil || len(rep.Release.Assets) < 8 {
 		t.Fatalf("report: writes %v, release %+v", kinds, rep.Release)
 	}
+	golden(t, "dryrun-report.golden.json", reportShape(&rep, host, dir))
 	// A release directory that cannot be: found before a run, as the release step would
 	// find it before its first tag.
 	notDir := filepath.Join(dir, "a-file")
@@ -145,4 +150,82 @@ func countWrites(h http.Handler, n *int) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+var shortDigest = regexp.MustCompile(`[0-9a-f]{12}`)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// golden compares got with testdata/name (go test ./cmd/relay -run TestDryRun -update
+// rewrites it).
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		if err := os.WriteFile(p, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v (create it with: go test ./cmd/relay -run %s -update)", err, t.Name())
+	}
+	if string(got) != string(want) {
+		t.Errorf("%s differs (if the change is meant, rerun with -update):\n%s", p, got)
+	}
+}
+
+// reportShape is a dry-run report without what differs between runs by nature: digests
+// and sizes (the stand-in key signs with a fresh nonce), the registry's port, the scratch
+// and test directories. What stays is what a reviewer reads: which writes go where, in what
+// kinds and to which tags, which assets, which checks and limits.
+func reportShape(rep *wire.Report, host, dir string) []byte {
+	clean := func(s string) string {
+		return strings.NewReplacer(host, "REGISTRY", dir, "DIR").Replace(s)
+	}
+	type repo struct {
+		Repository string
+		Writes     []string // kind, then the media type, artifact type and tag where there are
+	}
+	out := struct {
+		OK         bool
+		Steps      []string
+		Checks     []string
+		Registries []repo
+		Release    []string
+		Limits     []string
+		Totals     map[string]int64
+	}{OK: rep.OK, Steps: rep.Steps, Totals: map[string]int64{}}
+	for _, c := range rep.Checks {
+		out.Checks = append(out.Checks, fmt.Sprintf("%v %s", c.OK, clean(c.Check)))
+	}
+	for _, r := range rep.Registries {
+		rp := repo{Repository: clean(r.Repository)}
+		for _, w := range r.Writes {
+			tag := w.Tag
+			if strings.HasPrefix(tag, "sha256-") {
+				tag = "sha256-(subject)" + tag[len("sha256-")+64:]
+			}
+			rp.Writes = append(rp.Writes, strings.Join(strings.Fields(strings.Join([]string{w.Kind, w.MediaType, w.ArtifactType, tag}, " ")), " "))
+		}
+		sort.Strings(rp.Writes)
+		out.Registries = append(out.Registries, rp)
+	}
+	if rep.Release != nil {
+		for _, a := range rep.Release.Assets {
+			out.Release = append(out.Release, a.Action+" "+shortDigest.ReplaceAllString(a.Name, "(digest)"))
+		}
+	}
+	for _, l := range rep.Limits {
+		out.Limits = append(out.Limits, fmt.Sprintf("%v %s", l.OK, l.Check))
+	}
+	for k, n := range rep.Totals {
+		if k != "bytes" {
+			out.Totals[k] = n
+		}
+	}
+	b, _ := json.MarshalIndent(out, "", "  ")
+	return append(b, '\n')
 }
