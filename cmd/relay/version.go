@@ -47,9 +47,13 @@ func versionText() string {
 
 func nowUTC() time.Time { return time.Now().UTC() }
 
-// httpClient is relay's client for the API calls outside a pipeline (runner, doctor).
+// httpClient is relay's client for the API calls outside a pipeline (runner, doctor):
+// each call is also bounded at 30 s in all, as before, so a runner shutting down within
+// its platform's grace period still deregisters or gives up in time.
 func (o Options) httpClient(ctx context.Context) *http.Client {
-	return wire.HTTPClient(ctx, o.wiring(nil, logging.CorrelationID(o.Getenv)))
+	hc := wire.HTTPClient(ctx, o.wiring(nil, logging.CorrelationID(o.Getenv)))
+	hc.Timeout = 30 * time.Second
+	return hc
 }
 
 // wiring is what internal/wire needs of the options, with the run's logger and id.

@@ -233,6 +233,10 @@ func (o *Overlay) read(req *http.Request, p regPath, key string) (*http.Response
 }
 
 func (o *Overlay) serveBlob(req *http.Request, digest string, size int64) (*http.Response, error) {
+	if req.Method == http.MethodHead {
+		h := http.Header{"Content-Type": {"application/octet-stream"}, "Docker-Content-Digest": {digest}, "Content-Length": {strconv.FormatInt(size, 10)}}
+		return respond(req, http.StatusOK, h, nil), nil
+	}
 	b, err := os.ReadFile(o.blobPath(digest))
 	if err != nil {
 		return nil, fmt.Errorf("dry-run overlay: %w", err)
