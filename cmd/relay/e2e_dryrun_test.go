@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/relaydev/relay/internal/testutil"
@@ -22,70 +21,7 @@ import (
 	"github.com/relaydev/relay/pkg/oci"
 )
 
-// registryLog records the write requests a registry accepted, as "kind repo ref": a blob
-// committed (PUT of an upload) or mounted (POST ?mount answered 201), a manifest put by
-// digest or by tag. Upload sessions and chunks are not writes of their own.
-type registryLog struct {
-	mu     sync.Mutex
-	writes []string
-}
-
-func (l *registryLog) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusWriter{ResponseWriter: w}
-		h.ServeHTTP(rec, r)
-		if r.Method == http.MethodGet || r.Method == http.MethodHead || rec.status >= 300 || !strings.HasPrefix(r.URL.Path, "/v2/") {
-			return
-		}
-		p := strings.TrimPrefix(r.URL.Path, "/v2/")
-		var entry string
-		switch i := strings.LastIndex(p, "/blobs/uploads/"); {
-		case i > 0 && r.Method == http.MethodPut:
-			entry = "blob " + p[:i] + " " + r.URL.Query().Get("digest")
-		case i > 0 && r.Method == http.MethodPost && rec.status == http.StatusCreated && r.URL.Query().Get("mount") != "":
-			entry = "mount " + p[:i] + " " + r.URL.Query().Get("mount")
-		case i > 0:
-			return
-		default:
-			j := strings.LastIndex(p, "/manifests/")
-			if j < 0 || r.Method != http.MethodPut {
-				entry = r.Method + " " + p // anything else is a write the prediction must name too
-			} else {
-				entry = "manifest " + p[:j] + " " + p[j+len("/manifests/"):]
-			}
-		}
-		l.mu.Lock()
-		l.writes = append(l.writes, entry)
-		l.mu.Unlock()
-	})
-}
-
-func (l *registryLog) list() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.writes)
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(c int) {
-	if s.status == 0 {
-		s.status = c
-	}
-	s.ResponseWriter.WriteHeader(c)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-// predictedWrites puts a dry run's report in registryLog's terms.
+// predictedWrites puts a dry run's report in testutil.RegistryWrites' terms.
 func predictedWrites(rep *wire.Report) []string {
 	var out []string
 	for _, r := range rep.Registries {
@@ -159,11 +95,11 @@ func sameWrites(t *testing.T, predicted, real []string) int {
 // registry and GitHub then received, all of it and no more.
 func TestE2EDryRunPredictsTheRealRun(t *testing.T) {
 	d := testutil.StartDistribution(t)
-	var reg registryLog
+	var reg testutil.RegistryWrites
 	up, _ := url.Parse("https://" + d.Host)
 	proxy := httputil.NewSingleHostReverseProxy(up)
 	proxy.Transport = d.Transport
-	srv := httptest.NewServer(reg.wrap(proxy))
+	srv := httptest.NewServer(reg.Wrap(proxy))
 	t.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
 
@@ -183,7 +119,7 @@ release:
 	if err := json.Unmarshal([]byte(dry.stdout), &rep); dry.code != 0 || err != nil || !rep.OK {
 		t.Fatalf("dry run: exit %d, %v\n%s\n%s", dry.code, err, dry.stdout, dry.stderr)
 	}
-	if w := reg.list(); len(w) != 0 {
+	if w := reg.List(); len(w) != 0 {
 		t.Fatalf("the dry run wrote to the registry: %v", w)
 	}
 	for _, r := range gh.Log() {
@@ -202,7 +138,7 @@ release:
 	if real.code != 0 {
 		t.Fatalf("real run: exit %d\n%s", real.code, real.stderr)
 	}
-	predicted, written := predictedWrites(&rep), reg.list()
+	predicted, written := predictedWrites(&rep), reg.List()
 	exact := sameWrites(t, predicted, written)
 	kinds := map[string]int{}
 	for _, e := range predicted {

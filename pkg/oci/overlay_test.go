@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -17,72 +16,12 @@ import (
 	"github.com/relaydev/relay/internal/testutil"
 )
 
-// writeLog records the write requests a registry accepted, in the terms of Write.
-type writeLog struct {
-	mu     sync.Mutex
-	writes []string
+func sorted(s []string) []string {
+	slices.Sort(s)
+	return s
 }
 
-func (l *writeLog) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusRecorder{ResponseWriter: w}
-		h.ServeHTTP(rec, r)
-		if r.Method == http.MethodGet || r.Method == http.MethodHead || rec.status >= 300 {
-			return
-		}
-		p, ok := parseRegPath(r.URL.Path)
-		if !ok {
-			return
-		}
-		var entry string
-		switch {
-		case r.Method == http.MethodPut && p.kind == "upload":
-			entry = "blob " + p.repo + " " + r.URL.Query().Get("digest")
-		case r.Method == http.MethodPost && rec.status == http.StatusCreated && r.URL.Query().Get("mount") != "":
-			entry = "mount " + p.repo + " " + r.URL.Query().Get("mount")
-		case r.Method == http.MethodPost && r.URL.Query().Get("digest") != "":
-			entry = "blob " + p.repo + " " + r.URL.Query().Get("digest")
-		case r.Method == http.MethodPut && p.kind == "manifest":
-			entry = "manifest " + p.repo + " " + p.ref
-		case r.Method == http.MethodDelete:
-			entry = "delete " + p.repo + " " + p.ref
-		default:
-			return // upload sessions and chunks: not writes of their own
-		}
-		l.mu.Lock()
-		l.writes = append(l.writes, entry)
-		l.mu.Unlock()
-	})
-}
-
-func (l *writeLog) sorted() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := slices.Clone(l.writes)
-	slices.Sort(out)
-	return out
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-// predicted turns an overlay's writes into writeLog's terms: a tag or a manifest is one
+// predicted turns an overlay's writes into testutil.RegistryWrites' terms: a tag or a manifest is one
 // PUT of manifests/<ref>.
 func predicted(ws []Write) []string {
 	var out []string
@@ -155,9 +94,9 @@ func release(t *testing.T, c *Client, host string, src name.Digest) string {
 func TestOverlayPredictsTheRealWrites(t *testing.T) {
 	for _, referrers := range []bool{true, false} {
 		t.Run(fmt.Sprintf("referrers=%v", referrers), func(t *testing.T) {
-			var dry, real writeLog
-			dryHost := testutil.Registry(t, referrers, dry.wrap)
-			realHost := testutil.Registry(t, referrers, real.wrap)
+			var dry, real testutil.RegistryWrites
+			dryHost := testutil.Registry(t, referrers, dry.Wrap)
+			realHost := testutil.Registry(t, referrers, real.Wrap)
 			idx := twoPlatformIndex(t)
 			var srcs []name.Digest
 			for _, h := range []string{dryHost, realHost} {
@@ -168,7 +107,8 @@ func TestOverlayPredictsTheRealWrites(t *testing.T) {
 				}
 				srcs = append(srcs, src)
 			}
-			dry.writes, real.writes = nil, nil // the seeding is not part of the run
+			dry.Reset() // the seeding is not part of the run
+			real.Reset()
 
 			ov, err := NewOverlay(NewTransport(), t.TempDir())
 			if err != nil {
@@ -182,13 +122,13 @@ func TestOverlayPredictsTheRealWrites(t *testing.T) {
 			dryView := release(t, dc, dryHost, srcs[0])
 			realView := release(t, c, realHost, srcs[1])
 
-			if n := len(dry.sorted()); n != 0 {
-				t.Fatalf("%d writes reached the registry behind the overlay: %v", n, dry.sorted())
+			if n := len(sorted(dry.List())); n != 0 {
+				t.Fatalf("%d writes reached the registry behind the overlay: %v", n, sorted(dry.List()))
 			}
 			if dryView != realView {
 				t.Errorf("reads differ:\n dry  %s\n real %s", dryView, realView)
 			}
-			want, got := real.sorted(), predicted(ov.Writes())
+			want, got := sorted(real.List()), predicted(ov.Writes())
 			if !slices.Equal(got, want) {
 				t.Errorf("predicted writes differ from the real ones:\n got  %s\n want %s", strings.Join(got, "\n      "), strings.Join(want, "\n      "))
 			}
@@ -210,7 +150,7 @@ func TestOverlayPredictsTheRealWrites(t *testing.T) {
 			before := len(ov.Writes())
 			release(t, dc, dryHost, srcs[0])
 			release(t, c, realHost, srcs[1])
-			if again, want := predicted(ov.Writes()[before:]), len(real.sorted())-len(want); len(again) != want {
+			if again, want := predicted(ov.Writes()[before:]), len(sorted(real.List()))-len(want); len(again) != want {
 				t.Errorf("re-run: overlay predicted %d writes, the registry took %d", len(again), want)
 			}
 		})
