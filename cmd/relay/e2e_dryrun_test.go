@@ -48,6 +48,12 @@ func sameWrites(t *testing.T, predicted, real []string) int {
 	count := func(in []string) map[string]int {
 		m := map[string]int{}
 		for _, e := range in {
+			// Attachments of one step run side by side: two may both find a shared blob (the
+			// empty config) missing and both upload it, in the real run as in the dry one. The
+			// same bytes twice are one write; manifests and tags are counted.
+			if (strings.HasPrefix(e, "blob ") || strings.HasPrefix(e, "mount ")) && m[e] > 0 {
+				continue
+			}
 			m[e]++
 		}
 		return m
@@ -177,6 +183,31 @@ release:
 		t.Errorf("attestations: predicted %d, uploaded %d", len(rep.GitHubAtts), len(atts))
 	}
 	t.Logf("predicted %d registry writes, made %d (%d distinct ones identical to the byte), %d assets, %d attestations", len(predicted), len(written), exact, len(want), len(atts))
+
+	// Over the published release, a dry run reuses what the key signed, as a re-run does:
+	// it predicts the re-run's writes, and the release as unchanged.
+	reg.Reset()
+	again := runRelayEnv(t, dir, env, "run", "--dry-run", "--output", "json")
+	var rep2 wire.Report
+	if err := json.Unmarshal([]byte(again.stdout), &rep2); again.code != 0 || err != nil || len(reg.List()) != 0 {
+		t.Fatalf("dry run over the release: exit %d, %v, %d writes\n%s\n%s", again.code, err, len(reg.List()), again.stdout, again.stderr)
+	}
+	rerun := runRelayEnv(t, dir, env, "run", "--restart")
+	if rerun.code != 0 {
+		t.Fatalf("re-run: exit %d\n%s", rerun.code, rerun.stderr)
+	}
+	p2, w2 := predictedWrites(&rep2), reg.List()
+	slices.Sort(p2)
+	slices.Sort(w2)
+	if !slices.Equal(slices.Compact(p2), slices.Compact(w2)) {
+		t.Errorf("over the release, predicted:\n  %s\nwritten:\n  %s", strings.Join(p2, "\n  "), strings.Join(w2, "\n  "))
+	}
+	for _, a := range rep2.Release.Assets {
+		if a.Action != "unchanged" {
+			t.Errorf("over the release, asset %s would be %s", a.Name, a.Action)
+		}
+	}
+	t.Logf("over the release: %d registry writes predicted and made", len(w2))
 }
 
 // tokenRegistry is an in-process registry behind a token service, as GHCR and Docker Hub

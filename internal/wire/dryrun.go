@@ -5,12 +5,15 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/sigstore/sigstore-go/pkg/root"
 
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/build"
@@ -60,6 +63,33 @@ func (d *DryRun) check(name string, err error, note string) {
 	d.Checks = append(d.Checks, f)
 }
 
+// copyDir copies the regular files of src (none when it does not exist) into dst.
+func copyDir(src, dst string) error {
+	entries, err := os.ReadDir(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // standIn is the dry run's signer: an ephemeral key that signs what the real signer would,
 // so attach and verify run; nobody can verify it later, and it never leaves the overlay.
 type standIn struct {
@@ -73,7 +103,13 @@ func (s standIn) Identity() string { return "an ephemeral key standing in for " 
 // the identity token's claims (keyless), the key (a file decrypts, a KMS key returns its
 // public key), and that the Sigstore services answer. The steps then sign with a stand-in.
 func drySigning(ctx context.Context, env *steps.Env, cfg *config.Config, o Options, d *DryRun) error {
-	env.StateDir = filepath.Dir(d.StatePath)
+	scratch := filepath.Dir(d.StatePath)
+	// The release's signed files (SHA256SUMS) the real state kept are reused, as a re-run
+	// reuses them, when they verify: the scratch state starts with a copy of them.
+	if err := copyDir(filepath.Join(env.StateDir, "blobs"), filepath.Join(scratch, "blobs")); err != nil {
+		return fmt.Errorf("dry run: %w", err)
+	}
+	env.StateDir = scratch
 	if cfg.Signing.Mode == "ephemeral" {
 		return &config.Error{File: o.Config, Msg: errEphemeral, Fix: "use signing.mode keyless or key, or run with --local"}
 	}
@@ -81,6 +117,7 @@ func drySigning(ctx context.Context, env *steps.Env, cfg *config.Config, o Optio
 		return nil
 	}
 	var endpoints []attest.Endpoint
+	var realKey root.TrustedMaterial // a plain key's: its signatures already attached count
 	what := cfg.Signing.Mode
 	env.Classic = classicWanted(cfg, true)
 	switch cfg.Signing.Mode {
@@ -108,6 +145,8 @@ func drySigning(ctx context.Context, env *steps.Env, cfg *config.Config, o Optio
 				return nil
 			}
 			endpoints = k.Endpoints()
+		} else if realKey, err = k.TrustedMaterial(); err != nil {
+			return err
 		}
 	default:
 		return &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.mode %s is not available in this build of relay", cfg.Signing.Mode), Fix: "use signing.mode keyless or key"}
@@ -130,6 +169,14 @@ func drySigning(ctx context.Context, env *steps.Env, cfg *config.Config, o Optio
 	}
 	if env.Verifier, err = attest.NewKeyVerifier(tm); err != nil {
 		return err
+	}
+	if realKey != nil {
+		// What a real run signed with the key is reused, as the real run reuses it.
+		rv, err := attest.NewKeyVerifier(realKey)
+		if err != nil {
+			return err
+		}
+		env.Verifier = attest.AnyVerifier(env.Verifier, rv)
 	}
 	env.Signer = standIn{KeySigner: ks, real: what}
 	return nil

@@ -226,6 +226,9 @@ func ClassicAttestation(bundleJSON []byte, tm root.TrustedMaterial) (*Classic, e
 // v1 entry. The signature is checked as a Sigstore bundle made of its parts. It returns
 // who signed.
 func (v *Verifier) VerifyClassic(ctx context.Context, c Classic, digest string) (string, error) {
+	if v.anyOf != nil {
+		return firstOf(v.anyOf, func(x *Verifier) (string, error) { return x.VerifyClassic(ctx, c, digest) })
+	}
 	if v.lazy != nil {
 		inner, err := v.resolve(ctx)
 		if err != nil {
@@ -270,6 +273,9 @@ func (v *Verifier) VerifyClassic(ctx context.Context, c Classic, digest string) 
 // as VerifyStatement checks a bundle: signature, trust, identity, subject digest and
 // predicate type.
 func (v *Verifier) VerifyClassicAttestation(ctx context.Context, c Classic, digest, predicateType string) (*Verified, error) {
+	if v.anyOf != nil {
+		return firstOf(v.anyOf, func(x *Verifier) (*Verified, error) { return x.VerifyClassicAttestation(ctx, c, digest, predicateType) })
+	}
 	if v.lazy != nil {
 		inner, err := v.resolve(ctx)
 		if err != nil {

@@ -26,6 +26,28 @@ type Verifier struct {
 	lazy  func(context.Context) (*Verifier, error)
 	mu    sync.Mutex
 	inner *Verifier // what lazy built; a failure is not kept, so the next call asks again
+
+	// anyOf accepts what one of them accepts (AnyVerifier).
+	anyOf []*Verifier
+}
+
+// AnyVerifier accepts a bundle or classic signature that one of vs accepts, tried in
+// order: a dry run's stand-in key beside the real key, whose signatures a real run
+// already attached.
+func AnyVerifier(vs ...*Verifier) *Verifier { return &Verifier{anyOf: vs} }
+
+// firstOf returns the first of v.anyOf's answers that is not an error, else every error.
+func firstOf[T any](vs []*Verifier, try func(*Verifier) (T, error)) (T, error) {
+	var errs []error
+	for _, x := range vs {
+		r, err := try(x)
+		if err == nil {
+			return r, nil
+		}
+		errs = append(errs, err)
+	}
+	var zero T
+	return zero, errors.Join(errs...)
 }
 
 // NewSignerVerifier verifies keyless bundles against tm and the identity of s's own
@@ -138,6 +160,9 @@ func (v *Verifier) resolve(ctx context.Context) (*Verifier, error) {
 // VerifyStatement checks a bundle's signature, that its statement names digest among its
 // subjects, and that its predicate type is predicateType (any when empty).
 func (v *Verifier) VerifyStatement(ctx context.Context, bundleJSON []byte, digest, predicateType string) (*Verified, error) {
+	if v.anyOf != nil {
+		return firstOf(v.anyOf, func(x *Verifier) (*Verified, error) { return x.VerifyStatement(ctx, bundleJSON, digest, predicateType) })
+	}
 	if v.lazy != nil {
 		inner, err := v.resolve(ctx)
 		if err != nil {
