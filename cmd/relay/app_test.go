@@ -344,3 +344,38 @@ func TestPlanReportsAbsentFiles(t *testing.T) {
 		t.Errorf("a present key was reported:\n%s", stdout)
 	}
 }
+
+// TestCopyDryRunRunsTheCopy: relay copy --dry-run runs the copy and the tags into an
+// overlay of the destination: it names the digest the copy would have there and its
+// writes, and the registry gets none; over a finished copy it predicts none.
+func TestCopyDryRunRunsTheCopy(t *testing.T) {
+	ctx := context.Background()
+	src := testutil.Registry(t, true)
+	var writes int
+	dst := testutil.Registry(t, false, func(h http.Handler) http.Handler { return countWrites(h, &writes) })
+	c, _ := oci.New()
+	img, _ := random.Image(128, 3)
+	srcRepo, _ := name.NewRepository(src + "/acme/app")
+	d, err := c.Write(ctx, srcRepo, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCLI(t, nil, "copy", "--dry-run", "--tag", "v1", d.String(), dst+"/mirror/app")
+	if code != 0 || writes != 0 {
+		t.Fatalf("exit %d, %d writes\n%s\n%s", code, writes, stdout, stderr)
+	}
+	for _, want := range []string{"would copy " + d.String() + " (1 platform(s), with referrers) to " + dst + "/mirror/app@" + d.DigestStr(),
+		dst + "/mirror/app: 4 blobs", "1 manifests", "1 tag writes to [v1]", "dry run: nothing was written"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if code, _, stderr := runCLI(t, nil, "copy", "--tag", "v1", d.String(), dst+"/mirror/app"); code != 0 {
+		t.Fatalf("real copy: exit %d: %s", code, stderr)
+	}
+	before := writes
+	code, stdout, _ = runCLI(t, nil, "copy", "--dry-run", "--tag", "v1", d.String(), dst+"/mirror/app")
+	if code != 0 || writes != before || !strings.Contains(stdout, "none: every destination holds the image and its tags already") {
+		t.Fatalf("over the copy: exit %d, %d writes\n%s", code, writes-before, stdout)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/relaydev/relay/internal/wire"
 	"github.com/relaydev/relay/pkg/config"
+	"github.com/relaydev/relay/pkg/oci"
 )
 
 // withCopyArgs makes the copy step's command also `relay copy SRC DST...`.
@@ -86,26 +88,16 @@ func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags, pl
 	if err != nil {
 		return err
 	}
-	// relay copy reads no relay.yaml: no insecure hosts, default retry budgets.
-	client, err := wire.RegistryClient(ctx, o.wiring(logger, cid), nil, o.DryRun)
+	client, ov, done, err := copyClient(ctx, o.wiring(logger, cid), o.DryRun)
 	if err != nil {
 		return err
 	}
+	defer done()
 	r, err := client.Resolve(ctx, srcRef)
 	if err != nil {
 		return err
 	}
 	from := srcRef.Context().Digest(r.Digest)
-	if o.DryRun {
-		for _, dst := range repos {
-			fmt.Fprintf(o.Stdout, "would copy %s (%d platform(s), with referrers) to %s@%s", from, len(r.Manifests), dst, r.Digest)
-			if len(tags) > 0 {
-				fmt.Fprintf(o.Stdout, ", then tag it %s", strings.Join(tags, ", "))
-			}
-			fmt.Fprintln(o.Stdout)
-		}
-		return nil
-	}
 	var outs []name.Digest
 	if len(plats) > 0 {
 		for _, dst := range repos {
@@ -127,8 +119,37 @@ func copyCmd(ctx context.Context, o Options, src string, dsts []string, tags, pl
 			logger.Info("tagged", "image", out.Context().Tag(t).String(), "digest", out.DigestStr())
 		}
 	}
+	if ov != nil {
+		printCopyPlan(o.Stdout, from, len(r.Manifests), outs, ov)
+		return nil
+	}
 	for _, out := range outs {
 		fmt.Fprintln(o.Stdout, out.String())
 	}
 	return nil
+}
+
+// printCopyPlan says what a dry run's copy would have made and written.
+func printCopyPlan(w io.Writer, from name.Digest, platforms int, outs []name.Digest, ov *oci.Overlay) {
+	for _, out := range outs {
+		fmt.Fprintf(w, "would copy %s (%d platform(s), with referrers) to %s\n", from, platforms, out)
+	}
+	plans, _ := wire.RepositoryPlans(ov)
+	fmt.Fprintln(w, "writes the copy would make (none was made):")
+	printRepositoryPlans(w, plans)
+	if len(plans) == 0 {
+		fmt.Fprintln(w, "  none: every destination holds the image and its tags already")
+	}
+	fmt.Fprintln(w, "dry run: nothing was written")
+}
+
+// copyClient is relay copy's registry client (it reads no relay.yaml: no insecure hosts,
+// default retry budgets). A dry run gets one whose writes go into an overlay, so the same
+// copy and tag code runs and the overlay says what it would have written.
+func copyClient(ctx context.Context, o wire.Options, dry bool) (*oci.Client, *oci.Overlay, func(), error) {
+	if dry {
+		return wire.DryRegistry(ctx, o, nil)
+	}
+	c, err := wire.RegistryClient(ctx, o, nil, false)
+	return c, nil, func() {}, err
 }

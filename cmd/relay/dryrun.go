@@ -87,6 +87,27 @@ func dryRunState(o Options, in *loaded) *steps.State {
 	return steps.NewState(steps.ModeDryRun, inputs, in.cid, nowUTC())
 }
 
+// printRepositoryPlans says per repository what would be written.
+func printRepositoryPlans(out io.Writer, plans []wire.RepositoryPlan) {
+	for _, p := range plans {
+		n := map[string]int{}
+		var tags []string
+		var mounted int64
+		for _, w := range p.Writes {
+			n[w.Kind]++
+			if w.Kind == oci.WriteTag && !slices.Contains(tags, w.Tag) {
+				tags = append(tags, w.Tag)
+			}
+			if w.Kind == oci.WriteMount {
+				mounted += w.Size
+			}
+		}
+		sort.Strings(tags)
+		fmt.Fprintf(out, "  %s: %d blobs (%d bytes), %d mounted (%d bytes), %d already there, %d manifests, %d referrers, %d tag writes to %v\n",
+			p.Repository, n[oci.WriteBlob], p.Bytes, n[oci.WriteMount], mounted, len(p.Skipped), n[oci.WriteManifest], n[oci.WriteReferrer], n[oci.WriteTag], tags)
+	}
+}
+
 func printFindings(out io.Writer, fs []steps.Finding) int {
 	failed := 0
 	for _, f := range fs {
@@ -104,23 +125,7 @@ func printFindings(out io.Writer, fs []steps.Finding) int {
 func printDryRunReport(out io.Writer, r *wire.Report) {
 	fmt.Fprintf(out, "\nsteps run on the dry implementations: %s\n", strings.Join(r.Steps, ", "))
 	fmt.Fprintf(out, "\nwrites the real run would make (none was made):\n")
-	for _, p := range r.Registries {
-		n := map[string]int{}
-		var tags []string
-		var mounted int64
-		for _, w := range p.Writes {
-			n[w.Kind]++
-			if w.Kind == oci.WriteTag && !slices.Contains(tags, w.Tag) {
-				tags = append(tags, w.Tag)
-			}
-			if w.Kind == oci.WriteMount {
-				mounted += w.Size
-			}
-		}
-		sort.Strings(tags)
-		fmt.Fprintf(out, "  %s: %d blobs (%d bytes), %d mounted (%d bytes), %d already there, %d manifests, %d referrers, %d tag writes to %v\n",
-			p.Repository, n[oci.WriteBlob], p.Bytes, n[oci.WriteMount], mounted, len(p.Skipped), n[oci.WriteManifest], n[oci.WriteReferrer], n[oci.WriteTag], tags)
-	}
+	printRepositoryPlans(out, r.Registries)
 	if p := r.Release; p != nil {
 		act := map[string]int{}
 		var bytes int64

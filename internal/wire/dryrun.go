@@ -290,7 +290,7 @@ type SkippedBlob struct {
 
 // Report puts together what the dry run saw; runErr is how the steps ended.
 func (d *DryRun) Report(checks []steps.Finding, st *steps.State, stateDir string, runErr error) *Report {
-	r := &Report{OK: runErr == nil, Checks: checks, Totals: map[string]int64{}}
+	r := &Report{OK: runErr == nil, Checks: checks}
 	for _, c := range checks {
 		r.OK = r.OK && c.OK
 	}
@@ -300,6 +300,20 @@ func (d *DryRun) Report(checks []steps.Finding, st *steps.State, stateDir string
 	for _, c := range st.Completed {
 		r.Steps = append(r.Steps, c.Name)
 	}
+	r.Registries, r.Totals = RepositoryPlans(d.Overlay)
+	if d.Publisher != nil {
+		r.Release = d.Publisher.Plan()
+		r.GitHubAtts = d.Publisher.Attestations()
+	}
+	r.Limits = limits(st, stateDir, r.Release)
+	return r
+}
+
+// RepositoryPlans groups an overlay's writes by repository, with the blobs found already
+// there, and totals them by kind (uploaded bytes under "bytes", present blobs under
+// "skipped").
+func RepositoryPlans(ov *oci.Overlay) ([]RepositoryPlan, map[string]int64) {
+	totals := map[string]int64{}
 	byRepo := map[string]*RepositoryPlan{}
 	repo := func(k string) *RepositoryPlan {
 		if byRepo[k] == nil {
@@ -307,33 +321,44 @@ func (d *DryRun) Report(checks []steps.Finding, st *steps.State, stateDir string
 		}
 		return byRepo[k]
 	}
-	for _, w := range d.Overlay.Writes() {
+	for _, w := range ov.Writes() {
 		p := repo(w.Registry + "/" + w.Repository)
 		p.Writes = append(p.Writes, w)
-		r.Totals[w.Kind]++
+		totals[w.Kind]++
 		if w.Kind == oci.WriteBlob {
 			p.Bytes += w.Size
-			r.Totals["bytes"] += w.Size
+			totals["bytes"] += w.Size
 		}
 	}
-	for k, blobs := range d.Overlay.Skipped() {
+	for k, blobs := range ov.Skipped() {
 		p := repo(k)
 		for dg, n := range blobs {
 			p.Skipped = append(p.Skipped, SkippedBlob{Digest: dg, Size: n})
 		}
 		sort.Slice(p.Skipped, func(i, j int) bool { return p.Skipped[i].Digest < p.Skipped[j].Digest })
-		r.Totals["skipped"] += int64(len(p.Skipped))
+		totals["skipped"] += int64(len(p.Skipped))
 	}
+	var out []RepositoryPlan
 	for _, p := range byRepo {
-		r.Registries = append(r.Registries, *p)
+		out = append(out, *p)
 	}
-	sort.Slice(r.Registries, func(i, j int) bool { return r.Registries[i].Repository < r.Registries[j].Repository })
-	if d.Publisher != nil {
-		r.Release = d.Publisher.Plan()
-		r.GitHubAtts = d.Publisher.Attestations()
+	sort.Slice(out, func(i, j int) bool { return out[i].Repository < out[j].Repository })
+	return out, totals
+}
+
+// DryRegistry is a registry client whose writes go into an overlay (relay copy --dry-run):
+// the same copy and tag code runs, and the overlay says what it would have written. close
+// removes the overlay's scratch directory.
+func DryRegistry(ctx context.Context, o Options, registries []config.Registry) (client *oci.Client, ov *oci.Overlay, close func(), err error) {
+	d, err := newDryRun()
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	r.Limits = limits(st, stateDir, r.Release)
-	return r
+	if client, err = registryClient(ctx, o, registries, true, d.overlay); err != nil {
+		d.close()
+		return nil, nil, nil, err
+	}
+	return client, d.Overlay, d.close, nil
 }
 
 // limits are the limits the run's own code checked, with how close the run came to each.
@@ -362,7 +387,7 @@ func limits(st *steps.State, stateDir string, plan *release.Plan) []steps.Findin
 				big = a
 			}
 		}
-		out = append(out, steps.Finding{Check: "release assets within 2 GiB, names valid", OK: true,
+		out = append(out, steps.Finding{Check: "release assets within 2 GiB, names valid", OK: big.Size <= release.MaxAssetSize,
 			Note: fmt.Sprintf("%d assets; largest: %s, %d bytes", len(plan.Assets), big.Name, big.Size)})
 	}
 	if st.Release != nil && len(st.Release.Tags) > 0 {

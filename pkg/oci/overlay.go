@@ -183,7 +183,8 @@ func (o *Overlay) read(req *http.Request, p regPath, key string) (*http.Response
 			return o.serveBlob(req, p.ref, size)
 		}
 		resp, err := o.next.RoundTrip(req)
-		if err == nil && resp.StatusCode == http.StatusOK {
+		// A HEAD is a writer's presence check (a GET is a read of a source).
+		if err == nil && resp.StatusCode == http.StatusOK && req.Method == http.MethodHead {
 			o.mu.Lock()
 			if o.present[key] == nil {
 				o.present[key] = map[string]int64{}
