@@ -167,7 +167,10 @@ func planCmd(ctx context.Context, o Options) error {
 	if !o.Local {
 		po.DryRun = true
 	}
-	w, err := wire.Build(ctx, po.wiring(logger, cid), cfg)
+	// The plan and its read-only checks need no overlay, stand-in signer or token.
+	wo := po.wiring(logger, cid)
+	wo.Inspect = !o.Local
+	w, err := wire.Build(ctx, wo, cfg)
 	if err != nil {
 		return err
 	}
@@ -178,15 +181,7 @@ func planCmd(ctx context.Context, o Options) error {
 		return nil
 	}
 	fmt.Fprintf(o.Stdout, "\nchecks (read-only):\n")
-	failed := 0
-	for _, f := range append(steps.Preflight(ctx, w.Env), wire.CredentialChecks(ctx, o.wiring(logger, cid), w.Env.Config)...) {
-		mark := "ok  "
-		if !f.OK {
-			mark = "FAIL"
-			failed++
-		}
-		fmt.Fprintf(o.Stdout, "  %s %s: %s\n", mark, f.Check, f.Note)
-	}
+	failed := printFindings(o.Stdout, append(steps.Preflight(ctx, w.Env), wire.CredentialChecks(ctx, wo, w.Env.Config)...))
 	if ctx.Err() != nil {
 		return steps.ErrInterrupted
 	}
