@@ -105,9 +105,3 @@ func (Verify) Run(ctx context.Context, env *Env, st *State) error {
 	env.Logger.Info("verified", "checks", len(checks))
 	return nil
 }
-
-// VerifyOne finds a bundle for the check that verifies; other bundles are ignored.
-func VerifyOne(ctx context.Context, env *Env, c Check) error {
-	_, err := env.attacher().VerifyBundle(ctx, c)
-	return err
-}
