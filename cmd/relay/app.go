@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -287,6 +288,23 @@ type Options struct {
 	// Steps are the steps this run executes (empty: all); credentials for signing are
 	// wired only when one of them signs or verifies.
 	Steps []string
+}
+
+// httpClient is relay's client for the API calls outside a pipeline (runner, doctor):
+// each call is also bounded at 30 s in all, as before, so a runner shutting down within
+// its platform's grace period still deregisters or gives up in time.
+func (o Options) httpClient(ctx context.Context) *http.Client {
+	hc := wire.HTTPClient(ctx, o.wiring(nil, logging.CorrelationID(o.Getenv)))
+	hc.Timeout = 30 * time.Second
+	return hc
+}
+
+// wiring is what internal/wire needs of the options, with the run's logger and id.
+func (o Options) wiring(logger *slog.Logger, cid string) wire.Options {
+	return wire.Options{
+		Config: o.Config, State: o.State, Local: o.Local, DryRun: o.DryRun, Out: o.Out, Jobs: o.Jobs, Replace: o.Replace,
+		Timeout: o.Timeout, Getenv: o.Getenv, Redactor: o.Redactor, Logger: logger, CorrelationID: cid, Version: version, Steps: o.Steps,
+	}
 }
 
 func options(c *cli.Context, stdout, stderr io.Writer, getenv func(string) string, red *logging.Redactor) (Options, error) {

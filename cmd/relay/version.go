@@ -1,19 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"net/http"
 	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
-
-	"github.com/relaydev/relay/internal/wire"
-	"github.com/relaydev/relay/pkg/logging"
 )
 
 // version is set with -ldflags "-X main.version=..." by `make build`.
@@ -46,23 +40,6 @@ func versionText() string {
 }
 
 func nowUTC() time.Time { return time.Now().UTC() }
-
-// httpClient is relay's client for the API calls outside a pipeline (runner, doctor):
-// each call is also bounded at 30 s in all, as before, so a runner shutting down within
-// its platform's grace period still deregisters or gives up in time.
-func (o Options) httpClient(ctx context.Context) *http.Client {
-	hc := wire.HTTPClient(ctx, o.wiring(nil, logging.CorrelationID(o.Getenv)))
-	hc.Timeout = 30 * time.Second
-	return hc
-}
-
-// wiring is what internal/wire needs of the options, with the run's logger and id.
-func (o Options) wiring(logger *slog.Logger, cid string) wire.Options {
-	return wire.Options{
-		Config: o.Config, State: o.State, Local: o.Local, DryRun: o.DryRun, Out: o.Out, Jobs: o.Jobs, Replace: o.Replace,
-		Timeout: o.Timeout, Getenv: o.Getenv, Redactor: o.Redactor, Logger: logger, CorrelationID: cid, Version: version, Steps: o.Steps,
-	}
-}
 
 // versionCommand is `relay version`.
 func versionCommand(stdout io.Writer) *cli.Command {
