@@ -288,6 +288,15 @@ type Options struct {
 	// Steps are the steps this run executes (empty: all); credentials for signing are
 	// wired only when one of them signs or verifies.
 	Steps []string
+	// Chain is the command's one HTTP chain, once a command outside a pipeline made it.
+	Chain *httpx.Chain
+}
+
+// withChain gives o the HTTP chain every API call of a command outside a pipeline (runner,
+// doctor) shares, so they share one retry budget per host.
+func (o Options) withChain(ctx context.Context, logger *slog.Logger) Options {
+	o.Chain = wire.NewChain(ctx, o.wiring(logger, logging.CorrelationID(o.Getenv)), nil, false)
+	return o
 }
 
 // httpClient is relay's client for the API calls outside a pipeline (runner, doctor):
@@ -299,11 +308,20 @@ func (o Options) httpClient(ctx context.Context) *http.Client {
 	return hc
 }
 
+// retrier is the retry layer of o's chain (nil without one: the client adds its own).
+func (o Options) retrier() *httpx.Retrier {
+	if o.Chain == nil {
+		return nil
+	}
+	return o.Chain.Retrier()
+}
+
 // wiring is what internal/wire needs of the options, with the run's logger and id.
 func (o Options) wiring(logger *slog.Logger, cid string) wire.Options {
 	return wire.Options{
 		Config: o.Config, State: o.State, Local: o.Local, DryRun: o.DryRun, Out: o.Out, Jobs: o.Jobs, Replace: o.Replace,
 		Timeout: o.Timeout, Getenv: o.Getenv, Redactor: o.Redactor, Logger: logger, CorrelationID: cid, Version: version, Steps: o.Steps,
+		Chain: o.Chain,
 	}
 }
 

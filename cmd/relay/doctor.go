@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/relaydev/relay/internal/wire"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/relaydev/relay/internal/wire"
 	"github.com/relaydev/relay/pkg/config"
-	"github.com/relaydev/relay/pkg/ghapp"
+	"github.com/relaydev/relay/pkg/github"
 	"github.com/relaydev/relay/pkg/runner"
 	"github.com/relaydev/relay/pkg/steps"
 )
@@ -58,7 +58,8 @@ and the builder. Exit 0 when nothing failed, 1 otherwise.`,
 }
 
 func doctorCmd(ctx context.Context, o Options, scope runner.Scope, api, output string) error {
-	d := runner.DoctorOptions{Scope: scope, APIURL: api, Getenv: o.Getenv, HTTP: o.httpClient(ctx)}
+	o = o.withChain(ctx, nil)
+	d := runner.DoctorOptions{Scope: scope, APIURL: api, Getenv: o.Getenv, HTTP: o.httpClient(ctx), Retrier: o.retrier()}
 	if scope.Repo != "" || scope.Org != "" || scope.Enterprise != "" {
 		var secrets []string
 		d.Token, d.TokenErr = runnerTokens(ctx, o, scope, api, &secrets)
@@ -110,7 +111,7 @@ func appPermissions(ctx context.Context, o Options, scope runner.Scope, api stri
 	if len(key) == 0 {
 		return nil
 	}
-	t, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: o.Getenv("RELAY_GITHUB_APP_ID"), PrivateKey: key, Repository: scope.Repo, Org: scope.Org, BaseURL: api, HTTP: o.httpClient(ctx)})
+	t, err := github.InstallationToken(ctx, github.AppOptions{AppID: o.Getenv("RELAY_GITHUB_APP_ID"), PrivateKey: key, Repository: scope.Repo, Org: scope.Org, BaseURL: api, HTTP: o.httpClient(ctx), Retrier: o.retrier()})
 	if err != nil {
 		return nil
 	}

@@ -35,7 +35,8 @@ func TestE2EKeylessRelease(t *testing.T) {
 	if !testutil.InNetNS(t) {
 		return
 	}
-	st := testutil.StartSigstore(t)
+	var hdrs headerLog // every request Fulcio, Rekor and the TSA get
+	st := testutil.StartSigstore(t, testutil.WithRequestHook(hdrs.add))
 	reg := testutil.Registry(t, true)
 	dir := realExample(t, reg, fmt.Sprintf("signing:\n  mode: keyless\n  trusted_root: %s\n  signing_config: %s\n", st.TrustedRoot, st.SigningConfig))
 	const identity = "release@example.com"
@@ -55,10 +56,14 @@ func TestE2EKeylessRelease(t *testing.T) {
 		t.Fatalf("expired token: exit %d\n%s\n%s", d.code, d.stdout, d.stderr)
 	}
 
-	r := runRelayEnv(t, dir, env, "run")
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	before := hdrs.len()
+	r := runRelayEnv(t, dir, append(env, "TRACEPARENT=00-"+traceID+"-00f067aa0ba902b7-01"), "run")
 	if r.code != 0 {
 		t.Fatalf("keyless release: exit %d\n%s", r.code, r.stderr)
 	}
+	// One Fulcio certificate, 8 signatures each timestamped and logged.
+	checkHeaders(t, hdrs.since(before), traceID, 1+8+8)
 	lock := readLock(t, filepath.Join(dir, "dist"))
 	im := lock.Images[0]
 	if len(im.Referrers) != 3+4+1 {

@@ -22,7 +22,8 @@ func TestE2EKeyReleaseVerifiesByDefault(t *testing.T) {
 	if !testutil.InNetNS(t) {
 		return
 	}
-	st := testutil.StartSigstore(t, testutil.WithRekorV1())
+	var hdrs headerLog // every request Rekor v1 and the TSA get
+	st := testutil.StartSigstore(t, testutil.WithRekorV1(), testutil.WithRequestHook(hdrs.add))
 	keys := t.TempDir()
 	gen := exec.Command(st.Cosign, "generate-key-pair")
 	gen.Dir, gen.Env = keys, append(os.Environ(), "COSIGN_PASSWORD=pw-for-test", "HOME="+keys)
@@ -32,10 +33,12 @@ func TestE2EKeyReleaseVerifiesByDefault(t *testing.T) {
 	reg := testutil.Registry(t, true)
 	dir := realExample(t, reg, fmt.Sprintf("signing:\n  mode: key\n  key: %s\n  trusted_root: %s\n  signing_config: %s\n",
 		filepath.Join(keys, "cosign.key"), st.TrustedRoot, st.SigningConfig))
-	r := runRelayEnv(t, dir, []string{"COSIGN_PASSWORD=pw-for-test"}, "run")
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	r := runRelayEnv(t, dir, []string{"COSIGN_PASSWORD=pw-for-test", "TRACEPARENT=00-" + traceID + "-00f067aa0ba902b7-01"}, "run")
 	if r.code != 0 {
 		t.Fatalf("key release with a transparency log: exit %d\n%s", r.code, r.stderr)
 	}
+	checkHeaders(t, hdrs.since(0), traceID, 8) // Rekor v1 entries, classic and bundles
 	im := readLock(t, filepath.Join(dir, "dist")).Images[0]
 	pub := filepath.Join(keys, "cosign.pub")
 	cosign := func(bin string, args ...string) error {

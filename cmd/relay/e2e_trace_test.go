@@ -62,6 +62,34 @@ func (h *headerLog) add(r *http.Request) {
 	h.mu.Unlock()
 }
 
+// since is what was seen from the n-th request on.
+func (h *headerLog) since(n int) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.seen[n:]...)
+}
+
+func (h *headerLog) len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.seen)
+}
+
+// checkHeaders fails for a request without relay's User-Agent and correlation id, or
+// without a traceparent in traceID, and when fewer than min requests prove anything.
+func checkHeaders(t *testing.T, seen []string, traceID string, min int) {
+	t.Helper()
+	if len(seen) < min {
+		t.Fatalf("only %d requests seen: the check proves little", len(seen))
+	}
+	for _, h := range seen {
+		f := strings.Split(h, "\t")
+		if !strings.HasPrefix(f[1], "relay/") || !strings.Contains(f[1], "(correlation_id=e2e-run)") || !strings.HasPrefix(f[2], "00-"+traceID+"-") {
+			t.Errorf("%s: User-Agent %q, traceparent %q", f[0], f[1], f[2])
+		}
+	}
+}
+
 func (h *headerLog) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.add(r); next.ServeHTTP(w, r) })
 }
@@ -117,21 +145,11 @@ func TestE2ETraceContinuesTheCallers(t *testing.T) {
 		t.Errorf("%d client spans: every request should have one", clients)
 	}
 
-	hdrs.mu.Lock()
-	defer hdrs.mu.Unlock()
-	if len(hdrs.seen) < 20 {
-		t.Fatalf("only %d requests seen: the check proves little", len(hdrs.seen))
-	}
-	for _, h := range hdrs.seen {
-		f := strings.Split(h, "\t")
-		if !strings.Contains(f[1], "(correlation_id=e2e-run)") || !strings.HasPrefix(f[2], "00-"+traceID+"-") {
-			t.Errorf("%s: User-Agent %q, traceparent %q", f[0], f[1], f[2])
-		}
-	}
+	checkHeaders(t, hdrs.since(0), traceID, 20)
 	for _, rec := range r.logs {
 		if rec["trace_id"] != traceID {
 			t.Fatalf("a log line without the trace id: %v", rec)
 		}
 	}
-	t.Logf("%d spans (%d client), %d requests checked", len(rcv.spans), clients, len(hdrs.seen))
+	t.Logf("%d spans (%d client), %d requests checked", len(rcv.spans), clients, hdrs.len())
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/urfave/cli/v2"
 
-	"github.com/relaydev/relay/pkg/ghapp"
+	"github.com/relaydev/relay/pkg/github"
 	"github.com/relaydev/relay/pkg/runner"
 )
 
@@ -76,7 +76,8 @@ func runnerCmd(ctx context.Context, o Options, ro runner.Options) error {
 	if err != nil {
 		return err
 	}
-	ro.Logger, ro.HTTP = logger, o.httpClient(ctx)
+	o = o.withChain(ctx, logger)
+	ro.Logger, ro.HTTP, ro.Retrier = logger, o.httpClient(ctx), o.retrier()
 	ro.Environ = os.Environ
 	if reg := o.Getenv("RELAY_RUNNER_REGISTRATION_TOKEN"); reg != "" {
 		ro.RegistrationToken = reg
@@ -136,18 +137,18 @@ func runnerTokens(ctx context.Context, o Options, scope runner.Scope, api string
 	}
 	*secrets = append(*secrets, string(key))
 	o.Redactor.Add(string(key))
-	if err := ghapp.CheckCredentials(id, key); err != nil {
+	if err := github.CheckCredentials(id, key); err != nil {
 		return nil, err // exit 2: a wrong id or key is fixed in the deployment, not by a retry
 	}
 	var mu sync.Mutex
-	var cur *ghapp.Token
+	var cur *github.Token
 	return func(ctx context.Context) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if cur != nil && time.Until(cur.ExpiresAt) > 5*time.Minute {
 			return cur.Value, nil
 		}
-		t, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: scope.Repo, Org: scope.Org, BaseURL: api, HTTP: o.httpClient(ctx)})
+		t, err := github.InstallationToken(ctx, github.AppOptions{AppID: id, PrivateKey: key, Repository: scope.Repo, Org: scope.Org, BaseURL: api, HTTP: o.httpClient(ctx), Retrier: o.retrier()})
 		if err != nil {
 			return "", err
 		}

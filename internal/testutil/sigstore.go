@@ -16,6 +16,8 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,7 +172,33 @@ const (
 // SigstoreOption changes the stack StartSigstore starts.
 type SigstoreOption func(*sigstoreOptions)
 
-type sigstoreOptions struct{ rekorV1 bool }
+type sigstoreOptions struct {
+	rekorV1 bool
+	hook    func(*http.Request)
+}
+
+// WithRequestHook puts a proxy in front of Fulcio, Rekor and the TSA that shows hook every
+// request before passing it on; the signing config and trusted root name the proxies.
+func WithRequestHook(hook func(*http.Request)) SigstoreOption {
+	return func(o *sigstoreOptions) { o.hook = hook }
+}
+
+// hooked is a reverse proxy to target (scheme://host[/path]) that shows hook each request.
+func hooked(t testing.TB, target string, hook func(*http.Request)) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := u.Path
+	u.Path = ""
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hook(r)
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + path
+}
 
 // WithRekorV1 runs Rekor v1 (Trillian on MariaDB) instead of Rekor v2: the log that cosign's
 // classic signature format needs (its entries come with a signed entry timestamp).
@@ -215,6 +243,9 @@ func StartSigstore(t testing.TB, opts ...SigstoreOption) *Sigstore {
 	chain := waitGet(t, fmt.Sprintf("http://127.0.0.1:%d/api/v1/timestamp/certchain", tp))
 	write(t, filepath.Join(dir, "fulcio-root.pem"), root, 0o644)
 	write(t, filepath.Join(dir, "tsa-chain.pem"), chain, 0o644)
+	if o.hook != nil {
+		s.FulcioURL, s.TSAURL, s.RekorURL = hooked(t, s.FulcioURL, o.hook), hooked(t, s.TSAURL, o.hook), hooked(t, s.RekorURL, o.hook)
+	}
 
 	const since = "2020-01-01T00:00:00Z"
 	s.TrustedRoot, s.SigningConfig = filepath.Join(dir, "trusted_root.json"), filepath.Join(dir, "signing_config.json")

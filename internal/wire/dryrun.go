@@ -15,6 +15,7 @@ import (
 
 	"github.com/sigstore/sigstore-go/pkg/root"
 
+	"github.com/relaydev/relay/internal/httpx"
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/build"
 	"github.com/relaydev/relay/pkg/config"
@@ -151,7 +152,7 @@ func drySigning(ctx context.Context, env *steps.Env, cfg *config.Config, o Optio
 	default:
 		return &config.Error{File: o.Config, Msg: fmt.Sprintf("signing.mode %s is not available in this build of relay", cfg.Signing.Mode), Fix: "use signing.mode keyless or key"}
 	}
-	client := &http.Client{Transport: oci.WriteGuard(boundedTransport(ctx, o))}
+	client := &http.Client{Transport: httpx.WriteGuard(o.chain(ctx).Transport())}
 	for _, e := range endpoints {
 		d.check(fmt.Sprintf("%s %s", e.Service, e.URL), answers(ctx, client, e.URL), "answers")
 	}
@@ -229,7 +230,7 @@ func dryPublisher(ctx context.Context, cfg *config.Config, o Options, out string
 			var gh *release.GitHub
 			gh, err = release.NewGitHub(release.GitHubOptions{
 				Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL, Token: tok,
-				Replace: o.Replace, Logger: o.Logger, Transport: oci.WriteGuard(boundedTransport(ctx, o)),
+				Replace: o.Replace, Logger: o.Logger, Transport: httpx.WriteGuard(o.chain(ctx).Transport()), Retrier: o.chain(ctx).Retrier(),
 			})
 			if err == nil {
 				return release.NewRecorder("github", gh), nil

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	git "github.com/go-git/go-git/v5"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -29,7 +30,7 @@ import (
 	"github.com/relaydev/relay/pkg/attest"
 	"github.com/relaydev/relay/pkg/build"
 	"github.com/relaydev/relay/pkg/config"
-	"github.com/relaydev/relay/pkg/ghapp"
+	"github.com/relaydev/relay/pkg/github"
 	"github.com/relaydev/relay/pkg/logging"
 	"github.com/relaydev/relay/pkg/oci"
 	"github.com/relaydev/relay/pkg/release"
@@ -111,6 +112,8 @@ type Options struct {
 	// Inspect (with DryRun) wires for read-only checks only (relay doctor): the guarded
 	// registry client and the configured builder, never run; no signer, no overlay.
 	Inspect bool
+	// Chain is the process's one HTTP chain; nil: Build, or the client asked for, makes it.
+	Chain *httpx.Chain
 }
 
 // UsageError marks bad flags or arguments (exit 2).
@@ -149,6 +152,9 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (w *Wired, err er
 			w = nil
 		}
 	}()
+	if o.Chain == nil {
+		o.Chain = NewChain(ctx, o, cfg.Registries, mode != steps.ModeRelease)
+	}
 	var overlay func(http.RoundTripper) (http.RoundTripper, error)
 	if mode == steps.ModeDryRun && !o.Inspect {
 		if w.DryRun, err = newDryRun(); err != nil {
@@ -328,9 +334,10 @@ func publisher(ctx context.Context, o Options, cfg *config.Config, mode steps.Mo
 		if err != nil {
 			return nil, err
 		}
+		chain := o.chain(ctx)
 		gh, err := release.NewGitHub(release.GitHubOptions{
 			Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL, Token: tok,
-			Replace: o.Replace, Logger: o.Logger, Transport: boundedTransport(ctx, o),
+			Replace: o.Replace, Logger: o.Logger, Transport: chain.Transport(), Retrier: chain.Retrier(),
 		})
 		if err != nil {
 			return nil, &config.Error{File: o.Config, Msg: err.Error(), Fix: "set GITHUB_TOKEN to a token with contents: write on " + cfg.Release.GitHub.Repository}
@@ -351,37 +358,22 @@ func RegistryClient(ctx context.Context, o Options, registries []config.Registry
 // above the guard, which then sees none.
 func registryClient(ctx context.Context, o Options, registries []config.Registry, guard bool, overlay func(http.RoundTripper) (http.RoundTripper, error)) (*oci.Client, error) {
 	logger := o.Logger
-	insecure := insecureHosts(registries)
-	budgets, timeouts := map[string]time.Duration{}, map[string]time.Duration{}
-	for _, r := range registries {
-		if b, _ := r.Budget(); b > 0 { // validated with the config
-			budgets[r.Host] = b
-		}
-		if d, _ := r.IdleTimeout(); d > 0 {
-			timeouts[r.Host] = d
-		}
+	chain := o.Chain
+	if chain == nil {
+		chain = NewChain(ctx, o, registries, guard)
 	}
-	// Each attempt is bounded by the idle timeout; a timed-out attempt is retried like a reset.
-	bounded := httpx.IdleTimeout(oci.Insecure(oci.NewTransport(), insecure), func(host string) time.Duration {
-		if d, ok := timeouts[host]; ok {
-			return d
+	var overlayErr error
+	rt := chain.With(func(next http.RoundTripper) http.RoundTripper {
+		if overlay != nil {
+			next, overlayErr = overlay(next)
 		}
-		return o.Timeout
+		return registryHosts(next, chain.Retrier())
 	})
-	// One span per request (its retries within), sent on as traceparent.
-	rt := httpx.Trace(oci.Retry(bounded, oci.RetryOptions{Logger: logger, Budgets: budgets}), ctx)
-	if guard {
-		rt = oci.WriteGuard(rt)
+	if overlayErr != nil {
+		return nil, overlayErr
 	}
-	if overlay != nil {
-		var err error
-		if rt, err = overlay(rt); err != nil {
-			return nil, err
-		}
-	}
-	ua := userAgent(o.Version, o.CorrelationID)
-	client, err := oci.New(oci.WithTransport(oci.UserAgent(rt, ua)), oci.WithLogger(logger), oci.WithJobs(o.Jobs),
-		oci.WithUserAgent(ua), oci.WithKeychain(oci.Keychain(o.Getenv)))
+	client, err := oci.New(oci.WithTransport(rt), oci.WithLogger(logger), oci.WithJobs(o.Jobs),
+		oci.WithUserAgent(userAgent(o.Version, o.CorrelationID)), oci.WithKeychain(oci.Keychain(o.Getenv)))
 	if err != nil {
 		return nil, &UsageError{err}
 	}
@@ -399,19 +391,55 @@ func insecureHosts(registries []config.Registry) []string {
 	return out
 }
 
-// boundedTransport is the transport of relay's other clients (GitHub releases, App
-// tokens): every request is bounded by --timeout without progress and carries relay's
-// User-Agent with the correlation id, like the registry's.
-func boundedTransport(ctx context.Context, o Options) http.RoundTripper {
-	return httpx.Trace(httpx.UserAgent(httpx.IdleTimeout(httpx.Transport(), func(string) time.Duration { return o.Timeout }), userAgent(o.Version, o.CorrelationID)), ctx)
+// NewChain is the HTTP chain every client of a run shares (internal/httpx): relay's
+// User-Agent with the correlation id, the write guard when guard, a span per request, one
+// retry layer with relay.yaml's budget per registry, --timeout (or a registry's own)
+// without progress, and one connection pool that lets only the config's insecure
+// registries skip TLS.
+func NewChain(ctx context.Context, o Options, registries []config.Registry, guard bool) *httpx.Chain {
+	budgets, timeouts := map[string]time.Duration{}, map[string]time.Duration{}
+	var hosts []string
+	for _, r := range registries {
+		hosts = append(hosts, r.Host)
+		if b, _ := r.Budget(); b > 0 { // validated with the config
+			budgets[r.Host] = b
+		}
+		if d, _ := r.IdleTimeout(); d > 0 {
+			timeouts[r.Host] = d
+		}
+	}
+	c := httpx.NewChain(httpx.ChainOptions{
+		UserAgent: userAgent(o.Version, o.CorrelationID), Timeout: o.Timeout, Timeouts: timeouts,
+		Retry: httpx.RetryOptions{Logger: o.Logger, Budgets: budgets}, Guard: guard,
+		Base: oci.Insecure(oci.NewTransport(), insecureHosts(registries)), Trace: ctx,
+	})
+	c.Retrier().Name("registry", hosts...)
+	return c
+}
+
+// registryHosts names the hosts the registry client talks to in the retry layer's logs.
+func registryHosts(next http.RoundTripper, r *httpx.Retrier) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		r.Name("registry", req.URL.Host)
+		return next.RoundTrip(req)
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// chain is o's HTTP chain, or a new unguarded one for a command that makes one client.
+func (o Options) chain(ctx context.Context) *httpx.Chain {
+	if o.Chain != nil {
+		return o.Chain
+	}
+	return NewChain(ctx, o, nil, false)
 }
 
 // HTTPClient is the client of relay's other API calls (the runner's GitHub API, App
-// tokens): relay's User-Agent with the correlation id, --timeout without progress, and a
-// span per request sent on as traceparent.
-func HTTPClient(ctx context.Context, o Options) *http.Client {
-	return &http.Client{Transport: boundedTransport(ctx, o)}
-}
+// tokens) over o's chain.
+func HTTPClient(ctx context.Context, o Options) *http.Client { return o.chain(ctx).Client() }
 
 func userAgent(version, cid string) string {
 	return fmt.Sprintf("relay/%s (correlation_id=%s)", version, cid)
@@ -479,7 +507,7 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 			return nil, &config.Error{File: o.Config, Msg: "builder acr: no Azure identity: " + err.Error(), Fix: "run with a workload or managed identity (docs/config.md, Builders)"}
 		}
 		return build.NewACR(build.ACROptions{SubscriptionID: a.Subscription, ResourceGroup: a.ResourceGroup, Registry: a.Registry,
-			ARMEndpoint: a.ARMEndpoint, Timeout: timeout, Credential: cred, Client: client, Logger: logger, HTTP: &http.Client{Transport: boundedTransport(ctx, o)}})
+			ARMEndpoint: a.ARMEndpoint, Timeout: timeout, Credential: cred, Client: client, Logger: logger, HTTP: o.chain(ctx).Client(), Retrier: o.chain(ctx).Retrier()})
 	case cfg.Builder.Kind == "gcb":
 		g := cfg.Builder.GCB
 		timeout, _ := g.Timeout.Value() // parsed and validated with the config
@@ -490,7 +518,7 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 			return nil, &config.Error{File: o.Config, Msg: "builder gcb: no Google credentials: " + err.Error(), Fix: "run with workload identity or application default credentials (docs/config.md, Builders)"}
 		}
 		opts := build.GCBOptions{Project: g.Project, Location: g.Location, Bucket: g.Bucket, Timeout: timeout, Tokens: creds.TokenSource, Client: client, Logger: logger,
-			HTTP: &http.Client{Transport: boundedTransport(ctx, o)}}
+			HTTP: o.chain(ctx).Client(), Retrier: o.chain(ctx).Retrier()}
 		if e := g.Endpoints; e != nil {
 			opts.CloudBuildEndpoint, opts.StorageEndpoint, opts.LoggingEndpoint, opts.ResourceManagerEndpoint = e.CloudBuild, e.Storage, e.Logging, e.ResourceManager
 		}
@@ -500,7 +528,9 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 		timeout, _ := cb.Timeout.Value() // parsed and validated with the config
 		// The AWS default chain: environment, web identity (EKS), container credentials
 		// (ECS, CodeBuild itself), instance role.
-		awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithHTTPClient(&http.Client{Transport: boundedTransport(ctx, o)}))
+		// The SDK's own retryer is off: relay's chain is the one retry layer.
+		awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithHTTPClient(o.chain(ctx).Client()),
+			awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }))
 		if err != nil {
 			return nil, &config.Error{File: o.Config, Msg: "builder codebuild: AWS configuration: " + err.Error(), Fix: "run with a role the workload assumes, and AWS_REGION set"}
 		}
@@ -575,8 +605,9 @@ func githubToken(ctx context.Context, o Options, cfg *config.Config) (string, er
 		}
 		key = b
 	}
-	tok, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: id, PrivateKey: key, Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL,
-		HTTP: HTTPClient(ctx, o)})
+	chain := o.chain(ctx)
+	tok, err := github.InstallationToken(ctx, github.AppOptions{AppID: id, PrivateKey: key, Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL,
+		HTTP: chain.Client(), Retrier: chain.Retrier()})
 	if err != nil {
 		return "", err
 	}
@@ -627,7 +658,8 @@ func keyTransparencyLog(ctx context.Context, env *steps.Env, k *attest.KeySigner
 		}
 	}
 	budget, _ := cfg.Signing.Budget() // validated with the config
-	if err := k.UseTransparencyLog(attest.KeyLogOptions{SigningConfig: sc, TrustedRoot: tm, Budget: budget, Logger: logger, Transport: boundedTransport(ctx, o)}); err != nil {
+	chain := o.chain(ctx)
+	if err := k.UseTransparencyLog(attest.KeyLogOptions{SigningConfig: sc, TrustedRoot: tm, Budget: budget, Logger: logger, Transport: chain.Transport(), Retrier: chain.Retrier()}); err != nil {
 		return &config.Error{File: o.Config, Msg: "signing.tlog: " + err.Error(), Fix: "name a signing config with a Rekor log, or set signing.tlog: false (consumers then need cosign's --insecure-ignore-tlog)"}
 	}
 	keyTM, err := k.TrustedMaterial()
@@ -679,7 +711,7 @@ func keyless(ctx context.Context, cfg *config.Config, o Options, logger *slog.Lo
 	}
 	budget, _ := cfg.Signing.Budget() // validated with the config
 	s, err := attest.NewKeylessSigner(attest.KeylessOptions{
-		SigningConfig: sc, TrustedRoot: tm, Tokens: tokens, Budget: budget, Logger: logger, Transport: boundedTransport(ctx, o),
+		SigningConfig: sc, TrustedRoot: tm, Tokens: tokens, Budget: budget, Logger: logger, Transport: o.chain(ctx).Transport(), Retrier: o.chain(ctx).Retrier(),
 		PublicLog: public, AllowPrivateInPublicLog: cfg.Signing.AllowPublicLog,
 	})
 	if err != nil {

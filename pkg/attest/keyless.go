@@ -11,17 +11,17 @@ import (
 	"log/slog"
 	"math/rand"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/relaydev/relay/internal/backoff"
-
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
-	rekorclient "github.com/sigstore/rekor/pkg/client"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/relaydev/relay/internal/httpx"
 )
 
 // KeylessOptions configure a KeylessSigner.
@@ -38,9 +38,13 @@ type KeylessOptions struct {
 	// AllowPrivateInPublicLog, because public entries reveal repository and workflow names.
 	PublicLog               bool
 	AllowPrivateInPublicLog bool
-	// Budget is the total time retries of Fulcio, Rekor and the TSA may wait (default 10 min).
-	Budget    time.Duration
+	// Budget is the time retries of each of Fulcio, Rekor and the TSA may wait (default 10 min).
+	Budget time.Duration
+	// Transport is relay's HTTP chain and Retrier the retry layer in it, which gets the
+	// services' hosts with Budget; without a Retrier one with Sleep and Rand is added over
+	// Transport.
 	Transport http.RoundTripper
+	Retrier   *httpx.Retrier
 	Logger    *slog.Logger
 	Now       func() time.Time
 	Sleep     func(ctx context.Context, d time.Duration) error
@@ -58,8 +62,7 @@ type KeylessSigner struct {
 	fulcio string
 }
 
-// services are the timestamp authorities and transparency logs a signature goes to, and
-// the retry budget they share.
+// services are the timestamp authorities and transparency logs a signature goes to.
 type services struct {
 	tsas    []*sign.TimestampAuthority
 	tlogs   []sign.Transparency
@@ -67,12 +70,38 @@ type services struct {
 	urls    []Endpoint        // what was picked, for checks that the services answer
 	refused *refusals         // refusals the services' transports saw
 	tr      root.TrustedMaterial
-	budget  time.Duration
-	logger  *slog.Logger
-	sleep   func(ctx context.Context, d time.Duration) error
-	mu      sync.Mutex // guards spent and rnd
-	rnd     *rand.Rand
-	spent   time.Duration
+}
+
+// retrying is the transport of the Sigstore clients: relay's chain, whose retry layer
+// learns the signing config's hosts and their budget, or, without one, Transport under a
+// retry layer of the clients' own.
+func retrying(sc *root.SigningConfig, transport http.RoundTripper, r *httpx.Retrier, budget time.Duration, logger *slog.Logger,
+	sleep func(context.Context, time.Duration) error, rnd *rand.Rand) http.RoundTripper {
+	if budget <= 0 {
+		budget = 10 * time.Minute
+	}
+	if transport == nil {
+		transport = httpx.Transport()
+	}
+	if r == nil {
+		policy := httpx.DefaultRetryPolicy
+		policy.Budget = budget
+		r = httpx.NewRetrier(httpx.RetryOptions{Policy: policy, Logger: logger, Sleep: sleep, Rand: rnd})
+		transport = r.RoundTripper(transport)
+	}
+	var urls []string
+	for _, list := range [][]root.Service{sc.FulcioCertificateAuthorityURLs(), sc.RekorLogURLs(), sc.TimestampAuthorityURLs()} {
+		for _, svc := range list {
+			urls = append(urls, svc.URL)
+		}
+	}
+	for _, s := range urls {
+		if u, err := url.Parse(s); err == nil && u.Host != "" {
+			r.Name("Sigstore", u.Host)
+			r.SetBudget(u.Host, budget)
+		}
+	}
+	return transport
 }
 
 // newServices picks the timestamp authorities and logs of the signing config that are
@@ -110,9 +139,7 @@ func newServices(sc *root.SigningConfig, now time.Time, transport http.RoundTrip
 				}
 				ro.ClientV2 = w
 			} else {
-				// No retries of its own: the bundle loop retries within the budget, and
-				// its generated errors carry the status a refusal is told by.
-				c, err := rekorclient.GetRekorClient(l.URL, rekorclient.WithUserAgent("relay"), rekorclient.WithRetryCount(0))
+				c, err := rekorV1(l.URL, transport)
 				if err != nil {
 					return nil, fmt.Errorf("signing config: Rekor %s: %w", l.URL, err)
 				}
@@ -128,62 +155,21 @@ func newServices(sc *root.SigningConfig, now time.Time, transport http.RoundTrip
 	return s, nil
 }
 
-// use sets what the services check bundles against and how they retry; zero values get
-// the defaults (10 min budget, silent, real sleeps).
-func (s *services) use(tr root.TrustedMaterial, budget time.Duration, logger *slog.Logger, sleep func(context.Context, time.Duration) error, rnd *rand.Rand) {
-	if budget <= 0 {
-		budget = 10 * time.Minute
-	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	if sleep == nil {
-		sleep = backoff.Sleep
-	}
-	if rnd == nil {
-		rnd = rand.New(rand.NewSource(time.Now().UnixNano()))
-	}
-	s.tr, s.budget, s.logger, s.sleep, s.rnd = tr, budget, logger, sleep, rnd
-}
-
 // bundle signs content with kp and the certificate provider (nil for a key), timestamps
-// and logs it, retrying the Sigstore services within the budget. A refusal (a bad token, a
-// forbidden request) fails at once.
+// and logs it. The transport under the services retries what waiting can fix, within
+// each host's budget; a refusal (a bad token, a forbidden request) fails at once.
 func (s *services) bundle(ctx context.Context, content sign.Content, kp sign.Keypair, certs sign.CertificateProvider, tlogs []sign.Transparency) (*protobundle.Bundle, error) {
-	for attempt := 1; ; attempt++ {
-		refusedBefore := s.refused.count()
-		b, err := sign.Bundle(content, kp, sign.BundleOptions{
-			CertificateProvider:  certs,
-			TimestampAuthorities: s.tsas,
-			TransparencyLogs:     tlogs,
-			Context:              ctx,
-			TrustedRoot:          s.tr,
-		})
-		if err == nil {
-			return b, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		var claim *TokenClaimError
-		if s.refused.count() > refusedBefore || refusedErr(err) || errors.Is(err, ErrPrivateRepository) || errors.Is(err, ErrNoToken) || errors.As(err, &claim) {
-			return nil, err
-		}
-		s.mu.Lock()
-		wait := backoff.Equal(s.rnd, time.Second, attempt) // 0.5 s .. 32 s
-		over := s.spent+wait > s.budget
-		if !over {
-			s.spent += wait
-		}
-		s.mu.Unlock()
-		if over {
-			return nil, fmt.Errorf("the Sigstore services kept failing past the retry budget of %s (raise signing.retry_budget, or try later): %w", s.budget, err)
-		}
-		s.logger.Warn("sigstore service failed, retrying", "attempt", attempt, "reason", err.Error(), "wait_ms", wait.Milliseconds())
-		if err := s.sleep(ctx, wait); err != nil {
-			return nil, err
-		}
+	b, err := sign.Bundle(content, kp, sign.BundleOptions{
+		CertificateProvider:  certs,
+		TimestampAuthorities: s.tsas,
+		TransparencyLogs:     tlogs,
+		Context:              ctx,
+		TrustedRoot:          s.tr,
+	})
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
+	return b, err
 }
 
 // NewKeylessSigner picks the services the signing config names that are valid now and
@@ -195,31 +181,23 @@ func NewKeylessSigner(o KeylessOptions) (*KeylessSigner, error) {
 	if o.Tokens == nil {
 		return nil, errors.New("keyless signing needs an OIDC token source")
 	}
-	if o.Budget <= 0 {
-		o.Budget = 10 * time.Minute
-	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Sleep == nil {
-		o.Sleep = backoff.Sleep
-	}
-	if o.Rand == nil {
-		o.Rand = rand.New(rand.NewSource(time.Now().UnixNano()))
-	}
 	sc, now := o.SigningConfig, o.Now()
 	fulcio, err := root.SelectService(sc.FulcioCertificateAuthorityURLs(), sign.FulcioAPIVersions, now)
 	if err != nil {
 		return nil, fmt.Errorf("signing config: no usable Fulcio: %w", err)
 	}
+	o.Transport = retrying(sc, o.Transport, o.Retrier, o.Budget, o.Logger, o.Sleep, o.Rand)
 	svc, err := newServices(sc, now, o.Transport)
 	if err != nil {
 		return nil, err
 	}
-	svc.use(o.TrustedRoot, o.Budget, o.Logger, o.Sleep, o.Rand)
+	svc.tr = o.TrustedRoot
 	s := &KeylessSigner{o: o, fulcio: fulcio.URL, services: svc}
 	if len(s.tsas) == 0 && len(s.tlogs) == 0 {
 		return nil, errors.New("signing config: a keyless signature needs a transparency log or a timestamp authority to prove when it was made, and none is configured")
@@ -286,8 +264,7 @@ func (s *KeylessSigner) Policy(ctx context.Context) (IdentityPolicy, error) {
 func (s *KeylessSigner) UsesTransparencyLog() bool { return len(s.tlogs) > 0 }
 
 // SignStatement implements Signer. Failures of the Sigstore services that may pass (5xx,
-// 429, network) are retried with backoff until the budget is spent; the certificate is
-// reused across retries.
+// 429, network) are retried by the transport until the host's budget is spent.
 func (s *KeylessSigner) SignStatement(ctx context.Context, statement []byte) ([]byte, error) {
 	b, err := s.bundle(ctx, &sign.DSSEData{Data: statement, PayloadType: InTotoPayloadType}, s.tlogs)
 	if err != nil {

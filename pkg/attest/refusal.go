@@ -12,8 +12,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-openapi/runtime"
+	openapi "github.com/go-openapi/runtime/client"
+	"github.com/go-openapi/strfmt"
 	pbs "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
 	pb "github.com/sigstore/rekor-tiles/v2/pkg/generated/protobuf"
+	rekorgen "github.com/sigstore/rekor/pkg/generated/client"
+	rekorutil "github.com/sigstore/rekor/pkg/util"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -141,4 +146,24 @@ func userAgent(next http.RoundTripper, ua string) http.RoundTripper {
 		req.Header.Set("User-Agent", ua)
 		return next.RoundTrip(req)
 	})
+}
+
+// rekorV1 is Rekor v1's generated client over relay's transport (rekor's GetRekorClient
+// builds its own, with a retry layer of its own), so its requests carry relay's
+// User-Agent, bounds, traces and the one retry budget, and its errors the status.
+func rekorV1(base string, transport http.RoundTripper) (*rekorgen.Rekor, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	if u.Path == "" {
+		u.Path = rekorgen.DefaultBasePath
+	}
+	rt := openapi.NewWithClient(u.Host, u.Path, []string{u.Scheme}, &http.Client{Transport: transport, Timeout: 30 * time.Second})
+	rt.Consumers["application/json"] = runtime.JSONConsumer()
+	rt.Consumers["application/x-pem-file"] = runtime.TextConsumer()
+	rt.Producers["application/json"] = runtime.JSONProducer()
+	registry := strfmt.Default
+	registry.Add("signedCheckpoint", &rekorutil.SignedNote{}, rekorutil.SignedCheckpointValidator)
+	return rekorgen.New(rt, registry), nil
 }

@@ -28,6 +28,8 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/relaydev/relay/internal/httpx"
 )
 
 // InTotoPayloadType is the DSSE payload type of in-toto statements.
@@ -59,8 +61,9 @@ type KeyLogOptions struct {
 	SigningConfig *root.SigningConfig
 	// TrustedRoot checks each logged bundle right after it is made.
 	TrustedRoot root.TrustedMaterial
-	Budget      time.Duration // default 10 min
+	Budget      time.Duration // of each service's host; default 10 min
 	Transport   http.RoundTripper
+	Retrier     *httpx.Retrier // the retry layer in Transport (see KeylessOptions)
 	Logger      *slog.Logger
 	Sleep       func(ctx context.Context, d time.Duration) error
 	Rand        *mrand.Rand
@@ -74,7 +77,7 @@ func (s *KeySigner) UseTransparencyLog(o KeyLogOptions) error {
 	if o.SigningConfig == nil || o.TrustedRoot == nil {
 		return errors.New("a transparency log needs a signing config and a trusted root")
 	}
-	svc, err := newServices(o.SigningConfig, s.now(), o.Transport)
+	svc, err := newServices(o.SigningConfig, s.now(), retrying(o.SigningConfig, o.Transport, o.Retrier, o.Budget, o.Logger, o.Sleep, o.Rand))
 	if err != nil {
 		return err
 	}
@@ -87,7 +90,7 @@ func (s *KeySigner) UseTransparencyLog(o KeyLogOptions) error {
 	}
 	// Each logged bundle is checked right away: the entry against the log's key, and the
 	// entry's public key against this key.
-	svc.use(root.TrustedMaterialCollection{keyTM, o.TrustedRoot}, o.Budget, o.Logger, o.Sleep, o.Rand)
+	svc.tr = root.TrustedMaterialCollection{keyTM, o.TrustedRoot}
 	s.logs = svc
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/relaydev/relay/internal/httpx"
 	"github.com/relaydev/relay/pkg/oci"
 )
 
@@ -40,6 +40,7 @@ type ACROptions struct {
 	PollInterval time.Duration // default 5s
 	Client       *oci.Client   // assembles the index of a multi-platform build
 	HTTP         *http.Client
+	Retrier      *httpx.Retrier // the retry layer HTTP includes (relay's chain); nil: one is added
 	Logger       *slog.Logger
 	Sleep        func(context.Context, time.Duration) error
 }
@@ -72,9 +73,7 @@ func NewACR(o ACROptions) (*ACR, error) {
 	if o.Timeout < 5*time.Minute || o.Timeout > 8*time.Hour {
 		return nil, fmt.Errorf("acr builder: timeout %s is outside ACR's 5m..8h", o.Timeout)
 	}
-	if o.HTTP == nil {
-		o.HTTP = &http.Client{Timeout: 2 * time.Minute}
-	}
+	o.HTTP = retrying(o.HTTP, o.Retrier, o.Logger, o.Sleep, "ACR Tasks API", o.ARMEndpoint)
 	return &ACR{o: o}, nil
 }
 
@@ -276,15 +275,15 @@ func (a *ACR) upload(ctx context.Context, url string, b []byte) error {
 	return nil
 }
 
-// arm calls the ARM API with a token of the credential: 429 and 5xx wait (Retry-After) and
-// retry within a bound; a 401 gets one fresh token, since tokens expire mid-build.
+// arm calls the ARM API with a token of the credential (the retry layer under it waits out
+// 429 and 5xx); a 401 gets one fresh token, since tokens expire mid-build.
 func (a *ACR) arm(ctx context.Context, method, path string, body, out any) error {
 	return a.armVersion(ctx, method, path, acrAPIVersion, body, out)
 }
 
 func (a *ACR) armVersion(ctx context.Context, method, path, version string, body, out any) error {
 	fresh := false
-	for attempt := 1; ; attempt++ {
+	for {
 		tok, err := a.o.Credential.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{a.o.ARMEndpoint + "/.default"}})
 		if err != nil {
 			return fmt.Errorf("Azure credential: %w", err)
@@ -316,16 +315,6 @@ func (a *ACR) armVersion(ctx context.Context, method, path, version string, body
 			return nil
 		case resp.StatusCode == http.StatusUnauthorized && !fresh:
 			fresh = true // ask the credential again: a token can expire during a long build
-			continue
-		case (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) && attempt < 8:
-			wait := time.Duration(attempt) * time.Second
-			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
-				wait = time.Duration(s) * time.Second
-			}
-			a.o.Logger.Warn("ACR Tasks API busy, retrying", "builder", "acr", "status", resp.StatusCode, "attempt", attempt, "wait_ms", wait.Milliseconds())
-			if err := a.o.Sleep(ctx, wait); err != nil {
-				return err
-			}
 			continue
 		}
 		var e struct {

@@ -70,7 +70,7 @@ func TestACRBuildMultiPlatform(t *testing.T) {
 	if !bytes.Equal(fake.Upload(1), want.Bytes()) {
 		t.Fatal("the uploaded context is not the context archive")
 	}
-	if !strings.Contains(logs.String(), "Successfully built") || !strings.Contains(logs.String(), "ACR Tasks API busy, retrying") {
+	if !strings.Contains(logs.String(), "Successfully built") || !strings.Contains(logs.String(), "ACR Tasks API request failed, retrying") {
 		t.Fatalf("build log not streamed, or retries not logged:\n%s", logs.String())
 	}
 	if !strings.Contains(string(res.Log), "Step 1/3 : FROM scratch") {

@@ -10,13 +10,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/oauth2"
 
+	"github.com/relaydev/relay/internal/httpx"
 	"github.com/relaydev/relay/pkg/oci"
 )
 
@@ -38,6 +38,7 @@ type GCBOptions struct {
 	PollInterval                                                                  time.Duration // default 5s
 	Client                                                                        *oci.Client
 	HTTP                                                                          *http.Client
+	Retrier                                                                       *httpx.Retrier // the retry layer HTTP includes; nil: one is added
 	Logger                                                                        *slog.Logger
 	Sleep                                                                         func(context.Context, time.Duration) error
 }
@@ -73,9 +74,7 @@ func NewGCB(o GCBOptions) (*GCB, error) {
 	def(&o.ResourceManagerEndpoint, "https://cloudresourcemanager.googleapis.com")
 	def(&o.Dockerfile, "Dockerfile")
 	remoteDefaults(&o.Timeout, &o.PollInterval, &o.Logger, &o.Sleep)
-	if o.HTTP == nil {
-		o.HTTP = &http.Client{Timeout: 2 * time.Minute}
-	}
+	o.HTTP = retrying(o.HTTP, o.Retrier, o.Logger, o.Sleep, "Google API", o.CloudBuildEndpoint, o.StorageEndpoint, o.LoggingEndpoint, o.ResourceManagerEndpoint)
 	return &GCB{o: o}, nil
 }
 
@@ -270,11 +269,11 @@ func (l *gcbLogs) tail(n int) []string {
 	return append([]string(nil), l.lines...)
 }
 
-// call makes one Google API request with a token; 429/5xx wait (Retry-After) and retry, a
-// 401 retries once with the token source asked again.
+// call makes one Google API request with a token (the retry layer under it waits out 429
+// and 5xx); a 401 retries once with the token source asked again.
 func (g *GCB) call(ctx context.Context, method, u, ctype string, body []byte, out any) error {
 	fresh := false
-	for attempt := 1; ; attempt++ {
+	for {
 		tok, err := g.o.Tokens.Token()
 		if err != nil {
 			return fmt.Errorf("Google credentials: %w", err)
@@ -301,16 +300,6 @@ func (g *GCB) call(ctx context.Context, method, u, ctype string, body []byte, ou
 			return nil
 		case resp.StatusCode == http.StatusUnauthorized && !fresh:
 			fresh = true
-			continue
-		case (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) && attempt < 8:
-			wait := time.Duration(attempt) * time.Second
-			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
-				wait = time.Duration(s) * time.Second
-			}
-			g.o.Logger.Warn("Google API busy, retrying", "builder", "gcb", "status", resp.StatusCode, "attempt", attempt, "wait_ms", wait.Milliseconds())
-			if err := g.o.Sleep(ctx, wait); err != nil {
-				return err
-			}
 			continue
 		}
 		var e struct {

@@ -75,7 +75,7 @@ func TestGCBBuildMultiPlatform(t *testing.T) {
 	if !bytes.Equal(fake.Object("acme-build-sources", "relay/"+strings.TrimPrefix(a.Digest, "sha256:")+".tar.gz"), want.Bytes()) {
 		t.Fatal("the uploaded object is not the context archive")
 	}
-	if !strings.Contains(logs.String(), "exporting to image") || !strings.Contains(logs.String(), "Google API busy, retrying") {
+	if !strings.Contains(logs.String(), "exporting to image") || !strings.Contains(logs.String(), "Google API request failed, retrying") {
 		t.Fatalf("log not streamed or retries not logged:\n%s", logs.String())
 	}
 }

@@ -5,11 +5,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/relaydev/relay/internal/httpx"
 	"github.com/relaydev/relay/pkg/oci"
 )
 
@@ -29,6 +32,31 @@ func remoteDefaults(timeout, poll *time.Duration, logger **slog.Logger, sleep *f
 	if *sleep == nil {
 		*sleep = sleepCtx
 	}
+}
+
+// retrying puts hc under relay's retry layer: r when the caller's chain has it (hc's
+// transport then includes it), else a retry layer of the builder's own over hc's
+// transport. The hosts of urls are service in its logs.
+func retrying(hc *http.Client, r *httpx.Retrier, logger *slog.Logger, sleep func(context.Context, time.Duration) error, service string, urls ...string) *http.Client {
+	if hc == nil {
+		hc = &http.Client{Timeout: 2 * time.Minute}
+	}
+	if r == nil {
+		r = httpx.NewRetrier(httpx.RetryOptions{Logger: logger, Sleep: sleep})
+		base := hc.Transport
+		if base == nil {
+			base = httpx.Transport()
+		}
+		c := *hc
+		c.Transport = r.RoundTripper(base)
+		hc = &c
+	}
+	for _, s := range urls {
+		if u, err := url.Parse(s); err == nil {
+			r.Name(service, u.Host)
+		}
+	}
+	return hc
 }
 
 // sleepCtx waits d, or less if ctx ends first.

@@ -3,8 +3,6 @@ package oci
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"strings"
 
@@ -12,38 +10,13 @@ import (
 )
 
 // WriteGuardError is returned for a write to a host the guard does not allow.
-type WriteGuardError struct {
-	Method, URL string
-}
+type WriteGuardError = httpx.WriteGuardError
 
-func (e *WriteGuardError) Error() string {
-	return fmt.Sprintf("refusing %s %s: --local and --dry-run never write to a non-loopback host", e.Method, e.URL)
-}
-
-// WriteGuard fails every request that could write (anything but GET, HEAD, OPTIONS) to a
-// host that is not loopback. --local and --dry-run wrap every outbound transport in it, so
-// a mistake in wiring cannot publish anything.
-func WriteGuard(next http.RoundTripper) http.RoundTripper {
-	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		switch req.Method {
-		case http.MethodGet, http.MethodHead, http.MethodOptions:
-		default:
-			if !IsLoopback(req.URL.Hostname()) {
-				return nil, &WriteGuardError{Method: req.Method, URL: req.URL.Redacted()}
-			}
-		}
-		return next.RoundTrip(req)
-	})
-}
+// WriteGuard fails every request that could write to a host that is not loopback.
+func WriteGuard(next http.RoundTripper) http.RoundTripper { return httpx.WriteGuard(next) }
 
 // IsLoopback reports whether host is a loopback address or localhost.
-func IsLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+func IsLoopback(host string) bool { return httpx.IsLoopback(host) }
 
 // UserAgent sets relay's User-Agent, carrying the correlation id, on every request.
 func UserAgent(next http.RoundTripper, ua string) http.RoundTripper { return httpx.UserAgent(next, ua) }

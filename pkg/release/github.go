@@ -1,23 +1,19 @@
 package release
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math/rand"
 	"net/http"
+	"net/url"
 	"strings"
-	"time"
 
-	"github.com/relaydev/relay/internal/backoff"
-
-	"github.com/google/go-github/v92/github"
+	"github.com/relaydev/relay/internal/httpx"
+	"github.com/relaydev/relay/pkg/github"
 )
 
 // GitHubOptions configure the GitHub publisher.
@@ -25,7 +21,8 @@ type GitHubOptions struct {
 	Repository string // OWNER/NAME
 	// BaseURL is a GitHub Enterprise Server API URL (https://HOST/api/v3/); empty: github.com.
 	BaseURL string
-	// UploadURL is GHES's upload URL; empty: derived from BaseURL by go-github.
+	// UploadURL is GHES's upload URL, for a release that does not name its own; empty:
+	// derived from BaseURL.
 	UploadURL string
 	Token     string
 	// Replace swaps an asset whose content differs instead of failing.
@@ -33,12 +30,13 @@ type GitHubOptions struct {
 	// MaxAssetSize is the per-asset limit checked before any upload: GitHub's 2 GiB unless
 	// a GitHub Enterprise Server sets another.
 	MaxAssetSize int64
+	// Transport is relay's HTTP chain; Retrier the retry layer in it (nil: one with
+	// RetryOptions is added over Transport). It retries 5xx, rate limits and network
+	// errors within one budget per host.
 	Transport    http.RoundTripper
+	Retrier      *httpx.Retrier
+	RetryOptions httpx.RetryOptions
 	Logger       *slog.Logger
-	// Budget bounds the time retries (5xx, rate limits) may wait in total (default 5 min).
-	Budget time.Duration
-	Sleep  func(ctx context.Context, d time.Duration) error
-	Rand   *rand.Rand
 }
 
 // GitHub publishes to a GitHub release, idempotently: it finds the release for the tag or
@@ -49,12 +47,31 @@ type GitHub struct {
 	o           GitHubOptions
 	owner, repo string
 	c           *github.Client
-	spent       time.Duration
 	// sums caches the sha256 of assets downloaded to compare them (an asset's content never
 	// changes under its id), so Prepare's check and Publish do not download twice.
 	sums map[int64]string
 	// prepared is the release Prepare found or created, which Publish then fills.
-	prepared *github.RepositoryRelease
+	prepared *ghRelease
+}
+
+// ghRelease and ghAsset are the fields of GitHub's release and asset objects relay reads.
+type ghRelease struct {
+	ID        int64  `json:"id"`
+	TagName   string `json:"tag_name"`
+	Body      string `json:"body"`
+	Draft     bool   `json:"draft"`
+	Immutable bool   `json:"immutable"`
+	HTMLURL   string `json:"html_url"`
+	UploadURL string `json:"upload_url"`
+}
+
+type ghAsset struct {
+	ID     int64  `json:"id"`
+	Name   string `json:"name"`
+	State  string `json:"state"`
+	Size   int    `json:"size"`
+	Digest string `json:"digest"` // "sha256:…" on assets uploaded since 2025
+	URL    string `json:"url"`
 }
 
 // Suffixes of the assets a replacement uses while it swaps (recognised after a crash).
@@ -75,32 +92,22 @@ func NewGitHub(o GitHubOptions) (*GitHub, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Budget <= 0 {
-		o.Budget = 5 * time.Minute
-	}
 	if o.MaxAssetSize <= 0 {
 		o.MaxAssetSize = MaxAssetSize
 	}
-	if o.Sleep == nil {
-		o.Sleep = backoff.Sleep
-	}
-	if o.Rand == nil {
-		o.Rand = rand.New(rand.NewSource(time.Now().UnixNano()))
-	}
-	// go-github's own rate-limit bookkeeping would refuse requests locally; relay's call loop
-	// already waits what Retry-After and X-RateLimit-Reset say, and stays within its budget.
-	opts := []github.ClientOptionsFunc{github.WithAuthToken(o.Token), github.WithUserAgent("relay"), github.WithDisableRateLimitCheck()}
-	if o.Transport != nil {
-		opts = append(opts, github.WithTransport(o.Transport))
-	}
-	if o.BaseURL != "" {
-		up := o.UploadURL
-		if up == "" {
-			up = o.BaseURL
+	hc := &http.Client{Transport: o.Transport}
+	if o.Retrier == nil {
+		if o.RetryOptions.Logger == nil {
+			o.RetryOptions.Logger = o.Logger
 		}
-		opts = append(opts, github.WithEnterpriseURLs(o.BaseURL, up))
+		o.Retrier = httpx.NewRetrier(o.RetryOptions)
+		base := o.Transport
+		if base == nil {
+			base = httpx.Transport()
+		}
+		hc.Transport = o.Retrier.RoundTripper(base)
 	}
-	c, err := github.NewClient(opts...)
+	c, err := github.New(github.Options{BaseURL: o.BaseURL, UploadURL: o.UploadURL, Token: github.Static(o.Token), HTTP: hc, Retrier: o.Retrier})
 	if err != nil {
 		return nil, fmt.Errorf("GitHub client: %w", err)
 	}
@@ -120,7 +127,7 @@ func (g *GitHub) Prepare(ctx context.Context, r Release) error {
 	return err
 }
 
-func (g *GitHub) prepare(ctx context.Context, r Release) (*github.RepositoryRelease, error) {
+func (g *GitHub) prepare(ctx context.Context, r Release) (*ghRelease, error) {
 	if err := validateAssets(r.Assets, g.o.MaxAssetSize); err != nil {
 		return nil, err
 	}
@@ -129,14 +136,9 @@ func (g *GitHub) prepare(ctx context.Context, r Release) (*github.RepositoryRele
 		return nil, err
 	}
 	if rel == nil {
-		err = g.call(ctx, "creating the draft release "+r.Tag, "contents: write", func() (*github.Response, error) {
-			var resp *github.Response
-			var err error
-			rel, resp, err = g.c.Repositories.CreateRelease(ctx, g.owner, g.repo, github.CreateReleaseRequest{
-				TagName: r.Tag, Name: github.Ptr(r.Name), Body: github.Ptr(r.Notes), Draft: github.Ptr(true),
-			})
-			return resp, err
-		})
+		rel = &ghRelease{}
+		_, err = g.call(ctx, "creating the draft release "+r.Tag, "contents: write", http.MethodPost, g.path("/releases"),
+			map[string]any{"tag_name": r.Tag, "name": r.Name, "body": r.Notes, "draft": true}, rel)
 		if err != nil {
 			return nil, err
 		}
@@ -145,10 +147,7 @@ func (g *GitHub) prepare(ctx context.Context, r Release) (*github.RepositoryRele
 	}
 	if rel.Draft {
 		// Also when the notes are unchanged: the write proves the token may still write.
-		err = g.call(ctx, "updating the draft's notes", "contents: write", func() (*github.Response, error) {
-			_, resp, err := g.c.Repositories.UpdateRelease(ctx, g.owner, g.repo, rel.ID, github.UpdateReleaseRequest{Body: github.Ptr(r.Notes)})
-			return resp, err
-		})
+		_, err = g.call(ctx, "updating the draft's notes", "contents: write", http.MethodPatch, g.path("/releases/%d", rel.ID), map[string]any{"body": r.Notes}, nil)
 		return rel, err
 	}
 	// Published: it changes only with --replace, and only where content differs.
@@ -159,7 +158,7 @@ func (g *GitHub) prepare(ctx context.Context, r Release) (*github.RepositoryRele
 	writes := false
 	for _, a := range r.Assets {
 		cur := have[a.Name]
-		if cur == nil || cur.GetState() != "uploaded" {
+		if cur == nil || cur.State != "uploaded" {
 			writes = true
 			continue
 		}
@@ -173,10 +172,7 @@ func (g *GitHub) prepare(ctx context.Context, r Release) (*github.RepositoryRele
 		writes = writes || !same
 	}
 	if writes {
-		err = g.call(ctx, "checking write access to the release "+r.Tag, "contents: write", func() (*github.Response, error) {
-			_, resp, err := g.c.Repositories.UpdateRelease(ctx, g.owner, g.repo, rel.ID, github.UpdateReleaseRequest{Body: github.Ptr(rel.GetBody())})
-			return resp, err
-		})
+		_, err = g.call(ctx, "checking write access to the release "+r.Tag, "contents: write", http.MethodPatch, g.path("/releases/%d", rel.ID), map[string]any{"body": rel.Body}, nil)
 	}
 	return rel, err
 }
@@ -206,7 +202,7 @@ func (g *GitHub) Publish(ctx context.Context, r Release) (*Result, error) {
 	} else if err := validateAssets(r.Assets, g.o.MaxAssetSize); err != nil {
 		return nil, err
 	}
-	if !rel.Draft && rel.Immutable != nil && *rel.Immutable {
+	if !rel.Draft && rel.Immutable {
 		g.o.Logger.Info("release is published and immutable: assets can only be checked", "tag", r.Tag)
 	}
 	res := &Result{URL: rel.HTMLURL}
@@ -235,19 +231,16 @@ func (g *GitHub) Publish(ctx context.Context, r Release) (*Result, error) {
 		}
 		for _, a := range r.Assets {
 			cur := have[a.Name]
-			if cur == nil || cur.GetState() != "uploaded" || cur.GetSize() != len(a.Data) {
+			if cur == nil || cur.State != "uploaded" || cur.Size != len(a.Data) {
 				return res, fmt.Errorf("asset %s is not complete on the draft release; not publishing (re-run to finish)", a.Name)
 			}
 		}
-		err = g.call(ctx, "publishing the release "+r.Tag, "contents: write", func() (*github.Response, error) {
-			var resp *github.Response
-			var err error
-			rel, resp, err = g.c.Repositories.UpdateRelease(ctx, g.owner, g.repo, rel.ID, github.UpdateReleaseRequest{Draft: github.Ptr(false)})
-			return resp, err
-		})
+		published := &ghRelease{}
+		_, err = g.call(ctx, "publishing the release "+r.Tag, "contents: write", http.MethodPatch, g.path("/releases/%d", rel.ID), map[string]any{"draft": false}, published)
 		if err != nil {
 			return res, err
 		}
+		rel = published
 		res.URL = rel.HTMLURL
 		g.o.Logger.Info("release published", "repository", g.o.Repository, "tag", r.Tag, "url", rel.HTMLURL)
 	}
@@ -256,16 +249,10 @@ func (g *GitHub) Publish(ctx context.Context, r Release) (*Result, error) {
 }
 
 // findRelease lists the releases (drafts have no by-tag lookup) and picks the tag's.
-func (g *GitHub) findRelease(ctx context.Context, tag string) (*github.RepositoryRelease, error) {
-	opt := &github.ListOptions{PerPage: 100}
-	for {
-		var page []*github.RepositoryRelease
-		var resp *github.Response
-		err := g.call(ctx, "listing releases", "contents: read", func() (*github.Response, error) {
-			var err error
-			page, resp, err = g.c.Repositories.ListReleases(ctx, g.owner, g.repo, opt)
-			return resp, err
-		})
+func (g *GitHub) findRelease(ctx context.Context, tag string) (*ghRelease, error) {
+	for next := g.path("/releases?per_page=100"); next != ""; {
+		var page []*ghRelease
+		resp, err := g.call(ctx, "listing releases", "contents: read", http.MethodGet, next, nil, &page)
 		if err != nil {
 			return nil, err
 		}
@@ -274,44 +261,34 @@ func (g *GitHub) findRelease(ctx context.Context, tag string) (*github.Repositor
 				return rel, nil
 			}
 		}
-		if resp == nil || resp.NextPage == 0 {
-			return nil, nil
-		}
-		opt.Page = resp.NextPage
+		next = resp.Next
 	}
+	return nil, nil
 }
 
 // assets lists a release's assets by name, every page.
-func (g *GitHub) assets(ctx context.Context, id int64) (map[string]*github.ReleaseAsset, error) {
-	out := map[string]*github.ReleaseAsset{}
-	opt := &github.ListOptions{PerPage: 100}
-	for {
-		var page []*github.ReleaseAsset
-		var resp *github.Response
-		err := g.call(ctx, "listing release assets", "contents: read", func() (*github.Response, error) {
-			var err error
-			page, resp, err = g.c.Repositories.ListReleaseAssets(ctx, g.owner, g.repo, id, opt)
-			return resp, err
-		})
+func (g *GitHub) assets(ctx context.Context, id int64) (map[string]*ghAsset, error) {
+	out := map[string]*ghAsset{}
+	for next := g.path("/releases/%d/assets?per_page=100", id); next != ""; {
+		var page []*ghAsset
+		resp, err := g.call(ctx, "listing release assets", "contents: read", http.MethodGet, next, nil, &page)
 		if err != nil {
 			return nil, err
 		}
 		for _, a := range page {
-			out[a.GetName()] = a
+			out[a.Name] = a
 		}
-		if resp == nil || resp.NextPage == 0 {
-			return out, nil
-		}
-		opt.Page = resp.NextPage
+		next = resp.Next
 	}
+	return out, nil
 }
 
 // ensureAsset makes the release hold a with its content, finishing a swap an earlier run
 // left half done. It reports whether it wrote anything.
-func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease, have map[string]*github.ReleaseAsset, a Asset) (bool, error) {
+func (g *GitHub) ensureAsset(ctx context.Context, rel *ghRelease, have map[string]*ghAsset, a Asset) (bool, error) {
 	want := a.SHA256()
 	cur, tmp, old := have[a.Name], have[a.Name+newSuffix], have[a.Name+oldSuffix]
-	if cur != nil && cur.GetState() != "uploaded" { // an upload that died half-way
+	if cur != nil && cur.State != "uploaded" { // an upload that died half-way
 		if err := g.deleteAsset(ctx, have, cur); err != nil {
 			return false, err
 		}
@@ -365,7 +342,7 @@ func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease,
 	if tmp != nil { // left by an earlier swap: usable only if it holds this run's content
 		if same, _, err := g.sameContent(ctx, tmp, a); err != nil {
 			return false, err
-		} else if !same || tmp.GetState() != "uploaded" {
+		} else if !same || tmp.State != "uploaded" {
 			if err := g.deleteAsset(ctx, have, tmp); err != nil {
 				return false, err
 			}
@@ -394,46 +371,43 @@ func (g *GitHub) ensureAsset(ctx context.Context, rel *github.RepositoryRelease,
 }
 
 // sameContent compares an uploaded asset with a: by GitHub's digest when it reports one,
-// else by size and then by downloading it.
-func (g *GitHub) sameContent(ctx context.Context, cur *github.ReleaseAsset, a Asset) (bool, string, error) {
+// else by downloading it.
+func (g *GitHub) sameContent(ctx context.Context, cur *ghAsset, a Asset) (bool, string, error) {
 	want := a.SHA256()
-	if d := cur.GetDigest(); strings.HasPrefix(d, "sha256:") {
+	if d := cur.Digest; strings.HasPrefix(d, "sha256:") {
 		got := strings.TrimPrefix(d, "sha256:")
 		return got == want, got, nil
 	}
-	if got, ok := g.sums[cur.GetID()]; ok {
+	if got, ok := g.sums[cur.ID]; ok {
 		return got == want, got, nil
 	}
-	var body []byte
-	err := g.call(ctx, "downloading asset "+cur.GetName(), "contents: read", func() (*github.Response, error) {
-		rc, _, err := g.c.Repositories.DownloadReleaseAsset(ctx, g.owner, g.repo, cur.GetID(), &http.Client{Transport: g.o.Transport})
-		if err != nil {
-			return nil, err
-		}
-		defer rc.Close()
-		body, err = io.ReadAll(io.LimitReader(rc, MaxAssetSize+1))
-		return nil, err
-	})
+	u := cur.URL
+	if u == "" {
+		u = g.path("/releases/assets/%d", cur.ID)
+	}
+	body, err := g.c.Download(ctx, u, MaxAssetSize)
 	if err != nil {
-		return false, "", err
+		return false, "", g.explain(err, "downloading asset "+cur.Name, "contents: read")
 	}
 	s := sha256.Sum256(body)
 	got := hex.EncodeToString(s[:])
 	if g.sums == nil {
 		g.sums = map[int64]string{}
 	}
-	g.sums[cur.GetID()] = got
+	g.sums[cur.ID] = got
 	return got == want, got, nil
 }
 
-// upload sends one asset. A failed upload may still have landed (a 504 after the bytes
-// arrived, a 422 already_exists after a lost response), so every failure is followed by a
-// read-back: a complete asset with the right content is success, a partial one is deleted.
-func (g *GitHub) upload(ctx context.Context, rel *github.RepositoryRelease, have map[string]*github.ReleaseAsset, name string, data []byte) error {
+// upload sends one asset. The retry layer resends it after a 5xx, so a failed upload may
+// still have landed (a 504 after the bytes arrived, then a 422 already_exists): every
+// failure is followed by a read-back, where a complete asset with the right content is
+// success and a partial one is deleted and, if the failure was worth waiting on, sent
+// again after a wait charged to the uploads host's budget.
+func (g *GitHub) upload(ctx context.Context, rel *ghRelease, have map[string]*ghAsset, name string, data []byte) error {
+	what := "uploading " + name
 	for attempt := 1; ; attempt++ {
-		// The body is not rewindable on purpose: this loop, not the transport, retries.
-		up, resp, err := g.c.Repositories.UploadReleaseAssetFromRelease(ctx, rel, &github.UploadOptions{Name: name, MediaType: "application/octet-stream"},
-			io.NopCloser(bytes.NewReader(data)), int64(len(data)))
+		up := &ghAsset{}
+		_, err := g.c.Upload(ctx, rel.UploadURL, g.path("/releases/%d/assets", rel.ID), name, "application/octet-stream", data, up)
 		if err == nil {
 			g.o.Logger.Info("release asset uploaded", "asset", name, "bytes", len(data))
 			have[name] = up
@@ -442,15 +416,16 @@ func (g *GitHub) upload(ctx context.Context, rel *github.RepositoryRelease, have
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if perm := permissionError(err, resp, "uploading "+name, "contents: write", g.o.Repository); perm != nil {
+		if perm := permissionError(err, what, "contents: write", g.o.Repository); perm != nil {
 			return perm
 		}
 		now, lerr := g.assets(ctx, rel.ID)
 		if lerr != nil {
 			return lerr
 		}
+		partial := false
 		if cur := now[name]; cur != nil {
-			if same, _, serr := g.sameContent(ctx, cur, Asset{Name: name, Data: data}); serr == nil && same && cur.GetState() == "uploaded" {
+			if same, _, serr := g.sameContent(ctx, cur, Asset{Name: name, Data: data}); serr == nil && same && cur.State == "uploaded" {
 				g.o.Logger.Info("release asset landed despite the error", "asset", name, "error", err.Error())
 				have[name] = cur
 				return nil
@@ -458,42 +433,50 @@ func (g *GitHub) upload(ctx context.Context, rel *github.RepositoryRelease, have
 			if derr := g.deleteAsset(ctx, now, cur); derr != nil {
 				return derr
 			}
+			partial = true
 		}
-		if !transient(err, resp) {
+		var ge *github.Error
+		if httpx.Retried(err) || !partial && errors.As(err, &ge) || attempt >= g.c.Retrier().MaxAttempts() {
 			return fmt.Errorf("uploading release asset %s: %w", name, err)
 		}
-		if werr := g.wait(ctx, attempt, err, resp); werr != nil {
+		// A network error the transport could not replay, or a partial asset now gone.
+		if werr := g.c.Retrier().Wait(ctx, uploadHost(rel.UploadURL, g.c), attempt, nil, err.Error()); werr != nil {
 			return fmt.Errorf("uploading release asset %s: %w", name, werr)
 		}
 	}
 }
 
-func (g *GitHub) rename(ctx context.Context, have map[string]*github.ReleaseAsset, a *github.ReleaseAsset, to string) error {
-	from := a.GetName()
-	err := g.call(ctx, "renaming asset "+from+" to "+to, "contents: write", func() (*github.Response, error) {
-		_, resp, err := g.c.Repositories.UpdateReleaseAsset(ctx, g.owner, g.repo, a.GetID(), github.UpdateReleaseAssetRequest{Name: github.Ptr(to)})
-		return resp, err
-	})
+func uploadHost(uploadURL string, c *github.Client) string {
+	if u, err := url.Parse(uploadURL); err == nil && u.Host != "" {
+		return u.Host
+	}
+	u, _ := url.Parse(c.BaseURL())
+	return u.Host
+}
+
+func (g *GitHub) rename(ctx context.Context, have map[string]*ghAsset, a *ghAsset, to string) error {
+	from := a.Name
+	_, err := g.call(ctx, "renaming asset "+from+" to "+to, "contents: write", http.MethodPatch, g.path("/releases/assets/%d", a.ID), map[string]any{"name": to}, nil)
 	if err == nil {
 		delete(have, from)
-		a.Name = github.Ptr(to)
+		a.Name = to
 		have[to] = a
 	}
 	return err
 }
 
-func (g *GitHub) deleteAsset(ctx context.Context, have map[string]*github.ReleaseAsset, a *github.ReleaseAsset) error {
-	err := g.call(ctx, "deleting asset "+a.GetName(), "contents: write", func() (*github.Response, error) {
-		resp, err := g.c.Repositories.DeleteReleaseAsset(ctx, g.owner, g.repo, a.GetID())
-		if resp != nil && resp.StatusCode == http.StatusNotFound {
-			return resp, nil // already gone: what we wanted
-		}
-		return resp, err
-	})
-	if err == nil && have[a.GetName()] == a {
-		delete(have, a.GetName())
+func (g *GitHub) deleteAsset(ctx context.Context, have map[string]*ghAsset, a *ghAsset) error {
+	_, err := g.c.Do(ctx, http.MethodDelete, g.path("/releases/assets/%d", a.ID), nil, nil)
+	if github.StatusOf(err) == http.StatusNotFound {
+		err = nil // already gone: what we wanted
 	}
-	return err
+	if err != nil {
+		return g.explain(err, "deleting asset "+a.Name, "contents: write")
+	}
+	if have[a.Name] == a {
+		delete(have, a.Name)
+	}
+	return nil
 }
 
 // UploadAttestation stores a Sigstore bundle with GitHub's attestations API, where
@@ -505,93 +488,47 @@ func (g *GitHub) UploadAttestation(ctx context.Context, bundle []byte) (int64, e
 	var out struct {
 		ID int64 `json:"id"`
 	}
-	err := g.call(ctx, "uploading an attestation", "attestations: write", func() (*github.Response, error) {
-		req, err := g.c.NewRequest(ctx, http.MethodPost, fmt.Sprintf("repos/%s/%s/attestations", g.owner, g.repo), map[string]json.RawMessage{"bundle": bundle})
-		if err != nil {
-			return nil, err
-		}
-		return g.c.Do(req, &out)
-	})
+	_, err := g.call(ctx, "uploading an attestation", "attestations: write", http.MethodPost, g.path("/attestations"), map[string]json.RawMessage{"bundle": bundle}, &out)
 	return out.ID, err
 }
 
-// call runs one API call, retrying 5xx, rate limits and network errors with backoff (and
-// Retry-After) within the budget; a refusal names the permission the token lacks.
-func (g *GitHub) call(ctx context.Context, what, permission string, fn func() (*github.Response, error)) error {
-	for attempt := 1; ; attempt++ {
-		resp, err := fn()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if perm := permissionError(err, resp, what, permission, g.o.Repository); perm != nil {
-			return perm
-		}
-		if !transient(err, resp) {
-			return fmt.Errorf("GitHub: %s: %w", what, err)
-		}
-		if werr := g.wait(ctx, attempt, err, resp); werr != nil {
-			return fmt.Errorf("GitHub: %s: %w", what, werr)
-		}
-	}
+// path is a path under the repository's API root.
+func (g *GitHub) path(format string, args ...any) string {
+	return "repos/" + url.PathEscape(g.owner) + "/" + url.PathEscape(g.repo) + fmt.Sprintf(format, args...)
 }
 
-func (g *GitHub) wait(ctx context.Context, attempt int, err error, resp *github.Response) error {
-	d := time.Duration(0)
-	var abuse *github.AbuseRateLimitError
-	var rl *github.RateLimitError
-	switch {
-	case errors.As(err, &abuse) && abuse.RetryAfter != nil:
-		d = *abuse.RetryAfter
-	case errors.As(err, &abuse):
-		d = time.Minute
-	case errors.As(err, &rl):
-		d = time.Until(rl.Rate.Reset.Time)
-	case resp != nil && resp.Header.Get("Retry-After") != "":
-		var s int
-		fmt.Sscanf(resp.Header.Get("Retry-After"), "%d", &s)
-		d = time.Duration(s) * time.Second
+// call runs one API call (the retry layer under it waits out 5xx, rate limits and network
+// errors within the host's budget); a refusal names the permission the token lacks.
+func (g *GitHub) call(ctx context.Context, what, permission, method, path string, in, out any) (*github.Response, error) {
+	resp, err := g.c.Do(ctx, method, path, in, out)
+	if err != nil {
+		return nil, g.explain(err, what, permission)
 	}
-	if d <= 0 {
-		d = backoff.Equal(g.o.Rand, time.Second, attempt)
-	}
-	if g.spent+d > g.o.Budget {
-		return fmt.Errorf("GitHub kept failing past the retry budget of %s: %w", g.o.Budget, err)
-	}
-	g.spent += d
-	g.o.Logger.Warn("GitHub request failed, retrying", "attempt", attempt, "reason", err.Error(), "wait_ms", d.Milliseconds())
-	return g.o.Sleep(ctx, d)
+	return resp, nil
 }
 
-// transient says whether waiting may help: 5xx, rate limits, network errors.
-func transient(err error, resp *github.Response) bool {
-	var abuse *github.AbuseRateLimitError
-	var rl *github.RateLimitError
-	if errors.As(err, &abuse) || errors.As(err, &rl) {
-		return true
+func (g *GitHub) explain(err error, what, permission string) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
 	}
-	if resp != nil && resp.Response != nil {
-		return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
+	if perm := permissionError(err, what, permission, g.o.Repository); perm != nil {
+		return perm
 	}
-	var er *github.ErrorResponse
-	return !errors.As(err, &er) // no response at all: the network
+	return fmt.Errorf("GitHub: %s: %w", what, err)
 }
 
 // permissionError turns a 401, 403 or 404 (GitHub hides what a token may not see) into an
 // error that names the permission.
-func permissionError(err error, resp *github.Response, what, permission, repo string) error {
-	var abuse *github.AbuseRateLimitError
-	var rl *github.RateLimitError
-	if errors.As(err, &abuse) || errors.As(err, &rl) || resp == nil || resp.Response == nil {
+func permissionError(err error, what, permission, repo string) error {
+	var ge *github.Error
+	if !errors.As(err, &ge) || ge.RateLimited {
 		return nil
 	}
-	switch resp.StatusCode {
+	switch ge.Status {
 	case http.StatusUnauthorized:
 		return fmt.Errorf("GitHub: %s: the token was refused (401): check GITHUB_TOKEN", what)
 	case http.StatusForbidden, http.StatusNotFound:
-		return fmt.Errorf("GitHub: %s on %s: %d: the token needs `%s` on the repository (GitHub answers 404 for what a token may not see): %w", what, repo, resp.StatusCode, permission, err)
+		return fmt.Errorf("GitHub: %s on %s: %d: the token needs `%s` on the repository (GitHub answers 404 for what a token may not see): %w", what, repo, ge.Status, permission, err)
 	}
 	return nil
 }

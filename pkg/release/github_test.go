@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaydev/relay/internal/httpx"
 	"github.com/relaydev/relay/internal/testutil"
-
-	"github.com/google/go-github/v92/github"
+	"github.com/relaydev/relay/pkg/github"
 )
 
 func testAssets(n int, version string) []Asset {
@@ -33,7 +33,7 @@ func newPublisher(t *testing.T, f *testutil.GitHub, replace bool, logs *bytes.Bu
 	t.Helper()
 	var waits []time.Duration
 	o := GitHubOptions{Repository: testutil.FakeGitHubRepo, BaseURL: f.BaseURL(), UploadURL: f.UploadURL(), Token: f.Token, Replace: replace,
-		Sleep: func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }}
+		RetryOptions: httpx.RetryOptions{Sleep: func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }}}
 	if logs != nil {
 		o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	}
@@ -432,8 +432,8 @@ func TestGitHubAttestation(t *testing.T) {
 }
 
 // TestOctokitFixturesParse replays the recorded api.github.com exchanges of the conflict
-// scenario to go-github, the code the publisher runs: the release, the 422 already_exists
-// and the asset list parse as the publisher expects them to.
+// scenario to relay's GitHub client, the code the publisher runs: the release, the 422
+// already_exists and the asset list parse as the publisher expects them to.
 func TestOctokitFixturesParse(t *testing.T) {
 	b := testutil.OctokitFixture("release-assets-conflict.json")
 	var rec []struct {
@@ -457,20 +457,46 @@ func TestOctokitFixturesParse(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c, _ := github.NewClient(github.WithAuthToken("t"), github.WithURLs(github.Ptr(srv.URL+"/"), github.Ptr(srv.URL+"/")))
+	c, _ := github.New(github.Options{BaseURL: srv.URL, Token: github.Static("t"), HTTP: srv.Client()})
 	ctx := context.Background()
-	rel, _, err := c.Repositories.GetReleaseByTag(ctx, "octokit-fixture-org", "release-assets-conflict", "v1.0.0")
+	var rel ghRelease
+	_, err := c.Do(ctx, http.MethodGet, "repos/octokit-fixture-org/release-assets-conflict/releases/tags/v1.0.0", nil, &rel)
 	if err != nil || rel.ID != 1000 || !strings.HasSuffix(rel.UploadURL, "/assets{?name,label}") {
 		t.Fatalf("release: %+v %v", rel, err)
 	}
 	rel.UploadURL = srv.URL + "/repos/octokit-fixture-org/release-assets-conflict/releases/1000/assets{?name,label}"
-	_, _, err = c.Repositories.UploadReleaseAssetFromRelease(ctx, rel, &github.UploadOptions{Name: "test-upload.txt", Label: "test"}, strings.NewReader("Hello, world!\n"), 14)
-	var er *github.ErrorResponse
-	if !errors.As(err, &er) || len(er.Errors) != 1 || er.Errors[0].Code != "already_exists" {
+	_, err = c.Upload(ctx, rel.UploadURL, "", "test-upload.txt", "text/plain", []byte("Hello, world!\n"), &ghAsset{})
+	var er *github.Error
+	if !errors.As(err, &er) || len(er.Errors) != 1 || er.Errors[0].Code != "already_exists" || !er.Has("already_exists") {
 		t.Fatalf("422: %v", err)
 	}
-	assets, _, err := c.Repositories.ListReleaseAssets(ctx, "octokit-fixture-org", "release-assets-conflict", 1000, nil)
-	if err != nil || len(assets) != 1 || assets[0].GetName() != "test-upload.txt" || assets[0].GetState() != "uploaded" || assets[0].GetSize() != 14 {
+	var assets []*ghAsset
+	_, err = c.Do(ctx, http.MethodGet, "repos/octokit-fixture-org/release-assets-conflict/releases/1000/assets", nil, &assets)
+	if err != nil || len(assets) != 1 || assets[0].Name != "test-upload.txt" || assets[0].State != "uploaded" || assets[0].Size != 14 {
 		t.Fatalf("assets: %+v %v", assets, err)
+	}
+}
+
+// TestGitHubOneRetryLayer: GitHub answering 503 to everything sees exactly the attempts
+// relay's retry policy allows for the first call, and the error says the service failed;
+// the publisher adds no retries of its own on top.
+func TestGitHubOneRetryLayer(t *testing.T) {
+	for _, attempts := range []int{1, 3} {
+		f := testutil.NewGitHub(t)
+		f.Fail = func(int, *http.Request) int { return http.StatusServiceUnavailable }
+		policy := httpx.DefaultRetryPolicy
+		policy.MaxAttempts = attempts
+		g, err := NewGitHub(GitHubOptions{Repository: testutil.FakeGitHubRepo, BaseURL: f.BaseURL(), UploadURL: f.UploadURL(), Token: f.Token,
+			RetryOptions: httpx.RetryOptions{Policy: policy, Sleep: func(context.Context, time.Duration) error { return nil }}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = g.Publish(context.Background(), Release{Tag: "v9", Name: "v9", Assets: testAssets(1, "x")})
+		if err == nil || !strings.Contains(err.Error(), "503") {
+			t.Fatalf("%d attempts: %v", attempts, err)
+		}
+		if n := f.CallCount(); n != attempts {
+			t.Errorf("GitHub saw %d requests (%v), want exactly the policy's %d", n, f.Log(), attempts)
+		}
 	}
 }

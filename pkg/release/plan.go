@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"github.com/google/go-github/v92/github"
 )
 
 // Actions a planned release takes on an asset.
@@ -95,7 +94,7 @@ func (g *GitHub) Plan(ctx context.Context, r Release) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	have := map[string]*github.ReleaseAsset{}
+	have := map[string]*ghAsset{}
 	switch {
 	case rel == nil:
 		p.Release = "create"
@@ -105,14 +104,14 @@ func (g *GitHub) Plan(ctx context.Context, r Release) (*Plan, error) {
 		p.Release = "update"
 	}
 	if rel != nil {
-		p.Where = rel.GetHTMLURL()
+		p.Where = rel.HTMLURL
 		if have, err = g.assets(ctx, rel.ID); err != nil {
 			return nil, err
 		}
 	}
 	for _, a := range r.Assets {
 		pa := PlannedAsset{Name: a.Name, Size: int64(len(a.Data)), SHA256: a.SHA256(), Action: AssetUpload}
-		if cur := have[a.Name]; cur != nil && cur.GetState() == "uploaded" {
+		if cur := have[a.Name]; cur != nil && cur.State == "uploaded" {
 			same, got, err := g.sameContent(ctx, cur, a)
 			if err != nil {
 				return nil, err
@@ -135,24 +134,22 @@ func (g *GitHub) Plan(ctx context.Context, r Release) (*Plan, error) {
 // fine-grained one) gets them in the repository's permissions; an Actions or App
 // installation token gets none, and only a write could tell (noted in the plan).
 func (g *GitHub) checkWrite(ctx context.Context, p *Plan) error {
-	var repo *github.Repository
-	err := g.call(ctx, "reading the repository "+g.o.Repository, "metadata: read", func() (*github.Response, error) {
-		var resp *github.Response
-		var err error
-		repo, resp, err = g.c.Repositories.Get(ctx, g.owner, g.repo)
-		return resp, err
-	})
-	if err != nil {
+	var repo struct {
+		Permissions *struct {
+			Admin, Maintain, Push, Triage, Pull bool
+		} `json:"permissions"`
+	}
+	if _, err := g.call(ctx, "reading the repository "+g.o.Repository, "metadata: read", http.MethodGet, g.path(""), nil, &repo); err != nil {
 		return err
 	}
-	perms := repo.GetPermissions()
+	perms := repo.Permissions
 	if perms == nil {
 		p.Notes = append(p.Notes, "GitHub does not report this token's rights on "+g.o.Repository+" (an Actions or App installation token): contents: write shows when the release step runs")
 		return nil
 	}
-	if !perms.GetPush() {
+	if !perms.Push {
 		var have []string
-		for k, v := range map[string]bool{"admin": perms.GetAdmin(), "maintain": perms.GetMaintain(), "push": perms.GetPush(), "triage": perms.GetTriage(), "pull": perms.GetPull()} {
+		for k, v := range map[string]bool{"admin": perms.Admin, "maintain": perms.Maintain, "push": perms.Push, "triage": perms.Triage, "pull": perms.Pull} {
 			if v {
 				have = append(have, k)
 			}

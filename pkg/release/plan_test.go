@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-github/v92/github"
-
 	"github.com/relaydev/relay/internal/testutil"
 )
 
@@ -49,7 +47,7 @@ func TestGitHubPlanPredictsPublish(t *testing.T) {
 	if err := g.Prepare(ctx, v1); err != nil {
 		t.Fatal(err)
 	}
-	have := map[string]*github.ReleaseAsset{}
+	have := map[string]*ghAsset{}
 	if err := g.upload(ctx, g.prepared, have, "asset-0.json", v1.Assets[0].Data); err != nil {
 		t.Fatal(err)
 	}

@@ -1,23 +1,42 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/relaydev/relay/pkg/github"
 )
 
-// api is the part of GitHub's REST API a runner needs.
+// api is the part of GitHub's REST API a runner needs, through relay's GitHub client.
 type api struct {
 	o *Options
+	c *github.Client
+}
+
+func newAPI(o *Options) (api, error) {
+	tokens := o.Token
+	if tokens == nil {
+		tokens = func(context.Context) (string, error) {
+			return "", errors.New("no API credential: this runner was handed a registration token only")
+		}
+	}
+	c, err := github.New(github.Options{BaseURL: o.APIURL, HTTP: o.HTTP, Retrier: o.Retrier, Token: func(ctx context.Context) (string, error) {
+		tok, err := tokens(ctx)
+		if err != nil {
+			return "", fmt.Errorf("GitHub API token: %w", err)
+		}
+		o.secret(tok)
+		return tok, nil
+	}})
+	return api{o: o, c: c}, err
 }
 
 // apiError is a GitHub REST error with its status.
@@ -39,48 +58,20 @@ func (e *apiError) Error() string {
 }
 
 func (a api) do(ctx context.Context, method, path string, body, out any, want ...int) error {
-	tok, err := a.o.Token(ctx)
-	if err != nil {
-		return fmt.Errorf("GitHub API token: %w", err)
-	}
-	a.o.secret(tok)
-	var r io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		r = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.o.APIURL+path, r)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Accept", "application/vnd.github+json")
-	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
-	req.Header.Set("User-Agent", "relay-runner")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := a.o.HTTP.Do(req)
-	if err != nil {
+	resp, err := a.c.Do(ctx, method, path, body, out)
+	var te *github.TokenError
+	var ge *github.Error
+	switch {
+	case errors.As(err, &te):
+		return te.Err
+	case errors.As(err, &ge):
+		return &apiError{Status: ge.Status, Message: ge.Message, Op: method + " " + path}
+	case err != nil:
 		return fmt.Errorf("GitHub API: %s %s: %w", method, path, err)
+	case !slices.Contains(want, resp.Status):
+		return &apiError{Status: resp.Status, Message: "unexpected answer", Op: method + " " + path}
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	for _, w := range want {
-		if resp.StatusCode == w {
-			if out != nil && len(b) > 0 {
-				if err := json.Unmarshal(b, out); err != nil {
-					return fmt.Errorf("GitHub API: %s %s: %w", method, path, err)
-				}
-			}
-			return nil
-		}
-	}
-	var e struct {
-		Message string `json:"message"`
-	}
-	json.Unmarshal(b, &e)
-	return &apiError{Status: resp.StatusCode, Message: e.Message, Op: method + " " + path}
+	return nil
 }
 
 type apiRunner struct {

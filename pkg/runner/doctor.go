@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/relaydev/relay/internal/httpx"
 )
 
 // Check is one finding of relay doctor: ok, fail (with the fix) or skip (with why).
@@ -28,6 +30,7 @@ type DoctorOptions struct {
 	TokenErr    error
 	Permissions map[string]string
 	HTTP        *http.Client
+	Retrier     *httpx.Retrier // the retry layer HTTP includes; nil: one is added
 	Getenv      func(string) string
 }
 
@@ -37,7 +40,7 @@ type DoctorOptions struct {
 func Doctor(ctx context.Context, d DoctorOptions) []Check {
 	var out []Check
 	add := func(c Check) { out = append(out, c) }
-	o := &Options{Scope: d.Scope, APIURL: strings.TrimRight(d.APIURL, "/"), Token: d.Token, HTTP: d.HTTP}
+	o := &Options{Scope: d.Scope, APIURL: strings.TrimRight(d.APIURL, "/"), Token: d.Token, HTTP: d.HTTP, Retrier: d.Retrier}
 	if o.APIURL == "" {
 		o.APIURL = "https://api.github.com"
 	}
@@ -53,8 +56,11 @@ func Doctor(ctx context.Context, d DoctorOptions) []Check {
 	case d.Token == nil:
 		add(Check{Name: "runner credential", Status: "fail", Note: "no GitHub App or token to check", Fix: "set RELAY_GITHUB_APP_ID and its key (docs/runner.md); a platform registration token cannot be checked ahead"})
 	default:
-		a := api{o: o}
-		if _, err := d.Token(ctx); err != nil {
+		a, err := newAPI(o)
+		if err == nil {
+			_, err = d.Token(ctx)
+		}
+		if err != nil {
 			add(Check{Name: "runner credential", Status: "fail", Note: err.Error(), Fix: "check the App id and key, and that the App is installed on " + d.Scope.String()})
 			break
 		}

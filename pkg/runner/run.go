@@ -39,7 +39,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := o.validate(); err != nil {
 		return &Result{ExitCode: ExitConfig, Outcome: "config-error"}, &Error{Code: ExitConfig, Err: err}
 	}
-	r := &run{o: &o, api: api{o: &o}, started: o.Now()}
+	a, err := newAPI(&o)
+	if err != nil {
+		return &Result{ExitCode: ExitConfig, Outcome: "config-error"}, &Error{Code: ExitConfig, Err: err}
+	}
+	r := &run{o: &o, api: a, started: o.Now()}
 	r.res.Name = runnerName(o.NamePrefix, r.started, o.Rand())
 	r.logger = o.Logger.With("runner_name", r.res.Name)
 	return r.run(ctx)

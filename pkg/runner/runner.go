@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/relaydev/relay/internal/httpx"
 )
 
 // Exit codes: the contract with the platform's retry policy (docs/runner.md).
@@ -120,7 +122,9 @@ type Options struct {
 	Reap   bool
 	Logger *slog.Logger
 	HTTP   *http.Client
-	Now    func() time.Time
+	// Retrier is the retry layer HTTP's transport includes (relay's chain); nil: one is added.
+	Retrier *httpx.Retrier
+	Now     func() time.Time
 	// Rand supplies the name's random suffix (tests fix it).
 	Rand func() string
 }

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/relaydev/relay/internal/testutil"
-	"github.com/relaydev/relay/pkg/ghapp"
+	"github.com/relaydev/relay/pkg/github"
 )
 
 // TestMain lets this test binary play the Actions runner (testutil.FakeRunnerDir).
@@ -59,7 +59,7 @@ func (l *logBuffer) String() string {
 // appTokens is the CLI's credential path in small: installation tokens from the fake's App.
 func appTokens(gh *testutil.GitHubRunners, scope Scope) TokenFunc {
 	return func(ctx context.Context) (string, error) {
-		tok, err := ghapp.InstallationToken(ctx, ghapp.Options{AppID: gh.AppID, PrivateKey: gh.AppKey, Repository: scope.Repo, Org: scope.Org, BaseURL: gh.URL})
+		tok, err := github.InstallationToken(ctx, github.AppOptions{AppID: gh.AppID, PrivateKey: gh.AppKey, Repository: scope.Repo, Org: scope.Org, BaseURL: gh.URL})
 		if err != nil {
 			return "", err
 		}

@@ -1,10 +1,10 @@
-// Package ghapp turns a GitHub App's id and private key into an installation token: the
-// credential relay uses instead of a long-lived personal access token, for releases and
-// (in the runner) for registering runners.
-package ghapp
+package github
+
+// A GitHub App's id and private key turn into an installation token: the credential relay
+// uses instead of a long-lived personal access token, for releases and (in the runner and
+// the listener) for registering runners.
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -16,15 +16,16 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/relaydev/relay/internal/httpx"
 )
 
-// Options configure InstallationToken.
-type Options struct {
+// AppOptions configure InstallationToken.
+type AppOptions struct {
 	AppID      string
 	PrivateKey []byte // PEM, as GitHub issues it (PKCS#1) or PKCS#8
 	// InstallationID skips the lookup; else the installation on Repository is used.
@@ -36,6 +37,8 @@ type Options struct {
 	// BaseURL is the REST API root: https://api.github.com (default) or https://HOST/api/v3.
 	BaseURL string
 	HTTP    *http.Client
+	// Retrier is the retry layer HTTP already includes (see Options.Retrier).
+	Retrier *httpx.Retrier
 	Now     func() time.Time
 }
 
@@ -49,7 +52,7 @@ type Token struct {
 
 // InstallationToken signs an App JWT (valid nine minutes, issued a minute in the past for
 // clock drift) and exchanges it for an installation token limited to the repository.
-func InstallationToken(ctx context.Context, o Options) (*Token, error) {
+func InstallationToken(ctx context.Context, o AppOptions) (*Token, error) {
 	if o.AppID == "" || len(o.PrivateKey) == 0 {
 		return nil, errors.New("GitHub App: the app id and its private key are both required")
 	}
@@ -60,10 +63,6 @@ func InstallationToken(ctx context.Context, o Options) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.BaseURL == "" {
-		o.BaseURL = "https://api.github.com"
-	}
-	o.BaseURL = strings.TrimRight(o.BaseURL, "/")
 	if o.HTTP == nil {
 		o.HTTP = &http.Client{Timeout: 30 * time.Second}
 	}
@@ -71,6 +70,10 @@ func InstallationToken(ctx context.Context, o Options) (*Token, error) {
 		o.Now = time.Now
 	}
 	jwt, err := appJWT(o.AppID, key, o.Now())
+	if err != nil {
+		return nil, err
+	}
+	c, err := New(Options{BaseURL: o.BaseURL, Token: Static(jwt), HTTP: o.HTTP, Retrier: o.Retrier})
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +88,7 @@ func InstallationToken(ctx context.Context, o Options) (*Token, error) {
 		var inst struct {
 			ID int64 `json:"id"`
 		}
-		if err := o.do(ctx, http.MethodGet, path, jwt, nil, http.StatusOK, &inst); err != nil {
+		if _, err := c.Do(ctx, http.MethodGet, path, nil, &inst); err != nil {
 			return nil, fmt.Errorf("GitHub App %s: finding its installation on %s (is the App installed there?): %w", o.AppID, on, err)
 		}
 		id = inst.ID
@@ -100,7 +103,7 @@ func InstallationToken(ctx context.Context, o Options) (*Token, error) {
 		ExpiresAt   time.Time         `json:"expires_at"`
 		Permissions map[string]string `json:"permissions"`
 	}
-	if err := o.do(ctx, http.MethodPost, fmt.Sprintf("/app/installations/%d/access_tokens", id), jwt, body, http.StatusCreated, &out); err != nil {
+	if _, err := c.Do(ctx, http.MethodPost, fmt.Sprintf("/app/installations/%d/access_tokens", id), body, &out); err != nil {
 		return nil, fmt.Errorf("GitHub App %s: minting an installation token: %w", o.AppID, err)
 	}
 	if out.Token == "" {
@@ -151,37 +154,4 @@ func appJWT(appID string, key *rsa.PrivateKey, now time.Time) (string, error) {
 		return "", err
 	}
 	return signing + "." + base64.RawURLEncoding.EncodeToString(sig), nil
-}
-
-func (o Options) do(ctx context.Context, method, path, jwt string, body any, want int, out any) error {
-	var r io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		r = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, o.BaseURL+path, r)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+jwt)
-	req.Header.Set("Accept", "application/vnd.github+json")
-	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
-	req.Header.Set("User-Agent", "relay")
-	resp, err := o.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != want {
-		var e struct {
-			Message string `json:"message"`
-		}
-		json.Unmarshal(b, &e)
-		if e.Message == "" {
-			e.Message = strings.TrimSpace(string(b))
-		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Message)
-	}
-	return json.Unmarshal(b, out)
 }

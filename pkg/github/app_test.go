@@ -1,4 +1,4 @@
-package ghapp
+package github
 
 import (
 	"context"
@@ -67,16 +67,16 @@ func TestInstallationToken(t *testing.T) {
 
 	for _, tc := range []struct {
 		name    string
-		o       Options
+		o       AppOptions
 		wantErr string
 	}{
-		{"pkcs1 key, installation looked up", Options{AppID: "7", PrivateKey: pkcs1, Repository: "acme/shop"}, ""},
-		{"pkcs8 key, installation given", Options{AppID: "7", PrivateKey: pkcs8, InstallationID: 4242, Repository: "acme/shop"}, ""},
-		{"another key", Options{AppID: "7", PrivateKey: otherPEM, Repository: "acme/shop"}, "401"},
-		{"not installed", Options{AppID: "7", PrivateKey: pkcs1, Repository: "acme/other"}, "is the App installed there?"},
-		{"bad app id", Options{AppID: "relay-app", PrivateKey: pkcs1, Repository: "acme/shop"}, "not a number"},
-		{"not a key", Options{AppID: "7", PrivateKey: []byte("ghp_notakey"), Repository: "acme/shop"}, "not PEM"},
-		{"no repository", Options{AppID: "7", PrivateKey: pkcs1}, "name the repository"},
+		{"pkcs1 key, installation looked up", AppOptions{AppID: "7", PrivateKey: pkcs1, Repository: "acme/shop"}, ""},
+		{"pkcs8 key, installation given", AppOptions{AppID: "7", PrivateKey: pkcs8, InstallationID: 4242, Repository: "acme/shop"}, ""},
+		{"another key", AppOptions{AppID: "7", PrivateKey: otherPEM, Repository: "acme/shop"}, "401"},
+		{"not installed", AppOptions{AppID: "7", PrivateKey: pkcs1, Repository: "acme/other"}, "is the App installed there?"},
+		{"bad app id", AppOptions{AppID: "relay-app", PrivateKey: pkcs1, Repository: "acme/shop"}, "not a number"},
+		{"not a key", AppOptions{AppID: "7", PrivateKey: []byte("ghp_notakey"), Repository: "acme/shop"}, "not PEM"},
+		{"no repository", AppOptions{AppID: "7", PrivateKey: pkcs1}, "name the repository"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.o.BaseURL, tc.o.Now = srv.URL+"/api/v3/", clock
@@ -93,7 +93,7 @@ func TestInstallationToken(t *testing.T) {
 		})
 	}
 	// A clock far ahead of GitHub's makes an expired-looking JWT: GitHub's refusal surfaces.
-	_, err := InstallationToken(context.Background(), Options{AppID: "7", PrivateKey: pkcs1, Repository: "acme/shop", BaseURL: srv.URL + "/api/v3", Now: func() time.Time { return now.Add(-time.Hour) }})
+	_, err := InstallationToken(context.Background(), AppOptions{AppID: "7", PrivateKey: pkcs1, Repository: "acme/shop", BaseURL: srv.URL + "/api/v3", Now: func() time.Time { return now.Add(-time.Hour) }})
 	if err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("stale clock: %v", err)
 	}

@@ -1,0 +1,77 @@
+package httpx
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// ChainOptions configure the one HTTP stack a relay process sends every request through.
+type ChainOptions struct {
+	// UserAgent is relay's version with the run's correlation id.
+	UserAgent string
+	// Timeout bounds a request without progress (0: DefaultTimeout); Timeouts per host.
+	Timeout  time.Duration
+	Timeouts map[string]time.Duration
+	Retry    RetryOptions
+	// Guard refuses every write to a host that is not loopback (--local, --dry-run).
+	Guard bool
+	// Base is the connection pool (nil: Transport()).
+	Base http.RoundTripper
+	// Trace parents the spans of requests whose context carries none.
+	Trace context.Context
+}
+
+// Chain is relay's outbound HTTP stack, from the outside in: the User-Agent, the write
+// guard, a client span per request (traceparent sent on), one retry layer with a budget per
+// host, the no-progress timeout of each attempt, and one connection pool.
+type Chain struct {
+	ua      string
+	guard   bool
+	retrier *Retrier
+	inner   http.RoundTripper
+}
+
+// NewChain builds the chain; every client of a run takes its transport from the same one.
+func NewChain(o ChainOptions) *Chain {
+	base := o.Base
+	if base == nil {
+		base = Transport()
+	}
+	r := NewRetrier(o.Retry)
+	bounded := IdleTimeout(base, func(host string) time.Duration {
+		if d, ok := o.Timeouts[host]; ok && d > 0 {
+			return d
+		}
+		return o.Timeout
+	})
+	return &Chain{ua: o.UserAgent, guard: o.Guard, retrier: r, inner: Trace(r.RoundTripper(bounded), o.Trace)}
+}
+
+// Transport is the whole chain.
+func (c *Chain) Transport() http.RoundTripper { return c.With(nil) }
+
+// With puts wrap (the dry run's registry overlay, which answers writes itself) between the
+// User-Agent and the write guard, so the guard still sees whatever wrap lets through.
+func (c *Chain) With(wrap func(http.RoundTripper) http.RoundTripper) http.RoundTripper {
+	rt := c.inner
+	if c.guard {
+		rt = WriteGuard(rt)
+	}
+	if wrap != nil {
+		rt = wrap(rt)
+	}
+	if c.ua != "" {
+		rt = UserAgent(rt, c.ua)
+	}
+	return rt
+}
+
+// Client is an *http.Client over the chain.
+func (c *Chain) Client() *http.Client { return &http.Client{Transport: c.Transport()} }
+
+// Retrier is the chain's retry layer, for clients that redo an operation whole.
+func (c *Chain) Retrier() *Retrier { return c.retrier }
+
+// Guarded says whether writes to other hosts than loopback are refused.
+func (c *Chain) Guarded() bool { return c.guard }
