@@ -51,6 +51,8 @@ type Retrier struct {
 	spent map[string]time.Duration
 	hung  map[string]error // hosts whose timeouts used up the budget, with the last one
 	names map[string]string
+	// policies are hosts' own policies (SetPolicy).
+	policies map[string]RetryPolicy
 }
 
 // NewRetrier fills in the defaults.
@@ -85,17 +87,34 @@ func (r *Retrier) Name(service string, hosts ...string) {
 	}
 }
 
-// SetBudget gives host a budget of its own (signing.retry_budget for the Sigstore services).
-func (r *Retrier) SetBudget(host string, d time.Duration) {
-	if d <= 0 {
-		return
-	}
+// SetPolicy gives host a policy of its own: the Sigstore services retry for as long as
+// signing.retry_budget allows, with no cap on attempts, since a log's outage of a few
+// minutes should not fail a release that took an hour to build.
+func (r *Retrier) SetPolicy(host string, p RetryPolicy) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.o.Budgets == nil {
-		r.o.Budgets = map[string]time.Duration{}
+	if r.policies == nil {
+		r.policies = map[string]RetryPolicy{}
 	}
-	r.o.Budgets[host] = d
+	r.policies[host] = p
+}
+
+// policy is host's policy, its budget included.
+func (r *Retrier) policy(host string) RetryPolicy {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.policyLocked(host)
+}
+
+func (r *Retrier) policyLocked(host string) RetryPolicy {
+	if p, ok := r.policies[host]; ok {
+		return p
+	}
+	p := r.o.Policy
+	if b, ok := r.o.Budgets[host]; ok && b > 0 {
+		p.Budget = b
+	}
+	return p
 }
 
 func (r *Retrier) service(host string) string {
@@ -120,8 +139,8 @@ func (r *Retrier) RoundTripper(next http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) { return r.roundTrip(next, req) })
 }
 
-// MaxAttempts is the policy's attempts per request.
-func (r *Retrier) MaxAttempts() int { return r.o.Policy.MaxAttempts }
+// MaxAttempts is host's attempts per request.
+func (r *Retrier) MaxAttempts(host string) int { return r.policy(host).MaxAttempts }
 
 // RetryBudgetError says a host used up its retry budget.
 type RetryBudgetError struct {
@@ -157,18 +176,7 @@ func Retried(err error) bool {
 	return errors.As(err, &re) || errors.As(err, &be)
 }
 
-func (r *Retrier) budget(host string) time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.budgetLocked(host)
-}
-
-func (r *Retrier) budgetLocked(host string) time.Duration {
-	if b, ok := r.o.Budgets[host]; ok && b > 0 {
-		return b
-	}
-	return r.o.Policy.Budget
-}
+func (r *Retrier) budget(host string) time.Duration { return r.policy(host).Budget }
 
 // chargeTimeout counts the time a request to host waited in vain against the host's
 // budget: retries of a hung host would otherwise cost attempts × timeout per request, with
@@ -181,7 +189,7 @@ func (r *Retrier) chargeTimeout(host string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.spent[host] += te.After
-	if r.spent[host] > r.budgetLocked(host) {
+	if r.spent[host] > r.policyLocked(host).Budget {
 		r.hung[host] = err
 	}
 }
@@ -195,6 +203,7 @@ func (r *Retrier) roundTrip(next http.RoundTripper, req *http.Request) (*http.Re
 		return nil, &RetryBudgetError{Host: host, Budget: r.budget(host), Last: last.Error(), Err: last}
 	}
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	max := r.policy(host).MaxAttempts
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 && req.GetBody != nil {
 			body, err := req.GetBody()
@@ -210,10 +219,10 @@ func (r *Retrier) roundTrip(next http.RoundTripper, req *http.Request) (*http.Re
 			resp.Body = &chargedBody{ReadCloser: resp.Body, r: r, host: host}
 		}
 		reason, retry := Retryable(resp, err)
-		if retry && replayable && attempt >= r.o.Policy.MaxAttempts && err != nil {
+		if retry && replayable && attempt >= max && err != nil {
 			return nil, &RetriedError{Attempts: attempt, Err: err}
 		}
-		if !retry || !replayable || attempt >= r.o.Policy.MaxAttempts {
+		if !retry || !replayable || attempt >= max {
 			return resp, err
 		}
 		if resp != nil {
@@ -235,9 +244,10 @@ func (r *Retrier) Wait(ctx context.Context, host string, attempt int, resp *http
 }
 
 func (r *Retrier) wait(ctx context.Context, host, method string, attempt int, resp *http.Response, reason string, cause error) error {
-	wait := r.backoff(attempt, resp)
+	p := r.policy(host)
+	wait := r.backoff(p, attempt, resp)
 	r.mu.Lock()
-	budget := r.budgetLocked(host)
+	budget := p.Budget
 	over := r.spent[host]+wait > budget
 	if !over {
 		r.spent[host] += wait
@@ -247,7 +257,7 @@ func (r *Retrier) wait(ctx context.Context, host, method string, attempt int, re
 		return &RetryBudgetError{Host: host, Budget: budget, Last: reason, Err: cause}
 	}
 	r.o.Logger.Warn(r.service(host)+" request failed, retrying", "host", host, "method", method,
-		"attempt", attempt, "max_attempts", r.o.Policy.MaxAttempts, "reason", reason, "wait_ms", wait.Milliseconds())
+		"attempt", attempt, "max_attempts", p.MaxAttempts, "reason", reason, "wait_ms", wait.Milliseconds())
 	return r.o.Sleep(ctx, wait)
 }
 
@@ -266,10 +276,10 @@ func (b *chargedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (r *Retrier) backoff(attempt int, resp *http.Response) time.Duration {
+func (r *Retrier) backoff(p RetryPolicy, attempt int, resp *http.Response) time.Duration {
 	if resp != nil {
 		if d, ok := retryAfter(resp.Header.Get("Retry-After"), r.o.Now()); ok {
-			return min(d, r.o.Policy.Max)
+			return min(d, p.Max)
 		}
 		// An exhausted rate limit lets nothing through before it resets: waiting less is
 		// pointless, so the wait is the reset, and the budget decides whether to afford it.
@@ -277,9 +287,12 @@ func (r *Retrier) backoff(attempt int, resp *http.Response) time.Duration {
 			return reset
 		}
 	}
-	ceil := r.o.Policy.Initial << (attempt - 1)
-	if ceil <= 0 || ceil > r.o.Policy.Max {
-		ceil = r.o.Policy.Max
+	ceil := p.Max
+	if n := attempt - 1; n < 62 && p.Initial <= p.Max>>n {
+		ceil = p.Initial << n
+	}
+	if ceil <= 0 {
+		ceil = time.Millisecond
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -179,3 +179,35 @@ func TestWaitSharesTheBudget(t *testing.T) {
 		t.Fatalf("another host's budget: %v", err)
 	}
 }
+
+// TestSetPolicy: a host with a policy of its own retries by it (Sigstore: attempts bounded
+// by the budget alone), every other host by the default.
+func TestSetPolicy(t *testing.T) {
+	clock := &instant{}
+	r := NewRetrier(RetryOptions{Policy: RetryPolicy{MaxAttempts: 2, Initial: time.Second, Max: time.Second, Budget: time.Hour},
+		Rand: rand.New(rand.NewSource(1)), Sleep: clock.sleep})
+	r.SetPolicy("rekor.example", RetryPolicy{MaxAttempts: 1 << 30, Initial: time.Second, Max: time.Second, Budget: 10 * time.Second})
+	calls := map[string]int{}
+	rt := r.RoundTripper(roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		calls[req.URL.Host]++
+		return &http.Response{StatusCode: 503, Status: "503 Service Unavailable", Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+	}))
+	for _, host := range []string{"rekor.example", "registry.example"} {
+		req, _ := http.NewRequest("GET", "https://"+host+"/x", nil)
+		resp, err := rt.RoundTrip(req)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		var be *RetryBudgetError
+		switch host {
+		case "rekor.example":
+			if !errors.As(err, &be) || calls[host] < 10 {
+				t.Errorf("%s: %d calls, err %v: want retries until the 10 s budget", host, calls[host], err)
+			}
+		default:
+			if err != nil || calls[host] != 2 {
+				t.Errorf("%s: %d calls, err %v: want the default's 2 attempts", host, calls[host], err)
+			}
+		}
+	}
+}

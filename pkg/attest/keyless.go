@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand"
 	"net/http"
 	"net/url"
@@ -83,9 +84,10 @@ func retrying(sc *root.SigningConfig, transport http.RoundTripper, r *httpx.Retr
 	if transport == nil {
 		transport = httpx.Transport()
 	}
+	// Attempts are bounded by the budget alone: a log's outage of a few minutes should not
+	// fail a release that took an hour to build.
+	policy := httpx.RetryPolicy{MaxAttempts: math.MaxInt32, Initial: time.Second, Max: 32 * time.Second, Budget: budget}
 	if r == nil {
-		policy := httpx.DefaultRetryPolicy
-		policy.Budget = budget
 		r = httpx.NewRetrier(httpx.RetryOptions{Policy: policy, Logger: logger, Sleep: sleep, Rand: rnd})
 		transport = r.RoundTripper(transport)
 	}
@@ -98,7 +100,7 @@ func retrying(sc *root.SigningConfig, transport http.RoundTripper, r *httpx.Retr
 	for _, s := range urls {
 		if u, err := url.Parse(s); err == nil && u.Host != "" {
 			r.Name("Sigstore", u.Host)
-			r.SetBudget(u.Host, budget)
+			r.SetPolicy(u.Host, policy)
 		}
 	}
 	return transport

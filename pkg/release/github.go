@@ -436,7 +436,7 @@ func (g *GitHub) upload(ctx context.Context, rel *ghRelease, have map[string]*gh
 			partial = true
 		}
 		var ge *github.Error
-		if httpx.Retried(err) || !partial && errors.As(err, &ge) || attempt >= g.c.Retrier().MaxAttempts() {
+		if httpx.Retried(err) || !partial && errors.As(err, &ge) || attempt >= g.c.Retrier().MaxAttempts(uploadHost(rel.UploadURL, g.c)) {
 			return fmt.Errorf("uploading release asset %s: %w", name, err)
 		}
 		// A network error the transport could not replay, or a partial asset now gone.
