@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/relaydev/relay/internal/testutil"
+	"github.com/relaydev/relay/internal/wire"
 )
 
 // TestE2EKeylessRelease runs a real (not --local) release of the example against a local
@@ -108,6 +109,18 @@ func TestE2EKeylessRelease(t *testing.T) {
 				t.Fatalf("%s %s: %v\n%s", filepath.Base(bin), args[0], err, out)
 			}
 		}
+	}
+
+	// A dry run over the release predicts what a re-run does: every bundle the identity
+	// signed is reused, so no registry write at all (the identity is read from the token's
+	// claims, not from a certificate Fulcio would have to issue).
+	dry := runRelayEnv(t, dir, []string{"SIGSTORE_ID_TOKEN=" + st.OIDC.Token(t, identity)}, "run", "--dry-run", "--output", "json")
+	var rep wire.Report
+	if err := json.Unmarshal([]byte(dry.stdout), &rep); dry.code != 0 || err != nil || !rep.OK {
+		t.Fatalf("dry run over the keyless release: exit %d, %v\n%s\n%s", dry.code, err, dry.stdout, dry.stderr)
+	}
+	if w := predictedWrites(&rep); len(w) != 0 {
+		t.Fatalf("a dry run over the keyless release predicts %d writes, a re-run makes none: %v", len(w), w)
 	}
 
 	// Again from scratch, with a fresh token: every bundle is reused, nothing is re-signed.

@@ -119,6 +119,7 @@ func drySigning(ctx context.Context, env *steps.Env, cfg *config.Config, o Optio
 	}
 	var endpoints []attest.Endpoint
 	var realKey root.TrustedMaterial // a plain key's: its signatures already attached count
+	var realSigs *attest.Verifier    // keyless: what the run's identity already signed counts
 	what := cfg.Signing.Mode
 	env.Classic = classicWanted(cfg, true)
 	switch cfg.Signing.Mode {
@@ -129,6 +130,9 @@ func drySigning(ctx context.Context, env *steps.Env, cfg *config.Config, o Optio
 		}
 		endpoints, what = s.Endpoints(), "keyless signing"
 		env.Classic = classicWanted(cfg, s.CanSignClassic())
+		if realSigs, err = expectedIdentity(ctx, cfg, o, s); err != nil {
+			return err
+		}
 	case "key":
 		k, f := keyCheck(ctx, cfg, o)
 		d.Checks = append(d.Checks, f)
@@ -179,6 +183,9 @@ func drySigning(ctx context.Context, env *steps.Env, cfg *config.Config, o Optio
 		}
 		env.Verifier = attest.AnyVerifier(env.Verifier, rv)
 	}
+	if realSigs != nil {
+		env.Verifier = attest.AnyVerifier(env.Verifier, realSigs)
+	}
 	env.Signer = standIn{KeySigner: ks, real: what}
 	return nil
 }
@@ -199,6 +206,22 @@ func dryKeyless(ctx context.Context, cfg *config.Config, o Options, d *DryRun) (
 	sub, err := s.CheckIdentity(ctx)
 	d.check("signing identity (keyless)", err, "identity token from "+tokens.Name()+": Fulcio would take it (subject "+sub+")")
 	return s, err
+}
+
+// expectedIdentity verifies bundles of the identity the run's certificate will name, read
+// from the token's claims as Fulcio maps them: what a real run signed keylessly is reused by
+// the dry run, as a re-run reuses it. nil where the mapping is not known (the dry run then
+// predicts signing again, which is the safe side).
+func expectedIdentity(ctx context.Context, cfg *config.Config, o Options, s *attest.KeylessSigner) (*attest.Verifier, error) {
+	p, ok, err := s.ExpectedPolicy(ctx)
+	if err != nil || !ok {
+		return nil, nil // the identity check already reported a token that cannot be had
+	}
+	tm, _, _, err := sigstoreInstance(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	return attest.NewIdentityVerifier(tm, p)
 }
 
 // answers says whether a service is up: any answer below 500 to a GET of its URL.

@@ -1,6 +1,7 @@
 package attest
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -94,4 +95,50 @@ func tokenSubject(token string) string {
 		return c.Email
 	}
 	return c.Sub
+}
+
+// GitHubActionsIssuer is the issuer of GitHub Actions' (github.com's) identity tokens.
+const GitHubActionsIssuer = "https://token.actions.githubusercontent.com"
+
+// ExpectedPolicy is the identity policy Fulcio's certificate for token will satisfy, read
+// from the token's claims as Fulcio maps them: an email token's verified email, or a
+// github.com Actions token's workflow (https://github.com/ + job_workflow_ref). ok is
+// false for a token whose mapping relay does not know; the certificate then tells.
+func ExpectedPolicy(token string) (p IdentityPolicy, ok bool) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return p, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return p, false
+	}
+	var c struct {
+		Iss            string `json:"iss"`
+		Email          string `json:"email"`
+		EmailVerified  *bool  `json:"email_verified"`
+		JobWorkflowRef string `json:"job_workflow_ref"`
+	}
+	if json.Unmarshal(raw, &c) != nil || c.Iss == "" {
+		return p, false
+	}
+	switch {
+	case c.Iss == GitHubActionsIssuer && c.JobWorkflowRef != "":
+		return IdentityPolicy{Identity: "https://github.com/" + c.JobWorkflowRef, Issuer: c.Iss}, true
+	case c.Email != "" && (c.EmailVerified == nil || *c.EmailVerified):
+		return IdentityPolicy{Identity: c.Email, Issuer: c.Iss}, true
+	}
+	return p, false
+}
+
+// ExpectedPolicy is the policy this run's certificate will satisfy, from its identity
+// token's claims, without asking Fulcio (see the package function).
+func (s *KeylessSigner) ExpectedPolicy(ctx context.Context) (IdentityPolicy, bool, error) {
+	tok, err := s.certs.tokens.Token(ctx)
+	if err != nil {
+		return IdentityPolicy{}, false, err
+	}
+	p, ok := ExpectedPolicy(tok)
+	p.NoTransparencyLog = !s.UsesTransparencyLog()
+	return p, ok, nil
 }

@@ -74,3 +74,26 @@ func TestUnusableTokenFailsAtOnce(t *testing.T) {
 		t.Fatalf("unusable token: %v", err)
 	}
 }
+
+func TestExpectedPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		name, claims string
+		want         IdentityPolicy
+		ok           bool
+	}{
+		{"actions", `{"iss":"https://token.actions.githubusercontent.com","sub":"repo:acme/shop:ref:refs/tags/v1","job_workflow_ref":"acme/shop/.github/workflows/release.yml@refs/tags/v1"}`,
+			IdentityPolicy{Identity: "https://github.com/acme/shop/.github/workflows/release.yml@refs/tags/v1", Issuer: "https://token.actions.githubusercontent.com"}, true},
+		{"email", `{"iss":"https://oidc.example","sub":"1","email":"a@example.com","email_verified":true}`, IdentityPolicy{Identity: "a@example.com", Issuer: "https://oidc.example"}, true},
+		{"unverified email", `{"iss":"https://oidc.example","sub":"1","email":"a@example.com","email_verified":false}`, IdentityPolicy{}, false},
+		{"GHES actions: mapping unknown", `{"iss":"https://ghe.example/_services/token","sub":"repo:a/b","job_workflow_ref":"a/b/.github/workflows/r.yml@refs/heads/main"}`, IdentityPolicy{}, false},
+		{"no issuer", `{"sub":"1","email":"a@example.com"}`, IdentityPolicy{}, false},
+	} {
+		got, ok := ExpectedPolicy(testJWT(tc.claims))
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("%s: %+v %v, want %+v %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+	if _, ok := ExpectedPolicy("not-a-jwt"); ok {
+		t.Error("a non-JWT has a policy")
+	}
+}
