@@ -67,6 +67,17 @@ func (c *Chain) With(wrap func(http.RoundTripper) http.RoundTripper) http.RoundT
 	return rt
 }
 
+// Credentials is a client over the chain without the write guard, for the exchanges that
+// mint credentials (a GitHub App's installation token, ACR's and ECR's registry tokens):
+// POSTs that publish nothing, which --local and --dry-run need to read.
+func (c *Chain) Credentials() *http.Client {
+	var rt http.RoundTripper = c.inner
+	if c.ua != "" {
+		rt = UserAgent(rt, c.ua)
+	}
+	return &http.Client{Transport: rt}
+}
+
 // Client is an *http.Client over the chain.
 func (c *Chain) Client() *http.Client { return &http.Client{Transport: c.Transport()} }
 

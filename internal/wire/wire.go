@@ -18,12 +18,14 @@ import (
 	"strings"
 	"time"
 
+	azpolicy "github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	git "github.com/go-git/go-git/v5"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sigstore/sigstore-go/pkg/root"
+	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 
 	"github.com/relaydev/relay/internal/httpx"
@@ -373,7 +375,7 @@ func registryClient(ctx context.Context, o Options, registries []config.Registry
 		return nil, overlayErr
 	}
 	client, err := oci.New(oci.WithTransport(rt), oci.WithLogger(logger), oci.WithJobs(o.Jobs),
-		oci.WithUserAgent(userAgent(o.Version, o.CorrelationID)), oci.WithKeychain(oci.Keychain(o.Getenv)))
+		oci.WithUserAgent(userAgent(o.Version, o.CorrelationID)), oci.WithKeychain(oci.Keychain(o.Getenv, chain.Credentials())))
 	if err != nil {
 		return nil, &UsageError{err}
 	}
@@ -502,7 +504,10 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 		timeout, _ := a.Timeout.Value() // parsed and validated with the config
 		// The workload's identity: workload identity federation, managed identity, or the
 		// AZURE_* variables of a service principal; relay.yaml holds no secret.
-		cred, err := azidentity.NewDefaultAzureCredential(nil)
+		// Its token requests go through relay's chain (the SDK's own retries off), unguarded:
+		// they mint a credential and write nothing.
+		cred, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
+			ClientOptions: azpolicy.ClientOptions{Transport: o.chain(ctx).Credentials(), Retry: azpolicy.RetryOptions{MaxRetries: -1}}})
 		if err != nil {
 			return nil, &config.Error{File: o.Config, Msg: "builder acr: no Azure identity: " + err.Error(), Fix: "run with a workload or managed identity (docs/config.md, Builders)"}
 		}
@@ -513,7 +518,9 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 		timeout, _ := g.Timeout.Value() // parsed and validated with the config
 		// Application default credentials: the metadata server (GKE workload identity,
 		// Cloud Run), workload identity federation, or GOOGLE_APPLICATION_CREDENTIALS.
-		creds, err := google.FindDefaultCredentials(ctx, "https://www.googleapis.com/auth/cloud-platform")
+		// Token exchanges (service account keys, workload identity federation) go through
+		// relay's chain; the metadata server's client is its own.
+		creds, err := google.FindDefaultCredentials(context.WithValue(ctx, oauth2.HTTPClient, o.chain(ctx).Credentials()), "https://www.googleapis.com/auth/cloud-platform")
 		if err != nil {
 			return nil, &config.Error{File: o.Config, Msg: "builder gcb: no Google credentials: " + err.Error(), Fix: "run with workload identity or application default credentials (docs/config.md, Builders)"}
 		}
@@ -607,7 +614,7 @@ func githubToken(ctx context.Context, o Options, cfg *config.Config) (string, er
 	}
 	chain := o.chain(ctx)
 	tok, err := github.InstallationToken(ctx, github.AppOptions{AppID: id, PrivateKey: key, Repository: cfg.Release.GitHub.Repository, BaseURL: cfg.Release.GitHub.BaseURL,
-		HTTP: chain.Client(), Retrier: chain.Retrier()})
+		HTTP: chain.Credentials(), Retrier: chain.Retrier()})
 	if err != nil {
 		return "", err
 	}

@@ -1,6 +1,9 @@
 package oci
 
 import (
+	"net/http"
+	"time"
+
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/google"
 )
@@ -17,13 +20,23 @@ import (
 //  5. private Amazon ECR through ecr:GetAuthorizationToken with the AWS SDK's default
 //     credential chain (IRSA web identity, ECS/Fargate/CodeBuild container credentials,
 //     instance profile). Only ECR hosts ever reach AWS.
-func Keychain(getenv func(string) string) authn.Keychain {
-	kcs := []authn.Keychain{envKeychain{getenv}, authn.DefaultKeychain, google.Keychain, ECRKeychain(ECROptions{})}
+//
+// hc (nil: each keychain's own) carries the ACR and ECR token exchanges: relay passes its
+// chain, so they get relay's User-Agent, traces and retry layer.
+func Keychain(getenv func(string) string, hc *http.Client) authn.Keychain {
+	kcs := []authn.Keychain{envKeychain{getenv}, authn.DefaultKeychain, google.Keychain, ECRKeychain(ECROptions{HTTP: hc})}
 	if getenv("IDENTITY_ENDPOINT") != "" || getenv("AZURE_CLIENT_ID") != "" {
+		var acr *http.Client
+		if hc != nil {
+			c := *hc
+			c.Timeout = 10 * time.Second // IMDS that hangs is not there: fail fast
+			acr = &c
+		}
 		kcs = append(kcs, ACRKeychain(ACROptions{
 			IdentityEndpoint: getenv("IDENTITY_ENDPOINT"),
 			IdentityHeader:   getenv("IDENTITY_HEADER"),
 			ClientID:         getenv("AZURE_CLIENT_ID"),
+			HTTP:             acr,
 		}))
 	}
 	return authn.NewMultiKeychain(kcs...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -28,7 +29,10 @@ type ECROptions struct {
 	// default chain: environment, shared files, web identity (EKS), container credentials
 	// (ECS, Fargate, CodeBuild) and the instance metadata service.
 	LoadConfig func(ctx context.Context, region string) (aws.Config, error)
-	Now        func() time.Time
+	// HTTP carries the default LoadConfig's requests (relay's chain: then the SDK's own
+	// retryer is off, the chain being the one retry layer); nil: the SDK's client.
+	HTTP *http.Client
+	Now  func() time.Time
 }
 
 // ECRKeychain gives private ECR registries credentials from ecr:GetAuthorizationToken,
@@ -38,6 +42,10 @@ type ECROptions struct {
 func ECRKeychain(o ECROptions) authn.Keychain {
 	if o.LoadConfig == nil {
 		o.LoadConfig = func(ctx context.Context, region string) (aws.Config, error) {
+			if o.HTTP != nil {
+				return config.LoadDefaultConfig(ctx, config.WithRegion(region), config.WithHTTPClient(o.HTTP),
+					config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }))
+			}
 			return config.LoadDefaultConfig(ctx, config.WithRegion(region),
 				config.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(30*time.Second)))
 		}
