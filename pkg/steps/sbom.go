@@ -83,14 +83,18 @@ func (SBOM) Run(ctx context.Context, env *Env, st *State) error {
 			var once sync.Once
 			var docs map[string][]byte
 			var genErr error
-			generate := func(ctx context.Context) (map[string][]byte, error) {
+			// syft catalogs under the step's context, not the group's: a sibling's failure
+			// (another SBOM over its budget) must not cancel a catalog mid-way, where syft
+			// 1.57's go-sync races on its context (seen under -race). Waiting for a CPU
+			// slot still stops with the group.
+			generate := func(wait context.Context) (map[string][]byte, error) {
 				once.Do(func() {
 					select {
 					case cpus <- struct{}{}:
 						defer func() { <-cpus }()
 						docs, genErr = env.SBOM.Generate(ctx, ref)
-					case <-ctx.Done():
-						genErr = ctx.Err()
+					case <-wait.Done():
+						genErr = wait.Err()
 					}
 				})
 				return docs, genErr
