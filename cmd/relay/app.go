@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	ctx, tel, terr := telemetry.Start(ctx, telemetry.Options{Getenv: getenv, Version: version, Command: commandName(args),
 		Attributes: []attribute.KeyValue{attribute.String("cicd.pipeline.name", wire.Workflow(getenv)), attribute.String("cicd.pipeline.run.id", cid)}})
 	if terr == nil {
-		terr = telemetry.CheckParent(getenv)
+		terr = telemetry.CheckParent(ctx, getenv)
 	}
 	if terr != nil {
 		fmt.Fprintf(stderr, "relay: tracing: %s\n", red.Redact(terr.Error()))

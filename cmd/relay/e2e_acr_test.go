@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +33,7 @@ func TestE2EACRRelease(t *testing.T) {
 		return buildExampleAt(ctx, lb, c, dir, platform, reg+"/"+repository+":"+tag)
 	})
 	releaseWithBuilder(t, reg, "builder: {kind: acr, registry: "+reg+"/build, acr: {subscription: sub-1, resource_group: rg-build, registry: relayacr, arm_endpoint: "+fake.URL+"}}",
-		fake.IdentityEnv(), func() int { return len(fake.Requests()) })
+		fake.IdentityEnv(), func() int { return len(fake.Requests()) }, fake.OnRequest)
 }
 
 // TestE2EGCBRelease is the same with builder.kind gcb: application default credentials from
@@ -48,7 +49,7 @@ func TestE2EGCBRelease(t *testing.T) {
 		return buildExampleAt(ctx, lb, c, dir, platform, image)
 	})
 	releaseWithBuilder(t, reg, "builder: {kind: gcb, registry: "+reg+"/build, gcb: {project: acme-build, bucket: acme-build-sources, endpoints: {cloudbuild: "+fake.URL+
-		", storage: "+fake.URL+", logging: "+fake.URL+"}}}", fake.MetadataEnv(), func() int { return len(fake.Bodies()) })
+		", storage: "+fake.URL+", logging: "+fake.URL+"}}}", fake.MetadataEnv(), func() int { return len(fake.Bodies()) }, fake.OnRequest)
 }
 
 // buildExampleAt builds the example's image from an unpacked context with the local builder,
@@ -69,9 +70,15 @@ func buildExampleAt(ctx context.Context, lb *build.Local, c *oci.Client, dir, pl
 
 // releaseWithBuilder releases the example with the given builder section and environment,
 // then checks one remote build ran per platform, the digests went through the pipeline,
-// relay verify accepts the result and the remote log reached relay's log.
-func releaseWithBuilder(t *testing.T, reg, builder string, env []string, builds func() int) {
+// relay verify accepts the result and the remote log reached relay's log, and that every
+// request the builder's fake got (its identity's token requests included) carried relay's
+// User-Agent and the caller's traceparent.
+func releaseWithBuilder(t *testing.T, reg, builder string, env []string, builds func() int, onRequest func(func(*http.Request))) {
 	t.Helper()
+	var hdrs headerLog
+	onRequest(hdrs.add)
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	env = append(env, "TRACEPARENT=00-"+traceID+"-00f067aa0ba902b7-01")
 	dir := realExample(t, reg, "signing: {mode: key, key: "+testKeyFile(t)+", tlog: false}\n")
 	cfgPath := filepath.Join(dir, "relay.yaml")
 	cfg, _ := os.ReadFile(cfgPath)
@@ -105,4 +112,5 @@ func releaseWithBuilder(t *testing.T, reg, builder string, env []string, builds 
 	if !strings.Contains(r.stderr, `"msg":"build run succeeded"`) || !strings.Contains(r.stderr, `"msg":"build log"`) {
 		t.Fatalf("remote builds not logged:\n%s", r.stderr)
 	}
+	checkHeaders(t, hdrs.since(0), traceID, 10)
 }

@@ -137,11 +137,12 @@ func (s setter) Keys() []string        { return nil }
 var ErrBadParent = errors.New("TRACEPARENT is not W3C trace context (00-<32 hex>-<16 hex>-<2 hex>): starting a new trace")
 
 // CheckParent says whether TRACEPARENT, when set, was understood.
-func CheckParent(getenv func(string) string) error {
+func CheckParent(ctx context.Context, getenv func(string) string) error {
 	if getenv("TRACEPARENT") == "" {
 		return nil
 	}
-	if !trace.SpanContextFromContext(Continue(context.Background(), getenv)).IsValid() {
+	// Whatever span ctx carries is set aside: only TRACEPARENT may make the result valid.
+	if !trace.SpanContextFromContext(Continue(trace.ContextWithSpanContext(ctx, trace.SpanContext{}), getenv)).IsValid() {
 		return ErrBadParent
 	}
 	return nil

@@ -42,11 +42,15 @@ func TestStartContinuesTheCallersTrace(t *testing.T) {
 		t.Fatal("no trace without TRACEPARENT")
 	}
 	tel.End(ctx, nil)
-	if err := CheckParent(env(map[string]string{"TRACEPARENT": "garbage"})); err != ErrBadParent {
+	if err := CheckParent(context.Background(), env(map[string]string{"TRACEPARENT": "garbage"})); err != ErrBadParent {
 		t.Fatalf("malformed TRACEPARENT: %v", err)
 	}
-	if err := CheckParent(env(map[string]string{"TRACEPARENT": parent})); err != nil {
+	if err := CheckParent(context.Background(), env(map[string]string{"TRACEPARENT": parent})); err != nil {
 		t.Fatal(err)
+	}
+	// The run's own span (ctx has one) does not make a malformed TRACEPARENT look valid.
+	if err := CheckParent(ctx, env(map[string]string{"TRACEPARENT": "garbage"})); err != ErrBadParent {
+		t.Fatalf("malformed TRACEPARENT under the run's span: %v", err)
 	}
 }
 

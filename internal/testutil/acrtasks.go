@@ -30,8 +30,9 @@ type ACRBuildFunc func(ctx context.Context, dir, platform, repository, tag strin
 // links (source upload, run log with Range reads), and bearer-token checks. A run moves
 // Queued -> Running -> (built by Build) Succeeded or Failed, one state per GET.
 type ACRTasks struct {
-	URL   string
-	Build ACRBuildFunc
+	onRequest func(*http.Request)
+	URL       string
+	Build     ACRBuildFunc
 	// Faults: answer the next Throttle ARM calls 429 (Retry-After: 0); reject the next
 	// Expired calls 401; Fail makes runs fail (Step ... error in the log); Hang keeps runs
 	// Running until cancelled; TimeoutRun ends runs with status Timeout.
@@ -109,9 +110,19 @@ func (a *ACRTasks) Upload(n int) []byte {
 
 const acrRegistryPath = "/subscriptions/sub-1/resourceGroups/rg-build/providers/Microsoft.ContainerRegistry/registries/relayacr"
 
+// OnRequest shows f every request the fake gets, before it is served.
+func (a *ACRTasks) OnRequest(f func(*http.Request)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.onRequest = f
+}
+
 func (a *ACRTasks) serve(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.onRequest != nil {
+		a.onRequest(r)
+	}
 	a.calls = append(a.calls, r.Method+" "+r.URL.Path)
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	reply := func(code int, v any) {

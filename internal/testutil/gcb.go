@@ -25,8 +25,9 @@ type RemoteBuildFunc func(ctx context.Context, dir, platform, image string) (dig
 // endpoint (GCE_METADATA_HOST) for application default credentials. A build moves QUEUED ->
 // WORKING -> (built by Build) SUCCESS or FAILURE, one state per GET.
 type CloudBuild struct {
-	URL   string
-	Build RemoteBuildFunc
+	onRequest func(*http.Request)
+	URL       string
+	Build     RemoteBuildFunc
 	// Faults: Throttle and Expired answer the next calls 429 or 401; Fail, Hang and
 	// TimeoutRun end builds FAILURE, never, or TIMEOUT; LogsForbidden refuses entries:list.
 	Throttle, Expired      int
@@ -99,9 +100,19 @@ func (g *CloudBuild) Object(bucket, name string) []byte {
 	return g.objects[bucket+"/"+name]
 }
 
+// OnRequest shows f every request the fake gets, before it is served.
+func (g *CloudBuild) OnRequest(f func(*http.Request)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.onRequest = f
+}
+
 func (g *CloudBuild) serve(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.onRequest != nil {
+		g.onRequest(r)
+	}
 	p := r.URL.Path
 	g.calls = append(g.calls, r.Method+" "+p)
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")

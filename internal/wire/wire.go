@@ -25,8 +25,6 @@ import (
 	git "github.com/go-git/go-git/v5"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sigstore/sigstore-go/pkg/root"
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/google"
 
 	"github.com/relaydev/relay/internal/httpx"
 	"github.com/relaydev/relay/pkg/attest"
@@ -518,13 +516,11 @@ func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode
 		timeout, _ := g.Timeout.Value() // parsed and validated with the config
 		// Application default credentials: the metadata server (GKE workload identity,
 		// Cloud Run), workload identity federation, or GOOGLE_APPLICATION_CREDENTIALS.
-		// Token exchanges (service account keys, workload identity federation) go through
-		// relay's chain; the metadata server's client is its own.
-		creds, err := google.FindDefaultCredentials(context.WithValue(ctx, oauth2.HTTPClient, o.chain(ctx).Credentials()), "https://www.googleapis.com/auth/cloud-platform")
+		tokens, err := googleTokens(ctx, o.chain(ctx).Credentials(), o.Getenv)
 		if err != nil {
 			return nil, &config.Error{File: o.Config, Msg: "builder gcb: no Google credentials: " + err.Error(), Fix: "run with workload identity or application default credentials (docs/config.md, Builders)"}
 		}
-		opts := build.GCBOptions{Project: g.Project, Location: g.Location, Bucket: g.Bucket, Timeout: timeout, Tokens: creds.TokenSource, Client: client, Logger: logger,
+		opts := build.GCBOptions{Project: g.Project, Location: g.Location, Bucket: g.Bucket, Timeout: timeout, Tokens: tokens, Client: client, Logger: logger,
 			HTTP: o.chain(ctx).Client(), Retrier: o.chain(ctx).Retrier()}
 		if e := g.Endpoints; e != nil {
 			opts.CloudBuildEndpoint, opts.StorageEndpoint, opts.LoggingEndpoint, opts.ResourceManagerEndpoint = e.CloudBuild, e.Storage, e.Logging, e.ResourceManager
