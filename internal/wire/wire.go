@@ -259,8 +259,10 @@ func wireLocal(ctx context.Context, w *Wired, o Options, cfg *config.Config) err
 	w.cleanup = func() { sb.Close() }
 	addr := sb.Addr()
 	env.MapRepository = func(s string) (name.Repository, error) {
-		// Keep the configured host as a path component so two targets stay two repositories.
-		return name.NewRepository(addr + "/" + strings.ToLower(s))
+		// Keep the configured host as a path component so two targets stay two
+		// repositories; a port's colon is not allowed in a path (localhost:5000 -> localhost_5000).
+		host, rest, _ := strings.Cut(strings.ToLower(s), "/")
+		return name.NewRepository(addr + "/" + strings.ReplaceAll(host, ":", "_") + "/" + rest)
 	}
 	o.Logger.Info("local sandbox registry", "addr", addr)
 	if env.SourceRepo, err = localSource(ctx, cfg, env.StateDir, o.Getenv, o.Logger); err != nil {

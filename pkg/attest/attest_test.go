@@ -170,12 +170,14 @@ func TestProvenanceGolden(t *testing.T) {
 		Builder:       "local",
 		BuilderRunIDs: map[string]string{"shop": "local-1"},
 		BaseImages:    []string{digestB},
-		BuilderID:     DefaultBuilderIDURI + "/runner-7",
-		InvocationID:  "42-1-release",
-		StartedOn:     time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC),
-		FinishedOn:    time.Date(2026, 11, 1, 10, 2, 3, 0, time.UTC),
-		BuildLogs:     map[string]string{"shop": "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"},
-		RelayVersion:  "v0.0.0-test",
+		Bases: []BaseRef{{Name: "ghcr.io/actions/actions-runner:2.330.0", Digest: digestB, Platform: "linux/arm64"},
+			{Name: "ghcr.io/actions/actions-runner:2.330.0", Digest: digestA, Platform: "linux/amd64"}},
+		BuilderID:    DefaultBuilderIDURI + "/runner-7",
+		InvocationID: "42-1-release",
+		StartedOn:    time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC),
+		FinishedOn:   time.Date(2026, 11, 1, 10, 2, 3, 0, time.UTC),
+		BuildLogs:    map[string]string{"shop": "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"},
+		RelayVersion: "v0.0.0-test",
 	}
 	got, err := Provenance(in)
 	if err != nil {

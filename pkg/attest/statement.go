@@ -96,14 +96,18 @@ type ProvenanceInput struct {
 	ConfigDigest  string // sha256 of relay.yaml
 	Builder       string // builder backend
 	BuilderRunIDs map[string]string
-	BaseImages    []string // digests
-	BuilderID     string   // runner identity
-	InvocationID  string   // correlation id
+	BaseImages    []string  // digests (OCI layout bases)
+	Bases         []BaseRef // registry bases, per platform
+	BuilderID     string    // runner identity
+	InvocationID  string    // correlation id
 	StartedOn     time.Time
 	FinishedOn    time.Time
 	BuildLogs     map[string]string // image -> sha256 of its build log
 	RelayVersion  string
 }
+
+// BaseRef is a registry base image one platform was built on.
+type BaseRef struct{ Name, Digest, Platform string }
 
 // Provenance returns a SLSA v1 provenance statement (canonical JSON).
 func Provenance(in ProvenanceInput) ([]byte, error) {
@@ -132,6 +136,16 @@ func Provenance(in ProvenanceInput) ([]byte, error) {
 	sort.Strings(bases)
 	for _, b := range bases {
 		deps = append(deps, &intoto.ResourceDescriptor{Name: "base-image", Digest: digestMap(b)})
+	}
+	refs := append([]BaseRef(nil), in.Bases...)
+	sort.Slice(refs, func(i, j int) bool { return refs[i].Platform < refs[j].Platform })
+	for _, b := range refs {
+		ann, err := structpb.NewStruct(map[string]any{"platform": b.Platform})
+		if err != nil {
+			return nil, err
+		}
+		// The URI pulls exactly this platform's base: REGISTRY/REPO[:TAG]@sha256:….
+		deps = append(deps, &intoto.ResourceDescriptor{Name: "base-image", Uri: b.Name + "@" + b.Digest, Digest: digestMap(b.Digest), Annotations: ann})
 	}
 	var byproducts []*intoto.ResourceDescriptor
 	names := make([]string, 0, len(in.BuildLogs))

@@ -29,7 +29,9 @@ type Image struct {
 
 // LocalSpec is an image the local builder assembles without a daemon.
 type LocalSpec struct {
-	Base       string // "scratch" or "oci-layout:PATH[@sha256:...]" (PATH absolute or relative to ConfigDir)
+	// Base is "scratch", "oci-layout:PATH[@sha256:...]" (PATH absolute or relative to
+	// ConfigDir) or a registry image REGISTRY/REPO[:TAG][@sha256:…].
+	Base       string
 	Go         *GoSpec
 	Files      []File
 	Entrypoint []string
@@ -51,8 +53,10 @@ type GoSpec struct {
 
 // File copies a file or directory of the context into the image.
 type File struct {
-	Src, Dst string
+	Src, Dst string // Src may name the platform: dist/relay_{{ .Os }}_{{ .Arch }}
 	Mode     string // octal; empty keeps only the executable bit
+	// Platforms limits the file to these platforms (empty: every platform).
+	Platforms []string
 }
 
 // DockerSpec is how a cloud builder builds the image from its context.
@@ -77,7 +81,8 @@ type Result struct {
 	MediaType  string         `json:"media_type"`
 	Size       int64          `json:"size"`
 	Platforms  []oci.Manifest `json:"platforms"`
-	BaseImages []string       `json:"base_images,omitempty"` // digests of base images
+	BaseImages []string       `json:"base_images,omitempty"` // digests of OCI layout bases
+	Bases      []Base         `json:"bases,omitempty"`       // registry bases, per platform
 	Builder    string         `json:"builder"`
 	RunID      string         `json:"run_id,omitempty"`
 	Log        []byte         `json:"-"`

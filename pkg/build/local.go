@@ -14,14 +14,15 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"text/template"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -87,32 +88,57 @@ func (l *Local) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	filesLayer, err := filesLayer(req.ContextDir, spec.Files, epoch)
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", req.Image.Name, err)
+	// One files layer for all platforms, unless the files differ per platform.
+	var shared v1.Layer
+	if !perPlatform(spec.Files) {
+		if shared, err = filesLayer(req.ContextDir, spec.Files, epoch); err != nil {
+			return nil, fmt.Errorf("image %s: %w", req.Image.Name, err)
+		}
 	}
 
 	type built struct {
 		img  v1.Image
 		plat v1.Platform
-		base string
+		base *Base
+	}
+	plats := make([]v1.Platform, len(req.Image.Platforms))
+	for i, ps := range req.Image.Platforms {
+		plat, err := v1.ParsePlatform(ps)
+		if err != nil {
+			return nil, &InputError{fmt.Errorf("image %s: platform %q: %w", req.Image.Name, ps, err)}
+		}
+		plats[i] = *plat
+	}
+	// The base is resolved once, and must have every platform, before anything is built.
+	rb, err := l.resolveBase(ctx, spec.Base, plats)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", req.Image.Name, err)
 	}
 	out := make([]built, len(req.Image.Platforms))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(l.o.Jobs)
 	for i, ps := range req.Image.Platforms {
 		g.Go(func() error {
-			plat, err := v1.ParsePlatform(ps)
-			if err != nil {
-				return &InputError{fmt.Errorf("image %s: platform %q: %w", req.Image.Name, ps, err)}
-			}
-			base, baseDigest, err := l.base(spec.Base, *plat)
+			plat := &plats[i]
+			// Build's ctx, not the group's: the base's layers are read lazily at push time,
+			// after the group (and its context) is done.
+			base, baseInfo, err := rb.image(ctx, *plat)
 			if err != nil {
 				return fmt.Errorf("image %s: base for %s: %w", req.Image.Name, ps, err)
 			}
 			var layers []v1.Layer
-			if filesLayer != nil {
-				layers = append(layers, filesLayer)
+			files := shared
+			if perPlatform(spec.Files) {
+				pf, err := platformFiles(spec.Files, *plat)
+				if err != nil {
+					return fmt.Errorf("image %s (%s): %w", req.Image.Name, ps, err)
+				}
+				if files, err = filesLayer(req.ContextDir, pf, epoch); err != nil {
+					return fmt.Errorf("image %s (%s): %w", req.Image.Name, ps, err)
+				}
+			}
+			if files != nil {
+				layers = append(layers, files)
 			}
 			if spec.Go != nil {
 				bin := filepath.Join(tmp, strings.ReplaceAll(ps, "/", "-"), "bin")
@@ -125,11 +151,11 @@ func (l *Local) Build(ctx context.Context, req Request) (*Result, error) {
 				}
 				layers = append(layers, gl)
 			}
-			img, err := assemble(base, layers, req, *plat, epoch)
+			img, err := assemble(base, layers, req, *plat, epoch, baseInfo)
 			if err != nil {
 				return fmt.Errorf("image %s (%s): %w", req.Image.Name, ps, err)
 			}
-			out[i] = built{img: img, plat: *plat, base: baseDigest}
+			out[i] = built{img: img, plat: *plat, base: baseInfo}
 			return nil
 		})
 	}
@@ -145,9 +171,12 @@ func (l *Local) Build(ctx context.Context, req Request) (*Result, error) {
 			return nil, err
 		}
 		res.Platforms = append(res.Platforms, oci.Manifest{Platform: b.plat.String(), Digest: d.DigestStr()})
-		if b.base != "" && !seenBase[b.base] {
-			seenBase[b.base] = true
-			res.BaseImages = append(res.BaseImages, b.base)
+		switch {
+		case b.base != nil && b.base.Name != "": // a registry base: named, per platform
+			res.Bases = append(res.Bases, *b.base)
+		case b.base != nil && !seenBase[b.base.Digest]:
+			seenBase[b.base.Digest] = true
+			res.BaseImages = append(res.BaseImages, b.base.Digest)
 		}
 		fmt.Fprintf(&logBuf, "pushed %s as %s\n", b.plat.String(), d.DigestStr())
 	}
@@ -183,57 +212,6 @@ func (l *Local) Build(ctx context.Context, req Request) (*Result, error) {
 	sum := sha256.Sum256(res.Log)
 	res.RunID = fmt.Sprintf("local-%x", sum[:6])
 	return res, nil
-}
-
-func (l *Local) base(spec string, plat v1.Platform) (v1.Image, string, error) {
-	if spec == "scratch" {
-		return mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON), "", nil
-	}
-	p := strings.TrimPrefix(spec, "oci-layout:")
-	if !filepath.IsAbs(p) {
-		p = filepath.Join(l.o.ConfigDir, p)
-	}
-	idx, err := layout.ImageIndexFromPath(p)
-	if err != nil {
-		return nil, "", fmt.Errorf("reading OCI layout %s: %w (fix: point local.base at a directory with oci-layout and index.json)", p, err)
-	}
-	return pickPlatform(idx, plat, p)
-}
-
-func pickPlatform(idx v1.ImageIndex, plat v1.Platform, where string) (v1.Image, string, error) {
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return nil, "", err
-	}
-	for _, d := range im.Manifests {
-		switch {
-		case d.MediaType.IsIndex():
-			child, err := idx.ImageIndex(d.Digest)
-			if err != nil {
-				return nil, "", err
-			}
-			if img, dg, err := pickPlatform(child, plat, where); err == nil {
-				return img, dg, nil
-			}
-		case d.MediaType.IsImage():
-			img, err := idx.Image(d.Digest)
-			if err != nil {
-				return nil, "", err
-			}
-			p := d.Platform
-			if p == nil {
-				cf, err := img.ConfigFile()
-				if err != nil {
-					return nil, "", err
-				}
-				p = cf.Platform()
-			}
-			if p != nil && p.OS == plat.OS && p.Architecture == plat.Architecture && (plat.Variant == "" || p.Variant == plat.Variant) {
-				return img, d.Digest.String(), nil
-			}
-		}
-	}
-	return nil, "", fmt.Errorf("%s has no image for %s", where, plat.String())
 }
 
 func (l *Local) goBuild(ctx context.Context, req Request, plat v1.Platform, out string, logw io.Writer) error {
@@ -276,7 +254,7 @@ func (l *Local) goBuild(ctx context.Context, req Request, plat v1.Platform, out 
 	return nil
 }
 
-func assemble(base v1.Image, layers []v1.Layer, req Request, plat v1.Platform, epoch time.Time) (v1.Image, error) {
+func assemble(base v1.Image, layers []v1.Layer, req Request, plat v1.Platform, epoch time.Time, from *Base) (v1.Image, error) {
 	spec := req.Image.Local
 	adds := make([]mutate.Addendum, len(layers))
 	for i, l := range layers {
@@ -341,7 +319,15 @@ func assemble(base v1.Image, layers []v1.Layer, req Request, plat v1.Platform, e
 	if err != nil {
 		return nil, err
 	}
-	return mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON), nil
+	img = mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON)
+	if from != nil && from.Name != "" {
+		// The OCI annotations that say what an image was built on, for scanners and rebuilders.
+		img = mutate.Annotations(img, map[string]string{
+			"org.opencontainers.image.base.name":   from.Name,
+			"org.opencontainers.image.base.digest": from.Digest,
+		}).(v1.Image)
+	}
+	return img, nil
 }
 
 func mergeEnv(base, add []string) []string {
@@ -369,6 +355,44 @@ type tarEntry struct {
 }
 
 // filesLayer makes one reproducible layer of the configured files (nil when there are none).
+// perPlatform says whether the files differ between platforms: a src templated on the
+// platform, or a file only some platforms get.
+func perPlatform(files []File) bool {
+	for _, f := range files {
+		if len(f.Platforms) > 0 || strings.Contains(f.Src, "{{") {
+			return true
+		}
+	}
+	return false
+}
+
+// platformFiles are the files plat gets, with their sources' templates filled in
+// ({{ .Os }}, {{ .Arch }}, {{ .Variant }}).
+func platformFiles(files []File, plat v1.Platform) ([]File, error) {
+	var out []File
+	for _, f := range files {
+		if len(f.Platforms) > 0 && !slices.ContainsFunc(f.Platforms, func(s string) bool {
+			p, err := v1.ParsePlatform(s)
+			return err == nil && samePlatform(plat, *p)
+		}) {
+			continue
+		}
+		if strings.Contains(f.Src, "{{") {
+			tm, err := template.New("src").Option("missingkey=error").Parse(f.Src)
+			if err != nil {
+				return nil, &InputError{fmt.Errorf("files: src %q: %w", f.Src, err)}
+			}
+			var b strings.Builder
+			if err := tm.Execute(&b, struct{ Os, Arch, Variant string }{plat.OS, plat.Architecture, plat.Variant}); err != nil {
+				return nil, &InputError{fmt.Errorf("files: src %q: %w (fix: use {{ .Os }}, {{ .Arch }} or {{ .Variant }})", f.Src, err)}
+			}
+			f.Src = b.String()
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
 func filesLayer(ctxDir string, files []File, epoch time.Time) (v1.Layer, error) {
 	if len(files) == 0 {
 		return nil, nil

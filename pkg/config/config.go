@@ -13,8 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"text/template"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -131,7 +133,8 @@ type Image struct {
 
 // LocalBuild describes an image the local builder assembles without a daemon.
 type LocalBuild struct {
-	// Base is "scratch" or "oci-layout:PATH[@sha256:...]" (relative to the config file).
+	// Base is "scratch", "oci-layout:PATH[@sha256:...]" (relative to the config file), or
+	// a registry image REGISTRY/REPO[:TAG]@sha256:… (a tag alone is resolved each build).
 	Base       string            `yaml:"base,omitempty" json:"base,omitempty"`
 	Go         *GoBuild          `yaml:"go,omitempty" json:"go,omitempty"`
 	Files      []File            `yaml:"files,omitempty" json:"files,omitempty"`
@@ -156,9 +159,13 @@ type GoBuild struct {
 
 // File copies a file or directory of the checkout into the image.
 type File struct {
+	// Src is relative to the image context; it may name the platform, as in
+	// dist/relay_{{ .Os }}_{{ .Arch }} (also {{ .Variant }}).
 	Src  string `yaml:"src" json:"src"`
 	Dst  string `yaml:"dst" json:"dst"`
 	Mode string `yaml:"mode,omitempty" json:"mode,omitempty"`
+	// Platforms limits the file to some of the image's platforms.
+	Platforms []string `yaml:"platforms,omitempty" json:"platforms,omitempty"`
 }
 
 // Signing chooses the signer.
@@ -658,11 +665,30 @@ func (c *Config) validateImage(v *validator, im Image, at func(...string) []stri
 	return validateLocal(v, im, at)
 }
 
+// registryBaseProblem says what keeps base from being a registry image reference (the
+// builder parses it fully): a registry host must be named, and a tag or a digest.
+func registryBaseProblem(base string) string {
+	first, rest, ok := strings.Cut(base, "/")
+	if !ok || rest == "" || !(strings.ContainsAny(first, ".:") || first == "localhost") {
+		return "names no registry host"
+	}
+	repo, dg, pinned := strings.Cut(base, "@")
+	if pinned && !strings.HasPrefix(dg, "sha256:") {
+		return "has a digest that is not sha256:…"
+	}
+	if !pinned && !strings.Contains(repo[strings.LastIndex(repo, "/")+1:], ":") {
+		return "has neither a tag nor a digest"
+	}
+	return ""
+}
+
 // validateLocal checks an image's local build: base, labels and files.
 func validateLocal(v *validator, im Image, at func(...string) []string) error {
 	lb := im.Local
 	if lb.Base != "scratch" && !strings.HasPrefix(lb.Base, "oci-layout:") {
-		return v.errf(at("local", "base"), fmt.Sprintf("image %s: base %q is not supported", im.Name, lb.Base), "use `scratch` or `oci-layout:PATH`")
+		if msg := registryBaseProblem(lb.Base); msg != "" {
+			return v.errf(at("local", "base"), fmt.Sprintf("image %s: base %q %s", im.Name, lb.Base, msg), "use `scratch`, `oci-layout:PATH` or REGISTRY/REPO:TAG@sha256:… (e.g. ghcr.io/actions/actions-runner:2.330.0@sha256:…)")
+		}
 	}
 	if err := checkLabels(lb.Labels); err != nil {
 		return v.errf(at("local", "labels"), fmt.Sprintf("image %s: %v", im.Name, err), "keep labels short: they go into every image's config, which registries and runtimes read whole")
@@ -678,6 +704,20 @@ func validateLocal(v *validator, im Image, at func(...string) []string) error {
 			var m uint32
 			if _, err := fmt.Sscanf(f.Mode, "%o", &m); err != nil || m > 0o7777 {
 				return v.errf(at("local", "files", fmt.Sprint(j), "mode"), fmt.Sprintf("image %s: mode %q is not an octal file mode", im.Name, f.Mode), "quote it, e.g. mode: \"0755\"")
+			}
+		}
+		if strings.Contains(f.Src, "{{") {
+			tm, err := template.New("src").Option("missingkey=error").Parse(f.Src)
+			if err == nil {
+				err = tm.Execute(io.Discard, struct{ Os, Arch, Variant string }{"linux", "amd64", ""})
+			}
+			if err != nil {
+				return v.errf(at("local", "files", fmt.Sprint(j), "src"), fmt.Sprintf("image %s: files[%d].src %q: %v", im.Name, j, f.Src, err), "use {{ .Os }}, {{ .Arch }} or {{ .Variant }}")
+			}
+		}
+		for _, p := range f.Platforms {
+			if !slices.Contains(im.Platforms, p) {
+				return v.errf(at("local", "files", fmt.Sprint(j), "platforms"), fmt.Sprintf("image %s: files[%d] names platform %s, which the image does not build", im.Name, j, p), "list platforms of images[].platforms ("+strings.Join(im.Platforms, ", ")+")")
 			}
 		}
 	}

@@ -61,6 +61,19 @@ func TestParseValidAppliesDefaults(t *testing.T) {
 	}
 }
 
+func TestParseRegistryBase(t *testing.T) {
+	for _, base := range []string{"ghcr.io/actions/actions-runner:2.330.0@sha256:" + strings.Repeat("a", 64), "127.0.0.1:5000/base/debian:12", "localhost/x@sha256:" + strings.Repeat("b", 64)} {
+		body := strings.Replace(valid, "      go: {main: .}\n", "      go: {main: .}\n      base: "+base+"\n      files: [{src: \"dist/relay_{{ .Os }}_{{ .Arch }}\", dst: /usr/local/bin/relay, platforms: [linux/arm64]}]\n", 1)
+		c, err := Parse("relay.yaml", "/cfg", []byte(body))
+		if err != nil {
+			t.Fatalf("%s: %v", base, err)
+		}
+		if c.Images[0].Local.Base != base || c.Images[0].Local.Files[0].Platforms[0] != "linux/arm64" {
+			t.Fatalf("%s: %+v", base, c.Images[0].Local)
+		}
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -87,6 +100,21 @@ func TestParseErrors(t *testing.T) {
 			return strings.Replace(s, "platforms: [linux/amd64, linux/arm64]", "platforms: linux/amd64", 1)
 		}, 10, []string{"cannot unmarshal"}},
 		{"local missing", func(s string) string { return strings.Replace(s, "    local:\n      go: {main: .}\n", "", 1) }, 9, []string{"no `local:` build settings"}},
+		{"base without registry", func(s string) string {
+			return strings.Replace(s, "      go: {main: .}\n", "      go: {main: .}\n      base: debian:12\n", 1)
+		}, 13, []string{`base "debian:12" names no registry host`, "REGISTRY/REPO:TAG@sha256:"}},
+		{"base without tag or digest", func(s string) string {
+			return strings.Replace(s, "      go: {main: .}\n", "      go: {main: .}\n      base: ghcr.io/acme/base\n", 1)
+		}, 13, []string{"neither a tag nor a digest"}},
+		{"base with a bad digest", func(s string) string {
+			return strings.Replace(s, "      go: {main: .}\n", "      go: {main: .}\n      base: ghcr.io/acme/base@md5:abc\n", 1)
+		}, 13, []string{"not sha256"}},
+		{"file src template typo", func(s string) string {
+			return strings.Replace(s, "      go: {main: .}\n", "      go: {main: .}\n      files: [{src: 'dist/relay_{{ .OS }}', dst: /usr/local/bin/relay}]\n", 1)
+		}, 13, []string{"files[0].src", "{{ .Os }}"}},
+		{"file for a platform not built", func(s string) string {
+			return strings.Replace(s, "      go: {main: .}\n", "      go: {main: .}\n      files: [{src: a, dst: /a, platforms: [linux/s390x]}]\n", 1)
+		}, 13, []string{"names platform linux/s390x", "linux/amd64, linux/arm64"}},
 		{"unknown tag template field", func(s string) string { return strings.Replace(s, `"{{ .Version }}"`, `"{{ .Nope }}"`, 1) }, 14, []string{`tag template "{{ .Nope }}"`, "can't evaluate field Nope", "{{ .ShortCommit }}"}},
 		{"broken tag template", func(s string) string { return strings.Replace(s, `"{{ .Version }}"`, `"{{ .Version"`, 1) }, 14, []string{`tag template "{{ .Version"`, "unclosed action"}},
 		{"tag template giving no valid tag", func(s string) string {

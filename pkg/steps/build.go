@@ -89,7 +89,7 @@ func buildImage(im config.Image) build.Image {
 			out.Local.Go = &build.GoSpec{Main: g.Main, Binary: g.Binary, Ldflags: g.Ldflags, Flags: g.Flags}
 		}
 		for _, f := range l.Files {
-			out.Local.Files = append(out.Local.Files, build.File{Src: f.Src, Dst: f.Dst, Mode: f.Mode})
+			out.Local.Files = append(out.Local.Files, build.File{Src: f.Src, Dst: f.Dst, Mode: f.Mode, Platforms: f.Platforms})
 		}
 	}
 	if d := im.Docker; d != nil {

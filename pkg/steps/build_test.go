@@ -15,7 +15,7 @@ func TestBuildImageCarriesEverySetting(t *testing.T) {
 		Targets: []string{"ghcr.io/acme/app"}, Tags: []string{"v1"},
 		Local: &config.LocalBuild{
 			Base: "oci-layout:base", Go: &config.GoBuild{Main: "./cmd/app", Binary: "/app", Ldflags: []string{"-X a=b"}, Flags: []string{"-tags=x"}},
-			Files:      []config.File{{Src: "static", Dst: "/srv", Mode: "0644"}},
+			Files:      []config.File{{Src: "static", Dst: "/srv", Mode: "0644", Platforms: []string{"linux/arm64"}}},
 			Entrypoint: []string{"/app"}, Cmd: []string{"serve"}, Env: []string{"A=1"}, User: "65532", Workdir: "/srv",
 			Labels: map[string]string{"a": "b"}, Ports: []string{"8080"},
 		},

@@ -62,6 +62,9 @@ func (Provenance) Run(ctx context.Context, env *Env, st *State) error {
 			in.Builder = b.Builder
 			in.BuilderRunIDs = map[string]string{im.Name: b.RunID}
 			in.BaseImages = b.BaseImages
+			for _, base := range b.Bases {
+				in.Bases = append(in.Bases, attest.BaseRef{Name: base.Name, Digest: base.Digest, Platform: base.Platform})
+			}
 			if b.LogDigest != "" {
 				in.BuildLogs = map[string]string{im.Name: b.LogDigest}
 			}
