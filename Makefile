@@ -3,13 +3,17 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test test-unit test-integration bench lint clean
+.PHONY: all build cross test test-unit test-integration bench lint clean
 
 all: build
 
 ## build: the static relay binary in bin/relay
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/relay ./cmd/relay
+
+## cross: relay for linux/amd64 and linux/arm64 in bin/relay-linux-ARCH (image/Dockerfile copies them)
+cross:
+	for a in amd64 arm64; do CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/relay-linux-$$a ./cmd/relay || exit 1; done
 
 ## test: everything CI runs: unit tests and the integration tier, race detector on
 test: lint

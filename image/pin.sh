@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# Prints the pins for image/Dockerfile: the base image's index digest and the checksums of
-# an actions/runner release. Needs network access to the registry and to GitHub.
-#   image/pin.sh [RUNNER_VERSION] [BASE_TAG]
+# Prints the base pin of image/relay.yaml and image/Dockerfile for an actions/runner release:
+# the multi-platform index digest of ghcr.io/actions/actions-runner:VERSION. Needs crane and
+# network access to ghcr.io. Put the line in both files (a test keeps them agreeing).
+#   image/pin.sh 2.337.0
 set -euo pipefail
-ver=${1:-2.335.1}; base=${2:-debian:bookworm-slim}
-echo "BASE=${base}@$(crane digest "$base")"
-for a in x64 arm64; do
-  f="actions-runner-linux-${a}-${ver}.tar.gz"
-  curl -fsSL "https://github.com/actions/runner/releases/download/v${ver}/${f}" | sha256sum | sed "s/-\$/${f}/"
-done
+ver=${1:?usage: image/pin.sh RUNNER_VERSION (the newest is on https://github.com/actions/runner/releases)}
+ref=ghcr.io/actions/actions-runner:${ver}
+echo "${ref}@$(crane digest "$ref")"

@@ -288,6 +288,8 @@ type Options struct {
 	// Steps are the steps this run executes (empty: all); credentials for signing are
 	// wired only when one of them signs or verifies.
 	Steps []string
+	// Bases are --base IMAGE=REF overrides of images' local.base.
+	Bases []string
 	// Chain is the command's one HTTP chain, once a command outside a pipeline made it.
 	Chain *httpx.Chain
 }

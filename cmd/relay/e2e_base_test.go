@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -25,18 +24,16 @@ func TestE2EReleaseOnRegistryBase(t *testing.T) {
 	baseRepo, _ := name.NewRepository(reg + "/library/debian")
 	idx, per := testutil.PushBase(t, baseRepo, "12", "linux/amd64", "linux/arm64")
 	dir := realExample(t, reg, "signing: {mode: key, key: "+testKeyFile(t)+", tlog: false}\n")
-	cfgPath := filepath.Join(dir, "relay.yaml")
-	cfg, _ := os.ReadFile(cfgPath)
+	// relay.yaml says scratch; --base builds on the registry base instead.
 	base := reg + "/library/debian:12@" + idx.DigestStr()
-	os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), "base: scratch", "base: "+base, 1)), 0o644)
-	r := runRelay(t, dir, "run")
+	r := runRelay(t, dir, "run", "--base", "hello="+base)
 	if r.code != 0 {
 		t.Fatalf("release on a registry base: exit %d\n%s", r.code, r.stderr)
 	}
 	dist := filepath.Join(dir, "dist")
 	// --local reads the base from its registry too (reads are allowed; writes stay in
 	// the sandbox), so a newcomer's first command works on a real base.
-	if l := runRelay(t, dir, "run", "--local", "--out", t.TempDir(), "--state", filepath.Join(t.TempDir(), "state.json")); l.code != 0 {
+	if l := runRelayEnv(t, dir, []string{"RELAY_BASE=hello=" + base}, "run", "--local", "--out", t.TempDir(), "--state", filepath.Join(t.TempDir(), "state.json")); l.code != 0 {
 		t.Fatalf("--local on a registry base: exit %d\n%s", l.code, l.stderr)
 	}
 

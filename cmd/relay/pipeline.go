@@ -134,6 +134,16 @@ func load(o Options, beforeState func() error) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, b := range o.Bases {
+		image, ref, ok := strings.Cut(b, "=")
+		if !ok {
+			return nil, &usageError{Err: fmt.Errorf("--base %q is not IMAGE=REF", b)}
+		}
+		if err := cfg.OverrideBase(image, ref); err != nil {
+			return nil, &usageError{Err: err}
+		}
+		logger.Info("base overridden", "image", image, "base", ref)
+	}
 	if beforeState != nil {
 		if err := beforeState(); err != nil {
 			return nil, err

@@ -11,6 +11,7 @@ func runCommand(getenv func(string) string, optsOf func(*cli.Context) (Options, 
 		&cli.StringSliceFlag{Name: "only", EnvVars: []string{"RELAY_ONLY"}, Usage: "run only these steps (comma-separated), in pipeline order"},
 		&cli.BoolFlag{Name: "restart", EnvVars: []string{"RELAY_RESTART"}, Usage: "ignore the saved state and start over"},
 		&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "with --dry-run: the report as text or json (every write per destination, every check)"},
+		baseFlag,
 	)
 	return &cli.Command{
 		Name:  "run",
@@ -18,7 +19,8 @@ func runCommand(getenv func(string) string, optsOf func(*cli.Context) (Options, 
 		UsageText: `relay run --local
    relay run --only build,copy
    relay run --restart
-   relay run --dry-run                  # the real steps, writes diverted: the report lists each one`,
+   relay run --dry-run                  # the real steps, writes diverted: the report lists each one
+   relay run --base relay-runner=registry.internal/mirror/actions-runner:2.337.0@sha256:…`,
 		Flags:        flags,
 		OnUsageError: usageErr,
 		Action: func(c *cli.Context) error {
@@ -28,7 +30,7 @@ func runCommand(getenv func(string) string, optsOf func(*cli.Context) (Options, 
 			}
 			f := flagReader{c: c, getenv: getenv}
 			only, restart := f.list("only"), f.bool("restart")
-			o.Output = f.str("output")
+			o.Output, o.Bases = f.str("output"), f.list("base")
 			if f.err != nil {
 				return f.err
 			}
@@ -36,3 +38,8 @@ func runCommand(getenv func(string) string, optsOf func(*cli.Context) (Options, 
 		},
 	}
 }
+
+// baseFlag overrides an image's local.base for the run: a mirror of the base, or a
+// stand-in in a test, without editing relay.yaml.
+var baseFlag = &cli.StringSliceFlag{Name: "base", EnvVars: []string{"RELAY_BASE"},
+	Usage: "IMAGE=REF: build IMAGE on REF instead of its local.base (repeatable; part of the run's inputs)"}

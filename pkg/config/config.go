@@ -665,6 +665,35 @@ func (c *Config) validateImage(v *validator, im Image, at func(...string) []stri
 	return validateLocal(v, im, at)
 }
 
+// OverrideBase replaces image's local.base for this run (relay run --base IMAGE=REF): a
+// mirror, or a test's stand-in, instead of the configured base. The override is one of
+// the run's inputs, so it enters Digest: a state made on another base is not resumed.
+func (c *Config) OverrideBase(image, ref string) error {
+	for i := range c.Images {
+		im := &c.Images[i]
+		if im.Name != image {
+			continue
+		}
+		if im.Local == nil {
+			return fmt.Errorf("--base %s=%s: image %s has no local build (fix: --base applies to images built with `local:`)", image, ref, image)
+		}
+		if ref != "scratch" && !strings.HasPrefix(ref, "oci-layout:") {
+			if msg := registryBaseProblem(ref); msg != "" {
+				return fmt.Errorf("--base %s=%s: the base %s (fix: write IMAGE=REGISTRY/REPO:TAG@sha256:…, scratch or oci-layout:PATH)", image, ref, msg)
+			}
+		}
+		im.Local.Base = ref
+		sum := sha256.Sum256([]byte(c.Digest + "\x00base " + image + "=" + ref))
+		c.Digest = "sha256:" + hex.EncodeToString(sum[:])
+		return nil
+	}
+	var names []string
+	for _, im := range c.Images {
+		names = append(names, im.Name)
+	}
+	return fmt.Errorf("--base %s=%s: no image %s (fix: name one of %s)", image, ref, image, strings.Join(names, ", "))
+}
+
 // registryBaseProblem says what keeps base from being a registry image reference (the
 // builder parses it fully): a registry host must be named, and a tag or a digest.
 func registryBaseProblem(base string) string {

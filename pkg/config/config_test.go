@@ -358,3 +358,26 @@ func TestDurationsParsedOnce(t *testing.T) {
 		t.Fatalf("a malformed duration: %+v", d)
 	}
 }
+
+func TestOverrideBase(t *testing.T) {
+	c, err := Parse("relay.yaml", "/cfg", []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := c.Digest
+	ref := "127.0.0.1:5000/mirror/debian:12@sha256:" + strings.Repeat("a", 64)
+	if err := c.OverrideBase("hello", ref); err != nil {
+		t.Fatal(err)
+	}
+	if c.Images[0].Local.Base != ref || c.Digest == before || !strings.HasPrefix(c.Digest, "sha256:") {
+		t.Fatalf("base %q digest %s (was %s): the override must change both", c.Images[0].Local.Base, c.Digest, before)
+	}
+	for ref, want := range map[string]string{"debian:12": "names no registry host", "ghcr.io/x/y": "neither a tag nor a digest"} {
+		if err := c.OverrideBase("hello", ref); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--base hello=%s: %v", ref, err)
+		}
+	}
+	if err := c.OverrideBase("other", "scratch"); err == nil || !strings.Contains(err.Error(), "no image other") || !strings.Contains(err.Error(), "hello") {
+		t.Errorf("unknown image: %v", err)
+	}
+}
