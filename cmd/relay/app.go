@@ -288,8 +288,9 @@ type Options struct {
 	// Steps are the steps this run executes (empty: all); credentials for signing are
 	// wired only when one of them signs or verifies.
 	Steps []string
-	// Bases are --base IMAGE=REF overrides of images' local.base.
+	// Bases are --base IMAGE=REF overrides of images' local.base; Ref is --ref.
 	Bases []string
+	Ref   string
 	// Chain is the command's one HTTP chain, once a command outside a pipeline made it.
 	Chain *httpx.Chain
 }

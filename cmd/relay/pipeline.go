@@ -134,6 +134,12 @@ func load(o Options, beforeState func() error) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Ref != "" {
+		if err := cfg.OverrideRef(o.Ref); err != nil {
+			return nil, &usageError{Err: err}
+		}
+		logger.Info("ref overridden", "ref", cfg.Source.Ref)
+	}
 	for _, b := range o.Bases {
 		image, ref, ok := strings.Cut(b, "=")
 		if !ok {

@@ -12,6 +12,7 @@ func runCommand(getenv func(string) string, optsOf func(*cli.Context) (Options, 
 		&cli.BoolFlag{Name: "restart", EnvVars: []string{"RELAY_RESTART"}, Usage: "ignore the saved state and start over"},
 		&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "with --dry-run: the report as text or json (every write per destination, every check)"},
 		baseFlag,
+		&cli.StringFlag{Name: "ref", EnvVars: []string{"RELAY_REF"}, Usage: "release this tag, branch or commit instead of source.ref (refs/tags/ and refs/heads/ prefixes are dropped)"},
 	)
 	return &cli.Command{
 		Name:  "run",
@@ -20,6 +21,7 @@ func runCommand(getenv func(string) string, optsOf func(*cli.Context) (Options, 
    relay run --only build,copy
    relay run --restart
    relay run --dry-run                  # the real steps, writes diverted: the report lists each one
+   relay run --ref v1.2.3               # release this tag, whatever source.ref says
    relay run --base relay-runner=registry.internal/mirror/actions-runner:2.337.0@sha256:…`,
 		Flags:        flags,
 		OnUsageError: usageErr,
@@ -30,7 +32,7 @@ func runCommand(getenv func(string) string, optsOf func(*cli.Context) (Options, 
 			}
 			f := flagReader{c: c, getenv: getenv}
 			only, restart := f.list("only"), f.bool("restart")
-			o.Output, o.Bases = f.str("output"), f.list("base")
+			o.Output, o.Bases, o.Ref = f.str("output"), f.list("base"), f.str("ref")
 			if f.err != nil {
 				return f.err
 			}

@@ -665,6 +665,18 @@ func (c *Config) validateImage(v *validator, im Image, at func(...string) []stri
 	return validateLocal(v, im, at)
 }
 
+// OverrideRef releases ref instead of source.ref for this run (relay run --ref): a tag
+// push releases its tag without editing relay.yaml. Like a base override it enters Digest.
+func (c *Config) OverrideRef(ref string) error {
+	if strings.TrimSpace(ref) == "" || strings.ContainsAny(ref, " \t\n~^:?*[\\") {
+		return fmt.Errorf("--ref %q is not a tag, branch or commit (fix: e.g. --ref v1.2.3)", ref)
+	}
+	c.Source.Ref = strings.TrimPrefix(strings.TrimPrefix(ref, "refs/tags/"), "refs/heads/")
+	sum := sha256.Sum256([]byte(c.Digest + "\x00ref " + c.Source.Ref))
+	c.Digest = "sha256:" + hex.EncodeToString(sum[:])
+	return nil
+}
+
 // OverrideBase replaces image's local.base for this run (relay run --base IMAGE=REF): a
 // mirror, or a test's stand-in, instead of the configured base. The override is one of
 // the run's inputs, so it enters Digest: a state made on another base is not resumed.

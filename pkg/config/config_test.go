@@ -381,3 +381,24 @@ func TestOverrideBase(t *testing.T) {
 		t.Errorf("unknown image: %v", err)
 	}
 }
+
+func TestOverrideRef(t *testing.T) {
+	c, err := Parse("relay.yaml", "/cfg", []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := c.Digest
+	for ref, want := range map[string]string{"refs/tags/v2.0.0": "v2.0.0", "refs/heads/main": "main", "0123456789abcdef0123456789abcdef01234567": "0123456789abcdef0123456789abcdef01234567"} {
+		if err := c.OverrideRef(ref); err != nil || c.Source.Ref != want {
+			t.Errorf("--ref %s: %q %v, want %q", ref, c.Source.Ref, err, want)
+		}
+	}
+	if c.Digest == before {
+		t.Error("--ref did not change the run's inputs")
+	}
+	for _, bad := range []string{"", " ", "v1 2", "a:b"} {
+		if err := c.OverrideRef(bad); err == nil {
+			t.Errorf("--ref %q accepted", bad)
+		}
+	}
+}
