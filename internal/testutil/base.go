@@ -66,6 +66,12 @@ func tarLayerOf(t testing.TB, files map[string]string) v1.Layer {
 // registry) tagged tag, and returns the index's digest and each platform's manifest digest.
 func PushBase(t testing.TB, repo name.Repository, tag string, platforms ...string) (name.Digest, map[string]string) {
 	t.Helper()
+	return PushBaseWith(t, repo, tag, nil, platforms...)
+}
+
+// PushBaseWith is PushBase to a registry that needs options (TLS, credentials).
+func PushBaseWith(t testing.TB, repo name.Repository, tag string, opts []remote.Option, platforms ...string) (name.Digest, map[string]string) {
+	t.Helper()
 	var adds []mutate.IndexAddendum
 	digests := map[string]string{}
 	for _, ps := range platforms {
@@ -93,7 +99,7 @@ func PushBase(t testing.TB, repo name.Repository, tag string, platforms ...strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.WriteIndex(ref, idx); err != nil {
+	if err := remote.WriteIndex(ref, idx, opts...); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := idx.Digest()
