@@ -36,6 +36,7 @@ bench: build
 	scripts/bench-tools.sh
 	scripts/bench.sh bin/relay docs/benchmarks.md
 	scripts/bench-copy.sh bin/relay docs/benchmarks.md 3
+	scripts/bench-build.sh bin/relay docs/benchmarks.md 3
 	scripts/bench-sign.sh docs/benchmarks.md 3
 	scripts/bench-runner.sh docs/benchmarks.md 20
 

@@ -9,6 +9,7 @@ export GOFLAGS=
 gobin=$(go env GOPATH)/bin
 tool() { [ -x "$gobin/$1" ] || go install "$2"; }
 tool crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
+tool ko github.com/google/ko@v0.19.1 # the build benchmark's peer (scripts/bench-build.sh)
 tool regctl github.com/regclient/regclient/cmd/regctl@v0.11.7
 tool registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2   # ~2.5 min to build
 if ! command -v skopeo >/dev/null; then
