@@ -66,6 +66,7 @@ timeit() { /usr/bin/time -f '%e %M' -o "$work/t" "$@" >/dev/null 2>"$work/err" |
 : > "$work/rows"
 for i in $(seq "$rounds"); do
   warm "$bin"
+  rm -rf "$work/cache" # a fresh runner has no binary cache: fresh runs both go builds
   t=$(timeit "$work/relay-build" "$reg/r$i/build"); echo "relay fresh $t" >> "$work/rows"
   t=$(timeit "$work/relay-build" "$reg/r$i/build"); echo "relay rebuild $t" >> "$work/rows"
   if command -v ko >/dev/null; then
@@ -82,7 +83,8 @@ med() { awk -v t="$1" -v k="$2" -v f="$3" '$1==t && $2==k {print $f}' "$work/row
   echo "The same Go main (examples/hello, vendored), the same two-platform base (linux/amd64 and linux/arm64, 6 layers of"
   echo "pseudo-random data, about 300 MiB per platform) in the same registry (Debian's distribution 2.8 on 127.0.0.1), Go's"
   echo "build cache warm for both architectures. *fresh*: into a repository that has nothing (the base's layers are mounted"
-  echo "across repositories); *rebuild*: the same build again into the same repository (everything already there). relay runs"
+  echo "across repositories), relay's binary cache empty; *rebuild*: the same build again into the same repository (everything"
+  echo "already there; relay reuses the binaries it built from the same commit, ko runs go build again). relay runs"
   echo "\`relay run --restart --only checkout,build\` (clone, both \`go build\`s, push); ko runs \`ko build --bare --platform=linux/amd64,linux/arm64\`."
   echo "Peak RSS is \`/usr/bin/time\`'s, of the whole command, \`go build\` included. ko: $(ko version 2>/dev/null || echo missing)."
   echo

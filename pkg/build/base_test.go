@@ -6,13 +6,16 @@ import (
 	"context"
 	"debug/elf"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -276,5 +279,77 @@ func TestRegistryBaseAcrossRegistries(t *testing.T) {
 		if files := listFiles(t, img); files["var/lib/dpkg/status"] == 0 {
 			t.Errorf("%s: the base's files did not reach the build registry: %v", p.Platform, files)
 		}
+	}
+}
+
+// TestGoBinaryCache: a rebuild of the same commit reuses the Go binary (same image digest,
+// no `go build`), while another commit, other flags or a go.mod that replaces a module by a
+// directory build again.
+func TestGoBinaryCache(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a Go binary")
+	}
+	ctx := context.Background()
+	c, _ := oci.New()
+	cache := t.TempDir()
+	l, err := NewLocal(LocalOptions{Client: c, ConfigDir: t.TempDir(), Jobs: 2, CacheDir: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository(testutil.Registry(t, false) + "/build/tiny")
+	checkout := t.TempDir()
+	if out, err := exec.Command("git", "init", "-q", checkout).CombinedOutput(); err != nil { // a checkout: the commit names its files
+		t.Fatalf("git init: %v\n%s", err, out)
+	}
+	ctxDir := filepath.Join(checkout, "svc")
+	os.CopyFS(ctxDir, os.DirFS("testdata/ctx"))
+	im := Image{Name: "tiny", Platforms: []string{"linux/amd64"}, Local: &LocalSpec{Base: "scratch", Go: &GoSpec{Main: "./cmd/tiny", Binary: "/tiny"}}}
+	build := func(commit string, flags ...string) (*Result, bool) {
+		t.Helper()
+		req := request(repo, im)
+		req.ContextDir, req.Source.Commit = ctxDir, commit
+		req.Image.Local.Go.Flags = flags
+		res, err := l.Build(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, strings.Contains(string(res.Log), "built from commit")
+	}
+	first, cached := build("1111111111111111111111111111111111111111")
+	if cached {
+		t.Fatal("the first build came from the cache")
+	}
+	again, cached := build("1111111111111111111111111111111111111111")
+	if !cached || again.Digest != first.Digest {
+		t.Fatalf("rebuild of the same commit: cached %v, digest %s vs %s", cached, again.Digest, first.Digest)
+	}
+	if _, cached := build("2222222222222222222222222222222222222222"); cached {
+		t.Error("another commit reused the binary")
+	}
+	if _, cached := build("1111111111111111111111111111111111111111", "-tags=x"); cached {
+		t.Error("other flags reused the binary")
+	}
+	os.WriteFile(filepath.Join(ctxDir, "go.mod"), []byte("module example.com/tiny\n\ngo 1.22\n\nreplace example.com/lib => ../lib\n"), 0o644)
+	if _, cached := build("1111111111111111111111111111111111111111"); cached {
+		t.Error("a go.mod replacing a module by a directory reused the binary")
+	}
+}
+
+func TestPruneCache(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 5 {
+		p := filepath.Join(dir, fmt.Sprintf("k%d", i))
+		os.WriteFile(p, []byte("x"), 0o644)
+		when := time.Date(2026, 1, 1, 0, i, 0, 0, time.UTC)
+		os.Chtimes(p, when, when)
+	}
+	pruneCache(dir, 3)
+	var left []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if strings.Join(left, ",") != "k2,k3,k4" {
+		t.Fatalf("kept %v, want the three newest", left)
 	}
 }

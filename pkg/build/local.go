@@ -39,12 +39,21 @@ type LocalOptions struct {
 	GoBinary  string // default "go" from PATH
 	Jobs      int
 	Env       []string // environment for `go build`; default os.Environ()
+	// CacheDir keeps Go binaries by what they are built from (commit, toolchain, flags), so a
+	// rebuild of the same commit skips `go build`; empty: no cache.
+	CacheDir string
 }
 
 // Local assembles images in process: a base (scratch or an OCI layout), a layer of
 // files, a layer with a Go binary built per platform (ko-style), and the config.
 // Every timestamp is the commit time, so the same commit gives the same digest.
-type Local struct{ o LocalOptions }
+type Local struct {
+	o LocalOptions
+
+	envOnce sync.Once // the toolchain's settings, for binaryKey
+	env     string
+	envErr  error
+}
 
 // NewLocal validates the options.
 func NewLocal(o LocalOptions) (*Local, error) {
@@ -227,6 +236,12 @@ func (l *Local) goBuild(ctx context.Context, req Request, plat v1.Platform, out 
 		main = "./" + main
 	}
 	args = append(args, main)
+	key := l.binaryKey(ctx, req, plat, ldflags, append(append([]string{}, g.Flags...), main)) // not -o: a temporary path
+	if l.cachedBinary(key, out) {
+		fmt.Fprintf(logw, "# %s: the binary of %s built from commit %s before (cache %s)\n", plat.String(), main, req.Source.Commit, key[:12])
+		l.o.Logger.Debug("go build cached", "platform", plat.String(), "key", key)
+		return nil
+	}
 	cmd := exec.CommandContext(ctx, l.o.GoBinary, args...)
 	// On cancellation let `go build` stop its compiler children itself, then insist.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
@@ -251,6 +266,7 @@ func (l *Local) goBuild(ctx context.Context, req Request, plat v1.Platform, out 
 		return fmt.Errorf("building %s for %s: %v: %s", g.Main, plat.String(), err, strings.TrimSpace(buf.String()))
 	}
 	l.o.Logger.Debug("go build", "platform", plat.String(), "duration_ms", time.Since(start).Milliseconds())
+	l.keepBinary(key, out)
 	return nil
 }
 
