@@ -498,8 +498,11 @@ func Workflow(getenv func(string) string) string {
 func builder(ctx context.Context, cfg *config.Config, o Options, mode steps.Mode, client *oci.Client, logger *slog.Logger) (build.Builder, error) {
 	switch {
 	case cfg.Builder.Kind == "local" || mode == steps.ModeLocal:
-		return build.NewLocal(build.LocalOptions{Client: client, Logger: logger, ConfigDir: cfg.Dir, Jobs: o.Jobs,
-			CacheDir: filepath.Join(filepath.Dir(o.State), "cache", "go")})
+		cache := filepath.Join(filepath.Dir(o.State), "cache", "go")
+		if mode == steps.ModeDryRun {
+			cache = "" // a dry run writes nothing outside its scratch directory
+		}
+		return build.NewLocal(build.LocalOptions{Client: client, Logger: logger, ConfigDir: cfg.Dir, Jobs: o.Jobs, CacheDir: cache})
 	case cfg.Builder.Kind == "acr":
 		a := cfg.Builder.ACR
 		timeout, _ := a.Timeout.Value() // parsed and validated with the config
