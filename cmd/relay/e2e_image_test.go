@@ -28,10 +28,9 @@ import (
 // for it, and the amd64 image's relay answers `relay runner --help`.
 func TestE2EBuildsRelaysOwnImages(t *testing.T) {
 	root, _ := filepath.Abs("../..")
-	head, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
-	if err != nil {
-		t.Skipf("the repository is not a git checkout here (%v): image/relay.yaml builds from a commit", err)
-	}
+	// The repository's files as one commit of a fresh git repository: a CI checkout may be
+	// shallow, detached or not git at all, and the build must not depend on which.
+	src := snapshotRepo(t, root)
 	reg := testutil.Registry(t, true)
 	runnerRepo, _ := name.NewRepository(reg + "/stand-in/actions-runner")
 	runnerIdx, _ := testutil.PushBase(t, runnerRepo, "2.337.0", "linux/amd64", "linux/arm64")
@@ -44,12 +43,12 @@ func TestE2EBuildsRelaysOwnImages(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := strings.Replace(string(raw), "registry: ghcr.io/relaydev/build", "registry: "+reg+"/build", 1)
-	cfg = regexp.MustCompile(`(?m)^  repo: \.\..*$`).ReplaceAllString(cfg, "  repo: "+root)
+	cfg = regexp.MustCompile(`(?m)^  repo: \.\..*$`).ReplaceAllString(cfg, "  repo: "+src)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "relay.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
 	state := filepath.Join(dir, "state.json")
-	r := runRelayEnv(t, dir, nil, "run", "--config", cfgPath, "--state", state, "--only", "checkout,build", "--ref", strings.TrimSpace(string(head)),
+	r := runRelayEnv(t, dir, nil, "run", "--config", cfgPath, "--state", state, "--only", "checkout,build", "--ref", "v0.0.0-image-test",
 		"--base", "relay-runner="+reg+"/stand-in/actions-runner:2.337.0@"+runnerIdx.DigestStr(),
 		"--base", "relay="+reg+"/stand-in/static:nonroot@"+staticIdx.DigestStr())
 	if r.code != 0 {
@@ -95,6 +94,47 @@ func TestE2EBuildsRelaysOwnImages(t *testing.T) {
 			}
 		}
 	}
+}
+
+// snapshotRepo copies the repository's source (not .git, state, builds) into a new git
+// repository with one commit, tagged v0.0.0-image-test.
+func snapshotRepo(t *testing.T, root string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "relay")
+	skip := map[string]bool{".git": true, ".relay": true, "bin": true, "dist": true}
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if d.IsDir() && skip[d.Name()] {
+			return filepath.SkipDir
+		}
+		if !d.Type().IsRegular() {
+			if d.IsDir() {
+				return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+			}
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		info, _ := d.Info()
+		return os.WriteFile(filepath.Join(dst, rel), b, info.Mode().Perm())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"commit", "-q", "-m", "image test"}, {"tag", "v0.0.0-image-test"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dst
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	return dst
 }
 
 // imageFile reads path from the image's layers, the topmost copy winning.
