@@ -329,6 +329,12 @@ func TestGoBinaryCache(t *testing.T) {
 	if _, cached := build("1111111111111111111111111111111111111111", "-tags=x"); cached {
 		t.Error("other flags reused the binary")
 	}
+	// A workspace at the checkout's root that replaces a module by a directory, above the context.
+	os.WriteFile(filepath.Join(checkout, "go.work"), []byte("go 1.22\n\nuse ./svc\n\nreplace example.com/lib => ../lib\n"), 0o644)
+	if _, cached := build("1111111111111111111111111111111111111111"); cached {
+		t.Error("a go.work above the context replacing a module by a directory reused the binary")
+	}
+	os.Remove(filepath.Join(checkout, "go.work"))
 	os.WriteFile(filepath.Join(ctxDir, "go.mod"), []byte("module example.com/tiny\n\ngo 1.22\n\nreplace example.com/lib => ../lib\n"), 0o644)
 	if _, cached := build("1111111111111111111111111111111111111111"); cached {
 		t.Error("a go.mod replacing a module by a directory reused the binary")

@@ -46,9 +46,15 @@ func (l *Local) binaryKey(ctx context.Context, req Request, plat v1.Platform, ld
 	if err != nil {
 		return ""
 	}
-	for _, f := range []string{"go.mod", "go.work"} {
-		if b, err := os.ReadFile(filepath.Join(req.ContextDir, f)); err == nil && localReplace.Match(b) {
-			return ""
+	// The module (and a workspace) may be anywhere from the context up to the checkout's root.
+	for dir := req.ContextDir; ; dir = filepath.Dir(dir) {
+		for _, f := range []string{"go.mod", "go.work"} {
+			if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil && localReplace.Match(b) {
+				return ""
+			}
+		}
+		if dir == root {
+			break
 		}
 	}
 	env, err := l.goEnv(ctx)
@@ -76,8 +82,11 @@ func (l *Local) goEnv(ctx context.Context) (string, error) {
 			l.envErr = err
 			return
 		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		sort.Strings(lines[1:]) // the version first, the rest in a stable order
+		lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") // empty values are empty lines
+		if len(lines) != 6 {
+			l.envErr = fmt.Errorf("go env: %d lines, want 6", len(lines))
+			return
+		}
 		l.env = strings.Join(lines, "\n")
 	})
 	return l.env, l.envErr
