@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/relaydev/relay/internal/fsutil"
 )
 
 // A Go binary is a function of the commit's tree, where in it the main package is, the
@@ -97,22 +98,18 @@ func (l *Local) cachedBinary(key, out string) bool {
 	if key == "" {
 		return false
 	}
-	return copyFile(filepath.Join(l.o.CacheDir, key), out) == nil
+	b, err := os.ReadFile(filepath.Join(l.o.CacheDir, key))
+	return err == nil && os.MkdirAll(filepath.Dir(out), 0o755) == nil && os.WriteFile(out, b, 0o755) == nil
 }
 
 // keepBinary stores out under key, atomically: a half-written entry is never read.
 func (l *Local) keepBinary(key, out string) {
-	if key == "" || os.MkdirAll(l.o.CacheDir, 0o755) != nil {
+	if key == "" {
 		return
 	}
-	tmp := filepath.Join(l.o.CacheDir, key+".tmp"+fmt.Sprint(os.Getpid()))
-	if copyFile(out, tmp) == nil {
-		if err := os.Rename(tmp, filepath.Join(l.o.CacheDir, key)); err == nil {
-			pruneCache(l.o.CacheDir, maxCachedBinaries)
-			return
-		}
+	if b, err := os.ReadFile(out); err == nil && fsutil.WriteFileAtomic(filepath.Join(l.o.CacheDir, key), b, 0o755) == nil {
+		pruneCache(l.o.CacheDir, maxCachedBinaries)
 	}
-	os.Remove(tmp)
 }
 
 // maxCachedBinaries bounds the cache on a long-lived machine: a few commits' worth of
@@ -139,24 +136,4 @@ func pruneCache(dir string, keep int) {
 	for _, a := range all[min(keep, len(all)):] {
 		os.Remove(filepath.Join(dir, a.name))
 	}
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	o, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o755)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(o, in)
-	if cerr := o.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
