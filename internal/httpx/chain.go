@@ -86,3 +86,22 @@ func (c *Chain) Retrier() *Retrier { return c.retrier }
 
 // Guarded says whether writes to other hosts than loopback are refused.
 func (c *Chain) Guarded() bool { return c.guard }
+
+// Retrying is hc (nil: a new client) under a retry layer: r when the caller's chain has one
+// (hc's transport then includes it), else one made with o over hc's transport, so a client
+// used on its own still retries. It returns the client and the retry layer in use.
+func Retrying(hc *http.Client, r *Retrier, o RetryOptions) (*http.Client, *Retrier) {
+	c := http.Client{}
+	if hc != nil {
+		c = *hc
+	}
+	if r == nil {
+		r = NewRetrier(o)
+		base := c.Transport
+		if base == nil {
+			base = Transport()
+		}
+		c.Transport = r.RoundTripper(base)
+	}
+	return &c, r
+}

@@ -81,16 +81,14 @@ func retrying(sc *root.SigningConfig, transport http.RoundTripper, r *httpx.Retr
 	if budget <= 0 {
 		budget = 10 * time.Minute
 	}
-	if transport == nil {
-		transport = httpx.Transport()
-	}
 	// Attempts are bounded by the budget alone: a log's outage of a few minutes should not
 	// fail a release that took an hour to build.
 	policy := httpx.RetryPolicy{MaxAttempts: math.MaxInt32, Initial: time.Second, Max: 32 * time.Second, Budget: budget}
-	if r == nil {
-		r = httpx.NewRetrier(httpx.RetryOptions{Policy: policy, Logger: logger, Sleep: sleep, Rand: rnd})
-		transport = r.RoundTripper(transport)
+	if transport == nil {
+		transport = httpx.Transport()
 	}
+	hc, r := httpx.Retrying(&http.Client{Transport: transport}, r, httpx.RetryOptions{Policy: policy, Logger: logger, Sleep: sleep, Rand: rnd})
+	transport = hc.Transport
 	var urls []string
 	for _, list := range [][]root.Service{sc.FulcioCertificateAuthorityURLs(), sc.RekorLogURLs(), sc.TimestampAuthorityURLs()} {
 		for _, svc := range list {

@@ -41,16 +41,7 @@ func retrying(hc *http.Client, r *httpx.Retrier, logger *slog.Logger, sleep func
 	if hc == nil {
 		hc = &http.Client{Timeout: 2 * time.Minute}
 	}
-	if r == nil {
-		r = httpx.NewRetrier(httpx.RetryOptions{Logger: logger, Sleep: sleep})
-		base := hc.Transport
-		if base == nil {
-			base = httpx.Transport()
-		}
-		c := *hc
-		c.Transport = r.RoundTripper(base)
-		hc = &c
-	}
+	hc, r = httpx.Retrying(hc, r, httpx.RetryOptions{Logger: logger, Sleep: sleep})
 	for _, s := range urls {
 		if u, err := url.Parse(s); err == nil {
 			r.Name(service, u.Host)

@@ -69,19 +69,8 @@ func New(o Options) (*Client, error) {
 	if o.Token == nil {
 		return nil, errors.New("GitHub client: no token source")
 	}
-	c := &Client{o: o, retrier: o.Retrier}
-	if c.retrier == nil {
-		c.retrier = httpx.NewRetrier(httpx.RetryOptions{})
-		base := http.DefaultTransport
-		if o.HTTP != nil && o.HTTP.Transport != nil {
-			base = o.HTTP.Transport
-		}
-		hc := &http.Client{Transport: c.retrier.RoundTripper(base)}
-		if o.HTTP != nil {
-			hc.Timeout, hc.CheckRedirect, hc.Jar = o.HTTP.Timeout, o.HTTP.CheckRedirect, o.HTTP.Jar
-		}
-		c.o.HTTP = hc
-	}
+	c := &Client{o: o}
+	c.o.HTTP, c.retrier = httpx.Retrying(o.HTTP, o.Retrier, httpx.RetryOptions{})
 	for _, u := range []string{o.BaseURL, o.UploadURL} {
 		if p, err := url.Parse(u); err == nil {
 			c.retrier.Name("GitHub", p.Host)

@@ -95,19 +95,11 @@ func NewGitHub(o GitHubOptions) (*GitHub, error) {
 	if o.MaxAssetSize <= 0 {
 		o.MaxAssetSize = MaxAssetSize
 	}
-	hc := &http.Client{Transport: o.Transport}
-	if o.Retrier == nil {
-		if o.RetryOptions.Logger == nil {
-			o.RetryOptions.Logger = o.Logger
-		}
-		o.Retrier = httpx.NewRetrier(o.RetryOptions)
-		base := o.Transport
-		if base == nil {
-			base = httpx.Transport()
-		}
-		hc.Transport = o.Retrier.RoundTripper(base)
+	if o.RetryOptions.Logger == nil {
+		o.RetryOptions.Logger = o.Logger
 	}
-	c, err := github.New(github.Options{BaseURL: o.BaseURL, UploadURL: o.UploadURL, Token: github.Static(o.Token), HTTP: hc, Retrier: o.Retrier})
+	hc, r := httpx.Retrying(&http.Client{Transport: o.Transport}, o.Retrier, o.RetryOptions)
+	c, err := github.New(github.Options{BaseURL: o.BaseURL, UploadURL: o.UploadURL, Token: github.Static(o.Token), HTTP: hc, Retrier: r})
 	if err != nil {
 		return nil, fmt.Errorf("GitHub client: %w", err)
 	}
