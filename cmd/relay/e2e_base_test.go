@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	spdxjson "github.com/spdx/tools-golang/json"
 
 	"github.com/relaydev/relay/internal/testutil"
 	"github.com/relaydev/relay/pkg/attest"
@@ -75,19 +74,7 @@ func TestE2EReleaseOnRegistryBase(t *testing.T) {
 
 	// The SBOMs: the base's Debian packages and the example's Go modules.
 	for _, plat := range []string{"linux-amd64", "linux-arm64"} {
-		f, err := os.Open(filepath.Join(dist, "hello_"+plat+".spdx.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		doc, err := spdxjson.Read(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		pkgs := map[string]string{}
-		for _, p := range doc.Packages {
-			pkgs[p.PackageName] = p.PackageVersion
-		}
+		pkgs, _ := spdxPackages(t, filepath.Join(dist, "hello_"+plat+".spdx.json"))
 		for n, v := range map[string]string{"base-files": "12.4+deb12u5", "ca-certificates": "20230311", "example.com/hello": "v0.1.0"} {
 			if pkgs[n] != v {
 				t.Errorf("SBOM %s: %s has version %q, want %q", plat, n, pkgs[n], v)

@@ -101,39 +101,8 @@ func TestE2EBuildsRelaysOwnImages(t *testing.T) {
 func snapshotRepo(t *testing.T, root string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "relay")
-	skip := map[string]bool{".git": true, ".relay": true, "bin": true, "dist": true}
-	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		if d.IsDir() && skip[d.Name()] {
-			return filepath.SkipDir
-		}
-		if !d.Type().IsRegular() {
-			if d.IsDir() {
-				return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-			}
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		info, _ := d.Info()
-		return os.WriteFile(filepath.Join(dst, rel), b, info.Mode().Perm())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"commit", "-q", "-m", "image test"}, {"tag", "v0.0.0-image-test"}} {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dst
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
+	copyTree(t, root, dst, ".git", ".relay", "bin", "dist")
+	commitAndTag(t, dst, "v0.0.0-image-test")
 	return dst
 }
 

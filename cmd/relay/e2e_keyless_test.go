@@ -145,20 +145,7 @@ func TestE2EKeylessRelease(t *testing.T) {
 func realExample(t testing.TB, reg, signing string) string {
 	t.Helper()
 	dir := exampleCopy(t)
-	git := func(args ...string) {
-		t.Helper()
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t",
-			"GIT_COMMITTER_EMAIL=t@example.com", "GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	git("init", "-q", "-b", "main")
-	git("add", "-A")
-	git("commit", "-q", "-m", "hello")
-	git("tag", "v0.1.0")
+	commitAndTag(t, dir, "v0.1.0")
 	cfg := fmt.Sprintf(`version: 1
 source: {repo: %s, ref: v0.1.0}
 builder: {kind: local, registry: %s/build}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -28,6 +29,7 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/verify"
 	spdxjson "github.com/spdx/tools-golang/json"
+	"github.com/spdx/tools-golang/spdx"
 
 	"github.com/relaydev/relay/internal/testutil"
 	"github.com/relaydev/relay/pkg/attest"
@@ -50,16 +52,26 @@ func exampleCopy(t testing.TB) string {
 	t.Helper()
 	src, _ := filepath.Abs("../../examples/hello")
 	dst := filepath.Join(t.TempDir(), "hello")
+	copyTree(t, src, dst, ".relay", "dist")
+	return dst
+}
+
+// copyTree copies the regular files and directories of src to dst, leaving out the
+// directories named in skip (state, builds, .git).
+func copyTree(t testing.TB, src, dst string, skip ...string) {
+	t.Helper()
 	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(src, p)
-		if top := strings.Split(rel, string(filepath.Separator))[0]; top == ".relay" || top == "dist" {
+		switch {
+		case d.IsDir() && rel != "." && slices.Contains(skip, d.Name()):
 			return filepath.SkipDir
-		}
-		if d.IsDir() {
+		case d.IsDir():
 			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		case !d.Type().IsRegular():
+			return nil
 		}
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -71,7 +83,40 @@ func exampleCopy(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dst
+}
+
+// commitAndTag makes dir a git repository with one commit of everything, at a fixed time,
+// tagged tag.
+func commitAndTag(t testing.TB, dir, tag string) {
+	t.Helper()
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"commit", "-q", "-m", "test"}, {"tag", tag}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t",
+			"GIT_COMMITTER_EMAIL=t@example.com", "GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+}
+
+// spdxPackages reads an SPDX document of dist: its packages' versions by name.
+func spdxPackages(t *testing.T, path string) (map[string]string, *spdx.Document) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := spdxjson.Read(f)
+	f.Close()
+	if err != nil {
+		t.Fatalf("SPDX %s does not parse: %v", filepath.Base(path), err)
+	}
+	got := map[string]string{}
+	for _, p := range doc.Packages {
+		got[p.PackageName] = p.PackageVersion
+	}
+	return got, doc
 }
 
 func relayCmd(ctx context.Context, dir string, args ...string) *exec.Cmd {
@@ -301,15 +346,7 @@ func checkSBOMs(t *testing.T, dist string) {
 	t.Helper()
 	want := map[string]string{"example.com/hello": "v0.1.0", "golang.org/x/sync": "v0.24.0"}
 	for _, plat := range []string{"linux-amd64", "linux-arm64"} {
-		f, err := os.Open(filepath.Join(dist, "hello_"+plat+".spdx.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		doc, err := spdxjson.Read(f)
-		f.Close()
-		if err != nil {
-			t.Fatalf("SPDX %s does not parse: %v", plat, err)
-		}
+		got, doc := spdxPackages(t, filepath.Join(dist, "hello_"+plat+".spdx.json"))
 		if doc.SPDXVersion != "SPDX-2.3" {
 			t.Fatalf("SPDX version %q", doc.SPDXVersion)
 		}
@@ -321,17 +358,13 @@ func checkSBOMs(t *testing.T, dist string) {
 		if len(creators) != 2 || !strings.HasPrefix(creators[0], "Tool: relay-") || !strings.HasPrefix(creators[1], "Tool: syft-v1.") {
 			t.Errorf("SPDX %s creators %q", plat, creators)
 		}
-		got := map[string]string{}
-		for _, p := range doc.Packages {
-			got[p.PackageName] = p.PackageVersion
-		}
 		for m, v := range want {
 			if got[m] != v {
 				t.Errorf("SPDX %s: %s has version %q, want %q", plat, m, got[m], v)
 			}
 		}
 
-		f, err = os.Open(filepath.Join(dist, "hello_"+plat+".cdx.json"))
+		f, err := os.Open(filepath.Join(dist, "hello_"+plat+".cdx.json"))
 		if err != nil {
 			t.Fatal(err)
 		}
