@@ -25,12 +25,15 @@ func doctorCommand(getenv func(string) string, optsOf func(*cli.Context) (Option
 		Description: `Checks, without writing anything: the runner's GitHub App can mint tokens and register
 runners for the scope (Administration: write, or Self-hosted runners: write), the job queue
 the autoscaler watches is readable (Actions: read), the workflow grants id-token: write (when
-run inside a job), and, when relay.yaml exists, the configuration, the source ref, every
+run inside a job), the Actions runner's version (installed in --runner-dir, or pinned as an
+image's actions-runner base in relay.yaml) against actions/runner's releases (GitHub refuses
+a runner 30 days after a newer release: warn before, fail after), and, when relay.yaml exists, the configuration, the source ref, every
 build and target repository (reachable, push allowed), the signing and release credentials,
-and the builder. Exit 0 when nothing failed, 1 otherwise.`,
+and the builder. Exit 0 when nothing failed (warnings do not fail), 1 otherwise.`,
 		Flags: append(scopeFlags(),
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "relay.yaml", EnvVars: []string{"RELAY_CONFIG"}, Usage: "relay.yaml to check (skipped if it does not exist)"},
 			&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "text or json"},
+			&cli.StringFlag{Name: "runner-dir", Value: "/actions-runner", EnvVars: []string{"RELAY_RUNNER_DIR"}, Usage: "an installed Actions runner whose version to check (the runner image sets it)"},
 			&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
 			&cli.StringFlag{Name: "log-level", Value: "warn", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		),
@@ -45,21 +48,22 @@ and the builder. Exit 0 when nothing failed, 1 otherwise.`,
 			}
 			f := flagReader{c: c, getenv: getenv}
 			scope := runner.Scope{Repo: f.str("repo"), Org: f.str("org"), Enterprise: f.str("enterprise")}
-			api, output := f.str("github-api-url"), f.str("output")
+			api, output, runnerDir := f.str("github-api-url"), f.str("output"), f.str("runner-dir")
 			if f.err != nil {
 				return f.err
 			}
 			if output != "text" && output != "json" {
 				return &usageError{Err: fmt.Errorf("--output %q: use text or json", output)}
 			}
-			return doctorCmd(c.Context, o, scope, api, output)
+			return doctorCmd(c.Context, o, scope, api, output, runnerDir)
 		},
 	}
 }
 
-func doctorCmd(ctx context.Context, o Options, scope runner.Scope, api, output string) error {
+func doctorCmd(ctx context.Context, o Options, scope runner.Scope, api, output, runnerDir string) error {
 	o = o.withChain(ctx, nil)
-	d := runner.DoctorOptions{Scope: scope, APIURL: api, Getenv: o.Getenv, HTTP: o.httpClient(ctx), Retrier: o.retrier()}
+	d := runner.DoctorOptions{Scope: scope, APIURL: api, Getenv: o.Getenv, HTTP: o.httpClient(ctx), Retrier: o.retrier(),
+		RunnerDir: runnerDir, Pins: runnerPins(o.Config)}
 	if scope.Repo != "" || scope.Org != "" || scope.Enterprise != "" {
 		var secrets []string
 		d.Token, d.TokenErr = runnerTokens(ctx, o, scope, api, &secrets)
@@ -82,7 +86,7 @@ func doctorCmd(ctx context.Context, o Options, scope runner.Scope, api, output s
 		enc.Encode(map[string]any{"checks": checks, "failed": failed})
 	} else {
 		for _, c := range checks {
-			mark := map[string]string{"ok": "ok  ", "fail": "FAIL", "skip": "skip"}[c.Status]
+			mark := map[string]string{"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip"}[c.Status]
 			fmt.Fprintf(o.Stdout, "%s %s: %s\n", mark, c.Name, c.Note)
 			if c.Fix != "" {
 				fmt.Fprintf(o.Stdout, "     fix: %s\n", c.Fix)
@@ -99,6 +103,25 @@ func doctorCmd(ctx context.Context, o Options, scope runner.Scope, api, output s
 		fmt.Fprintf(o.Stdout, "doctor: %d checks, none failed\n", len(checks))
 	}
 	return nil
+}
+
+// runnerPins are the runner versions relay.yaml pins: images on the official runner image
+// (nil when there is no valid relay.yaml; its own check says why).
+func runnerPins(path string) []runner.Pin {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil
+	}
+	var pins []runner.Pin
+	for _, im := range cfg.Images {
+		if im.Local == nil {
+			continue
+		}
+		if v, ok := runner.PinnedVersion(im.Local.Base); ok {
+			pins = append(pins, runner.Pin{Where: "image " + im.Name + "'s base in " + path, Version: v})
+		}
+	}
+	return pins
 }
 
 // appPermissions mints one installation token to read what it may do (nil on error: the

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/relaydev/relay/internal/testutil"
 )
@@ -128,5 +129,34 @@ func TestDoctorText(t *testing.T) {
 	code := run(context.Background(), []string{"relay", "doctor", "--repo", "acme/shop", "--github-api-url", gh.URL, "--config", filepath.Join(t.TempDir(), "none.yaml")}, &out, &errb, func(k string) string { return env[k] })
 	if code != 1 || !strings.Contains(out.String(), "FAIL runner credential may register runners (JIT configs)") || !strings.Contains(out.String(), "     fix: give the GitHub App Administration: write") {
 		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+}
+
+// relay doctor reads the installed runner's version from RELAY_RUNNER_DIR (the runner
+// image sets it) and the versions relay.yaml pins as actions-runner bases, and fails on a
+// version GitHub refuses, with the re-pin.
+func TestDoctorRunnerVersion(t *testing.T) {
+	gh := testutil.StartGitHubRunners(t, "acme/shop")
+	// Long ago, so the verdicts hold whenever the test runs.
+	gh.Releases = []testutil.RunnerRelease{{Tag: "v" + testutil.FakeRunnerVersion, Published: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	reg := testutil.Registry(t, true)
+	dir := t.TempDir()
+	gitRepo(t, dir)
+	cfg := filepath.Join(dir, "relay.yaml")
+	body := strings.Replace(goodConfigFor(reg), "local: {go: {main: .}}",
+		"local: {base: "+reg+"/actions/actions-runner:2.300.0@sha256:e5496277be5d09bc968b3d64911b74e219ac4a3f2edce956a3ecf9271bea1ef4, go: {main: .}}", 1)
+	os.WriteFile(cfg, []byte(body), 0o644)
+	runnerDir := testutil.FakeRunnerDir(t, "idle")
+	env := map[string]string{"RELAY_RUNNER_DIR": runnerDir, "SIGSTORE_ID_TOKEN": "eyJ.test.token"}
+	code, out, stderr := runCLI(t, env, "doctor", "--github-api-url", gh.URL, "--config", cfg)
+	installed := "ok   runner version (installed in " + runnerDir + "): runner " + testutil.FakeRunnerVersion + " is the newest actions/runner release (2020-01-01)"
+	pinned := "FAIL runner version (image hello's base in " + cfg + "): runner 2.300.0 is more than 30 days behind: GitHub refuses it since 2020-01-31"
+	if code != 1 || !strings.Contains(out, installed) || !strings.Contains(out, pinned) || !strings.Contains(out, "fix: re-pin the runner image's base on ghcr.io/actions/actions-runner:"+testutil.FakeRunnerVersion) {
+		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+	}
+	for _, c := range gh.Calls() {
+		if c != "GET /repos/actions/runner/releases" {
+			t.Errorf("unexpected call without a scope: %s", c)
+		}
 	}
 }

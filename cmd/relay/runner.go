@@ -30,7 +30,9 @@ platform; or RELAY_GITHUB_TOKEN (enterprise scope). relay registers a just-in-ti
 (config.sh --ephemeral where the server has no JIT), starts run.sh with a scrubbed environment
 (none of these variables reach the job), logs the runner's lifecycle as JSON, stops it after
 --idle-timeout without a job or --job-timeout into one, and deletes the registration on every
-way out. Exit codes: 0 job succeeded or no job, 1 job failed, 2 configuration, 3 registration,
+way out. At start it logs the runner's version against actions/runner's releases, as a
+warning once GitHub refuses it (30 days after a newer release). Exit codes: 0 job succeeded
+or no job, 1 job failed, 2 configuration or a runner version GitHub refuses, 3 registration,
 4 runner failed, 5 job timeout, 143 stopped by SIGTERM.`,
 		Flags: append(scopeFlags(),
 			&cli.StringFlag{Name: "runner-dir", Value: "/actions-runner", EnvVars: []string{"RELAY_RUNNER_DIR"}, Usage: "directory of the unpacked Actions runner (run.sh, config.sh)"},
@@ -41,6 +43,7 @@ way out. Exit codes: 0 job succeeded or no job, 1 job failed, 2 configuration, 3
 			&cli.DurationFlag{Name: "job-timeout", Value: 6 * time.Hour, EnvVars: []string{"RELAY_JOB_TIMEOUT"}, Usage: "stop a job that runs longer (exit 5); 0: no limit"},
 			&cli.DurationFlag{Name: "stop-grace", Value: 30 * time.Second, EnvVars: []string{"RELAY_STOP_GRACE"}, Usage: "time the runner has to exit after SIGTERM before it is killed"},
 			&cli.DurationFlag{Name: "orphan-age", Value: 15 * time.Minute, EnvVars: []string{"RELAY_ORPHAN_AGE"}, Usage: "remove offline runners of this prefix registered longer ago (left by killed replicas); 0: never"},
+			&cli.BoolFlag{Name: "check-runner-version", Value: true, EnvVars: []string{"RELAY_CHECK_RUNNER_VERSION"}, Usage: "look up actions/runner's releases at start and warn when GitHub refuses the installed version (false: air-gapped servers)"},
 			&cli.StringSliceFlag{Name: "pass-env", EnvVars: []string{"RELAY_PASS_ENV"}, Usage: "more variables the job may see (PATH, HOME, LANG, TZ, proxies and ACTIONS_RUNNER_HOOK_* always pass; RELAY_* and tokens never)"},
 			&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -61,7 +64,7 @@ way out. Exit codes: 0 job succeeded or no job, 1 job failed, 2 configuration, 3
 				RunnerDir: f.str("runner-dir"), NamePrefix: f.str("name-prefix"), Labels: f.list("labels"),
 				IdleTimeout: f.duration("idle-timeout"), JobTimeout: f.duration("job-timeout"), StopGrace: f.duration("stop-grace"),
 				OrphanAge: f.duration("orphan-age"), PassEnv: f.list("pass-env"), GroupID: int64(f.int("runner-group-id")),
-				Getenv: getenv, Reap: os.Getpid() == 1,
+				Getenv: getenv, Reap: os.Getpid() == 1, SkipVersionCheck: !f.bool("check-runner-version"),
 			}
 			if f.err != nil {
 				return f.err

@@ -82,8 +82,17 @@ func fakeRunner(mode string, args []string) int {
 	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
 	os.WriteFile("pid", []byte(fmt.Sprint(os.Getpid())), 0o644)
 	ts := func() string { return time.Now().UTC().Format("2006-01-02 15:04:05Z") }
-	fmt.Printf("\n√ Connected to GitHub\n\nCurrent runner version: '2.321.0'\n%s: Listening for Jobs\n", ts())
+	fmt.Printf("\n√ Connected to GitHub\n\nCurrent runner version: '%s'\n%s: Listening for Jobs\n", FakeRunnerVersion, ts())
 	switch scenario {
+	case "deprecated":
+		// What the listener and run.sh print when the broker refuses the version.
+		fmt.Printf("An error occurred: Runner version v%s is deprecated and cannot receive messages.\n", FakeRunnerVersion)
+		if os.Getenv("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE") == "1" {
+			fmt.Println("Runner listener exit with deprecated version exit code: 7.\nExiting runner...")
+			return 7
+		}
+		fmt.Println("Runner listener exit with terminated error, stop the service, no retry needed.\nExiting runner...")
+		return 0
 	case "success", "fail":
 		result := map[string]string{"success": "Succeeded", "fail": "Failed"}[scenario]
 		fmt.Printf("%s: Running job: build\n", ts())
@@ -125,7 +134,8 @@ func fakeRunner(mode string, args []string) int {
 }
 
 // FakeRunnerDir is an Actions runner directory whose run.sh and config.sh exec this test
-// binary (see MaybeFakeRunner) to play scenario: success, fail, idle, crash, job-forever.
+// binary (see MaybeFakeRunner) to play scenario: success, fail, idle, crash, job-forever,
+// deprecated (GitHub refuses the version), orphan.
 // The fake writes run.env/run.args (config.env/config.args) and its pid there.
 func FakeRunnerDir(t testing.TB, scenario string) string {
 	t.Helper()
@@ -142,5 +152,9 @@ func FakeRunnerDir(t testing.TB, scenario string) string {
 		}
 	}
 	os.WriteFile(filepath.Join(dir, "scenario"), []byte(scenario), 0o644)
+	// The .NET manifest a runner release ships, where relay reads the version.
+	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
+	deps := fmt.Sprintf(`{"runtimeTarget":{"name":".NETCoreApp,Version=v8.0/linux-x64"},"libraries":{"Runner.Listener/%s":{"type":"project","serviceable":false,"sha512":""},"Newtonsoft.Json/13.0.3":{"type":"package"}}}`, FakeRunnerVersion)
+	os.WriteFile(filepath.Join(dir, "bin", "Runner.Listener.deps.json"), []byte(deps), 0o644)
 	return dir
 }

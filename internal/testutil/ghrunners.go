@@ -57,6 +57,17 @@ type Runner struct {
 	Group  int64    `json:"-"`
 }
 
+// RunnerRelease is one release of actions/runner, as GET /repos/actions/runner/releases
+// lists it.
+type RunnerRelease struct {
+	Tag        string
+	Published  time.Time
+	Prerelease bool
+}
+
+// FakeRunnerVersion is the version FakeRunnerDir's runner reports.
+const FakeRunnerVersion = "2.321.0"
+
 // GitHubRunners is the GitHub REST API a runner entrypoint and `relay doctor` use: App JWT
 // auth (checked with the App's public key), installation lookup and access tokens (repo and
 // org), generate-jitconfig, registration tokens, runner listing and deletion, queued
@@ -73,6 +84,9 @@ type GitHubRunners struct {
 	NoJIT bool
 	// Now is the fake's clock for JWT checks (default time.Now).
 	Now func() time.Time
+	// Releases are actions/runner's, newest first (default: FakeRunnerVersion alone); the
+	// list is public, answered with or without a token.
+	Releases []RunnerRelease
 
 	mu      sync.Mutex
 	pub     *rsa.PublicKey
@@ -93,6 +107,7 @@ func StartGitHubRunners(t testing.TB, installed string) *GitHubRunners {
 	}
 	g := &GitHubRunners{AppID: "31337", Installed: installed, pub: &key.PublicKey, tokens: map[string]bool{}, regs: map[string]bool{},
 		runners: map[int64]*Runner{}, byToken: map[string]int64{}, nextID: 100, Now: time.Now,
+		Releases:    []RunnerRelease{{Tag: "v" + FakeRunnerVersion, Published: time.Date(2026, 11, 2, 15, 4, 0, 0, time.UTC)}},
 		Permissions: map[string]string{"administration": "write", "organization_self_hosted_runners": "write", "actions": "read", "metadata": "read"},
 		AppKey:      pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})}
 	srv := httptest.NewServer(http.HandlerFunc(g.serve))
@@ -224,6 +239,15 @@ func (g *GitHubRunners) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if p == "/repos/actions/runner/releases" && r.Method == http.MethodGet && (tok == "" || g.tokens[tok]) {
+		var out []map[string]any
+		for _, rel := range g.Releases {
+			out = append(out, map[string]any{"tag_name": rel.Tag, "name": rel.Tag, "draft": false, "prerelease": rel.Prerelease,
+				"published_at": rel.Published.UTC().Format(time.RFC3339)})
+		}
+		reply(http.StatusOK, out)
+		return
+	}
 	if !g.tokens[tok] {
 		fail(http.StatusUnauthorized, "Bad credentials")
 		return

@@ -240,7 +240,9 @@ func (c *Client) request(ctx context.Context, method, u string, body io.Reader, 
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+tok)
+	if tok != "" { // an empty token: an anonymous request, for public data
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	req.Header.Set("X-GitHub-Api-Version", APIVersion)
 	if body != nil && ctype != "" {
 		req.Header.Set("Content-Type", ctype)

@@ -220,9 +220,10 @@ func lettersOnly(v string) bool {
 	return true
 }
 
-// plainWord: a short all-lower-case word ("id-token: write", "password: required") is
-// prose, not a credential.
+// plainWord: a short all-lower-case word ("id-token: write", "password: required"), maybe
+// ending a clause ("id-token: write: not running"), is prose, not a credential.
 func plainWord(v string) bool {
+	v = strings.TrimRight(v, ".:")
 	switch strings.ToLower(v) {
 	case "bearer", "basic", "token":
 		return true // the scheme of a header value masked on its own

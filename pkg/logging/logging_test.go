@@ -114,6 +114,8 @@ func TestRedactorForms(t *testing.T) {
 		{"ghcr.io/acme/app:v1@sha256:0123456789abcdef", "ghcr.io/acme/app:v1@sha256:0123456789abcdef"},
 		{"release github.com/acme/app v1.2.3 by bob", "release github.com/acme/app v1.2.3 by bob"},
 		{"password: required", "password: required"},
+		{"skip workflow grants id-token: write: not running inside a job", "skip workflow grants id-token: write: not running inside a job"},
+		{"id_token: s3cr3t: leaked", "id_token: *** leaked"},
 		{"the registry wants basic authentication", "the registry wants basic authentication"},
 	}
 	for _, tt := range tests {

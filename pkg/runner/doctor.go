@@ -12,7 +12,8 @@ import (
 	"github.com/relaydev/relay/internal/httpx"
 )
 
-// Check is one finding of relay doctor: ok, fail (with the fix) or skip (with why).
+// Check is one finding of relay doctor: ok, warn (works now, will not for long; with the
+// fix), fail (with the fix) or skip (with why). Only fail fails the doctor.
 type Check struct {
 	Name   string `json:"name"`
 	Status string `json:"status"`
@@ -32,6 +33,18 @@ type DoctorOptions struct {
 	HTTP        *http.Client
 	Retrier     *httpx.Retrier // the retry layer HTTP includes; nil: one is added
 	Getenv      func(string) string
+	// RunnerDir is where an Actions runner may be installed (inside the runner image);
+	// Pins are runner versions pinned elsewhere (relay.yaml's actions-runner bases). Each
+	// is checked against actions/runner's releases.
+	RunnerDir string
+	Pins      []Pin
+	Now       func() time.Time
+}
+
+// Pin is a runner version pinned somewhere: Where names the place.
+type Pin struct {
+	Where   string
+	Version Version
 }
 
 // Doctor checks, reading only, what most often breaks a first runner deployment: the
@@ -90,6 +103,52 @@ func Doctor(ctx context.Context, d DoctorOptions) []Check {
 		default:
 			add(Check{Name: "workflow grants id-token: write", Status: "ok", Note: "the job can request an OIDC token"})
 		}
+	}
+	return append(out, versionChecks(ctx, d, o)...)
+}
+
+// versionChecks place the installed and pinned runner versions in GitHub's support window.
+func versionChecks(ctx context.Context, d DoctorOptions, o *Options) []Check {
+	pins := d.Pins
+	if d.RunnerDir != "" {
+		if v, err := InstalledVersion(ctx, d.RunnerDir); err == nil {
+			pins = append([]Pin{{Where: "installed in " + d.RunnerDir, Version: v}}, pins...)
+		}
+	}
+	if len(pins) == 0 {
+		where := "no actions-runner base in relay.yaml"
+		if d.RunnerDir != "" {
+			where = "no Actions runner in " + d.RunnerDir + " and " + where
+		}
+		return []Check{{Name: "runner version", Status: "skip", Note: where}}
+	}
+	tokens := d.Token // a working credential raises the rate limit; a broken one is reported above
+	if tokens != nil {
+		if _, err := tokens(ctx); err != nil {
+			tokens = nil
+		}
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	now := d.Now()
+	var out []Check
+	for _, p := range pins {
+		c := Check{Name: "runner version (" + p.Where + ")"}
+		f, err := CheckVersion(ctx, p.Version, VersionOptions{APIURL: o.APIURL, Token: tokens, HTTP: o.HTTP, Retrier: o.Retrier, Now: d.Now})
+		switch {
+		case errors.Is(err, ErrNoReleases):
+			c.Status, c.Note = "skip", fmt.Sprintf("runner %s: %v", p.Version, err)
+		case err != nil:
+			c.Status, c.Note, c.Fix = "warn", fmt.Sprintf("runner %s not checked: %v", p.Version, err), "allow relay to read https://api.github.com/repos/actions/runner/releases, or compare with https://github.com/actions/runner/releases by hand"
+		case f.Refused:
+			c.Status, c.Note, c.Fix = "fail", f.Summary(now), f.Fix()
+		case f.Behind():
+			c.Status, c.Note, c.Fix = "warn", f.Summary(now), f.Fix()
+		default:
+			c.Status, c.Note = "ok", f.Summary(now)
+		}
+		out = append(out, c)
 	}
 	return out
 }

@@ -30,7 +30,12 @@ var (
 	reListening = regexp.MustCompile(`Listening for Jobs`)
 	reRunning   = regexp.MustCompile(`Running job: (.+?)\s*$`)
 	reCompleted = regexp.MustCompile(`Job (.+?) completed with result: (\w+)`)
+	reRefused   = regexp.MustCompile(`Runner version v?(\S+) is deprecated and cannot receive messages`)
 )
+
+// exitVersionRefused is the listener's exit code for a version GitHub refuses, when
+// ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1 asks for it (run.sh passes it on).
+const exitVersionRefused = 7
 
 // Run registers a runner, runs the Actions runner until it finishes one job, gives up
 // waiting for one, or relay is told to stop (ctx), and removes the registration. The
@@ -63,6 +68,8 @@ type run struct {
 	listeningAt, jobAt, jobDoneAt time.Time
 	job, jobResult                string
 	stopReason                    string // idle, job-timeout, terminated
+	refused                       bool   // the runner said GitHub refuses its version
+	version                       versionFacts
 	onJob                         func()
 	childCode                     int
 }
@@ -72,6 +79,11 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if r.o.Token != nil && r.o.OrphanAge > 0 {
 		r.sweep(ctx)
 	}
+	// The release look-up overlaps the registration; its facts are logged before the start.
+	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	version := make(chan versionFacts, 1)
+	go func() { version <- r.checkVersion(vctx) }()
 	if err := r.register(ctx); err != nil {
 		r.res.ExitCode, r.res.Outcome = ExitRegistration, "registration-failed"
 		if ctx.Err() != nil {
@@ -82,6 +94,11 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		r.exited()
 		return &r.res, &Error{Code: r.res.ExitCode, Err: err}
 	}
+	r.version = <-version
+	if r.version.token != "" {
+		r.o.secret(r.version.token)
+	}
+	r.version.log(r.logger)
 	err := r.supervise(ctx)
 	r.cleanup(ctx)
 	r.exited()
@@ -238,6 +255,8 @@ func (r *run) supervise(ctx context.Context) error {
 	env = append(slices.DeleteFunc(env, func(kv string) bool {
 		return strings.HasPrefix(kv, "TRACEPARENT=") || strings.HasPrefix(kv, "TRACESTATE=")
 	}), telemetry.Environ(jctx)...)
+	// A refused version then ends the runner with its own exit code, not "no retry needed".
+	env = append(env, "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1")
 	cmd := exec.Command(filepath.Join(r.o.RunnerDir, "run.sh"), args...)
 	cmd.Dir, cmd.Env = r.o.RunnerDir, env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // signals reach run.sh and the listener it starts
@@ -336,8 +355,13 @@ loop:
 	}
 	<-lines
 	r.decide(code)
-	if r.res.ExitCode == ExitRunner {
+	switch r.res.ExitCode {
+	case ExitRunner:
 		return fmt.Errorf("the Actions runner exited with code %d without a job result", code)
+	case ExitConfig:
+		err := fmt.Errorf("GitHub refuses Actions runner %s (\"deprecated and cannot receive messages\"): restarting will not help; re-pin the runner image on a release less than 30 days old (docs/runner.md, The image)", r.version.installed())
+		r.logger.Error("GitHub refuses this runner version", "event", "runner.version_refused", "runner_version", r.version.installed(), "error", err.Error())
+		return err
 	}
 	return nil
 }
@@ -358,6 +382,8 @@ func (r *run) decide(childCode int) {
 		r.res.ExitCode, r.res.Outcome = ExitTerminated, "terminated"
 	case r.stopReason == "idle":
 		r.res.ExitCode, r.res.Outcome = ExitOK, "no-job"
+	case r.refused || childCode == exitVersionRefused:
+		r.res.ExitCode, r.res.Outcome = ExitConfig, "runner-version-refused"
 	default:
 		r.res.ExitCode, r.res.Outcome = ExitRunner, "runner-failed"
 	}
@@ -389,6 +415,10 @@ func (r *run) follow(out io.ReadCloser) {
 			}
 		case reConnected.MatchString(line):
 			r.logger.Info("runner connected to GitHub", "event", "runner.connected")
+		case reRefused.MatchString(line):
+			r.mu.Lock()
+			r.refused = true
+			r.mu.Unlock()
 		}
 		if m := reRunning.FindStringSubmatch(line); m != nil {
 			r.mu.Lock()

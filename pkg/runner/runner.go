@@ -24,7 +24,7 @@ import (
 const (
 	ExitOK           = 0   // the job succeeded, or no job came before the idle deadline
 	ExitJobFailed    = 1   // the job ran and failed or was cancelled: retrying the replica will not help
-	ExitConfig       = 2   // bad flags or environment: fix the deployment
+	ExitConfig       = 2   // bad flags or environment, or a runner version GitHub refuses: fix the deployment
 	ExitRegistration = 3   // registration failed (credentials, permissions, GitHub): retry with backoff
 	ExitRunner       = 4   // the Actions runner failed to start or exited without a job result
 	ExitJobTimeout   = 5   // the job ran past the hard timeout and was stopped
@@ -125,6 +125,9 @@ type Options struct {
 	// Retrier is the retry layer HTTP's transport includes (relay's chain); nil: one is added.
 	Retrier *httpx.Retrier
 	Now     func() time.Time
+	// SkipVersionCheck leaves out the look-up of actions/runner's releases at start (an
+	// air-gapped server); the installed version is still logged.
+	SkipVersionCheck bool
 	// Rand supplies the name's random suffix (tests fix it).
 	Rand func() string
 }

@@ -98,23 +98,25 @@ func TestRunScenarios(t *testing.T) {
 		events   []string
 	}{
 		{scenario: "success", code: ExitOK, outcome: "job-succeeded",
-			events: []string{"runner.registered", "runner.started", "runner.connected", "runner.listening", "job.started", "job.completed", "runner.removed", "runner.exited"}},
+			events: []string{"runner.registered", "runner.version", "runner.started", "runner.connected", "runner.listening", "job.started", "job.completed", "runner.removed", "runner.exited"}},
 		{scenario: "fail", code: ExitJobFailed, outcome: "job-failed",
-			events: []string{"runner.registered", "runner.started", "runner.connected", "runner.listening", "job.started", "job.completed", "runner.removed", "runner.exited"}},
+			events: []string{"runner.registered", "runner.version", "runner.started", "runner.connected", "runner.listening", "job.started", "job.completed", "runner.removed", "runner.exited"}},
 		{scenario: "idle", setup: func(o *Options, _ *testutil.GitHubRunners) { o.IdleTimeout = 200 * time.Millisecond }, code: ExitOK, outcome: "no-job",
-			events: []string{"runner.registered", "runner.started", "runner.connected", "runner.listening", "runner.idle", "runner.removed", "runner.exited"}},
+			events: []string{"runner.registered", "runner.version", "runner.started", "runner.connected", "runner.listening", "runner.idle", "runner.removed", "runner.exited"}},
+		{scenario: "deprecated", code: ExitConfig, outcome: "runner-version-refused",
+			events: []string{"runner.registered", "runner.version", "runner.started", "runner.connected", "runner.listening", "runner.version_refused", "runner.removed", "runner.exited"}},
 		{scenario: "crash", code: ExitRunner, outcome: "runner-failed",
-			events: []string{"runner.registered", "runner.started", "runner.connected", "runner.listening", "runner.removed", "runner.exited"}},
+			events: []string{"runner.registered", "runner.version", "runner.started", "runner.connected", "runner.listening", "runner.removed", "runner.exited"}},
 		{scenario: "job-forever", signal: true, code: ExitTerminated, outcome: "terminated",
-			events: []string{"runner.registered", "runner.started", "runner.connected", "runner.listening", "job.started", "runner.signal", "job.completed", "runner.removed", "runner.exited"}},
+			events: []string{"runner.registered", "runner.version", "runner.started", "runner.connected", "runner.listening", "job.started", "runner.signal", "job.completed", "runner.removed", "runner.exited"}},
 		{scenario: "job-forever", setup: func(o *Options, _ *testutil.GitHubRunners) { o.JobTimeout = 200 * time.Millisecond }, code: ExitJobTimeout, outcome: "job-timeout",
-			events: []string{"runner.registered", "runner.started", "runner.connected", "runner.listening", "job.started", "job.timeout", "job.completed", "runner.removed", "runner.exited"}},
+			events: []string{"runner.registered", "runner.version", "runner.started", "runner.connected", "runner.listening", "job.started", "job.timeout", "job.completed", "runner.removed", "runner.exited"}},
 		{scenario: "success", setup: func(_ *Options, gh *testutil.GitHubRunners) { gh.NoJIT = true }, code: ExitOK, outcome: "job-succeeded",
-			events: []string{"runner.registered", "runner.started", "runner.connected", "runner.listening", "job.started", "job.completed", "runner.removed", "runner.exited"}},
+			events: []string{"runner.registered", "runner.version", "runner.started", "runner.connected", "runner.listening", "job.started", "job.completed", "runner.removed", "runner.exited"}},
 		{scenario: "idle", setup: func(o *Options, gh *testutil.GitHubRunners) {
 			o.Token, o.RegistrationToken, o.IdleTimeout = nil, gh.IssueRegistrationToken(), 200*time.Millisecond
 		}, code: ExitOK, outcome: "no-job",
-			events: []string{"runner.registered", "runner.started", "runner.connected", "runner.listening", "runner.idle", "runner.removed", "runner.exited"}},
+			events: []string{"runner.registered", "runner.version", "runner.started", "runner.connected", "runner.listening", "runner.idle", "runner.removed", "runner.exited"}},
 	} {
 		name := tc.scenario
 		if tc.setup != nil {
