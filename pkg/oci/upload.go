@@ -393,6 +393,26 @@ func resumable(err error) bool {
 		errors.Is(err, io.EOF) || errors.As(err, &ne)
 }
 
+// staleUpload is a resumed chunk refused because the upload moved on after relay asked where
+// it stood: a registry still taking in the torn chunk answers with the old offset, then
+// refuses the range or forgets the session. Asking again is right; the resume budget bounds it.
+func staleUpload(err error) bool {
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		return false
+	}
+	if te.StatusCode == http.StatusRequestedRangeNotSatisfiable {
+		return true
+	}
+	for _, e := range te.Errors {
+		switch e.Code {
+		case transport.BlobUploadInvalidErrorCode, transport.BlobUploadUnknownErrorCode, "RANGE_INVALID":
+			return true
+		}
+	}
+	return false
+}
+
 // finish drives one upload to its commit: it sends from r, and after an interruption asks
 // the registry where it stands and sends the rest from a fresh read of the source.
 func (c *Client) finish(ctx context.Context, u *upload, r io.Reader, leave func()) error {
@@ -412,7 +432,7 @@ func (c *Client) finish(ctx context.Context, u *upload, r io.Reader, leave func(
 			if ctx.Err() != nil {
 				return u.errorf("%w", ctx.Err())
 			}
-			if attempt > maxResumes || !resumable(err) {
+			if attempt > maxResumes || !(resumable(err) || (attempt > 1 && staleUpload(err))) {
 				return u.errorf("%w", err)
 			}
 			wait := min(c.resumeWait<<(attempt-1), 10*time.Second)

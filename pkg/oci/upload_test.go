@@ -63,6 +63,29 @@ func TestUploadFaults(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}
+	// A registry still taking in a torn chunk when asked where the upload stands: it answers
+	// with the old offset, then refuses the resumed chunk (distribution 2.8 under load).
+	staleStatus := func(next http.Handler) http.Handler {
+		var mu sync.Mutex
+		answered, refused := false, false
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			stale := r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/uploads/") && !answered
+			refuse := patchAt(chunk)(r) && answered && !refused
+			answered, refused = answered || stale, refused || refuse
+			mu.Unlock()
+			switch {
+			case stale:
+				w.Header().Set("Location", r.URL.Path)
+				w.Header().Set("Range", fmt.Sprintf("0-%d", chunk-1))
+				w.WriteHeader(http.StatusNoContent)
+			case refuse:
+				http.Error(w, `{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"blob upload invalid"}]}`, http.StatusBadRequest)
+			default:
+				next.ServeHTTP(w, r)
+			}
+		})
+	}
 	for _, tc := range []struct {
 		name  string
 		fault func(http.Handler) http.Handler
@@ -73,6 +96,11 @@ func TestUploadFaults(t *testing.T) {
 		// go-containerregistry's registry cannot say where an upload stands: the blob starts again.
 		// The layer is 3 chunks and a tar header; the config one chunk.
 		{"link cut mid-chunk, registry without upload status", testutil.CutUploads(1, chunk/2, patchAt(chunk)), 3, 1 + 2 + 4, "registry dropped the upload"},
+		// The resumed chunk is refused: relay asks again, and the blob starts again.
+		{"registry's status lags a torn chunk", func(h http.Handler) http.Handler {
+			return staleStatus(testutil.CutUploads(1, chunk/2, patchAt(chunk))(h))
+		},
+			3, 2 + 1 + 4 + 1, "registry dropped the upload"},
 		// One refused chunk, then every blob in one PATCH.
 		{"registry refuses chunked uploads", refuseRanges, 3, 1 + 2, "registry refuses chunked uploads"},
 	} {
