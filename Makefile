@@ -11,7 +11,7 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/relay ./cmd/relay
 
-## cross: relay for linux/amd64 and linux/arm64 in bin/relay-linux-ARCH (image/Dockerfile copies them)
+## cross: relay for linux/amd64 and linux/arm64 in bin/relay-linux-ARCH
 cross:
 	for a in amd64 arm64; do CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/relay-linux-$$a ./cmd/relay || exit 1; done
 

@@ -49,17 +49,57 @@ func TestImageAndDeployFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := string(df)
-	for _, re := range []string{
-		`(?m)^FROM ` + regexp.QuoteMeta(rl.Base) + `$`,
-		`(?m)^COPY --chmod=0755 bin/relay-linux-\$\{TARGETARCH\} /usr/local/bin/relay$`,
-		`(?m)^USER ` + rl.User + `$`,
-		`(?m)^WORKDIR ` + rl.Workdir + `$`,
-		`RELAY_RUNNER_DIR=/home/runner`,
-		`(?m)^ENTRYPOINT \["/usr/local/bin/relay", "runner"\]$`,
+	// Each target stage of the Dockerfile against its image in relay.yaml.
+	stages := map[string]string{}
+	for _, st := range regexp.MustCompile(`(?m)^FROM `).Split(string(df), -1)[1:] {
+		if m := regexp.MustCompile(`^\S+ AS (\S+)`).FindStringSubmatch(st); m != nil {
+			stages[m[1]] = "FROM " + st
+		}
+	}
+	gomod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goVersion := regexp.MustCompile(`(?m)^go (\S+)$`).FindSubmatch(gomod)[1]
+	for stage, res := range map[string][]string{
+		// relay built in the Dockerfile, from go.mod's Go, static, stamped with the version.
+		"build": {`^FROM golang:` + regexp.QuoteMeta(string(goVersion)) + `-bookworm@sha256:[0-9a-f]{64} AS build\n`,
+			`(?m)^RUN CGO_ENABLED=0 go build -trimpath -ldflags "[^"]*-X main.version=\$\{VERSION\}" -o /out/relay ./cmd/relay$`},
+		"relay-runner": {`^FROM ` + regexp.QuoteMeta(rl.Base) + ` AS relay-runner\n`,
+			`(?m)^COPY --from=build /out/relay /usr/local/bin/relay$`,
+			`(?m)^USER ` + rl.User + `$`,
+			`(?m)^WORKDIR ` + rl.Workdir + `$`,
+			`RELAY_RUNNER_DIR=/home/runner`,
+			`(?m)^ENTRYPOINT \["/usr/local/bin/relay", "runner"\]$`},
+		"relay": {`^FROM ` + regexp.QuoteMeta(relay.Local.Base) + ` AS relay\n`,
+			`(?m)^COPY --from=build /out/relay /usr/local/bin/relay$`,
+			`(?m)^USER ` + relay.Local.User + `$`,
+			`(?m)^ENTRYPOINT \["/usr/local/bin/relay"\]$`},
 	} {
-		if !regexp.MustCompile(re).MatchString(d) {
-			t.Errorf("image/Dockerfile does not agree with image/relay.yaml: lacks %s", re)
+		for _, re := range res {
+			if !regexp.MustCompile(re).MatchString(stages[stage]) {
+				t.Errorf("image/Dockerfile stage %s does not agree with image/relay.yaml: lacks %s\n%s", stage, re, stages[stage])
+			}
+		}
+	}
+	d := string(df)
+	if strings.Contains(d, "--chmod") || strings.Contains(d, "$BUILDPLATFORM") {
+		t.Error("image/Dockerfile uses a BuildKit-only feature: cloud builders' classic builds would fail")
+	}
+	// The cloud builder's relay.yaml builds the same images from the Dockerfile's stages.
+	cloud, err := config.Load("../../image/relay-cloud.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cloud.Images) != len(cfg.Images) || cloud.Builder.Kind == "local" {
+		t.Fatalf("image/relay-cloud.yaml: %d images on builder %s", len(cloud.Images), cloud.Builder.Kind)
+	}
+	for i, im := range cloud.Images {
+		local := cfg.Images[i]
+		if im.Name != local.Name || strings.Join(im.Platforms, ",") != strings.Join(local.Platforms, ",") || strings.Join(im.Targets, ",") != strings.Join(local.Targets, ",") ||
+			strings.Join(im.Tags, ",") != strings.Join(local.Tags, ",") || im.Docker == nil || im.Docker.Dockerfile != "image/Dockerfile" ||
+			im.Docker.Target != im.Name || stages[im.Name] == "" || im.Docker.BuildArgs["VERSION"] != "{{ .Version }}" {
+			t.Errorf("image/relay-cloud.yaml image %d does not build %s as image/relay.yaml does: %+v %+v", i, local.Name, im, im.Docker)
 		}
 	}
 	if regexp.MustCompile(`(?i)install[^\n]*docker`).MatchString(d) {
@@ -82,7 +122,7 @@ func TestImageAndDeployFiles(t *testing.T) {
 	if !known["RELAY_IDLE_TIMEOUT"] || !known["RELAY_RUNNER_DIR"] {
 		t.Fatalf("runner flags not found: %v", known)
 	}
-	for _, f := range []string{"../../image/Dockerfile", "../../image/relay.yaml", "../../image/deploy/azure-container-apps-job.yaml", "../../image/deploy/keda-scaledjob.yaml", "../../docs/runner.md"} {
+	for _, f := range []string{"../../image/Dockerfile", "../../image/relay.yaml", "../../image/relay-cloud.yaml", "../../image/deploy/azure-container-apps-job.yaml", "../../image/deploy/keda-scaledjob.yaml", "../../docs/runner.md"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -113,9 +114,10 @@ type ACRBuilder struct {
 
 // DockerBuild is how a cloud builder builds an image: from a Dockerfile in its context.
 type DockerBuild struct {
-	Dockerfile string            `yaml:"dockerfile,omitempty" json:"dockerfile,omitempty"` // relative to the context (default Dockerfile)
-	BuildArgs  map[string]string `yaml:"build_args,omitempty" json:"build_args,omitempty"`
-	Target     string            `yaml:"target,omitempty" json:"target,omitempty"`
+	Dockerfile string `yaml:"dockerfile,omitempty" json:"dockerfile,omitempty"` // relative to the context (default Dockerfile)
+	// BuildArgs' values may be templates with the tag templates' fields ({{ .Version }}).
+	BuildArgs map[string]string `yaml:"build_args,omitempty" json:"build_args,omitempty"`
+	Target    string            `yaml:"target,omitempty" json:"target,omitempty"`
 }
 
 // Image is one image to build and publish.
@@ -654,6 +656,13 @@ func (c *Config) validateImage(v *validator, im Image, at func(...string) []stri
 		}
 		if err := checkTagTemplate(tag); err != nil {
 			return v.errf(at("tags", fmt.Sprint(j)), fmt.Sprintf("image %s: %v", im.Name, err), "tag templates see {{ .Version }}, {{ .Tag }}, {{ .Commit }} and {{ .ShortCommit }} (docs/config.md)")
+		}
+	}
+	if im.Docker != nil {
+		for _, k := range slices.Sorted(maps.Keys(im.Docker.BuildArgs)) {
+			if _, err := RenderValue(k, im.Docker.BuildArgs[k], sampleTagData); err != nil {
+				return v.errf(at("docker", "build_args", k), fmt.Sprintf("image %s: %v", im.Name, err), "build arguments see {{ .Version }}, {{ .Tag }}, {{ .Commit }} and {{ .ShortCommit }} (docs/config.md)")
+			}
 		}
 	}
 	if im.Local == nil {

@@ -56,3 +56,20 @@ func checkTagTemplate(tpl string) error {
 	_, err := RenderTag(tpl, sampleTagData)
 	return err
 }
+
+// RenderValue renders a build argument's template (images[].docker.build_args): the same
+// fields as tags, any text as the result.
+func RenderValue(name, tpl string, d TagData) (string, error) {
+	if !strings.Contains(tpl, "{{") {
+		return tpl, nil
+	}
+	tp, err := template.New(name).Option("missingkey=error").Parse(tpl)
+	if err != nil {
+		return "", fmt.Errorf("build argument %s %q: %w", name, tpl, err)
+	}
+	var b bytes.Buffer
+	if err := tp.Execute(&b, d); err != nil {
+		return "", fmt.Errorf("build argument %s %q: %w", name, tpl, err)
+	}
+	return b.String(), nil
+}

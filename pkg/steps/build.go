@@ -48,8 +48,12 @@ func (Build) Run(ctx context.Context, env *Env, st *State) error {
 		if err != nil {
 			return err
 		}
+		bi, err := buildImage(im, config.NewTagData(st.Source.Tag, st.Source.Commit))
+		if err != nil {
+			return err
+		}
 		res, err := env.Builder.Build(ctx, build.Request{
-			Image:      buildImage(im),
+			Image:      bi,
 			ContextDir: filepath.Join(st.Source.Dir, filepath.FromSlash(im.Context)),
 			Repository: repo,
 			Source: build.SourceInfo{
@@ -79,8 +83,9 @@ func buildRepo(env *Env, image string) (nameRepo, error) {
 	return env.MapRepository(env.Config.Builder.Registry + "/" + image)
 }
 
-// buildImage is what the builders need of relay.yaml's image entry.
-func buildImage(im config.Image) build.Image {
+// buildImage is what the builders need of relay.yaml's image entry, build arguments
+// rendered for the release.
+func buildImage(im config.Image, d config.TagData) (build.Image, error) {
 	out := build.Image{Name: im.Name, Platforms: im.Platforms}
 	if l := im.Local; l != nil {
 		out.Local = &build.LocalSpec{Base: l.Base, Entrypoint: l.Entrypoint, Cmd: l.Cmd, Env: l.Env, User: l.User,
@@ -92,8 +97,18 @@ func buildImage(im config.Image) build.Image {
 			out.Local.Files = append(out.Local.Files, build.File{Src: f.Src, Dst: f.Dst, Mode: f.Mode, Platforms: f.Platforms})
 		}
 	}
-	if d := im.Docker; d != nil {
-		out.Docker = &build.DockerSpec{Dockerfile: d.Dockerfile, BuildArgs: d.BuildArgs, Target: d.Target}
+	if dk := im.Docker; dk != nil {
+		out.Docker = &build.DockerSpec{Dockerfile: dk.Dockerfile, Target: dk.Target}
+		for k, v := range dk.BuildArgs {
+			r, err := config.RenderValue(k, v, d)
+			if err != nil {
+				return out, fmt.Errorf("image %s: %w", im.Name, err)
+			}
+			if out.Docker.BuildArgs == nil {
+				out.Docker.BuildArgs = map[string]string{}
+			}
+			out.Docker.BuildArgs[k] = r
+		}
 	}
-	return out
+	return out, nil
 }

@@ -2,6 +2,7 @@ package steps
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/relaydev/relay/pkg/config"
@@ -21,9 +22,32 @@ func TestBuildImageCarriesEverySetting(t *testing.T) {
 		},
 		Docker: &config.DockerBuild{Dockerfile: "Dockerfile.app", BuildArgs: map[string]string{"X": "1"}, Target: "run"},
 	}
-	got := buildImage(im)
+	got, err := buildImage(im, config.NewTagData("v1.2.3", "0123456789abcdef0123456789abcdef01234567"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Fields that are not the builders' business: where the image goes and how it is tagged.
 	sameFields(t, "image", reflect.ValueOf(im), reflect.ValueOf(got), map[string]bool{"Context": true, "Targets": true, "Tags": true})
+}
+
+// Build arguments are templates with the tags' fields: a cloud build can stamp the version.
+func TestBuildArgsTemplates(t *testing.T) {
+	im := config.Image{Name: "app", Docker: &config.DockerBuild{BuildArgs: map[string]string{
+		"VERSION": "{{ .Version }}", "REVISION": "{{ .ShortCommit }}", "PLAIN": "1.2", "BRACES": "{not a template}"}}}
+	got, err := buildImage(im, config.NewTagData("v1.2.3", "0123456789abcdef0123456789abcdef01234567"))
+	want := map[string]string{"VERSION": "v1.2.3", "REVISION": "0123456789ab", "PLAIN": "1.2", "BRACES": "{not a template}"}
+	if err != nil || !reflect.DeepEqual(got.Docker.BuildArgs, want) {
+		t.Fatalf("%v %v", got.Docker.BuildArgs, err)
+	}
+	// A branch release has no tag: {{ .Version }} is the short commit.
+	got, _ = buildImage(im, config.NewTagData("", "0123456789abcdef0123456789abcdef01234567"))
+	if got.Docker.BuildArgs["VERSION"] != "0123456789ab" {
+		t.Fatalf("branch release: %v", got.Docker.BuildArgs)
+	}
+	im.Docker.BuildArgs = map[string]string{"VERSION": "{{ .Verison }}"}
+	if _, err := buildImage(im, config.TagData{}); err == nil || !strings.Contains(err.Error(), "build argument VERSION") {
+		t.Fatalf("a typo: %v", err)
+	}
 }
 
 // sameFields checks that every field of cfg (set, so the test is not vacuous) has a field of
