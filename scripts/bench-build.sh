@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build benchmarks (issue 3/6): relay's local builder against `ko build` on the same Go main
 # (examples/hello), the same two-platform base (about 300 MiB per platform, in the same
-# registry) and the same registry (Debian's distribution 2.8 on 127.0.0.1), in the same run.
+# registry) and the same registry (Debian's distribution 2.8 on 127.0.0.1), in the same run;
+# and the layering alone (binaries already built) against `crane append` + `crane mutate` +
+# `crane index append`.
 #   scripts/bench-build.sh BIN REPORT [ROUNDS]
 # Appends a section to REPORT. ko comes from `go install github.com/google/ko@v0.19.1`
 # (scripts/bench-tools.sh); a missing peer is reported, never silently skipped.
@@ -16,6 +18,7 @@ export PATH="$PATH:$(go env GOPATH)/bin"
 . "$root/scripts/lib.sh"
 command -v docker-registry >/dev/null || { echo "bench-build: docker-registry is not installed: run scripts/bench-tools.sh" >&2; exit 1; }
 command -v ko >/dev/null || echo "bench-build: ko is not installed (go install github.com/google/ko@v0.19.1)" >&2
+command -v crane >/dev/null || { echo "bench-build: crane is not installed: run scripts/bench-tools.sh" >&2; exit 1; }
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$work/config.yml" <<YML
@@ -60,7 +63,23 @@ cat > "$work/ko-build" <<SH
 #!/bin/sh
 cd "$src" && KO_DOCKER_REPO=\$1 KO_DEFAULTBASEIMAGE=$base GOFLAGS=-mod=vendor exec ko build --bare --platform=linux/amd64,linux/arm64 --insecure-registry .
 SH
-chmod +x "$work/relay-build" "$work/ko-build"
+# The layering alone, crane's way: the binaries relay would build, as one-file layers, appended
+# per platform to the base (its layers mounted), the entrypoint set, the two joined in an index.
+for a in amd64 arm64; do
+  mkdir -p "$work/layer-$a"
+  (cd "$src" && CGO_ENABLED=0 GOOS=linux GOARCH=$a go build -mod=vendor -trimpath -ldflags='-s -w -buildid=' -o "$work/layer-$a/hello" .)
+  tar -C "$work/layer-$a" -cf "$work/hello-$a.tar" hello
+done
+cat > "$work/crane-layer" <<SH
+#!/bin/sh
+set -e
+for a in amd64 arm64; do
+  crane --insecure --platform linux/\$a append -b $base -f $work/hello-\$a.tar -t \$1/hello:\$a
+  crane --insecure mutate \$1/hello:\$a --entrypoint /hello -t \$1/hello:\$a
+done
+crane --insecure index append -m \$1/hello:amd64 -m \$1/hello:arm64 -t \$1/hello:v0.1.0
+SH
+chmod +x "$work/relay-build" "$work/ko-build" "$work/crane-layer"
 timeit() { /usr/bin/time -f '%e %M' -o "$work/t" "$@" >/dev/null 2>"$work/err" || { echo "FAILED: $*" >&2; cat "$work/err" >&2; return 1; }; cat "$work/t"; }
 
 : > "$work/rows"
@@ -69,6 +88,9 @@ for i in $(seq "$rounds"); do
   rm -rf "$work/cache" # a fresh runner has no binary cache: fresh runs both go builds
   t=$(timeit "$work/relay-build" "$reg/r$i/build"); echo "relay fresh $t" >> "$work/rows"
   t=$(timeit "$work/relay-build" "$reg/r$i/build"); echo "relay rebuild $t" >> "$work/rows"
+  # Binaries cached, new repository: what is left is checkout, layering and the push.
+  t=$(timeit "$work/relay-build" "$reg/l$i/build"); echo "relay layer $t" >> "$work/rows"
+  t=$(timeit "$work/crane-layer" "$reg/c$i/crane"); echo "crane layer $t" >> "$work/rows"
   if command -v ko >/dev/null; then
     t=$(timeit "$work/ko-build" "$reg/k$i/ko"); echo "ko fresh $t" >> "$work/rows"
     t=$(timeit "$work/ko-build" "$reg/k$i/ko"); echo "ko rebuild $t" >> "$work/rows"
@@ -95,4 +117,15 @@ med() { awk -v t="$1" -v k="$2" -v f="$3" '$1==t && $2==k {print $f}' "$work/row
     ratio=$(awk -v a="$rw" -v b="$kw" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }')
     echo "| $k | $rw | ${kw:--} | $ratio | $(awk -v m="$rm" 'BEGIN{printf "%.0f", m/1024}') | $( [ -n "$km" ] && awk -v m="$km" 'BEGIN{printf "%.0f", m/1024}' || echo -) |"
   done
+  echo
+  echo "The layering alone, binaries already built: relay the same command into a new repository with its binary cache warm"
+  echo "(checkout, layering, push; no \`go build\` runs, so its peak RSS is relay's own); crane: per platform \`crane --platform P"
+  echo "append\` of a one-file layer holding the same binary onto the same base (layers mounted) and \`crane mutate --entrypoint\`,"
+  echo "then \`crane index append\` of the two (five processes; peak RSS is the largest). crane: $(crane version 2>/dev/null || echo missing)."
+  echo
+  echo "| layering | relay wall (s) | crane wall (s) | relay/crane | relay peak RSS (MiB) | crane peak RSS (MiB) |"
+  echo "|---|---|---|---|---|---|"
+  rw=$(med relay layer 3); cw=$(med crane layer 3); rm=$(med relay layer 4); cm=$(med crane layer 4)
+  ratio=$(awk -v a="$rw" -v b="$cw" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }')
+  echo "| new repository | $rw | $cw | $ratio | $(awk -v m="$rm" 'BEGIN{printf "%.0f", m/1024}') | $(awk -v m="$cm" 'BEGIN{printf "%.0f", m/1024}') |"
 } >> "$report"
