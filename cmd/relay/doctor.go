@@ -27,9 +27,9 @@ runners for the scope (Administration: write, or Self-hosted runners: write), th
 the autoscaler watches is readable (Actions: read), the workflow grants id-token: write (when
 run inside a job), the Actions runner's version (installed in --runner-dir, or pinned as an
 image's actions-runner base in relay.yaml) against actions/runner's releases (GitHub refuses
-a runner 30 days after a newer release: warn before, fail after), and, when relay.yaml exists, the configuration, the source ref, every
-build and target repository (reachable, push allowed), the signing and release credentials,
-and the builder. Exit 0 when nothing failed (warnings do not fail), 1 otherwise.`,
+a runner 30 days after a newer release: warn before, fail after), and, when relay.yaml
+exists, the configuration, the source ref, every build and target repository (reachable,
+push allowed), the signing and release credentials, and the builder. Exit 0 when nothing failed (warnings do not fail), 1 otherwise.`,
 		Flags: append(scopeFlags(),
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "relay.yaml", EnvVars: []string{"RELAY_CONFIG"}, Usage: "relay.yaml to check (skipped if it does not exist)"},
 			&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "text or json"},

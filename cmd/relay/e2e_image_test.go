@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -48,7 +49,9 @@ func TestE2EBuildsRelaysOwnImages(t *testing.T) {
 	cfgPath := filepath.Join(dir, "relay.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
 	state := filepath.Join(dir, "state.json")
-	r := runRelayEnv(t, dir, nil, "run", "--config", cfgPath, "--state", state, "--only", "checkout,build", "--ref", "v0.0.0-image-test",
+	// relay cross-compiled twice, cold on a fresh CI machine and beside the other packages'
+	// tests: minutes, not the five a hanging run gets.
+	r := runRelayFor(t, 20*time.Minute, dir, nil, "run", "--config", cfgPath, "--state", state, "--only", "checkout,build", "--ref", "v0.0.0-image-test",
 		"--base", "relay-runner="+reg+"/stand-in/actions-runner:2.337.0@"+runnerIdx.DigestStr(),
 		"--base", "relay="+reg+"/stand-in/static:nonroot@"+staticIdx.DigestStr())
 	if r.code != 0 {

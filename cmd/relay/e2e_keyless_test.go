@@ -246,10 +246,17 @@ func TestE2EKeyRelease(t *testing.T) {
 	}
 }
 
-// runRelayEnv is runRelay with extra environment variables.
+// runRelayEnv is runRelay with extra environment variables; a run that hangs is killed after
+// five minutes.
 func runRelayEnv(t testing.TB, dir string, env []string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	return runRelayFor(t, 5*time.Minute, dir, env, args...)
+}
+
+// runRelayFor is runRelayEnv with another limit, for runs that compile Go cold.
+func runRelayFor(t testing.TB, limit time.Duration, dir string, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := relayCmd(ctx, dir, args...)
 	cmd.Env = append(cmd.Env, env...)
