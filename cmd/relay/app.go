@@ -128,7 +128,7 @@ func commonFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "local", EnvVars: []string{"RELAY_LOCAL"}, Usage: "run against embedded stand-ins: sandbox registry, local builder, ephemeral key, --out directory"},
 		&cli.BoolFlag{Name: "dry-run", EnvVars: []string{"RELAY_DRY_RUN"}, Usage: "run the steps against the real configuration with every write diverted (registry overlay, ephemeral signer, recorded release) and report each write the real run would make; writes nothing"},
 		&cli.StringFlag{Name: "out", Value: "dist", EnvVars: []string{"RELAY_OUT"}, Usage: "directory for release assets with --local or release.target dir"},
-		&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
+		&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: github inside GitHub Actions, text on a terminal, else json)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.IntFlag{Name: "jobs", Value: 4, EnvVars: []string{"RELAY_JOBS"}, Usage: "parallel registry and build operations"},
 		&cli.BoolFlag{Name: "replace", EnvVars: []string{"RELAY_REPLACE"}, Usage: "release: swap a published asset whose content changed (default: fail and name both checksums)"},
@@ -163,6 +163,18 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are decided in run, never os.Exit here
 		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return &usageError{Err: err} },
 		Commands:       []*cli.Command{runCommand(getenv, optsOf), planCommand(optsOf), versionCommand(stdout)},
+		// --version is the convention every installer's smoke test uses (`relay --version`).
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "version", Usage: "print relay's version and exit (`relay version` adds its key libraries')"}},
+		Action: func(c *cli.Context) error {
+			switch {
+			case c.Bool("version"):
+				fmt.Fprintf(stdout, "relay %s\n", version)
+				return nil
+			case c.Args().Len() > 0:
+				return &usageError{Err: fmt.Errorf("unknown command %q: see relay --help", c.Args().First())}
+			}
+			return cli.ShowAppHelp(c)
+		},
 	}
 	for _, s := range steps.All() {
 		app.Commands = append(app.Commands, stepCommand(s.Name(), getenv, optsOf))
@@ -413,7 +425,11 @@ func (f *flagReader) list(name string) []string {
 
 func newLogger(o Options) (*slog.Logger, string, error) {
 	format := o.LogFormat
-	if format == "" {
+	switch {
+	case format != "":
+	case o.Getenv != nil && o.Getenv("GITHUB_ACTIONS") == "true":
+		format = "github" // groups per step, annotations for warnings and errors in the job's log
+	default:
 		format = "json"
 		if f, ok := o.Stderr.(*os.File); ok && isTerminal(f) {
 			format = "text"

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/relaydev/relay/internal/testutil"
+	"github.com/relaydev/relay/pkg/logging"
 	"github.com/relaydev/relay/pkg/oci"
 	"github.com/relaydev/relay/pkg/steps"
 )
@@ -178,6 +179,14 @@ func TestHelpAndVersion(t *testing.T) {
 	code, _, stderr := runCLI(t, nil, "deploy")
 	if code != exitUsage || !strings.Contains(stderr, `unknown command "deploy"`) {
 		t.Fatalf("unknown command: exit %d %q", code, stderr)
+	}
+	code, stdout, stderr = runCLI(t, nil, "--version")
+	if code != 0 || stdout != "relay "+version+"\n" || stderr != "" {
+		t.Fatalf("--version: exit %d %q %q", code, stdout, stderr)
+	}
+	code, stdout, _ = runCLI(t, nil)
+	if code != 0 || !strings.Contains(stdout, "relay run --local") {
+		t.Fatalf("no command: exit %d\n%s", code, stdout)
 	}
 }
 
@@ -377,5 +386,30 @@ func TestCopyDryRunRunsTheCopy(t *testing.T) {
 	code, stdout, _ = runCLI(t, nil, "copy", "--dry-run", "--tag", "v1", d.String(), dst+"/mirror/app")
 	if code != 0 || writes != before || !strings.Contains(stdout, "none: every destination holds the image and its tags already") {
 		t.Fatalf("over the copy: exit %d, %d writes\n%s", code, writes-before, stdout)
+	}
+}
+
+// Inside GitHub Actions the log format defaults to github (groups and annotations); an
+// explicit --log-format wins, and outside Actions the default stays json off a terminal.
+func TestLogFormatDefaultsToGitHubInActions(t *testing.T) {
+	for _, tc := range []struct {
+		actions, format string
+		want            string
+	}{
+		{actions: "true", want: "::warning::"},
+		{actions: "true", format: "json", want: `"level":"WARN"`},
+		{actions: "", want: `"level":"WARN"`},
+		{actions: "false", want: `"level":"WARN"`},
+	} {
+		var buf bytes.Buffer
+		env := map[string]string{"GITHUB_ACTIONS": tc.actions}
+		l, _, err := newLogger(Options{LogFormat: tc.format, LogLevel: "info", Stderr: &buf, Getenv: func(k string) string { return env[k] }, Redactor: logging.NewRedactor()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Warn("base tag resolved")
+		if !strings.Contains(buf.String(), tc.want) {
+			t.Errorf("GITHUB_ACTIONS=%q --log-format=%q: %q, want %q in it", tc.actions, tc.format, buf.String(), tc.want)
+		}
 	}
 }

@@ -123,7 +123,8 @@ func relayCmd(ctx context.Context, dir string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, os.Args[0], args...)
 	cmd.Args[0] = "relay"
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "RELAY_E2E_EXEC=1", "RELAY_CORRELATION_ID=e2e-run")
+	// GITHUB_ACTIONS= keeps the logs JSON (parseLogs) when the suite itself runs in Actions.
+	cmd.Env = append(os.Environ(), "RELAY_E2E_EXEC=1", "RELAY_CORRELATION_ID=e2e-run", "GITHUB_ACTIONS=")
 	return cmd
 }
 

@@ -45,7 +45,7 @@ or no job, 1 job failed, 2 configuration or a runner version GitHub refuses, 3 r
 			&cli.DurationFlag{Name: "orphan-age", Value: 15 * time.Minute, EnvVars: []string{"RELAY_ORPHAN_AGE"}, Usage: "remove offline runners of this prefix registered longer ago (left by killed replicas); 0: never"},
 			&cli.BoolFlag{Name: "check-runner-version", Value: true, EnvVars: []string{"RELAY_CHECK_RUNNER_VERSION"}, Usage: "look up actions/runner's releases at start and warn when GitHub refuses the installed version (false: air-gapped servers)"},
 			&cli.StringSliceFlag{Name: "pass-env", EnvVars: []string{"RELAY_PASS_ENV"}, Usage: "more variables the job may see (PATH, HOME, LANG, TZ, proxies and ACTIONS_RUNNER_HOOK_* always pass; RELAY_* and tokens never)"},
-			&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
+			&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: github inside GitHub Actions, text on a terminal, else json)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		),
 		OnUsageError: usageErr,
