@@ -31,15 +31,10 @@ func NewTagData(tag, commit string) TagData {
 // RenderTag renders one tag template; a field it does not know, a syntax error or a result
 // that is not a valid tag is an error naming the template.
 func RenderTag(tpl string, d TagData) (string, error) {
-	tp, err := template.New("tag").Option("missingkey=error").Parse(tpl)
+	tag, err := render(tpl, d)
 	if err != nil {
 		return "", fmt.Errorf("tag template %q: %w", tpl, err)
 	}
-	var b bytes.Buffer
-	if err := tp.Execute(&b, d); err != nil {
-		return "", fmt.Errorf("tag template %q: %w", tpl, err)
-	}
-	tag := b.String()
 	if !ValidTag(tag) {
 		return "", fmt.Errorf("tag template %q gives %q, which is not a valid tag (up to 128 of [A-Za-z0-9_.-], not starting with . or -)", tpl, tag)
 	}
@@ -63,13 +58,22 @@ func RenderValue(name, tpl string, d TagData) (string, error) {
 	if !strings.Contains(tpl, "{{") {
 		return tpl, nil
 	}
-	tp, err := template.New(name).Option("missingkey=error").Parse(tpl)
+	v, err := render(tpl, d)
 	if err != nil {
 		return "", fmt.Errorf("build argument %s %q: %w", name, tpl, err)
 	}
+	return v, nil
+}
+
+// render executes tpl on d; a field d lacks is an error, not "<no value>".
+func render(tpl string, d TagData) (string, error) {
+	tp, err := template.New("").Option("missingkey=error").Parse(tpl)
+	if err != nil {
+		return "", err
+	}
 	var b bytes.Buffer
 	if err := tp.Execute(&b, d); err != nil {
-		return "", fmt.Errorf("build argument %s %q: %w", name, tpl, err)
+		return "", err
 	}
 	return b.String(), nil
 }
