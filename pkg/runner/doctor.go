@@ -128,14 +128,19 @@ func versionChecks(ctx context.Context, d DoctorOptions, o *Options) []Check {
 			tokens = nil
 		}
 	}
-	if d.Now == nil {
-		d.Now = time.Now
+	now := time.Now()
+	if d.Now != nil {
+		now = d.Now()
 	}
-	now := d.Now()
+	// One look-up for every pin.
+	rels, relErr := Releases(ctx, VersionOptions{APIURL: o.APIURL, Token: tokens, HTTP: o.HTTP, Retrier: o.Retrier})
 	var out []Check
 	for _, p := range pins {
 		c := Check{Name: "runner version (" + p.Where + ")"}
-		f, err := CheckVersion(ctx, p.Version, VersionOptions{APIURL: o.APIURL, Token: tokens, HTTP: o.HTTP, Retrier: o.Retrier, Now: d.Now})
+		f, err := Freshness{}, relErr
+		if err == nil {
+			f, err = Place(p.Version, rels, now)
+		}
 		switch {
 		case errors.Is(err, ErrNoReleases):
 			c.Status, c.Note = "skip", fmt.Sprintf("runner %s: %v", p.Version, err)

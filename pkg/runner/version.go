@@ -166,16 +166,31 @@ var ErrNoReleases = errors.New("this server has no actions/runner releases (a Gi
 
 // CheckVersion places v among actions/runner's published releases.
 func CheckVersion(ctx context.Context, v Version, o VersionOptions) (Freshness, error) {
-	tokens := func(context.Context) (string, error) { return "", nil }
-	if o.Token != nil {
-		tokens = o.Token
+	rels, err := Releases(ctx, o)
+	if err != nil {
+		return Freshness{}, err
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	return Place(v, rels, o.Now())
+}
+
+// Release is one published actions/runner release.
+type Release struct {
+	Version   Version
+	Published time.Time
+}
+
+// Releases reads actions/runner's published releases, drafts and prereleases left out.
+func Releases(ctx context.Context, o VersionOptions) ([]Release, error) {
+	tokens := github.Static("") // anonymous
+	if o.Token != nil {
+		tokens = o.Token
+	}
 	c, err := github.New(github.Options{BaseURL: o.APIURL, HTTP: o.HTTP, Retrier: o.Retrier, Token: tokens})
 	if err != nil {
-		return Freshness{}, err
+		return nil, err
 	}
 	var rels []struct {
 		Tag        string    `json:"tag_name"`
@@ -186,30 +201,38 @@ func CheckVersion(ctx context.Context, v Version, o VersionOptions) (Freshness, 
 	// Newest first; 100 releases reach back years, far past any support window.
 	if _, err := c.Do(ctx, http.MethodGet, "/repos/actions/runner/releases?per_page=100", nil, &rels); err != nil {
 		if github.StatusOf(err) == http.StatusNotFound {
-			return Freshness{}, ErrNoReleases
+			return nil, ErrNoReleases
 		}
-		return Freshness{}, fmt.Errorf("reading actions/runner releases: %w", err)
+		return nil, fmt.Errorf("reading actions/runner releases: %w", err)
 	}
-	f := Freshness{Version: v}
-	found := false
+	var out []Release
 	for _, r := range rels {
 		rv, err := ParseVersion(r.Tag)
 		if err != nil || r.Draft || r.Prerelease || r.Published.IsZero() {
 			continue
 		}
-		if !found || f.Newest.Less(rv) {
-			f.Newest, f.NewestAt, found = rv, r.Published, true
+		out = append(out, Release{Version: rv, Published: r.Published})
+	}
+	return out, nil
+}
+
+// Place says where v stands among rels at now.
+func Place(v Version, rels []Release, now time.Time) (Freshness, error) {
+	if len(rels) == 0 {
+		return Freshness{}, errors.New("actions/runner lists no published release")
+	}
+	f := Freshness{Version: v}
+	for i, r := range rels {
+		if i == 0 || f.Newest.Less(r.Version) {
+			f.Newest, f.NewestAt = r.Version, r.Published
 		}
-		if v.Less(rv) && (f.Superseded.IsZero() || r.Published.Before(f.Superseded)) {
+		if v.Less(r.Version) && (f.Superseded.IsZero() || r.Published.Before(f.Superseded)) {
 			f.Superseded = r.Published
 		}
 	}
-	if !found {
-		return Freshness{}, errors.New("actions/runner lists no published release")
-	}
 	if f.Behind() {
 		f.RefusedFrom = f.Superseded.Add(SupportWindow)
-		f.Refused = !o.Now().Before(f.RefusedFrom)
+		f.Refused = !now.Before(f.RefusedFrom)
 	}
 	return f, nil
 }

@@ -229,6 +229,15 @@ func TestDoctorVersionChecks(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", name, c, want)
 		}
 	}
+	asked := 0
+	for _, c := range gh.Calls() {
+		if c == "GET /repos/actions/runner/releases" {
+			asked++
+		}
+	}
+	if asked != 1 {
+		t.Errorf("releases read %d times for three versions, want once", asked)
+	}
 	if c := Doctor(context.Background(), DoctorOptions{APIURL: gh.URL, RunnerDir: t.TempDir()}); c[len(c)-1].Status != "skip" || !strings.Contains(c[len(c)-1].Note, "no Actions runner in") {
 		t.Errorf("nothing to check: %+v", c[len(c)-1])
 	}
