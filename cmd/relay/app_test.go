@@ -27,7 +27,7 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, s
 }
 
 const goodConfig = `version: 1
-source: {repo: ., ref: v0.1.0}
+source: {repo: ., ref: v0.1.0, url: https://github.com/acme/app}
 builder: {kind: local, registry: registry.example.com/build}
 images:
   - name: hello

@@ -109,7 +109,7 @@ func gitRepo(t *testing.T, dir string) {
 
 func goodConfigFor(reg string) string {
 	return `version: 1
-source: {repo: ., ref: v0.1.0}
+source: {repo: ., ref: v0.1.0, url: https://github.com/acme/app}
 builder: {kind: local, registry: ` + reg + `/build}
 images:
   - name: hello

@@ -46,7 +46,7 @@ func TestDryRunChecksWithoutWriting(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := `version: 1
-source: {repo: ` + filepath.Join(dir, "src") + `, ref: v1.0.0}
+source: {repo: ` + filepath.Join(dir, "src") + `, ref: v1.0.0, url: https://github.com/acme/app}
 builder: {kind: local, registry: ` + host + `/build}
 images:
   - name: hello

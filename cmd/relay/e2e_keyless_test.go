@@ -147,7 +147,7 @@ func realExample(t testing.TB, reg, signing string) string {
 	dir := exampleCopy(t)
 	commitAndTag(t, dir, "v0.1.0")
 	cfg := fmt.Sprintf(`version: 1
-source: {repo: %s, ref: v0.1.0}
+source: {repo: %s, ref: v0.1.0, url: https://github.com/acme/hello}
 builder: {kind: local, registry: %s/build}
 images:
   - name: hello

@@ -221,6 +221,17 @@ func TestE2ELocalReleaseOfExample(t *testing.T) {
 	if reused != 8 {
 		t.Fatalf("second run reused %d attestations, want 8", reused)
 	}
+
+	// The same files in a folder of another name, elsewhere, build the same images.
+	other := filepath.Join(t.TempDir(), "renamed", "my-service")
+	copyTree(t, filepath.Join("..", "..", "examples", "hello"), other, ".relay", "dist")
+	if r3 := runRelay(t, other, "run", "--local"); r3.code != 0 {
+		t.Fatalf("run in a renamed copy: exit %d:\n%s", r3.code, r3.stderr)
+	}
+	lock3 := readLock(t, filepath.Join(other, "dist"))
+	if lock3.Commit != lock.Commit || lock3.Images[0].Digest != im.Digest || lock3.Images[0].Platforms[0].Digest != im.Platforms[0].Digest {
+		t.Fatalf("a renamed copy gave other digests: commit %s vs %s, index %s vs %s", lock3.Commit, lock.Commit, lock3.Images[0].Digest, im.Digest)
+	}
 }
 
 func TestE2ESIGTERMDuringSBOMResumes(t *testing.T) {

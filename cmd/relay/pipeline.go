@@ -130,9 +130,16 @@ func load(o Options, beforeState func() error) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := config.Load(o.Config)
+	fb := wire.ActionsFallback(o.Getenv)
+	if o.Ref != "" {
+		fb.Ref = o.Ref // --ref also stands in for a missing source.ref outside Actions
+	}
+	cfg, err := config.LoadWith(o.Config, fb)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.FilledFrom != "" {
+		logger.Info("source settings relay.yaml leaves out taken from "+cfg.FilledFrom, "repo", cfg.Source.Repo, "ref", cfg.Source.Ref, "url", cfg.Source.URL)
 	}
 	if o.Ref != "" {
 		if err := cfg.OverrideRef(o.Ref); err != nil {

@@ -166,6 +166,9 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (w *Wired, err er
 	if err != nil {
 		return w, err
 	}
+	if err := sourceURL(cfg, o.Config, mode); err != nil {
+		return w, err
+	}
 	w.Env = newEnv(o, cfg, mode, client, stateDir)
 	env := w.Env
 	switch {
@@ -484,6 +487,50 @@ func localSource(ctx context.Context, cfg *config.Config, stateDir string, geten
 	}
 	logger.Info("source is not a git repository: snapshot made for --local", "dir", dir, "commit", commit, "ref", cfg.Source.Ref)
 	return snap, nil
+}
+
+// sourceURL settles source.url, the page the provenance and the image label name: for a
+// local repository without one, its origin remote. A release must name one a consumer can
+// open; --local, whose images never leave the machine, names none rather than a path.
+func sourceURL(cfg *config.Config, file string, mode steps.Mode) error {
+	s := &cfg.Source
+	if s.URL == "" && isLocalPath(s.Repo) {
+		if repo, err := git.PlainOpen(cfg.ResolvePath(s.Repo)); err == nil {
+			if r, err := repo.Remote("origin"); err == nil && len(r.Config().URLs) > 0 {
+				s.URL = config.BrowseURL(r.Config().URLs[0])
+			}
+		}
+	}
+	if s.URL == "" && mode != steps.ModeLocal {
+		return &config.Error{File: file, Msg: fmt.Sprintf("source.repo %s is a local path with no remote a consumer can open, and the provenance and image label must name one", s.Repo),
+			Fix: "set `source.url: https://…` to the repository's page, or add an origin remote; inside GitHub Actions relay uses $GITHUB_SERVER_URL/$GITHUB_REPOSITORY"}
+	}
+	return nil
+}
+
+// ActionsFallback is what a GitHub Actions run supplies when relay.yaml leaves the source
+// out: the workflow's repository, and the pushed ref. A tag push releases the tag; any
+// other event (a branch push, a pull request) releases the exact commit it ran for, which
+// is then versioned by its short commit.
+func ActionsFallback(getenv func(string) string) config.Fallback {
+	if getenv("GITHUB_ACTIONS") != "true" {
+		return config.Fallback{}
+	}
+	fb := config.Fallback{TokenEnv: "GITHUB_TOKEN", From: "GitHub Actions"}
+	if server, repo := getenv("GITHUB_SERVER_URL"), getenv("GITHUB_REPOSITORY"); server != "" && repo != "" {
+		fb.URL = strings.TrimSuffix(server, "/") + "/" + repo
+		fb.Repo = fb.URL + ".git"
+	}
+	ref, sha := getenv("GITHUB_REF"), getenv("GITHUB_SHA")
+	switch {
+	case strings.HasPrefix(ref, "refs/tags/"):
+		fb.Ref = strings.TrimPrefix(ref, "refs/tags/")
+	case sha != "":
+		fb.Ref = sha
+	default:
+		fb.Ref = strings.TrimPrefix(ref, "refs/heads/")
+	}
+	return fb
 }
 
 // Workflow names what runs relay: the workflow file inside GitHub Actions.

@@ -128,10 +128,11 @@ func Provenance(in ProvenanceInput) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	deps := []*intoto.ResourceDescriptor{{
-		Uri:    "git+" + in.Repository + "@" + in.Ref,
-		Digest: map[string]string{"gitCommit": in.Commit},
-	}}
+	src := &intoto.ResourceDescriptor{Digest: map[string]string{"gitCommit": in.Commit}}
+	if in.Repository != "" { // --local of a plain folder: no page to name, the commit says it all
+		src.Uri = "git+" + in.Repository + "@" + in.Ref
+	}
+	deps := []*intoto.ResourceDescriptor{src}
 	bases := append([]string(nil), in.BaseImages...)
 	sort.Strings(bases)
 	for _, b := range bases {

@@ -324,7 +324,9 @@ func assemble(base v1.Image, layers []v1.Layer, req Request, plat v1.Platform, e
 	for k, v := range spec.Labels {
 		labels[k] = v
 	}
-	labels["org.opencontainers.image.source"] = req.Source.Repo
+	if req.Source.Repo != "" {
+		labels["org.opencontainers.image.source"] = req.Source.Repo
+	}
 	labels["org.opencontainers.image.revision"] = req.Source.Commit
 	labels["org.opencontainers.image.created"] = epoch.Format(time.RFC3339)
 	if req.Source.Tag != "" {

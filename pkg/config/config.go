@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -44,6 +45,8 @@ type Config struct {
 	Dir string `yaml:"-" json:"-"`
 	// Digest is the sha256 of the config file's bytes; it identifies the inputs of a run.
 	Digest string `yaml:"-" json:"-"`
+	// FilledFrom names where source settings relay.yaml leaves out came from (Fallback.From).
+	FilledFrom string `yaml:"-" json:"-"`
 }
 
 // Source names the repository and the ref to release.
@@ -57,6 +60,20 @@ type Source struct {
 	Depth int `yaml:"depth,omitempty" json:"depth,omitempty"`
 	// TokenEnv names the environment variable holding the clone token (never the token itself).
 	TokenEnv string `yaml:"token_env,omitempty" json:"token_env,omitempty"`
+	// URL is the page a consumer opens for the source, recorded in the provenance and the
+	// org.opencontainers.image.source label; default: repo when it is a remote URL, else the
+	// repository of the GitHub Actions run, else the local repository's origin remote.
+	URL string `yaml:"url,omitempty" json:"url,omitempty"`
+}
+
+// Fallback is what the environment supplies for the source when relay.yaml leaves it out:
+// inside GitHub Actions, the workflow's repository and the pushed ref (docs/github-actions.md).
+type Fallback struct {
+	Repo     string // clone URL when source.repo is missing
+	URL      string // source.url when source.repo is missing or a local path
+	Ref      string // source.ref when it is missing
+	TokenEnv string // source.token_env when source.repo came from here
+	From     string // where these came from, for logs and errors, e.g. "GITHUB_REF"
 }
 
 // Builder chooses how images are built and where the builder pushes them.
@@ -316,7 +333,10 @@ func (e *Error) Error() string {
 }
 
 // Load reads, strictly decodes, defaults and validates a config file.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return LoadWith(path, Fallback{}) }
+
+// LoadWith is Load with fb filling the source settings relay.yaml leaves out.
+func LoadWith(path string, fb Fallback) (*Config, error) {
 	data, err := readConfig(path)
 	if err != nil {
 		return nil, err
@@ -325,7 +345,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, &Error{File: path, Msg: err.Error()}
 	}
-	return Parse(path, abs, data)
+	return ParseWith(path, abs, data, fb)
 }
 
 // MaxConfigSize bounds relay.yaml: a real one is a few KiB.
@@ -376,6 +396,11 @@ var yamlLine = regexp.MustCompile(`line (\d+): (.*)`)
 
 // Parse decodes data strictly; file is used in error messages, dir resolves relative paths.
 func Parse(file, dir string, data []byte) (*Config, error) {
+	return ParseWith(file, dir, data, Fallback{})
+}
+
+// ParseWith is Parse with fb filling the source settings relay.yaml leaves out.
+func ParseWith(file, dir string, data []byte, fb Fallback) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -398,6 +423,7 @@ func Parse(file, dir string, data []byte) (*Config, error) {
 	sum := sha256.Sum256(data)
 	c.Digest = "sha256:" + hex.EncodeToString(sum[:])
 	c.applyDefaults()
+	c.applyFallback(fb)
 	if err := c.Validate(file, data); err != nil {
 		return nil, err
 	}
@@ -434,6 +460,35 @@ func yamlError(file string, err error) error {
 		e.Fix = "correct the YAML; docs/config.md has a complete example"
 	}
 	return e
+}
+
+// applyFallback fills what relay.yaml leaves out of source from fb. What it fills enters
+// Digest, so a state made for another ref or repository is not resumed.
+func (c *Config) applyFallback(fb Fallback) {
+	var used []string
+	if c.Source.Repo == "" && fb.Repo != "" {
+		c.Source.Repo = fb.Repo
+		used = append(used, "repo "+fb.Repo)
+		if c.Source.TokenEnv == "" {
+			c.Source.TokenEnv = fb.TokenEnv
+		}
+	}
+	if c.Source.Ref == "" && fb.Ref != "" {
+		c.Source.Ref = fb.Ref
+		used = append(used, "ref "+fb.Ref)
+	}
+	if c.Source.URL == "" {
+		c.Source.URL = BrowseURL(c.Source.Repo)
+		if c.Source.URL == "" && fb.URL != "" {
+			c.Source.URL = fb.URL
+			used = append(used, "url "+fb.URL)
+		}
+	}
+	if len(used) > 0 {
+		c.FilledFrom = fb.From
+		sum := sha256.Sum256([]byte(c.Digest + "\x00fallback " + strings.Join(used, "\x00")))
+		c.Digest = "sha256:" + hex.EncodeToString(sum[:])
+	}
 }
 
 func (c *Config) applyDefaults() {
@@ -517,13 +572,48 @@ func (v *validator) errf(path []string, msg, fix string) error {
 func (c *Config) validateSource(v *validator) error {
 	switch {
 	case c.Source.Repo == "":
-		return v.errf([]string{"source"}, "source.repo is missing", "name the git URL or local path to release, e.g. `repo: .`")
+		return v.errf([]string{"source"}, "source.repo is missing", "name the git URL or local path to release, e.g. `repo: .` (inside GitHub Actions it defaults to the workflow's repository)")
 	case c.Source.Ref == "":
-		return v.errf([]string{"source"}, "source.ref is missing", "name the tag, branch or commit to release, e.g. `ref: v1.2.3`")
+		return v.errf([]string{"source"}, "source.ref is missing", "name the tag, branch or commit to release, e.g. `ref: v1.2.3`, or pass --ref (RELAY_REF); inside GitHub Actions relay releases GITHUB_REF")
 	case c.Source.Depth < 0:
 		return v.errf([]string{"source", "depth"}, "source.depth must not be negative", "use 1 for a shallow clone")
 	}
+	if u := c.Source.URL; u != "" {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" || p.User != nil {
+			return v.errf([]string{"source", "url"}, fmt.Sprintf("source.url %q is not an http(s) URL without credentials", u), "name the page consumers open, e.g. `url: https://github.com/acme/app`")
+		}
+	}
 	return nil
+}
+
+// BrowseURL is the page of a remote git repository that a consumer can open: credentials
+// and a trailing .git dropped, ssh and scp-like forms turned into https. It is "" for a
+// local path or file:// URL, which no consumer can open.
+func BrowseURL(repo string) string {
+	repo = strings.TrimSuffix(strings.TrimSuffix(repo, "/"), ".git")
+	switch {
+	case strings.HasPrefix(repo, "https://"), strings.HasPrefix(repo, "http://"):
+		u, err := url.Parse(repo)
+		if err != nil || u.Host == "" {
+			return ""
+		}
+		u.User = nil
+		return u.String()
+	case strings.HasPrefix(repo, "ssh://"):
+		u, err := url.Parse(repo)
+		if err != nil || u.Hostname() == "" {
+			return ""
+		}
+		return "https://" + u.Hostname() + u.EscapedPath()
+	case !strings.Contains(repo, "://"):
+		// scp-like git@github.com:acme/app
+		at, colon := strings.Index(repo, "@"), strings.Index(repo, ":")
+		if at > 0 && colon > at+1 && !strings.HasPrefix(repo[colon+1:], "/") {
+			return "https://" + repo[at+1:colon] + "/" + repo[colon+1:]
+		}
+	}
+	return ""
 }
 
 // checkTimeout refuses a builder timeout that does not parse or lies outside [min, max].

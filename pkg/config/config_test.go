@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -402,6 +403,82 @@ func TestOverrideRef(t *testing.T) {
 	for _, bad := range []string{"", " ", "v1 2", "a:b"} {
 		if err := c.OverrideRef(bad); err == nil {
 			t.Errorf("--ref %q accepted", bad)
+		}
+	}
+}
+
+func TestBrowseURL(t *testing.T) {
+	for _, tc := range []struct{ repo, want string }{
+		{"https://github.com/acme/app.git", "https://github.com/acme/app"},
+		{"https://x-access-token:s3cr3t@github.com/acme/app", "https://github.com/acme/app"},
+		{"http://127.0.0.1:8080/acme/app.git/", "http://127.0.0.1:8080/acme/app"},
+		{"ssh://git@github.com:22/acme/app.git", "https://github.com/acme/app"},
+		{"git@github.com:acme/app.git", "https://github.com/acme/app"},
+		{".", ""},
+		{"../app", ""},
+		{"/srv/git/app.git", ""},
+		{"file:///srv/git/app.git", ""},
+		{"C:/src/app", ""},
+	} {
+		if got := BrowseURL(tc.repo); got != tc.want {
+			t.Errorf("BrowseURL(%q) = %q, want %q", tc.repo, got, tc.want)
+		}
+	}
+}
+
+// TestFallback: what the environment supplies fills only what relay.yaml leaves out, and
+// enters the digest, so a state made for another pushed ref is not resumed.
+func TestFallback(t *testing.T) {
+	noSource := strings.Replace(valid, "source:\n  repo: .\n  ref: v1.0.0\n", "", 1)
+	noRef := strings.Replace(valid, "  ref: v1.0.0\n", "", 1)
+	fb := Fallback{Repo: "https://github.com/acme/app.git", URL: "https://github.com/acme/app", Ref: "v0.2.0", TokenEnv: "GITHUB_TOKEN", From: "GitHub Actions"}
+	plain, err := Parse("relay.yaml", "/cfg", []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, body                     string
+		fb                             Fallback
+		repo, ref, url, tokenEnv, from string
+	}{
+		{"relay.yaml wins", valid, fb, ".", "v1.0.0", fb.URL, "", "GitHub Actions"},
+		{"ref from the environment", noRef, fb, ".", "v0.2.0", fb.URL, "", "GitHub Actions"},
+		{"whole source from the environment", noSource, fb, fb.Repo, "v0.2.0", fb.URL, "GITHUB_TOKEN", "GitHub Actions"},
+		{"remote repo names its own page", strings.Replace(valid, "repo: .", "repo: git@example.com:acme/other.git", 1), fb, "git@example.com:acme/other.git", "v1.0.0", "https://example.com/acme/other", "", ""},
+		{"explicit url", strings.Replace(valid, "  ref: v1.0.0\n", "  ref: v1.0.0\n  url: https://git.example.com/acme/app\n", 1), fb, ".", "v1.0.0", "https://git.example.com/acme/app", "", ""},
+		{"outside Actions", valid, Fallback{}, ".", "v1.0.0", "", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseWith("relay.yaml", "/cfg", []byte(tc.body), tc.fb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := c.Source
+			if s.Repo != tc.repo || s.Ref != tc.ref || s.URL != tc.url || s.TokenEnv != tc.tokenEnv || c.FilledFrom != tc.from {
+				t.Fatalf("source %+v from %q", s, c.FilledFrom)
+			}
+			if same := c.Digest == plain.Digest; same != (tc.body == valid && tc.from == "") {
+				t.Fatalf("digest %s vs plain %s", c.Digest, plain.Digest)
+			}
+		})
+	}
+	a, _ := ParseWith("relay.yaml", "/cfg", []byte(noRef), fb)
+	b, _ := ParseWith("relay.yaml", "/cfg", []byte(noRef), Fallback{Ref: "v0.3.0", From: "x"})
+	if a.Digest == b.Digest {
+		t.Fatal("another ref from the environment gave the same digest")
+	}
+	for _, tc := range []struct {
+		body, want string
+	}{
+		{noRef, "pass --ref (RELAY_REF); inside GitHub Actions relay releases GITHUB_REF"},
+		{noSource, "inside GitHub Actions it defaults to the workflow's repository"},
+		{strings.Replace(valid, "  ref: v1.0.0\n", "  ref: v1.0.0\n  url: https://tok@github.com/acme/app\n", 1), `source.url "https://tok@github.com/acme/app" is not an http(s) URL without credentials`},
+		{strings.Replace(valid, "  ref: v1.0.0\n", "  ref: v1.0.0\n  url: github.com/acme/app\n", 1), "source.url"},
+	} {
+		_, err := Parse("relay.yaml", "/cfg", []byte(tc.body))
+		var ce *Error
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("want a config error with %q, got %v", tc.want, err)
 		}
 	}
 }

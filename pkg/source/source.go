@@ -312,7 +312,8 @@ func Snapshot(ctx context.Context, logger *slog.Logger, o SnapshotOptions) (stri
 		return "", fmt.Errorf("snapshotting %s: %w", o.Src, err)
 	}
 	sig := &object.Signature{Name: "relay", Email: "relay@localhost", When: o.When.UTC()}
-	h, err := wt.Commit("snapshot of "+filepath.Base(o.Src)+" for relay --local", &git.CommitOptions{Author: sig, Committer: sig, AllowEmptyCommits: true})
+	h, err := wt.Commit("snapshot for relay --local", // no folder name: the same files give the same commit anywhere
+		&git.CommitOptions{Author: sig, Committer: sig, AllowEmptyCommits: true})
 	if err != nil {
 		return "", fmt.Errorf("committing snapshot: %w", err)
 	}

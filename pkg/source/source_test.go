@@ -158,6 +158,14 @@ func TestSnapshotIsReproducible(t *testing.T) {
 	if err != nil || a != b {
 		t.Fatalf("snapshots differ: %s %s %v", a, b, err)
 	}
+	// The same files in a folder of another name, elsewhere, give the same commit.
+	other := filepath.Join(t.TempDir(), "renamed-copy")
+	os.MkdirAll(filepath.Join(other, "sub"), 0o755)
+	os.WriteFile(filepath.Join(other, "sub", "a.go"), []byte("package a"), 0o644)
+	c, err := Snapshot(ctx, nil, SnapshotOptions{Src: other, Dst: filepath.Join(t.TempDir(), "snap2"), Tag: "v0.1.0", When: when})
+	if err != nil || c != a {
+		t.Fatalf("snapshot of a renamed copy: %s, want %s (%v)", c, a, err)
+	}
 	r, err := Checkout(ctx, nil, Options{Repo: opts.Dst, Ref: "v0.1.0", Dir: filepath.Join(t.TempDir(), "c")})
 	if err != nil || r.Commit != a {
 		t.Fatalf("checkout of snapshot: %+v %v", r, err)

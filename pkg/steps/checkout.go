@@ -34,10 +34,10 @@ func (Checkout) Run(ctx context.Context, env *Env, st *State) error {
 	if err != nil {
 		return err
 	}
-	if env.SourceRepo != c.Repo {
-		// Record the configured repository, not --local's snapshot of it.
-		r.Repo = source.RedactURL(c.Repo)
-	}
+	// Record the page a consumer opens (source.url), never a path or --local's snapshot:
+	// the images' label and the provenance carry it, and a path would make the same files
+	// give other digests in another folder.
+	r.Repo = c.URL
 	st.Source = r
 	return nil
 }
