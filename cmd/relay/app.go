@@ -162,7 +162,7 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 		HideVersion:    true,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are decided in run, never os.Exit here
 		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return &usageError{Err: err} },
-		Commands:       []*cli.Command{runCommand(getenv, optsOf), planCommand(optsOf), versionCommand(stdout)},
+		Commands:       []*cli.Command{runCommand(getenv, optsOf), planCommand(optsOf), checkCommand(getenv, optsOf), versionCommand(stdout)},
 		// --version is the convention every installer's smoke test uses (`relay --version`).
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "version", Usage: "print relay's version and exit (`relay version` adds its key libraries')"}},
 		Action: func(c *cli.Context) error {
@@ -179,7 +179,7 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 	for _, s := range steps.All() {
 		app.Commands = append(app.Commands, stepCommand(s.Name(), getenv, optsOf))
 	}
-	app.Commands = append(app.Commands, runnerCommand(getenv, optsOf), doctorCommand(getenv, optsOf))
+	app.Commands = append(app.Commands, runnerCommand(getenv, optsOf), doctorCommand(getenv, optsOf), completionCommand(stdout))
 	return app
 }
 
@@ -225,7 +225,9 @@ var stepUsage = map[string]string{
 
 // flagsFirst moves a command's flags ahead of its arguments, so `relay copy SRC DST --tag
 // v1` means what it says: urfave/cli stops reading flags at the first argument.
+// Global flags before the command (`relay --config ci.yaml run`) are the command's own.
 func flagsFirst(app *cli.App, args []string) []string {
+	args = commandFirst(app, args)
 	if len(args) < 3 {
 		return args
 	}
@@ -233,13 +235,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 	if cmd == nil {
 		return args
 	}
-	takesValue := map[string]bool{}
-	for _, f := range cmd.Flags {
-		_, isBool := f.(*cli.BoolFlag)
-		for _, n := range f.Names() {
-			takesValue[n] = !isBool
-		}
-	}
+	takesValue := valueFlags(cmd.Flags)
 	var flags, positional []string
 	rest := args[2:]
 	for i := 0; i < len(rest); i++ {
@@ -261,6 +257,51 @@ func flagsFirst(app *cli.App, args []string) []string {
 	}
 	out := append([]string{args[0], args[1]}, flags...)
 	return append(out, positional...)
+}
+
+// valueFlags says, for each flag name, whether the flag takes a value.
+func valueFlags(flags []cli.Flag) map[string]bool {
+	takesValue := map[string]bool{}
+	for _, f := range flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			takesValue[n] = !isBool
+		}
+	}
+	return takesValue
+}
+
+// commandFirst moves flags written before the command after it: every command takes the
+// common flags, so `relay --local run` is `relay run --local`. relay's own flags (--version,
+// --help) and a line with no command stay as they are.
+func commandFirst(app *cli.App, args []string) []string {
+	if len(args) < 3 || !strings.HasPrefix(args[1], "-") {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, c := range app.Commands {
+		for n, v := range valueFlags(c.Flags) {
+			takesValue[n] = takesValue[n] || v
+		}
+	}
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			if app.Command(a) == nil {
+				return args // an unknown command: the usage error names it
+			}
+			out := append([]string{args[0], a}, args[1:i]...)
+			return append(out, args[i+1:]...)
+		}
+		n := strings.TrimLeft(a, "-")
+		switch {
+		case a == "--", n == "version", n == "help", n == "h":
+			return args
+		case !strings.Contains(n, "=") && takesValue[n]:
+			i++ // its value
+		}
+	}
+	return args
 }
 
 func usageErr(_ *cli.Context, err error, _ bool) error { return &usageError{Err: err} }

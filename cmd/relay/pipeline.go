@@ -130,6 +130,25 @@ func load(o Options, beforeState func() error) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg, err := loadConfig(o, logger)
+	if err != nil {
+		return nil, err
+	}
+	if beforeState != nil {
+		if err := beforeState(); err != nil {
+			return nil, err
+		}
+	}
+	st, err := steps.LoadState(o.State)
+	if err != nil {
+		return nil, err
+	}
+	return &loaded{logger: logger, cid: cid, cfg: cfg, st: st}, nil
+}
+
+// loadConfig reads relay.yaml as this run sees it: what it leaves out of the source taken
+// from GitHub Actions, --ref and --base applied.
+func loadConfig(o Options, logger *slog.Logger) (*config.Config, error) {
 	fb := wire.ActionsFallback(o.Getenv)
 	if o.Ref != "" {
 		fb.Ref = o.Ref // --ref also stands in for a missing source.ref outside Actions
@@ -157,16 +176,7 @@ func load(o Options, beforeState func() error) (*loaded, error) {
 		}
 		logger.Info("base overridden", "image", image, "base", ref)
 	}
-	if beforeState != nil {
-		if err := beforeState(); err != nil {
-			return nil, err
-		}
-	}
-	st, err := steps.LoadState(o.State)
-	if err != nil {
-		return nil, err
-	}
-	return &loaded{logger: logger, cid: cid, cfg: cfg, st: st}, nil
+	return cfg, nil
 }
 
 func planCmd(ctx context.Context, o Options) error {

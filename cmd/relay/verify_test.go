@@ -117,6 +117,13 @@ func TestFlagsFirst(t *testing.T) {
 		{"relay run --local", "relay run --local"},
 		{"relay copy SRC -- --weird", "relay copy SRC -- --weird"},
 		{"relay nosuch a --b", "relay nosuch a --b"},
+		// Global flags before the command are the command's.
+		{"relay --config ci.yaml --local run --only build", "relay run --config ci.yaml --local --only build"},
+		{"relay --log-format=text copy SRC DST --tag v1", "relay copy --log-format=text --tag v1 SRC DST"},
+		{"relay --state s.json sign", "relay sign --state s.json"},
+		{"relay --version", "relay --version"},
+		{"relay --local --help", "relay --local --help"},
+		{"relay --local nosuch", "relay --local nosuch"},
 	} {
 		if got := strings.Join(flagsFirst(app, strings.Fields(tc.in)), " "); got != tc.want {
 			t.Errorf("%q -> %q, want %q", tc.in, got, tc.want)

@@ -166,7 +166,7 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (w *Wired, err er
 	if err != nil {
 		return w, err
 	}
-	if err := sourceURL(cfg, o.Config, mode); err != nil {
+	if err := SourceURL(cfg, o.Config, mode); err != nil {
 		return w, err
 	}
 	w.Env = newEnv(o, cfg, mode, client, stateDir)
@@ -489,10 +489,10 @@ func localSource(ctx context.Context, cfg *config.Config, stateDir string, geten
 	return snap, nil
 }
 
-// sourceURL settles source.url, the page the provenance and the image label name: for a
+// SourceURL settles source.url, the page the provenance and the image label name: for a
 // local repository without one, its origin remote. A release must name one a consumer can
 // open; --local, whose images never leave the machine, names none rather than a path.
-func sourceURL(cfg *config.Config, file string, mode steps.Mode) error {
+func SourceURL(cfg *config.Config, file string, mode steps.Mode) error {
 	s := &cfg.Source
 	if s.URL == "" && isLocalPath(s.Repo) {
 		if repo, err := git.PlainOpen(cfg.ResolvePath(s.Repo)); err == nil {

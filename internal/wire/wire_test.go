@@ -94,10 +94,10 @@ func TestSourceURL(t *testing.T) {
 		return c
 	}
 	plain := t.TempDir()
-	if err := sourceURL(parse(plain), "relay.yaml", steps.ModeLocal); err != nil {
+	if err := SourceURL(parse(plain), "relay.yaml", steps.ModeLocal); err != nil {
 		t.Fatalf("--local of a plain folder: %v", err)
 	}
-	err := sourceURL(parse(plain), "relay.yaml", steps.ModeRelease)
+	err := SourceURL(parse(plain), "relay.yaml", steps.ModeRelease)
 	var ce *config.Error
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "source.url") || !strings.Contains(err.Error(), "origin remote") {
 		t.Fatalf("release from a plain folder: %v", err)
@@ -111,7 +111,7 @@ func TestSourceURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := parse(withOrigin)
-	if err := sourceURL(c, "relay.yaml", steps.ModeRelease); err != nil || c.Source.URL != "https://github.com/acme/app" {
+	if err := SourceURL(c, "relay.yaml", steps.ModeRelease); err != nil || c.Source.URL != "https://github.com/acme/app" {
 		t.Fatalf("origin remote: %q %v", c.Source.URL, err)
 	}
 }

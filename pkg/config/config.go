@@ -41,8 +41,10 @@ type Config struct {
 	Release    Release    `yaml:"release" json:"release"`
 	Registries []Registry `yaml:"registries,omitempty" json:"registries,omitempty"`
 
-	// Dir is the directory relative paths resolve against (the config file's directory).
-	Dir string `yaml:"-" json:"-"`
+	// Dir is the directory relative paths resolve against (the config file's directory);
+	// File is the path the config was read from, for errors found after loading.
+	Dir  string `yaml:"-" json:"-"`
+	File string `yaml:"-" json:"-"`
 	// Digest is the sha256 of the config file's bytes; it identifies the inputs of a run.
 	Digest string `yaml:"-" json:"-"`
 	// FilledFrom names where source settings relay.yaml leaves out came from (Fallback.From).
@@ -419,7 +421,7 @@ func ParseWith(file, dir string, data []byte, fb Fallback) (*Config, error) {
 		return nil, &Error{File: file, Line: line, Msg: "a second YAML document begins here; relay reads exactly one",
 			Fix: "remove the `---` and what follows, or put it in its own file"}
 	}
-	c.Dir = dir
+	c.Dir, c.File = dir, file
 	sum := sha256.Sum256(data)
 	c.Digest = "sha256:" + hex.EncodeToString(sum[:])
 	c.applyDefaults()

@@ -482,3 +482,21 @@ func TestFallback(t *testing.T) {
 		}
 	}
 }
+
+func TestTagsFor(t *testing.T) {
+	c, err := Parse("relay.yaml", "/cfg", []byte(strings.Replace(valid, `tags: ["{{ .Version }}", latest]`, `tags: ["{{ .Version }}", "v{{ .ShortCommit }}", "{{ .Tag }}"]`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit := strings.Repeat("ab", 20)
+	got, err := c.TagsFor(NewTagData("v0.2.0", commit))
+	if err != nil || strings.Join(got["hello"], " ") != "v0.2.0 vabababababab v0.2.0" {
+		t.Fatalf("tag push: %v %v", got, err)
+	}
+	_, err = c.TagsFor(NewTagData("", commit))
+	var ce *Error
+	if !errors.As(err, &ce) || ce.File != "relay.yaml" || !strings.Contains(err.Error(), `image hello: tag template "{{ .Tag }}" gives ""`) ||
+		!strings.Contains(err.Error(), "release of commit abababababab, which no tag names") || !strings.Contains(err.Error(), "{{ .Version }}") {
+		t.Fatalf("commit release: %v", err)
+	}
+}

@@ -52,6 +52,29 @@ func checkTagTemplate(tpl string) error {
 	return err
 }
 
+// TagsFor renders every image's tags for a release of d, by image name. The first that
+// does not render (`{{ .Tag }}` for a release of a commit no tag names, say) is a config
+// error naming the image and the template: a run checks it right after checkout, before
+// anything is built, signed or pushed.
+func (c *Config) TagsFor(d TagData) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, im := range c.Images {
+		for _, tpl := range im.Tags {
+			tag, err := RenderTag(tpl, d)
+			if err != nil {
+				what := "release of tag " + d.Tag
+				if d.Tag == "" {
+					what = "release of commit " + d.ShortCommit + ", which no tag names"
+				}
+				return nil, &Error{File: c.File, Msg: fmt.Sprintf("image %s: %v for this %s", im.Name, err, what),
+					Fix: "use {{ .Version }} (the tag, else the short commit), or release a tag"}
+			}
+			out[im.Name] = append(out[im.Name], tag)
+		}
+	}
+	return out, nil
+}
+
 // RenderValue renders a build argument's template (images[].docker.build_args): the same
 // fields as tags, any text as the result.
 func RenderValue(name, tpl string, d TagData) (string, error) {

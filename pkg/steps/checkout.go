@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 
+	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/source"
 )
 
@@ -32,6 +33,10 @@ func (Checkout) Run(ctx context.Context, env *Env, st *State) error {
 		Dir:   checkoutDir(env),
 	})
 	if err != nil {
+		return err
+	}
+	// A tag template this release cannot fill fails now, before anything is pushed or signed.
+	if _, err := env.Config.TagsFor(config.NewTagData(r.Tag, r.Commit)); err != nil {
 		return err
 	}
 	// Record the page a consumer opens (source.url), never a path or --local's snapshot:
