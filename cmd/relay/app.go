@@ -190,12 +190,16 @@ func stepCommand(name string, getenv func(string) string, optsOf func(*cli.Conte
 		Usage:        stepUsage[name],
 		UsageText:    fmt.Sprintf("relay %s [--state .relay/state.json] [--local]", name),
 		Description:  "Runs the " + name + " step alone, even if the state marks it done (every step is idempotent), and saves the state.",
-		Flags:        commonFlags(),
+		Flags:        append(commonFlags(), outputFlag),
 		OnUsageError: usageErr,
 		Action: func(c *cli.Context) error {
 			o, err := optsOf(c)
 			if err != nil {
 				return err
+			}
+			f := flagReader{c: c, getenv: getenv}
+			if o.Output = f.str("output"); f.err != nil {
+				return f.err
 			}
 			if c.Args().Len() > 0 {
 				return &usageError{Err: fmt.Errorf("relay %s takes no arguments, got %q", name, c.Args().Slice())}
@@ -211,6 +215,9 @@ func stepCommand(name string, getenv func(string) string, optsOf func(*cli.Conte
 	}
 	return cmd
 }
+
+// outputFlag is --output of a step run alone: its result as JSON on stdout.
+var outputFlag = &cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "text, or json: the result on stdout (images, digests, release, the failure)"}
 
 var stepUsage = map[string]string{
 	"checkout":   "clone the source at the configured ref and record commit, tag and tree",

@@ -21,7 +21,7 @@ func withCopyArgs(cmd *cli.Command, getenv func(string) string, optsOf func(*cli
    relay copy SRC DST [DST...] [--tag v1.2.3 --tag latest]   # on its own, like crane copy, with referrers
    relay copy ghcr.io/acme/app@sha256:abc... docker.io/acme/app --tag v1.2.3`
 	cmd.Description = "Without arguments: the copy step of the pipeline. With SRC and one or more DST: copies SRC (every platform, by digest) into each repository DST with its OCI referrers and cosign's .sig/.att/.sbom tags, reading each source blob once for all destinations, and applies tags only when given --tag. Prints DST@digest per destination."
-	cmd.Flags = append(commonFlags(), &cli.StringSliceFlag{Name: "tag", EnvVars: []string{"RELAY_TAG"}, Usage: "with SRC DST: tag the copy (repeatable); without it nothing is tagged"},
+	cmd.Flags = append(commonFlags(), outputFlag, &cli.StringSliceFlag{Name: "tag", EnvVars: []string{"RELAY_TAG"}, Usage: "with SRC DST: tag the copy (repeatable); without it nothing is tagged"},
 		&cli.StringSliceFlag{Name: "platform", EnvVars: []string{"RELAY_PLATFORM"}, Usage: "with SRC DST: copy only these platforms of an index (repeatable); the new index gets its own digest"})
 	step := cmd.Action
 	cmd.Action = func(c *cli.Context) error {

@@ -436,7 +436,7 @@ func checkBundles(t *testing.T, dist string, pushed []string) int {
 			subjects = append(subjects, "sha256:"+s.Digest["sha256"])
 		}
 		for _, s := range subjects {
-			if !contains(pushed, s) {
+			if !slices.Contains(pushed, s) {
 				t.Fatalf("%s: subject %s was not pushed", filepath.Base(p), s)
 			}
 		}

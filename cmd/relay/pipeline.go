@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"github.com/relaydev/relay/internal/wire"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"github.com/relaydev/relay/internal/report"
+	"github.com/relaydev/relay/internal/wire"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/source"
 	"github.com/relaydev/relay/pkg/steps"
@@ -27,8 +28,29 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 	if o.DryRun {
 		return dryRun(ctx, o, selected)
 	}
+	if o.Output != "" && o.Output != "text" && o.Output != "json" {
+		return &usageError{Err: fmt.Errorf("--output %q: use text or json", o.Output)}
+	}
+	var rec runRecord
+	err = pipeline(ctx, o, selected, restart, force, &rec)
+	rec.report(o, commandLine(only, force), err, len(only) == 0 || slices.Contains(only, "release"))
+	return err
+}
+
+// runRecord is what a pipeline run leaves for its report, however far it got.
+type runRecord struct {
+	logger *slog.Logger
+	st     *steps.State
+	ran    []string
+}
+
+func pipeline(ctx context.Context, o Options, selected []steps.Step, restart, force bool, rec *runRecord) error {
 	if o.WaitLock < 0 {
 		return &usageError{Err: fmt.Errorf("--wait-lock must not be negative, got %s", o.WaitLock)}
+	}
+	var only []string
+	for _, s := range selected {
+		only = append(only, s.Name())
 	}
 	var lock *steps.StateLock
 	in, err := load(o, func() error {
@@ -43,18 +65,18 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 		return err
 	}
 	logger, cid, cfg := in.logger, in.cid, in.cfg
+	rec.logger = logger
 	st, err := resumeOrStart(o, in, restart)
 	if err != nil {
 		return err
 	}
+	rec.st = st
 	// A resumed run logs the id of the run it continues, so their logs can be joined.
 	if st.CorrelationID != "" && st.CorrelationID != cid {
 		logger = logger.With("resumed_correlation_id", st.CorrelationID)
 	}
 
-	for _, s := range selected {
-		o.Steps = append(o.Steps, s.Name())
-	}
+	o.Steps = only
 	w, err := wire.Build(ctx, o.wiring(logger, cid), cfg)
 	if err != nil {
 		return err
@@ -64,16 +86,44 @@ func runPipeline(ctx context.Context, o Options, only []string, restart, force b
 		logger.Info("restart: the state starts over; the sandbox registry keeps what it holds")
 	}
 	x := &steps.Executor{Env: w.Env, StatePath: o.State, Force: force}
-	if err := x.Run(ctx, selected, st); err != nil {
-		return err
+	err = x.Run(ctx, selected, st)
+	rec.ran = x.Ran
+	return err
+}
+
+// report tells what the run did: JSON on stdout with --output json, else the text summary
+// when it released; inside GitHub Actions also the step's outputs and summary, failed or not.
+func (rec *runRecord) report(o Options, command string, err error, releasing bool) {
+	mode := steps.ModeRelease
+	if o.Local {
+		mode = steps.ModeLocal
 	}
-	if err := writeGitHubOutputs(o.Getenv, st); err != nil {
-		logger.Warn("writing GitHub Actions outputs failed", "error", err)
+	stateDir, _ := filepath.Abs(filepath.Dir(o.State))
+	r := report.New(rec.st, report.Options{Command: command, Mode: string(mode), Ran: rec.ran, Err: err, StatePath: o.State, StateDir: stateDir,
+		Getenv: o.Getenv, Redact: o.Redactor.Redact})
+	warn := func(what string, werr error) {
+		if werr != nil && rec.logger != nil {
+			rec.logger.Warn(what+" failed", "error", werr)
+		}
 	}
-	if len(only) == 0 || contains(only, "release") {
-		printSummary(o.Stdout, w.Env, st, o.State)
+	if p := o.Getenv("GITHUB_OUTPUT"); p != "" {
+		warn("writing GitHub Actions outputs", appendFile(p, r.Outputs()))
 	}
-	return nil
+	if p := o.Getenv("GITHUB_STEP_SUMMARY"); p != "" {
+		if md := r.Markdown(); md != "" {
+			warn("writing the GitHub Actions step summary", appendFile(p, o.Redactor.Redact(md)))
+		}
+	}
+	switch {
+	case o.Output == "json":
+		j, jerr := r.JSON()
+		if jerr == nil {
+			_, jerr = o.Stdout.Write(j)
+		}
+		warn("printing the result", jerr)
+	case err == nil && releasing && rec.st != nil:
+		printSummary(o.Stdout, mode, stateDir, rec.st, o.State)
+	}
 }
 
 // commandLine names the run in the lock, for whoever finds the state held.
@@ -266,7 +316,7 @@ func modeName(o Options) string {
 	}
 }
 
-func printSummary(w io.Writer, env *steps.Env, st *steps.State, statePath string) {
+func printSummary(w io.Writer, mode steps.Mode, stateDir string, st *steps.State, statePath string) {
 	if st.Release == nil {
 		return
 	}
@@ -286,8 +336,8 @@ func printSummary(w io.Writer, env *steps.Env, st *steps.State, statePath string
 		fmt.Fprintf(w, ", verified checks: %d", st.Verification.Checked)
 	}
 	fmt.Fprintf(w, "\n  release: %s (%d files)\n  invocation: %s (release.json and the provenance name it)\n  state: %s\n", st.Release.URL, len(st.Release.Assets), st.Invocation(), statePath)
-	if env.Mode == steps.ModeLocal {
-		fmt.Fprintf(w, "  (--local: the registry is a sandbox under %s, signed with an ephemeral key: relay-signing.pub)\n", filepath.Join(env.StateDir, "local"))
+	if mode == steps.ModeLocal {
+		fmt.Fprintf(w, "  (--local: the registry is a sandbox under %s, signed with an ephemeral key: relay-signing.pub)\n", filepath.Join(stateDir, "local"))
 	}
 }
 
@@ -296,48 +346,6 @@ func shortCommit(c string) string {
 		return c[:12]
 	}
 	return c
-}
-
-// writeGitHubOutputs mirrors the results into $GITHUB_OUTPUT and $GITHUB_STEP_SUMMARY.
-func writeGitHubOutputs(getenv func(string) string, st *steps.State) error {
-	if p := getenv("GITHUB_OUTPUT"); p != "" {
-		var b strings.Builder
-		for _, bi := range st.Builds {
-			fmt.Fprintf(&b, "%s-digest=%s\n", bi.Name, bi.Digest)
-		}
-		for _, c := range st.Copies {
-			fmt.Fprintf(&b, "%s-ref=%s\n", c.Name, c.Ref())
-		}
-		if st.Release != nil {
-			fmt.Fprintf(&b, "release-url=%s\n", st.Release.URL)
-		}
-		var done []string
-		for _, r := range st.Completed {
-			done = append(done, r.Name)
-		}
-		j, _ := json.Marshal(done)
-		fmt.Fprintf(&b, "completed-steps=%s\n", j)
-		if err := appendFile(p, b.String()); err != nil {
-			return err
-		}
-	}
-	if p := getenv("GITHUB_STEP_SUMMARY"); p != "" {
-		var b strings.Builder
-		b.WriteString("### relay\n\n| image | reference | platforms |\n|---|---|---|\n")
-		for _, c := range st.Copies {
-			var plats []string
-			for _, m := range c.Platforms {
-				plats = append(plats, m.Platform)
-			}
-			fmt.Fprintf(&b, "| %s | `%s` | %s |\n", c.Name, c.Ref(), strings.Join(plats, ", "))
-		}
-		b.WriteString("\n| step | duration |\n|---|---|\n")
-		for _, r := range st.Completed {
-			fmt.Fprintf(&b, "| %s | %d ms |\n", r.Name, r.DurationMS)
-		}
-		return appendFile(p, b.String())
-	}
-	return nil
 }
 
 func appendFile(p, s string) error {
@@ -350,13 +358,4 @@ func appendFile(p, s string) error {
 		return err
 	}
 	return f.Close()
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

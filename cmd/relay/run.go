@@ -10,7 +10,7 @@ func runCommand(getenv func(string) string, optsOf func(*cli.Context) (Options, 
 	flags := append(commonFlags(),
 		&cli.StringSliceFlag{Name: "only", EnvVars: []string{"RELAY_ONLY"}, Usage: "run only these steps (comma-separated), in pipeline order"},
 		&cli.BoolFlag{Name: "restart", EnvVars: []string{"RELAY_RESTART"}, Usage: "ignore the saved state and start over"},
-		&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "with --dry-run: the report as text or json (every write per destination, every check)"},
+		&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "text, or json: the result on stdout (images, digests, tags, release, verify commands, the failure); with --dry-run the report (every write per destination, every check)"},
 		baseFlag,
 		&cli.StringFlag{Name: "ref", EnvVars: []string{"RELAY_REF"}, Usage: "release this tag, branch or commit instead of source.ref (refs/tags/ and refs/heads/ prefixes are dropped)"},
 	)
@@ -20,6 +20,7 @@ func runCommand(getenv func(string) string, optsOf func(*cli.Context) (Options, 
 		UsageText: `relay run --local
    relay run --only build,copy
    relay run --restart
+   relay run --output json | jq .images # the result as JSON on stdout, failed or not
    relay run --dry-run                  # the real steps, writes diverted: the report lists each one
    relay run --ref v1.2.3               # release this tag, whatever source.ref says
    relay run --base relay-runner=registry.internal/mirror/actions-runner:2.337.0@sha256:…`,

@@ -32,7 +32,7 @@ func withVerifyArgs(cmd *cli.Command, getenv func(string) string, optsOf func(*c
 		&cli.StringFlag{Name: "trusted-root", EnvVars: []string{"RELAY_TRUSTED_ROOT"}, Usage: "with IMAGE: trusted_root.json of a private Sigstore instance (default: public-good, via TUF)"},
 		&cli.StringFlag{Name: "key", EnvVars: []string{"RELAY_KEY"}, Usage: "with IMAGE: verify key signatures with this PEM public key instead of an identity"},
 		&cli.BoolFlag{Name: "no-tlog", EnvVars: []string{"RELAY_NO_TLOG"}, Usage: "with IMAGE: accept keyless signatures without a Rekor entry (signed timestamps only)"},
-		&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "with IMAGE: text or json"})
+		&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "text or json: with IMAGE the verification, as a step the run's result"})
 	step := cmd.Action
 	cmd.Action = func(c *cli.Context) error {
 		if c.Args().Len() == 0 {

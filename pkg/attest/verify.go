@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/sigstore/sigstore-go/pkg/bundle"
+	"github.com/sigstore/sigstore-go/pkg/fulcio/certificate"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/verify"
 
@@ -236,4 +237,40 @@ func Predicate(bundleJSON []byte) (string, []byte, error) {
 	}
 	p, err := canonical(st.Predicate)
 	return st.PredicateType, p, err
+}
+
+// BundleSigner is who signed a bundle, read without verifying it, to tell a consumer what
+// to verify against.
+type BundleSigner struct {
+	Identity, Issuer string // a keyless bundle's certificate identity and OIDC issuer
+	Keyed            bool   // signed with a key: no certificate
+	TLog             bool   // the bundle carries a transparency-log entry
+}
+
+// ReadBundleSigner reads the signer of the bundle at path.
+func ReadBundleSigner(path string) (BundleSigner, error) {
+	b, err := bundle.LoadJSONFromPath(path)
+	if err != nil {
+		return BundleSigner{}, err
+	}
+	vc, err := b.VerificationContent()
+	if err != nil {
+		return BundleSigner{}, err
+	}
+	entries, err := b.TlogEntries()
+	if err != nil {
+		return BundleSigner{}, err
+	}
+	s := BundleSigner{TLog: len(entries) > 0}
+	cert := vc.Certificate()
+	if cert == nil {
+		s.Keyed = true
+		return s, nil
+	}
+	sum, err := certificate.SummarizeCertificate(cert)
+	if err != nil {
+		return BundleSigner{}, err
+	}
+	s.Identity, s.Issuer = sum.SubjectAlternativeName, sum.Extensions.Issuer
+	return s, nil
 }

@@ -112,6 +112,8 @@ type ReleaseRecord struct {
 	URL    string   `json:"url"`
 	Tags   []string `json:"tags"`
 	Assets []string `json:"assets"`
+	// PinFile is images.lock.json as published, kept beside the state.
+	PinFile string `json:"pin_file,omitempty"`
 	// Attestations maps bundle digests to the ids GitHub's attestations API gave them, so a
 	// resumed release does not upload one twice.
 	Attestations map[string]int64 `json:"attestations,omitempty"`

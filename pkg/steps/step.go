@@ -152,6 +152,8 @@ type Executor struct {
 	StatePath string
 	// Force re-runs steps the state marks as done (single-step commands).
 	Force bool
+	// Ran are the steps Run completed, in order (not those the state already held).
+	Ran []string
 }
 
 // Run executes steps against st.
@@ -183,6 +185,7 @@ func (x *Executor) Run(ctx context.Context, steps []Step, st *State) error {
 		dur := end.Sub(start).Milliseconds()
 		if err == nil {
 			st.markDone(StepRecord{Name: s.Name(), StartedAt: start.UTC(), FinishedAt: end.UTC(), DurationMS: dur})
+			x.Ran = append(x.Ran, s.Name())
 		}
 		if serr := st.Save(x.StatePath); serr != nil {
 			if err == nil {
