@@ -126,7 +126,10 @@ func New(st *steps.State, o Options) *Result {
 		r.Verified = st.Verification.Checked
 	}
 	if rel := st.Release; rel != nil {
-		r.Release = &Release{Target: rel.Target, URL: rel.URL, Assets: len(rel.Assets), PinFile: rel.PinFile}
+		r.Release = &Release{Target: rel.Target, URL: rel.URL, Assets: len(rel.Assets)}
+		if rel.PinFile != "" {
+			r.Release.PinFile = filepath.Join(o.StateDir, rel.PinFile)
+		}
 	}
 	r.Verify = verifyCommands(st, r.Images, o)
 	return r

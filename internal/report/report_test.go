@@ -88,7 +88,7 @@ func released(dir string) []func(*steps.State) {
 		func(st *steps.State) {
 			st.Release = &steps.ReleaseRecord{Target: "github", URL: "https://github.com/acme/app/releases/tag/v0.2.0", Assets: make([]string, 14),
 				Tags:         []string{"ghcr.io/acme/hello:v0.2.0", "ghcr.io/acme/hello:latest", "acme.azurecr.io/hello:v0.2.0", "acme.azurecr.io/hello:latest"},
-				Attestations: map[string]int64{"sha256:x": 1}, PinFile: filepath.Join(dir, "images.lock.json")}
+				Attestations: map[string]int64{"sha256:x": 1}, PinFile: "images.lock.json"}
 		},
 	}
 }

@@ -190,8 +190,8 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 		rec.Assets = append(rec.Assets, a.Name)
 	}
 	// The pin file also stays on this machine, for the workflow's next steps (pin-file output).
-	rec.PinFile = filepath.Join(env.StateDir, "images.lock.json")
-	if err := WriteFileAtomic(rec.PinFile, lockJSON, 0o644); err != nil {
+	rec.PinFile = "images.lock.json"
+	if err := WriteFileAtomic(filepath.Join(env.StateDir, rec.PinFile), lockJSON, 0o644); err != nil {
 		return fmt.Errorf("the release is published, but keeping its pin file failed: %w", err)
 	}
 	st.Release = rec

@@ -112,7 +112,8 @@ type ReleaseRecord struct {
 	URL    string   `json:"url"`
 	Tags   []string `json:"tags"`
 	Assets []string `json:"assets"`
-	// PinFile is images.lock.json as published, kept beside the state.
+	// PinFile is images.lock.json as published, kept beside the state (relative to its
+	// directory, like the bundles: a cached state may be restored elsewhere).
 	PinFile string `json:"pin_file,omitempty"`
 	// Attestations maps bundle digests to the ids GitHub's attestations API gave them, so a
 	// resumed release does not upload one twice.
