@@ -5,10 +5,13 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/mod/modfile"
 )
 
 const module = "github.com/relaydev/relay"
@@ -84,5 +87,28 @@ func TestCLIStaysThin(t *testing.T) {
 	}
 	if funcs < 10 {
 		t.Fatalf("found only %d functions: the test reads the wrong directory", funcs)
+	}
+}
+
+// TestGoModHasNoReplace: `go install github.com/relaydev/relay/cmd/relay@VERSION` refuses a
+// module whose go.mod replaces anything, so relay's never does; a dependency whose newest
+// version cannot be fetched is pinned to one that can, with a require.
+func TestGoModHasNoReplace(t *testing.T) {
+	b, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := modfile.Parse("go.mod", b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Module.Mod.Path != "github.com/relaydev/relay" {
+		t.Fatalf("module %s", f.Module.Mod.Path)
+	}
+	for _, r := range f.Replace {
+		t.Errorf("go.mod:%d replaces %s with %s: go install refuses it; require a version that can be fetched instead", r.Syntax.Start.Line, r.Old, r.New)
+	}
+	for _, x := range f.Exclude {
+		t.Errorf("go.mod:%d excludes %s: go install refuses it, as it does a replace", x.Syntax.Start.Line, x.Mod)
 	}
 }
