@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prints the base pin of image/relay.yaml and image/Dockerfile for an actions/runner release:
+# Prints the base pin of relay.yaml and image/Dockerfile for an actions/runner release:
 # the multi-platform index digest of ghcr.io/actions/actions-runner:VERSION. Needs crane and
 # network access to ghcr.io. Put the line in both files (a test keeps them agreeing).
 #   image/pin.sh 2.337.0

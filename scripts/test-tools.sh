@@ -9,6 +9,7 @@ need=()
 command -v git  >/dev/null || need+=(git)        # the example's checkout and git http-backend in tests
 command -v gcc  >/dev/null || need+=(gcc libc6-dev)  # the race detector needs cgo
 command -v make >/dev/null || need+=(make)
+command -v curl >/dev/null || need+=(curl ca-certificates)  # action/install.sh's test
 command -v docker-registry >/dev/null || need+=(docker-registry)  # distribution 2.8: a registry without the referrers API
 [ -x /usr/bin/time ] || need+=(time)                  # make bench
 command -v unshare >/dev/null || need+=(util-linux)   # the Sigstore stack runs in a private network namespace
@@ -41,6 +42,7 @@ tool fulcio github.com/sigstore/fulcio@v1.8.8
 tool timestamp-server github.com/sigstore/timestamp-authority/cmd/timestamp-server@v1.2.9
 tool posix github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix@v2.2.1
 tool cosign github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+tool actionlint github.com/rhysd/actionlint/cmd/actionlint@v1.7.12  # every workflow in the repository
 # Rekor v1 on Trillian (cosign's classic keyless format needs its signed entry timestamps);
 # the tests read Trillian's MySQL schema from the module cache. ~7 min to build cold.
 tool trillian_log_server github.com/google/trillian/cmd/trillian_log_server@v1.8.0

@@ -31,6 +31,7 @@ const (
 	exitStepFailed  = 1
 	exitUsage       = 2
 	exitMissing     = 3
+	exitCannotCheck = 4 // relay verify, verify-blob: what to check could not be read
 	exitInterrupted = 130
 )
 
@@ -48,9 +49,12 @@ func exitCode(err error) int {
 	)
 	var re *runner.Error
 	var pi interface{ PermanentInput() bool }
+	var cc *cannotCheckError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &cc):
+		return exitCannotCheck
 	case errors.As(err, &re):
 		return re.Code
 	case errors.Is(err, steps.ErrInterrupted), errors.Is(err, context.Canceled):
@@ -156,7 +160,8 @@ sbom, provenance, verify and release in order, and saves the state after each on
 re-run resumes where the last one stopped. Tags are applied last: until release runs,
 nothing is reachable by tag. Every flag also reads RELAY_<NAME> (e.g. RELAY_LOCAL=true).
 
-Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130 interrupted.`,
+Exit codes: 0 ok, 1 a step failed (relay verify: not verified), 2 usage or config error,
+3 missing input, 4 relay verify could not check (registry, network, trust root), 130 interrupted.`,
 		Writer:         stdout,
 		ErrWriter:      stderr,
 		HideVersion:    true,
@@ -179,7 +184,7 @@ Exit codes: 0 ok, 1 a step failed, 2 usage or config error, 3 missing input, 130
 	for _, s := range steps.All() {
 		app.Commands = append(app.Commands, stepCommand(s.Name(), getenv, optsOf))
 	}
-	app.Commands = append(app.Commands, runnerCommand(getenv, optsOf), doctorCommand(getenv, optsOf), completionCommand(stdout))
+	app.Commands = append(app.Commands, verifyBlobCommand(getenv, optsOf), runnerCommand(getenv, optsOf), doctorCommand(getenv, optsOf), completionCommand(stdout))
 	return app
 }
 

@@ -23,7 +23,7 @@ import (
 	"github.com/relaydev/relay/pkg/steps"
 )
 
-// TestE2EBuildsRelaysOwnImages builds image/relay.yaml as it is, on stand-in bases given
+// TestE2EBuildsRelaysOwnImages builds relay.yaml (the root one, relay's own) as it is, on stand-in bases given
 // through --base (the documented override: no test reaches ghcr.io or gcr.io): the runner
 // image runs relay runner as user 1001 from /home/runner, each platform has a relay built
 // for it, and the amd64 image's relay answers `relay runner --help`.
@@ -39,12 +39,12 @@ func TestE2EBuildsRelaysOwnImages(t *testing.T) {
 	staticIdx, _ := testutil.PushBase(t, staticRepo, "nonroot", "linux/amd64", "linux/arm64")
 
 	// The file as shipped, with the test's build registry and the repository's absolute path.
-	raw, err := os.ReadFile(filepath.Join(root, "image", "relay.yaml"))
+	raw, err := os.ReadFile(filepath.Join(root, "relay.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := strings.Replace(string(raw), "registry: ghcr.io/relaydev/build", "registry: "+reg+"/build", 1)
-	cfg = regexp.MustCompile(`(?m)^  repo: \.\..*$`).ReplaceAllString(cfg, "  repo: "+src)
+	cfg = regexp.MustCompile(`(?m)^  repo: \..*$`).ReplaceAllString(cfg, "  repo: "+src)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "relay.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
@@ -55,7 +55,7 @@ func TestE2EBuildsRelaysOwnImages(t *testing.T) {
 		"--base", "relay-runner="+reg+"/stand-in/actions-runner:2.337.0@"+runnerIdx.DigestStr(),
 		"--base", "relay="+reg+"/stand-in/static:nonroot@"+staticIdx.DigestStr())
 	if r.code != 0 {
-		t.Fatalf("building image/relay.yaml: exit %d\n%s", r.code, r.stderr)
+		t.Fatalf("building relay.yaml: exit %d\n%s", r.code, r.stderr)
 	}
 	st, err := steps.LoadState(state)
 	if err != nil {

@@ -10,12 +10,12 @@ import (
 	"github.com/relaydev/relay/pkg/config"
 )
 
-// The runner image and the deployment examples stay true to relay: image/relay.yaml builds
+// The runner image and the deployment examples stay true to relay: relay.yaml builds
 // relay-runner on a base pinned by digest, for amd64 and arm64, non-root, relay runner as
 // the exec-form entrypoint; image/Dockerfile agrees with it on all of that and installs no
 // Docker; and every RELAY_ variable they (and docs/runner.md) set is one relay reads.
 func TestImageAndDeployFiles(t *testing.T) {
-	cfg, err := config.Load("../../image/relay.yaml")
+	cfg, err := config.LoadWith("../../relay.yaml", config.Fallback{Ref: "v0.0.0-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func TestImageAndDeployFiles(t *testing.T) {
 		}
 	}
 	if runner == nil || relay == nil {
-		t.Fatalf("image/relay.yaml lacks relay-runner or relay: %+v", cfg.Images)
+		t.Fatalf("relay.yaml lacks relay-runner or relay: %+v", cfg.Images)
 	}
 	pinned := regexp.MustCompile(`^[a-z0-9.-]+/[a-z0-9./-]+:[a-z0-9.-]+@sha256:[0-9a-f]{64}$`)
 	for _, im := range []*config.Image{runner, relay} {
@@ -78,7 +78,7 @@ func TestImageAndDeployFiles(t *testing.T) {
 	} {
 		for _, re := range res {
 			if !regexp.MustCompile(re).MatchString(stages[stage]) {
-				t.Errorf("image/Dockerfile stage %s does not agree with image/relay.yaml: lacks %s\n%s", stage, re, stages[stage])
+				t.Errorf("image/Dockerfile stage %s does not agree with relay.yaml: lacks %s\n%s", stage, re, stages[stage])
 			}
 		}
 	}
@@ -99,7 +99,7 @@ func TestImageAndDeployFiles(t *testing.T) {
 		if im.Name != local.Name || strings.Join(im.Platforms, ",") != strings.Join(local.Platforms, ",") || strings.Join(im.Targets, ",") != strings.Join(local.Targets, ",") ||
 			strings.Join(im.Tags, ",") != strings.Join(local.Tags, ",") || im.Docker == nil || im.Docker.Dockerfile != "image/Dockerfile" ||
 			im.Docker.Target != im.Name || stages[im.Name] == "" || im.Docker.BuildArgs["VERSION"] != "{{ .Version }}" {
-			t.Errorf("image/relay-cloud.yaml image %d does not build %s as image/relay.yaml does: %+v %+v", i, local.Name, im, im.Docker)
+			t.Errorf("image/relay-cloud.yaml image %d does not build %s as relay.yaml does: %+v %+v", i, local.Name, im, im.Docker)
 		}
 	}
 	if regexp.MustCompile(`(?i)install[^\n]*docker`).MatchString(d) {
@@ -122,7 +122,7 @@ func TestImageAndDeployFiles(t *testing.T) {
 	if !known["RELAY_IDLE_TIMEOUT"] || !known["RELAY_RUNNER_DIR"] {
 		t.Fatalf("runner flags not found: %v", known)
 	}
-	for _, f := range []string{"../../image/Dockerfile", "../../image/relay.yaml", "../../image/relay-cloud.yaml", "../../image/deploy/azure-container-apps-job.yaml", "../../image/deploy/keda-scaledjob.yaml", "../../docs/runner.md"} {
+	for _, f := range []string{"../../image/Dockerfile", "../../relay.yaml", "../../image/relay-cloud.yaml", "../../image/deploy/azure-container-apps-job.yaml", "../../image/deploy/keda-scaledjob.yaml", "../../docs/runner.md"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/relaydev/relay/internal/testutil"
+	"github.com/relaydev/relay/pkg/attest"
 )
 
 // TestSourcePasswordStaysOutOfEverything plants a source.repo password (as a user:password
@@ -123,11 +124,17 @@ func TestReflectedAppJWTIsMasked(t *testing.T) {
 		fmt.Fprintf(w, `{"message":"not allowed for %s (you sent Authorization: %s)"}`, r.URL.Path, r.Header.Get("Authorization"))
 	}))
 	defer srv.Close()
-	body := strings.Replace(goodConfig, "version: 1", "version: 1\nrelease: {target: github, github: {repository: acme/shop, base_url: "+srv.URL+"/api/v3/}}", 1)
+	// A key that logs nowhere: the release step's wiring then needs no network but GitHub's.
+	key := filepath.Join(t.TempDir(), "k.pem")
+	if _, err := attest.LoadOrCreateKey(key); err != nil {
+		t.Fatal(err)
+	}
+	body := strings.Replace(goodConfig, "version: 1", "version: 1\nrelease: {target: github, github: {repository: acme/shop, base_url: "+srv.URL+"/api/v3/}}\nsigning: {mode: key, key: "+key+", tlog: false}", 1)
 	for _, format := range []string{"json", "text", "github"} {
 		cfg := writeConfig(t, body)
 		env := map[string]string{"RELAY_GITHUB_APP_ID": "12345", "RELAY_GITHUB_APP_KEY": string(app.AppKey), "RELAY_CORRELATION_ID": "e2e-ua"}
-		code, stdout, stderr := runCLI(t, env, "run", "--only", "checkout", "--config", cfg, "--state", filepath.Join(t.TempDir(), "s.json"), "--log-format", format)
+		// --only release: the run mints the release token (a build-only run needs none).
+		code, stdout, stderr := runCLI(t, env, "run", "--only", "release", "--config", cfg, "--state", filepath.Join(t.TempDir(), "s.json"), "--log-format", format)
 		if code == 0 || len(sent) == 0 || !strings.Contains(stderr, "not allowed for") {
 			t.Fatalf("%s: exit %d, %d requests\n%s", format, code, len(sent), stderr)
 		}

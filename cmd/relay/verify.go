@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -24,14 +25,7 @@ func withVerifyArgs(cmd *cli.Command, getenv func(string) string, optsOf func(*c
      --certificate-oidc-issuer https://token.actions.githubusercontent.com
    relay verify localhost:5000/acme/app@sha256:abc... --key dist/relay-signing.pub`
 	cmd.Description = "Without arguments: the verify step of the pipeline. With IMAGE: a consumer's check that needs no relay state. Every manifest of IMAGE (the index and each platform) must carry a Sigstore signature that verifies against the trusted root (public-good Sigstore unless --trusted-root) and was made by the given identity and OIDC issuer (or by --key); attestations that verify are listed. Exit 0 when everything is signed, 1 otherwise."
-	cmd.Flags = append(commonFlags(),
-		&cli.StringFlag{Name: "certificate-identity", EnvVars: []string{"RELAY_CERTIFICATE_IDENTITY"}, Usage: "with IMAGE: the signer's identity (email or workflow URI), exactly"},
-		&cli.StringFlag{Name: "certificate-identity-regexp", EnvVars: []string{"RELAY_CERTIFICATE_IDENTITY_REGEXP"}, Usage: "with IMAGE: the signer's identity, as a regular expression"},
-		&cli.StringFlag{Name: "certificate-oidc-issuer", EnvVars: []string{"RELAY_CERTIFICATE_OIDC_ISSUER"}, Usage: "with IMAGE: the OIDC issuer that vouched for the signer, exactly"},
-		&cli.StringFlag{Name: "certificate-oidc-issuer-regexp", EnvVars: []string{"RELAY_CERTIFICATE_OIDC_ISSUER_REGEXP"}, Usage: "with IMAGE: the OIDC issuer, as a regular expression"},
-		&cli.StringFlag{Name: "trusted-root", EnvVars: []string{"RELAY_TRUSTED_ROOT"}, Usage: "with IMAGE: trusted_root.json of a private Sigstore instance (default: public-good, via TUF)"},
-		&cli.StringFlag{Name: "key", EnvVars: []string{"RELAY_KEY"}, Usage: "with IMAGE: verify key signatures with this PEM public key instead of an identity"},
-		&cli.BoolFlag{Name: "no-tlog", EnvVars: []string{"RELAY_NO_TLOG"}, Usage: "with IMAGE: accept keyless signatures without a Rekor entry (signed timestamps only)"},
+	cmd.Flags = append(append(commonFlags(), trustFlags("with IMAGE: ")...),
 		&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "text or json: with IMAGE the verification, as a step the run's result"})
 	step := cmd.Action
 	cmd.Action = func(c *cli.Context) error {
@@ -46,17 +40,41 @@ func withVerifyArgs(cmd *cli.Command, getenv func(string) string, optsOf func(*c
 			return &usageError{Err: fmt.Errorf("relay verify takes one IMAGE, got %q", c.Args().Slice())}
 		}
 		f := flagReader{c: c, getenv: getenv}
-		vf := verifyFlags{
-			identity: f.str("certificate-identity"), identityRegexp: f.str("certificate-identity-regexp"),
-			issuer: f.str("certificate-oidc-issuer"), issuerRegexp: f.str("certificate-oidc-issuer-regexp"),
-			trustedRoot: f.str("trusted-root"), key: f.str("key"), output: f.str("output"), noTlog: f.bool("no-tlog"),
-		}
+		vf := readTrustFlags(&f)
 		if f.err != nil {
 			return f.err
 		}
 		return verifyCmd(c.Context, o, c.Args().First(), vf)
 	}
 }
+
+// trustFlags are what a consumer's check trusts: a key, or an identity under a root.
+func trustFlags(prefix string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "certificate-identity", EnvVars: []string{"RELAY_CERTIFICATE_IDENTITY"}, Usage: prefix + "the signer's identity (email or workflow URI), exactly"},
+		&cli.StringFlag{Name: "certificate-identity-regexp", EnvVars: []string{"RELAY_CERTIFICATE_IDENTITY_REGEXP"}, Usage: prefix + "the signer's identity, as a regular expression"},
+		&cli.StringFlag{Name: "certificate-oidc-issuer", EnvVars: []string{"RELAY_CERTIFICATE_OIDC_ISSUER"}, Usage: prefix + "the OIDC issuer that vouched for the signer, exactly"},
+		&cli.StringFlag{Name: "certificate-oidc-issuer-regexp", EnvVars: []string{"RELAY_CERTIFICATE_OIDC_ISSUER_REGEXP"}, Usage: prefix + "the OIDC issuer, as a regular expression"},
+		&cli.StringFlag{Name: "trusted-root", EnvVars: []string{"RELAY_TRUSTED_ROOT"}, Usage: prefix + "trusted_root.json of a private Sigstore instance (default: public-good, via TUF)"},
+		&cli.StringFlag{Name: "key", EnvVars: []string{"RELAY_KEY"}, Usage: prefix + "verify key signatures with this PEM public key instead of an identity"},
+		&cli.BoolFlag{Name: "no-tlog", EnvVars: []string{"RELAY_NO_TLOG"}, Usage: prefix + "accept keyless signatures without a Rekor entry (signed timestamps only)"},
+	}
+}
+
+func readTrustFlags(f *flagReader) verifyFlags {
+	return verifyFlags{
+		identity: f.str("certificate-identity"), identityRegexp: f.str("certificate-identity-regexp"),
+		issuer: f.str("certificate-oidc-issuer"), issuerRegexp: f.str("certificate-oidc-issuer-regexp"),
+		trustedRoot: f.str("trusted-root"), key: f.str("key"), output: f.str("output"), noTlog: f.bool("no-tlog"),
+	}
+}
+
+// cannotCheckError: the check could not be made (registry, network, trust root), which
+// is not "not verified": exit 4, like a consumer needs to tell them apart.
+type cannotCheckError struct{ err error }
+
+func (e *cannotCheckError) Error() string { return "could not check: " + e.err.Error() }
+func (e *cannotCheckError) Unwrap() error { return e.err }
 
 // verifyFlags are `relay verify IMAGE`'s trust and identity settings.
 type verifyFlags struct {
@@ -87,6 +105,10 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 		return err
 	}
 	rep, verr := attach.VerifyImage(ctx, client, v, ref)
+	var unverified *attach.UnverifiedError
+	if verr != nil && !errors.As(verr, &unverified) && ctx.Err() == nil {
+		verr = &cannotCheckError{verr} // the image or its referrers could not be read
+	}
 	if rep != nil {
 		if f.output == "json" {
 			enc := json.NewEncoder(o.Stdout)
@@ -127,7 +149,7 @@ func consumerVerifier(f verifyFlags) (*attest.Verifier, error) {
 			return nil, &usageError{Err: fmt.Errorf("--trusted-root %s: %v", f.trustedRoot, err)}
 		}
 	} else if tm, err = root.FetchTrustedRoot(); err != nil {
-		return nil, fmt.Errorf("fetching the public-good Sigstore trusted root (TUF): %w; pass --trusted-root for a private instance", err)
+		return nil, &cannotCheckError{fmt.Errorf("fetching the public-good Sigstore trusted root (TUF): %w; pass --trusted-root for a private instance", err)}
 	}
 	v, err := attest.NewIdentityVerifier(tm, p)
 	if err != nil {

@@ -10,8 +10,16 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// version is set with -ldflags "-X main.version=..." by `make build`.
+// version is set with -ldflags "-X main.version=..." by `make build`; `go install
+// …/cmd/relay@v1.2.3` sets no flag, and the module's version stands in.
+// (-X needs a constant initializer, hence init).
 var version = "dev"
+
+func init() {
+	if bi, ok := debug.ReadBuildInfo(); ok && version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		version = bi.Main.Version
+	}
+}
 
 func versionText() string {
 	var b strings.Builder

@@ -1,4 +1,4 @@
-// Package fsutil holds the one file-writing primitive relay trusts with state and releases.
+// Package fsutil holds the file primitives relay trusts with state and releases.
 package fsutil
 
 import (

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -334,7 +335,7 @@ func publisher(ctx context.Context, o Options, cfg *config.Config, mode steps.Mo
 		o.Logger.Info("dry run: registry writes go to an overlay, signatures are an ephemeral key's, the release is recorded", "scratch", dry.dir)
 		return rec, nil
 	}
-	if !o.Local && cfg.Release.Target == "github" && mode == steps.ModeRelease {
+	if !o.Local && cfg.Release.Target == "github" && mode == steps.ModeRelease && releases(o.Steps) {
 		tok, err := githubToken(ctx, o, cfg)
 		if err != nil {
 			return nil, err
@@ -781,6 +782,12 @@ func keyless(ctx context.Context, cfg *config.Config, o Options, logger *slog.Lo
 
 // signs says whether the selected steps (none: all) sign or verify, so that `relay run
 // --only checkout,build,copy` needs no identity token or key password.
+// releases reports whether the run includes the release step (only it needs the release
+// token: a build-only run of a GitHub-released config needs none).
+func releases(selected []string) bool {
+	return len(selected) == 0 || slices.Contains(selected, "release")
+}
+
 func signs(selected []string) bool {
 	if len(selected) == 0 {
 		return true

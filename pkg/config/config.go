@@ -266,7 +266,15 @@ type Release struct {
 	Target string         `yaml:"target" json:"target"`
 	GitHub *GitHubRelease `yaml:"github,omitempty" json:"github,omitempty"`
 	Dir    string         `yaml:"dir,omitempty" json:"dir,omitempty"`
+	// Assets are globs (relative to this file) of the project's own files to release: CLI
+	// binaries, charts, archives. Each is listed in SHA256SUMS, signed as a blob with its
+	// bundle NAME.sigstore.json beside it, and named as a subject of the provenance.
+	Assets []string `yaml:"assets,omitempty" json:"assets,omitempty"`
 }
+
+// ReservedAssets are the names relay gives its own release files; a release.assets file
+// may not take one.
+var ReservedAssets = []string{"images.lock.json", "images.txt", "release.json", "SHA256SUMS", "SHA256SUMS.sigstore.json", "relay-signing.pub"}
 
 // GitHubRelease names the repository whose release page gets the assets.
 type GitHubRelease struct {
@@ -917,6 +925,15 @@ func (c *Config) validateRelease(v *validator) error {
 	}
 	if c.Release.Target == "github" && (c.Release.GitHub == nil || !strings.Contains(c.Release.GitHub.Repository, "/")) {
 		return v.errf([]string{"release"}, "release.target is github but release.github.repository is missing", "add `github: {repository: OWNER/NAME}`")
+	}
+	for i, g := range c.Release.Assets {
+		at := []string{"release", "assets", fmt.Sprint(i)}
+		if _, err := filepath.Match(g, ""); err != nil || strings.TrimSpace(g) == "" {
+			return v.errf(at, fmt.Sprintf("release.assets[%d] %q is not a glob", i, g), "e.g. `- bin/dist/relay-*` (relative to relay.yaml)")
+		}
+		if strings.Contains(g, "**") {
+			return v.errf(at, fmt.Sprintf("release.assets[%d] %q: ** is not supported", i, g), "name each directory, e.g. `- dist/*/app-*`")
+		}
 	}
 	return nil
 }

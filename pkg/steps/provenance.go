@@ -26,8 +26,12 @@ func (Provenance) Plan(env *Env, st *State) Plan {
 	if st.Source == nil {
 		p.Missing = append(p.Missing, "the checkout (step checkout)")
 	}
+	also := ""
+	if len(env.Config.Release.Assets) > 0 {
+		also = " and the release.assets files"
+	}
 	for _, im := range env.Config.Images {
-		p.Does = append(p.Does, fmt.Sprintf("write SLSA v1 provenance for %s (subjects: index and platform digests; invocationId %s), sign it, attach it", im.Name, env.CorrelationID))
+		p.Does = append(p.Does, fmt.Sprintf("write SLSA v1 provenance for %s (subjects: index and platform digests%s; invocationId %s), sign it, attach it", im.Name, also, env.CorrelationID))
 	}
 	return p
 }
@@ -38,6 +42,12 @@ func (Provenance) Run(ctx context.Context, env *Env, st *State) error {
 		st.Provenance = nil
 		return nil
 	}
+	// The project's own release files are subjects too: the provenance vouches for the
+	// binaries on the release page as for the images.
+	assets, err := projectAssets(env.Config)
+	if err != nil {
+		return err
+	}
 	var out []Attestation
 	for _, im := range env.Config.Images {
 		copies := st.CopiesOf(im.Name)
@@ -45,6 +55,7 @@ func (Provenance) Run(ctx context.Context, env *Env, st *State) error {
 		for _, d := range digestsOf(copies[0]) {
 			subjects = append(subjects, attest.Subject{Name: copies[0].Repository, Digest: d.digest})
 		}
+		subjects = append(subjects, assetSubjects(assets)...)
 		in := attest.ProvenanceInput{
 			Subjects:     subjects,
 			Repository:   st.Source.Repo,
@@ -95,7 +106,7 @@ func (Provenance) Run(ctx context.Context, env *Env, st *State) error {
 		att.InvocationID = invocation
 		out = append(out, *att)
 	}
-	st.Provenance = out
+	st.Provenance, st.Assets = out, assets
 	return nil
 }
 

@@ -122,6 +122,33 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 			return err
 		}
 	}
+	// The project's own files, each with its blob bundle (cosign verify-blob --bundle).
+	files, err := projectAssets(env.Config)
+	if err != nil {
+		return err
+	}
+	if env.Config.ProvenanceEnabled() {
+		if err := sameAssets(st.Assets, files); err != nil {
+			return err
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(env.Config.ResolvePath(f.Path))
+		if err != nil {
+			return fmt.Errorf("reading %s for the release: %w", f.Path, err)
+		}
+		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != f.SHA256 {
+			return &assetError{fmt.Sprintf("release.assets: %s changed while relay read it: nothing was published; run relay release again once nothing writes it", f.Path)}
+		}
+		assets = append(assets, release.Asset{Name: f.Name, Data: b})
+		if env.Signer != nil {
+			bundle, err := signBlob(ctx, env, f.Name, b)
+			if err != nil {
+				return err
+			}
+			assets = append(assets, release.Asset{Name: f.Name + ".sigstore.json", Data: bundle})
+		}
+	}
 	lockJSON, err := lock.JSON()
 	if err != nil {
 		return err
@@ -150,6 +177,13 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 		return err
 	}
 	assets = append(assets, release.Asset{Name: "release.json", Data: mj})
+	seen := map[string]bool{}
+	for _, a := range assets {
+		if seen[a.Name] {
+			return &assetError{fmt.Sprintf("the release would hold two files named %s (a release.assets file and one relay writes): rename the release.assets file", a.Name)}
+		}
+		seen[a.Name] = true
+	}
 	sums := release.Checksums(assets)
 	assets = append(assets, release.Asset{Name: "SHA256SUMS", Data: sums})
 	if env.Signer != nil {

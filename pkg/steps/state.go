@@ -41,6 +41,7 @@ type State struct {
 	Signatures   []Attestation  `json:"signatures,omitempty"`   // sign
 	SBOMs        []Attestation  `json:"sboms,omitempty"`        // sbom
 	Provenance   []Attestation  `json:"provenance,omitempty"`   // provenance
+	Assets       []ProjectAsset `json:"assets,omitempty"`       // provenance: the release.assets it names
 	Verification *Verification  `json:"verification,omitempty"` // verify
 	Release      *ReleaseRecord `json:"release,omitempty"`      // release
 }

@@ -44,6 +44,9 @@ func Expectations(env *Env, st *State) []Check {
 				}
 			}
 			if env.Config.ProvenanceEnabled() {
+				for _, a := range st.Assets { // the release.assets files the provenance names
+					all = append(all, a.Digest())
+				}
 				checks = append(checks, Check{Repository: c.Repository, Digest: c.Digest, PredicateType: attest.PredicateSLSA, Subjects: all})
 			}
 		}
