@@ -21,6 +21,7 @@ import (
 	"github.com/relaydev/relay/internal/wire"
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/logging"
+	"github.com/relaydev/relay/pkg/oci"
 	"github.com/relaydev/relay/pkg/runner"
 	"github.com/relaydev/relay/pkg/steps"
 )
@@ -107,6 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err == nil && ctx.Err() != nil {
 		err = steps.ErrInterrupted
 	}
+	err = oci.ExplainAccess(err) // relay copy, verify: a registry's 401/403 with what to grant
 	tel.End(ctx, err)
 	if err != nil {
 		code := exitCode(err)

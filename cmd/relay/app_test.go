@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/relaydev/relay/internal/testutil"
 	"github.com/relaydev/relay/pkg/logging"
 	"github.com/relaydev/relay/pkg/oci"
@@ -411,5 +413,34 @@ func TestLogFormatDefaultsToGitHubInActions(t *testing.T) {
 		if !strings.Contains(buf.String(), tc.want) {
 			t.Errorf("GITHUB_ACTIONS=%q --log-format=%q: %q, want %q in it", tc.actions, tc.format, buf.String(), tc.want)
 		}
+	}
+}
+
+// TestRegistryRefusalExitsTwo: a registry's 403 on push is exit 2, naming the registry,
+// the repository, the access and the fix, never a printed Go map.
+func TestRegistryRefusalExitsTwo(t *testing.T) {
+	src := testutil.Registry(t, true)
+	img, _ := random.Image(64, 1)
+	ref, _ := name.ParseReference(src + "/acme/app:v1")
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	deny := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+		case r.Method == http.MethodHead || r.Method == http.MethodGet:
+			w.WriteHeader(http.StatusNotFound)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			w.Write([]byte(`{"errors":[{"code":"DENIED","message":"requested access to the resource is denied","detail":[{"Type":"repository","Name":"acme/app","Action":"push"}]}]}`))
+		}
+	}))
+	defer deny.Close()
+	dst := strings.TrimPrefix(deny.URL, "http://") + "/acme/app"
+	code, _, stderr := runCLI(t, nil, "copy", src+"/acme/app:v1", dst, "--log-format", "json")
+	if code != exitUsage || !strings.Contains(stderr, "denied push access: relay may not push to "+dst) || !strings.Contains(stderr, "requested access to the resource is denied") ||
+		!strings.Contains(stderr, "fix: ") || strings.Contains(stderr, "map[") {
+		t.Fatalf("exit %d:\n%s", code, stderr)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/relaydev/relay/internal/wire"
 	"github.com/relaydev/relay/pkg/attach"
 	"github.com/relaydev/relay/pkg/attest"
+	"github.com/relaydev/relay/pkg/oci"
 )
 
 // withVerifyArgs makes the verify step's command also `relay verify IMAGE`.
@@ -107,7 +108,7 @@ func verifyCmd(ctx context.Context, o Options, image string, f verifyFlags) erro
 	rep, verr := attach.VerifyImage(ctx, client, v, ref)
 	var unverified *attach.UnverifiedError
 	if verr != nil && !errors.As(verr, &unverified) && ctx.Err() == nil {
-		verr = &cannotCheckError{verr} // the image or its referrers could not be read
+		verr = &cannotCheckError{oci.ExplainAccess(verr)} // the image or its referrers could not be read
 	}
 	if rep != nil {
 		if f.output == "json" {

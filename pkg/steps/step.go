@@ -198,6 +198,7 @@ func (x *Executor) Run(ctx context.Context, steps []Step, st *State) error {
 				log.Warn("step interrupted", "event", logging.EventStepFailed, "duration_ms", dur)
 				return ErrInterrupted
 			}
+			err = oci.ExplainAccess(err) // a registry's 401/403 names what to grant, not a Go map
 			log.Error("step failed", "event", logging.EventStepFailed, "error", err, "duration_ms", dur)
 			var mi *MissingInputError
 			if errors.As(err, &mi) {
