@@ -151,6 +151,8 @@ func newApp(stdout, stderr io.Writer, getenv func(string) string, red *logging.R
 		UsageText: `relay run --local                 # the whole pipeline on embedded stand-ins, in seconds
    relay run                         # the real release described by relay.yaml
    relay run --dry-run --output json # every write the real run would make; makes none
+   relay init                        # a commented relay.yaml for this directory
+   relay check                       # validate relay.yaml offline (exit 2 with file:line)
    relay plan                        # what each step will do, and what is missing
    relay sign --state .relay/state.json   # one step, e.g. from a workflow step
    relay copy SRC DST --tag v1            # crane copy's job, by digest, with referrers
@@ -169,7 +171,7 @@ Exit codes: 0 ok, 1 a step failed (relay verify: not verified), 2 usage or confi
 		HideVersion:    true,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are decided in run, never os.Exit here
 		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return &usageError{Err: err} },
-		Commands:       []*cli.Command{runCommand(getenv, optsOf), planCommand(optsOf), checkCommand(getenv, optsOf), versionCommand(stdout)},
+		Commands:       []*cli.Command{runCommand(getenv, optsOf), planCommand(optsOf), checkCommand(getenv, optsOf), initCommand(getenv), versionCommand(stdout)},
 		// --version is the convention every installer's smoke test uses (`relay --version`).
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "version", Usage: "print relay's version and exit (`relay version` adds its key libraries')"}},
 		Action: func(c *cli.Context) error {
