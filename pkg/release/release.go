@@ -146,10 +146,9 @@ func (d *Dir) Prepare(ctx context.Context, r Release) error {
 			need += uint64(len(a.Data))
 		}
 	}
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(d.path, &fs); err == nil {
+	if free, err := freeBytes(d.path); err == nil {
 		// Each asset is written beside its old version before the rename: count it whole.
-		if free := fs.Bavail * uint64(fs.Bsize); free < need {
+		if free < need {
 			return fmt.Errorf("release directory %s has %d bytes free and the release needs %d (fix: free space or pass another --out)", d.path, free, need)
 		}
 	}
@@ -173,14 +172,14 @@ func (d *Dir) Check(ctx context.Context) (string, error) {
 		}
 		p = filepath.Dir(p)
 	}
-	if err := syscall.Access(p, 2 /* W_OK */); err != nil {
+	if err := writable(p); err != nil {
 		return "", fmt.Errorf("%s is not writable: %w (fix: make it writable or pass another --out)", p, err)
 	}
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(p, &fs); err != nil {
-		return "", fmt.Errorf("release directory %s: %w", d.path, err)
+	free, err := freeBytes(p)
+	if err != nil {
+		return fmt.Sprintf("%s writable", d.path), nil // free space unknown on this OS
 	}
-	return fmt.Sprintf("%s writable, %d MiB free", d.path, fs.Bavail*uint64(fs.Bsize)>>20), nil
+	return fmt.Sprintf("%s writable, %d MiB free", d.path, free>>20), nil
 }
 
 func unwrapPath(err error) error {

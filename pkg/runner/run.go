@@ -259,7 +259,7 @@ func (r *run) supervise(ctx context.Context) error {
 	env = append(env, "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1")
 	cmd := exec.Command(filepath.Join(r.o.RunnerDir, "run.sh"), args...)
 	cmd.Dir, cmd.Env = r.o.RunnerDir, env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // signals reach run.sh and the listener it starts
+	ownProcessGroup(cmd) // signals reach run.sh and the listener it starts
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -317,7 +317,7 @@ func (r *run) supervise(ctx context.Context) error {
 			r.stopReason = reason
 		}
 		r.mu.Unlock()
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		signalGroup(cmd, false)
 		if killAt == nil {
 			killAt = time.After(r.o.StopGrace)
 		}
@@ -350,7 +350,7 @@ loop:
 			stop("terminated")
 		case <-killAt:
 			r.logger.Warn("runner did not exit in time: killing it", "grace_s", r.o.StopGrace.Seconds())
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			signalGroup(cmd, true)
 		}
 	}
 	<-lines
@@ -519,7 +519,7 @@ type reaper struct {
 
 func startReaper(orphan func(pid, code int)) *reaper {
 	rp := &reaper{orphan: orphan, status: map[int]int{}, waiters: map[int]chan int{}, sig: make(chan os.Signal, 8), done: make(chan struct{})}
-	signal.Notify(rp.sig, syscall.SIGCHLD)
+	notifyChildExit(rp.sig)
 	go func() {
 		for {
 			select {
@@ -531,31 +531,6 @@ func startReaper(orphan func(pid, code int)) *reaper {
 		}
 	}()
 	return rp
-}
-
-func (rp *reaper) reapAll() {
-	for {
-		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
-		if pid <= 0 || err != nil {
-			return
-		}
-		code := ws.ExitStatus()
-		if ws.Signaled() {
-			code = 128 + int(ws.Signal())
-		}
-		rp.mu.Lock()
-		if w, ok := rp.waiters[pid]; ok {
-			w <- code
-			delete(rp.waiters, pid)
-		} else {
-			rp.status[pid] = code
-		}
-		rp.mu.Unlock()
-		if rp.orphan != nil && pid != rp.child() {
-			rp.orphan(pid, code)
-		}
-	}
 }
 
 func (rp *reaper) expect(pid int) {

@@ -3,11 +3,9 @@ package steps
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/relaydev/relay/internal/backoff"
@@ -86,11 +84,11 @@ func LockState(ctx context.Context, statePath string, o LockOptions) (*StateLock
 	}
 	start := o.Now()
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		busy, err := tryLock(f)
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
+		if !busy {
 			f.Close()
 			return nil, &StateError{Path: statePath, Msg: "cannot lock it: " + err.Error(), Fix: "keep --state on a local file system that supports flock"}
 		}
