@@ -16,13 +16,7 @@ import (
 // bundle each, which cosign v2 and v3 verify-blob --bundle and relay verify-blob accept,
 // and which refuses another file.
 func TestE2EReleaseAssets(t *testing.T) {
-	dir := exampleCopy(t)
-	cfg, _ := os.ReadFile(filepath.Join(dir, "relay.yaml"))
-	body := strings.Replace(string(cfg), "\nrelease:\n", "\nrelease:\n  assets: [\"bin/hello-*\", CHANGELOG.md]\n", 1)
-	if body == string(cfg) {
-		t.Fatal("the example's relay.yaml has no release: section")
-	}
-	os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(body), 0o644)
+	dir := exampleWith(t, "\nrelease:\n", "\nrelease:\n  assets: [\"bin/hello-*\", CHANGELOG.md]\n")
 	os.MkdirAll(filepath.Join(dir, "bin"), 0o755)
 	files := map[string]string{"bin/hello-linux-amd64": "\x7fELF amd64", "bin/hello-linux-arm64": "\x7fELF arm64", "CHANGELOG.md": "# v0.1.0\n"}
 	for p, b := range files {

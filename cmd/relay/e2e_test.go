@@ -56,6 +56,21 @@ func exampleCopy(t testing.TB) string {
 	return dst
 }
 
+// exampleWith is exampleCopy with one edit of its relay.yaml (old must be there).
+func exampleWith(t testing.TB, old, new string) string {
+	t.Helper()
+	dir := exampleCopy(t)
+	cfg, _ := os.ReadFile(filepath.Join(dir, "relay.yaml"))
+	edited := strings.Replace(string(cfg), old, new, 1)
+	if edited == string(cfg) {
+		t.Fatalf("the example's relay.yaml no longer has %q", old)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // copyTree copies the regular files and directories of src to dst, leaving out the
 // directories named in skip (state, builds, .git).
 func copyTree(t testing.TB, src, dst string, skip ...string) {

@@ -297,8 +297,10 @@ func (r *Result) Outputs() string {
 // pipeline), else one row per step it ran; what failed and how to resume when it failed.
 func (r *Result) Markdown() string {
 	var b strings.Builder
+	// A re-run of a finished release (a re-run job with its state restored) shows it again.
+	again := len(r.Ran) == 0 && r.Failure == nil && r.Command == "relay run"
 	switch {
-	case r.Release != nil && slices.Contains(r.Ran, "release"):
+	case r.Release != nil && (slices.Contains(r.Ran, "release") || again):
 		r.card(&b)
 	case len(r.Ran) > 0:
 		for _, s := range r.Ran {

@@ -132,6 +132,17 @@ func TestReport(t *testing.T) {
 			t.Fatalf("json: %v %+v", err, back)
 		}
 	})
+	t.Run("re-run of a finished release", func(t *testing.T) {
+		o := opts
+		o.Command = "relay run" // nothing left to run
+		if md := New(full, o).Markdown(); !strings.HasPrefix(md, "### relay released v0.2.0") {
+			t.Fatalf("markdown:\n%s", md)
+		}
+		o.Command = "relay sign" // a single step that ran nothing says nothing
+		if md := New(full, o).Markdown(); md != "" {
+			t.Fatalf("markdown:\n%s", md)
+		}
+	})
 	t.Run("step by step", func(t *testing.T) {
 		// Each step's own invocation appends to the job's summary; together they read as one.
 		st := &steps.State{CorrelationID: "cid-1"}

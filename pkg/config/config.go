@@ -760,7 +760,7 @@ func (c *Config) validateImage(v *validator, im Image, at func(...string) []stri
 	}
 	if im.Docker != nil {
 		for _, k := range slices.Sorted(maps.Keys(im.Docker.BuildArgs)) {
-			if _, err := RenderValue(k, im.Docker.BuildArgs[k], sampleTagData); err != nil {
+			if _, err := RenderValue("build argument "+k, im.Docker.BuildArgs[k], sampleTagData); err != nil {
 				return v.errf(at("docker", "build_args", k), fmt.Sprintf("image %s: %v", im.Name, err), "build arguments see {{ .Version }}, {{ .Tag }}, {{ .Commit }} and {{ .ShortCommit }} (docs/config.md)")
 			}
 		}
@@ -845,6 +845,13 @@ func validateLocal(v *validator, im Image, at func(...string) []string) error {
 	}
 	if lb.Go == nil && len(lb.Files) == 0 {
 		return v.errf(at("local"), fmt.Sprintf("image %s: the local build has nothing to add", im.Name), "add `go: {main: ./cmd/NAME}` or `files:`")
+	}
+	if lb.Go != nil {
+		for j, f := range lb.Go.Ldflags {
+			if _, err := RenderValue("ldflags", f, sampleTagData); err != nil {
+				return v.errf(at("local", "go", "ldflags", fmt.Sprint(j)), fmt.Sprintf("image %s: %v", im.Name, err), "ldflags see {{ .Version }}, {{ .Tag }}, {{ .Commit }} and {{ .ShortCommit }}, e.g. -X main.version={{ .Version }}")
+			}
+		}
 	}
 	for j, f := range lb.Files {
 		if f.Src == "" || f.Dst == "" || !strings.HasPrefix(f.Dst, "/") {

@@ -124,6 +124,9 @@ func TestParseErrors(t *testing.T) {
 		{"build argument template typo", func(s string) string {
 			return strings.Replace(s, "    local:\n", "    docker: {build_args: {VERSION: '{{ .Verison }}'}}\n    local:\n", 1)
 		}, 11, []string{"image hello: build argument VERSION", "can't evaluate field Verison", "{{ .Version }}"}},
+		{"ldflags template typo", func(s string) string {
+			return strings.Replace(s, "      go: {main: .}\n", "      go: {main: ., ldflags: ['-X main.version={{ .Vresion }}']}\n", 1)
+		}, 12, []string{`image hello: ldflags "-X main.version={{ .Vresion }}"`, "can't evaluate field Vresion", "-X main.version={{ .Version }}"}},
 		{"duplicate platform", func(s string) string { return strings.Replace(s, "linux/arm64]", "linux/amd64]", 1) }, 10, []string{"platform linux/amd64 is listed twice"}},
 		{"unknown platform", func(s string) string { return strings.Replace(s, "linux/arm64]", "linux/sparc]", 1) }, 10, []string{`platform "linux/sparc" is not one an image can have`, "arm64"}},
 		{"version not an integer", func(s string) string { return strings.Replace(s, "version: 1", "version: 1.5", 1) }, 1, []string{`version "1.5" is not the integer 1`}},

@@ -75,15 +75,16 @@ func (c *Config) TagsFor(d TagData) (map[string][]string, error) {
 	return out, nil
 }
 
-// RenderValue renders a build argument's template (images[].docker.build_args): the same
-// fields as tags, any text as the result.
+// RenderValue renders the template of a value that is not a tag — a build argument
+// (images[].docker.build_args), a linker flag — named name in errors: the same fields as
+// tags, any text as the result.
 func RenderValue(name, tpl string, d TagData) (string, error) {
 	if !strings.Contains(tpl, "{{") {
 		return tpl, nil
 	}
 	v, err := render(tpl, d)
 	if err != nil {
-		return "", fmt.Errorf("build argument %s %q: %w", name, tpl, err)
+		return "", fmt.Errorf("%s %q: %w", name, tpl, err)
 	}
 	return v, nil
 }

@@ -91,7 +91,14 @@ func buildImage(im config.Image, d config.TagData) (build.Image, error) {
 		out.Local = &build.LocalSpec{Base: l.Base, Entrypoint: l.Entrypoint, Cmd: l.Cmd, Env: l.Env, User: l.User,
 			Workdir: l.Workdir, Labels: l.Labels, Ports: l.Ports}
 		if g := l.Go; g != nil {
-			out.Local.Go = &build.GoSpec{Main: g.Main, Binary: g.Binary, Ldflags: g.Ldflags, Flags: g.Flags}
+			out.Local.Go = &build.GoSpec{Main: g.Main, Binary: g.Binary, Flags: g.Flags}
+			for _, f := range g.Ldflags { // e.g. -X main.version={{ .Version }}
+				r, err := config.RenderValue("ldflags", f, d)
+				if err != nil {
+					return out, fmt.Errorf("image %s: %w", im.Name, err)
+				}
+				out.Local.Go.Ldflags = append(out.Local.Go.Ldflags, r)
+			}
 		}
 		for _, f := range l.Files {
 			out.Local.Files = append(out.Local.Files, build.File{Src: f.Src, Dst: f.Dst, Mode: f.Mode, Platforms: f.Platforms})
@@ -100,7 +107,7 @@ func buildImage(im config.Image, d config.TagData) (build.Image, error) {
 	if dk := im.Docker; dk != nil {
 		out.Docker = &build.DockerSpec{Dockerfile: dk.Dockerfile, Target: dk.Target}
 		for k, v := range dk.BuildArgs {
-			r, err := config.RenderValue(k, v, d)
+			r, err := config.RenderValue("build argument "+k, v, d)
 			if err != nil {
 				return out, fmt.Errorf("image %s: %w", im.Name, err)
 			}

@@ -48,6 +48,12 @@ func TestBuildArgsTemplates(t *testing.T) {
 	if _, err := buildImage(im, config.TagData{}); err == nil || !strings.Contains(err.Error(), "build argument VERSION") {
 		t.Fatalf("a typo: %v", err)
 	}
+	// Linker flags render the same way: relay --version of relay's own image names its release.
+	local := config.Image{Name: "relay", Local: &config.LocalBuild{Go: &config.GoBuild{Main: "./cmd/relay", Ldflags: []string{"-X main.version={{ .Version }}", "-X main.plain=1"}}}}
+	got, err = buildImage(local, config.NewTagData("v1.2.3", "0123456789abcdef0123456789abcdef01234567"))
+	if err != nil || strings.Join(got.Local.Go.Ldflags, " ") != "-X main.version=v1.2.3 -X main.plain=1" {
+		t.Fatalf("ldflags %v %v", got.Local.Go.Ldflags, err)
+	}
 }
 
 // sameFields checks that every field of cfg (set, so the test is not vacuous) has a field of
