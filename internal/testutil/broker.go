@@ -39,6 +39,7 @@ type Broker struct {
 	runners    map[int64]string // runner id -> name
 	jit        map[string]int64 // encoded config -> runner id
 	tokenN     int
+	failNext   int // service requests still to answer 503
 }
 
 type brokerScaleSet struct {
@@ -114,6 +115,29 @@ func (b *Broker) QueueJobs(id, n int) []int64 {
 	return ids
 }
 
+// CompleteJobs ends n of scale set id's assigned jobs, as their runners finish them.
+func (b *Broker) CompleteJobs(id, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.scaleSets[id]
+	n = min(n, s.assigned)
+	s.assigned -= n
+	var done []map[string]any
+	for i := 0; i < n; i++ {
+		done = append(done, map[string]any{"messageType": "JobCompleted", "result": "succeeded"})
+	}
+	if n > 0 {
+		b.enqueue(s, done)
+	}
+}
+
+// FailNext makes the next n requests to the service answer 503.
+func (b *Broker) FailNext(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failNext = n
+}
+
 // DeleteScaleSet removes a scale set, as an administrator would.
 func (b *Broker) DeleteScaleSet(id int) {
 	b.mu.Lock()
@@ -175,6 +199,16 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 	case path == "/api/actions/runner-registration" && r.Method == http.MethodPost:
 		b.register(w, r)
 	case strings.HasPrefix(path, "/tenant/"):
+		b.mu.Lock()
+		fail := b.failNext > 0
+		if fail {
+			b.failNext--
+		}
+		b.mu.Unlock()
+		if fail {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"message": "the service is unavailable"})
+			return
+		}
 		if !b.adminOK(r) {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "admin token invalid or expired"})
 			return
