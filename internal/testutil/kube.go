@@ -1,0 +1,125 @@
+package testutil
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// KubeAPI is a fake of the Kubernetes API server's batch/v1 Jobs and v1 Secrets in one
+// namespace: it records every call with its body, checks the bearer token, and keeps Jobs
+// (with uids and conditions) so a lister sees what it made. Deny makes a verb refused (403).
+type KubeAPI struct {
+	*httptest.Server
+	Token string
+
+	mu      sync.Mutex
+	Calls   []KubeCall
+	Jobs    map[string]map[string]any
+	Secrets map[string]map[string]any
+	Deny    map[string]bool // "create jobs", "create secrets", "patch jobs", "list jobs"
+	uid     int
+}
+
+// KubeCall is one request: "METHOD PATH" and its body.
+type KubeCall struct {
+	Method, Path, ContentType string
+	Body                      []byte
+}
+
+// StartKubeAPI starts the fake for namespace ns on 127.0.0.1.
+func StartKubeAPI(t testing.TB, ns string) *KubeAPI {
+	k := &KubeAPI{Token: "sa-token-1", Jobs: map[string]map[string]any{}, Secrets: map[string]map[string]any{}, Deny: map[string]bool{}}
+	k.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { k.serve(w, r, ns) }))
+	t.Cleanup(k.Close)
+	return k
+}
+
+// Complete marks a Job finished, as the Job controller would.
+func (k *KubeAPI) Complete(name string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.Jobs[name]["status"] = map[string]any{"conditions": []any{map[string]any{"type": "Complete", "status": "True"}}}
+}
+
+func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
+	body, _ := io.ReadAll(r.Body)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.Calls = append(k.Calls, KubeCall{Method: r.Method, Path: r.URL.Path, ContentType: r.Header.Get("Content-Type"), Body: body})
+	w.Header().Set("Content-Type", "application/json")
+	if r.Header.Get("Authorization") != "Bearer "+k.Token {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"kind": "Status", "message": "Unauthorized"})
+		return
+	}
+	jobs, secrets := "/apis/batch/v1/namespaces/"+ns+"/jobs", "/api/v1/namespaces/"+ns+"/secrets"
+	verb := map[string]string{http.MethodPost: "create", http.MethodGet: "list", http.MethodPatch: "patch", http.MethodDelete: "delete"}[r.Method]
+	res := "jobs"
+	if strings.HasPrefix(r.URL.Path, secrets) {
+		res = "secrets"
+	}
+	if k.Deny[verb+" "+res] {
+		writeJSON(w, http.StatusForbidden, map[string]string{"kind": "Status", "message": fmt.Sprintf(`%s is forbidden: User "system:serviceaccount:%s:listener" cannot %s resource %q`, res, ns, verb, res)})
+		return
+	}
+	var obj map[string]any
+	json.Unmarshal(body, &obj)
+	switch {
+	case r.URL.Path == jobs && r.Method == http.MethodPost:
+		meta := obj["metadata"].(map[string]any)
+		name := meta["name"].(string)
+		if k.Jobs[name] != nil {
+			writeJSON(w, http.StatusConflict, map[string]string{"kind": "Status", "message": "jobs.batch \"" + name + "\" already exists"})
+			return
+		}
+		k.uid++
+		meta["uid"] = fmt.Sprintf("uid-%d", k.uid)
+		k.Jobs[name] = obj
+		writeJSON(w, http.StatusCreated, obj)
+	case r.URL.Path == jobs && r.Method == http.MethodGet:
+		sel := r.URL.Query().Get("labelSelector")
+		var items []any
+		for _, j := range k.Jobs {
+			labels, _ := j["metadata"].(map[string]any)["labels"].(map[string]any)
+			key, val, _ := strings.Cut(sel, "=")
+			if labels[key] == val {
+				items = append(items, j)
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"kind": "JobList", "items": items})
+	case strings.HasPrefix(r.URL.Path, jobs+"/") && r.Method == http.MethodPatch:
+		j := k.Jobs[strings.TrimPrefix(r.URL.Path, jobs+"/")]
+		if j == nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"kind": "Status", "message": "not found"})
+			return
+		}
+		if spec, ok := obj["spec"].(map[string]any); ok {
+			for key, v := range spec {
+				j["spec"].(map[string]any)[key] = v
+			}
+		}
+		writeJSON(w, http.StatusOK, j)
+	case strings.HasPrefix(r.URL.Path, jobs+"/") && r.Method == http.MethodDelete:
+		name := strings.TrimPrefix(r.URL.Path, jobs+"/")
+		delete(k.Jobs, name)
+		for s, sec := range k.Secrets { // garbage collection of what the Job owns
+			refs, _ := sec["metadata"].(map[string]any)["ownerReferences"].([]any)
+			for _, ref := range refs {
+				if ref.(map[string]any)["name"] == name {
+					delete(k.Secrets, s)
+				}
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"kind": "Status", "status": "Success"})
+	case r.URL.Path == secrets && r.Method == http.MethodPost:
+		k.Secrets[obj["metadata"].(map[string]any)["name"].(string)] = obj
+		writeJSON(w, http.StatusCreated, obj)
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]string{"kind": "Status", "message": "not found"})
+	}
+}
