@@ -103,7 +103,10 @@ func NewKubernetes(o KubernetesOptions) (*Kubernetes, error) {
 	return &Kubernetes{o: o, job: job}, nil
 }
 
-var k8sName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+var (
+	k8sName    = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	notK8sName = regexp.MustCompile(`[^a-z0-9-]+`)
+)
 
 func containers(job map[string]any) []any {
 	spec, _ := job["spec"].(map[string]any)
@@ -233,7 +236,7 @@ func (k *Kubernetes) jobFor(name, runner string) map[string]any {
 
 // jobName is the runner's name as a Kubernetes object name.
 func jobName(runner string) string {
-	n := strings.Trim(regexp.MustCompile(`[^a-z0-9-]+`).ReplaceAllString(strings.ToLower(runner), "-"), "-")
+	n := strings.Trim(notK8sName.ReplaceAllString(strings.ToLower(runner), "-"), "-")
 	if len(n) > 63 {
 		n = strings.TrimRight(n[:63], "-")
 	}

@@ -23,9 +23,8 @@ type Starter interface {
 
 // Execution is one started runner container.
 type Execution struct {
-	Name     string // the platform's name of the execution
-	Runner   string // the runner it registers
-	RunnerID int64
+	Name   string // the platform's name of the execution
+	Runner string // the runner it registers
 }
 
 // ListenerOptions configure Listen.

@@ -24,10 +24,24 @@ type ProjectAsset struct {
 // Digest is the asset's digest as a subject names it.
 func (a ProjectAsset) Digest() string { return "sha256:" + a.SHA256 }
 
-// projectAssets finds the files release.assets names, by name, hashed. A glob that matches
-// nothing, a directory, two files of one name or a name relay's own files take is an
-// input error naming the glob and the fix.
+// projectAssets finds the files release.assets names, by name, hashed.
 func projectAssets(cfg *config.Config) ([]ProjectAsset, error) {
+	files, err := assetFiles(cfg)
+	if err != nil {
+		return nil, err
+	}
+	for i, f := range files {
+		if files[i].SHA256, files[i].Size, err = fsutil.SHA256File(cfg.ResolvePath(f.Path)); err != nil {
+			return nil, err
+		}
+	}
+	return files, nil
+}
+
+// assetFiles finds the files release.assets names, by name, not yet hashed. A glob that
+// matches nothing, a directory, two files of one name or a name relay's own files take is
+// an input error naming the glob and the fix.
+func assetFiles(cfg *config.Config) ([]ProjectAsset, error) {
 	var out []ProjectAsset
 	byName := map[string]string{}
 	for i, g := range cfg.Release.Assets {
@@ -56,11 +70,7 @@ func projectAssets(cfg *config.Config) ([]ProjectAsset, error) {
 				return nil, &assetError{fmt.Sprintf("release.assets: %s and %s have the same name %s, and a release holds one file of each name: rename one", byName[name], rel, name)}
 			}
 			byName[name] = rel
-			sum, size, err := fsutil.SHA256File(m)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, ProjectAsset{Name: name, Path: rel, SHA256: sum, Size: size})
+			out = append(out, ProjectAsset{Name: name, Path: rel})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

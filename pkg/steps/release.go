@@ -123,26 +123,28 @@ func (Release) Run(ctx context.Context, env *Env, st *State) error {
 		}
 	}
 	// The project's own files, each with its blob bundle (cosign verify-blob --bundle).
-	files, err := projectAssets(env.Config)
+	// Each file is read once: what is hashed is what is published.
+	files, err := assetFiles(env.Config)
 	if err != nil {
 		return err
+	}
+	data := make([][]byte, len(files))
+	for i, f := range files {
+		if data[i], err = os.ReadFile(env.Config.ResolvePath(f.Path)); err != nil {
+			return fmt.Errorf("reading %s for the release: %w", f.Path, err)
+		}
+		sum := sha256.Sum256(data[i])
+		files[i].SHA256, files[i].Size = hex.EncodeToString(sum[:]), int64(len(data[i]))
 	}
 	if env.Config.ProvenanceEnabled() {
 		if err := sameAssets(st.Assets, files); err != nil {
 			return err
 		}
 	}
-	for _, f := range files {
-		b, err := os.ReadFile(env.Config.ResolvePath(f.Path))
-		if err != nil {
-			return fmt.Errorf("reading %s for the release: %w", f.Path, err)
-		}
-		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != f.SHA256 {
-			return &assetError{fmt.Sprintf("release.assets: %s changed while relay read it: nothing was published; run relay release again once nothing writes it", f.Path)}
-		}
-		assets = append(assets, release.Asset{Name: f.Name, Data: b})
+	for i, f := range files {
+		assets = append(assets, release.Asset{Name: f.Name, Data: data[i]})
 		if env.Signer != nil {
-			bundle, err := signBlob(ctx, env, f.Name, b)
+			bundle, err := signBlob(ctx, env, f.Name, data[i])
 			if err != nil {
 				return err
 			}
