@@ -24,9 +24,11 @@ type Broker struct {
 	*httptest.Server
 	// RegistrationToken is the one runner-registration accepts.
 	RegistrationToken string
-	// AdminTTL is the admin token's lifetime; PollTimeout how long an empty poll waits.
-	AdminTTL, PollTimeout time.Duration
-	Now                   func() time.Time
+	// AdminTTL is the admin token's lifetime; PollTimeout how long an empty poll waits;
+	// SessionIdle how long a session nobody polls is held before another may take it
+	// (a listener that was killed never deletes its session).
+	AdminTTL, PollTimeout, SessionIdle time.Duration
+	Now                                func() time.Time
 
 	mu         sync.Mutex
 	changed    chan struct{} // closed and replaced whenever the queue changes
@@ -36,8 +38,10 @@ type Broker struct {
 	admin      map[string]time.Time // admin token -> expiry
 	scaleSets  map[int]*brokerScaleSet
 	nextID     int
-	runners    map[int64]string // runner id -> name
+	runners    map[int64]*brokerRunner
 	jit        map[string]int64 // encoded config -> runner id
+	jitUsed    map[string]bool
+	assignedAt []time.Time // when each JobAssigned message was first delivered
 	tokenN     int
 	failNext   int // service requests still to answer 503
 }
@@ -55,17 +59,27 @@ type brokerScaleSet struct {
 	nextMsg    int
 	available  map[int64]bool // runner request id -> not yet acquired
 	assigned   int
+	waiting    []int64 // assigned jobs no runner took yet
+	lastPoll   time.Time
+}
+
+type brokerRunner struct {
+	name     string
+	scaleSet int
+	busy     bool
+	request  int64 // the job it runs
 }
 
 type brokerMessage struct {
-	ID   int
-	Jobs []map[string]any
+	ID        int
+	Jobs      []map[string]any
+	delivered bool
 }
 
 // StartBroker starts the fake on 127.0.0.1; its REST API is URL+"/api".
 func StartBroker(t testing.TB) *Broker {
-	b := &Broker{RegistrationToken: "reg-token-1", AdminTTL: time.Hour, PollTimeout: 50 * time.Millisecond, Now: time.Now,
-		changed: make(chan struct{}), admin: map[string]time.Time{}, scaleSets: map[int]*brokerScaleSet{}, runners: map[int64]string{}, jit: map[string]int64{}}
+	b := &Broker{RegistrationToken: "reg-token-1", AdminTTL: time.Hour, PollTimeout: 50 * time.Millisecond, SessionIdle: 2 * time.Minute, Now: time.Now,
+		changed: make(chan struct{}), admin: map[string]time.Time{}, scaleSets: map[int]*brokerScaleSet{}, runners: map[int64]*brokerRunner{}, jit: map[string]int64{}, jitUsed: map[string]bool{}}
 	b.Server = httptest.NewServer(http.HandlerFunc(b.serve))
 	t.Cleanup(b.Close)
 	return b
@@ -122,6 +136,7 @@ func (b *Broker) CompleteJobs(id, n int) {
 	s := b.scaleSets[id]
 	n = min(n, s.assigned)
 	s.assigned -= n
+	s.waiting = s.waiting[min(n, len(s.waiting)):]
 	var done []map[string]any
 	for i := 0; i < n; i++ {
 		done = append(done, map[string]any{"messageType": "JobCompleted", "result": "succeeded"})
@@ -169,6 +184,66 @@ func (b *Broker) Registered() int {
 	return len(b.runners)
 }
 
+// AssignedAt are the times JobAssigned messages were first delivered, one per job, in order.
+func (b *Broker) AssignedAt() []time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]time.Time(nil), b.assignedAt...)
+}
+
+// TakeJob is the fake runner connecting with its JIT config: refused if the broker never
+// made it, it was used before (single use), or its runner was removed. The runner takes
+// the oldest assigned job no runner took (JobStarted); with none it stays idle.
+func (b *Broker) TakeJob(encoded string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	id, ok := b.jit[encoded]
+	switch {
+	case !ok:
+		return fmt.Errorf("not a JIT config the broker made")
+	case b.jitUsed[encoded]:
+		return fmt.Errorf("JIT config of runner %d used twice", id)
+	case b.runners[id] == nil:
+		return fmt.Errorf("runner %d was removed", id)
+	}
+	b.jitUsed[encoded] = true
+	rn := b.runners[id]
+	s := b.scaleSets[rn.scaleSet]
+	if s == nil || len(s.waiting) == 0 {
+		return nil
+	}
+	rn.busy, rn.request, s.waiting = true, s.waiting[0], s.waiting[1:]
+	b.enqueue(s, []map[string]any{{"messageType": "JobStarted", "runnerRequestId": rn.request, "jobId": fmt.Sprintf("job-%d", rn.request),
+		"runnerId": id, "runnerName": rn.name}})
+	return nil
+}
+
+// FinishJob ends the job of the runner the JIT config registered (JobCompleted); the
+// ephemeral runner is then gone. false: the runner had no job.
+func (b *Broker) FinishJob(encoded, result string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	id := b.jit[encoded]
+	rn := b.runners[id]
+	if rn == nil || !rn.busy {
+		return false
+	}
+	delete(b.runners, id)
+	if s := b.scaleSets[rn.scaleSet]; s != nil {
+		s.assigned--
+		b.enqueue(s, []map[string]any{{"messageType": "JobCompleted", "runnerRequestId": rn.request, "jobId": fmt.Sprintf("job-%d", rn.request),
+			"runnerId": id, "runnerName": rn.name, "result": result}})
+	}
+	return true
+}
+
+// Waiting is the number of scale set id's assigned jobs that no runner took.
+func (b *Broker) Waiting(id int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.scaleSets[id].waiting)
+}
+
 func (b *Broker) enqueue(s *brokerScaleSet, jobs []map[string]any) {
 	s.nextMsg++
 	s.messages = append(s.messages, brokerMessage{ID: s.nextMsg, Jobs: jobs})
@@ -186,7 +261,14 @@ func (b *Broker) token(prefix string) string {
 }
 
 func (b *Broker) stats(s *brokerScaleSet) map[string]int {
-	return map[string]int{"totalAvailableJobs": len(s.available), "totalAssignedJobs": s.assigned, "totalRegisteredRunners": len(b.runners)}
+	busy := 0
+	for _, r := range b.runners {
+		if r.busy {
+			busy++
+		}
+	}
+	return map[string]int{"totalAvailableJobs": len(s.available), "totalAssignedJobs": s.assigned, "totalRegisteredRunners": len(b.runners),
+		"totalBusyRunners": busy, "totalIdleRunners": len(b.runners) - busy}
 }
 
 func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
@@ -295,8 +377,13 @@ func (b *Broker) service(w http.ResponseWriter, r *http.Request, path string) {
 		b.scaleSet(w, r, s, parts[4:])
 	case len(parts) == 6 && parts[4] == "agents" && r.Method == http.MethodDelete:
 		id, _ := strconv.ParseInt(parts[5], 10, 64)
-		if _, ok := b.runners[id]; !ok {
+		rn, ok := b.runners[id]
+		if !ok {
 			writeJSON(w, http.StatusNotFound, map[string]string{"message": "no such runner"})
+			return
+		}
+		if rn.busy { // as GitHub refuses to remove a runner in the middle of a job
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"message": "Runner \"" + rn.name + "\" is still running a job"})
 			return
 		}
 		delete(b.runners, id)
@@ -309,6 +396,9 @@ func (b *Broker) service(w http.ResponseWriter, r *http.Request, path string) {
 func (b *Broker) scaleSet(w http.ResponseWriter, r *http.Request, s *brokerScaleSet, rest []string) {
 	switch {
 	case len(rest) == 1 && rest[0] == "sessions" && r.Method == http.MethodPost:
+		if s.session != "" && b.Now().Sub(s.lastPoll) > b.SessionIdle {
+			s.session = "" // its listener is gone: the session lapsed
+		}
 		if s.session != "" {
 			writeJSON(w, http.StatusConflict, map[string]string{"message": "The actions runner scale set " + s.Name + " already has an active session for owner " + s.owner + "."})
 			return
@@ -317,7 +407,8 @@ func (b *Broker) scaleSet(w http.ResponseWriter, r *http.Request, s *brokerScale
 			OwnerName string `json:"ownerName"`
 		}
 		json.NewDecoder(r.Body).Decode(&in)
-		s.session, s.owner, s.queueToken = b.token("session"), in.OwnerName, b.token("queue")
+		s.session, s.owner, s.queueToken, s.lastPoll = b.token("session"), in.OwnerName, b.token("queue"), b.Now()
+		b.notify() // a poll of the lapsed session ends
 		writeJSON(w, http.StatusOK, b.session(s))
 	case len(rest) == 2 && rest[0] == "sessions" && rest[1] == s.session && r.Method == http.MethodPatch:
 		s.queueToken = b.token("queue")
@@ -335,6 +426,7 @@ func (b *Broker) scaleSet(w http.ResponseWriter, r *http.Request, s *brokerScale
 			if s.available[id] {
 				delete(s.available, id)
 				s.assigned++
+				s.waiting = append(s.waiting, id)
 				got = append(got, id)
 				assigned = append(assigned, map[string]any{"messageType": "JobAssigned", "runnerRequestId": id, "jobId": fmt.Sprintf("job-%d", id)})
 			}
@@ -349,8 +441,15 @@ func (b *Broker) scaleSet(w http.ResponseWriter, r *http.Request, s *brokerScale
 		}
 		json.NewDecoder(r.Body).Decode(&in)
 		id := int64(100 + len(b.jit))
-		b.runners[id] = in.Name
-		cfg, _ := json.Marshal(map[string]any{"runnerId": id, "scaleSetId": s.ID, "name": in.Name, "nonce": b.token("jit")})
+		b.runners[id] = &brokerRunner{name: in.Name, scaleSet: s.ID}
+		// The runner's own files, as the service encodes them: .runner, .credentials, and
+		// the runner's private key (here a nonce).
+		file := func(v any) string { j, _ := json.Marshal(v); return base64.StdEncoding.EncodeToString(j) }
+		cfg, _ := json.Marshal(map[string]string{
+			".runner":                file(map[string]any{"agentId": id, "agentName": in.Name, "poolId": 1, "poolName": s.Name, "serverUrl": b.URL + "/tenant/", "workFolder": "_work", "ephemeral": true}),
+			".credentials":           file(map[string]any{"scheme": "OAuth", "data": map[string]string{"clientId": fmt.Sprintf("client-%d", id), "authorizationUrl": b.URL + "/token"}}),
+			".credentials_rsaparams": file(map[string]string{"d": b.token("private-key")}),
+		})
 		enc := base64.StdEncoding.EncodeToString(cfg)
 		b.jit[enc] = id
 		writeJSON(w, http.StatusOK, map[string]any{"runner": map[string]any{"id": id, "name": in.Name, "runnerScaleSetId": s.ID}, "encodedJITConfig": enc})
@@ -404,8 +503,17 @@ func (b *Broker) queue(w http.ResponseWriter, r *http.Request, parts []string) {
 		}
 		c, _ := strconv.Atoi(r.Header.Get("X-ScaleSetMaxCapacity"))
 		last, _ := strconv.Atoi(r.URL.Query().Get("lastMessageId"))
-		for _, m := range s.messages {
+		s.lastPoll = b.Now()
+		for i, m := range s.messages {
 			if m.ID > last {
+				if !m.delivered {
+					s.messages[i].delivered = true
+					for _, j := range m.Jobs {
+						if j["messageType"] == "JobAssigned" {
+							b.assignedAt = append(b.assignedAt, b.Now())
+						}
+					}
+				}
 				body, _ := json.Marshal(m.Jobs)
 				out := map[string]any{"messageId": m.ID, "messageType": "RunnerScaleSetJobMessages", "body": string(body), "statistics": b.stats(s)}
 				b.capacities = append(b.capacities, c)

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // KubeAPI is a fake of the Kubernetes API server's batch/v1 Jobs and v1 Secrets in one
@@ -23,6 +25,7 @@ type KubeAPI struct {
 	Jobs    map[string]map[string]any
 	Secrets map[string]map[string]any
 	Deny    map[string]bool // "create jobs", "create secrets", "patch jobs", "list jobs"
+	Now     func() time.Time
 	uid     int
 }
 
@@ -34,17 +37,42 @@ type KubeCall struct {
 
 // StartKubeAPI starts the fake for namespace ns on 127.0.0.1.
 func StartKubeAPI(t testing.TB, ns string) *KubeAPI {
-	k := &KubeAPI{Token: "sa-token-1", Jobs: map[string]map[string]any{}, Secrets: map[string]map[string]any{}, Deny: map[string]bool{}}
+	k := &KubeAPI{Token: "sa-token-1", Now: time.Now, Jobs: map[string]map[string]any{}, Secrets: map[string]map[string]any{}, Deny: map[string]bool{}}
 	k.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { k.serve(w, r, ns) }))
 	t.Cleanup(k.Close)
 	return k
 }
 
-// Complete marks a Job finished, as the Job controller would.
-func (k *KubeAPI) Complete(name string) {
+// Complete marks a Job finished, as the Job controller would; false if there is none.
+func (k *KubeAPI) Complete(name string) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.Jobs[name] == nil {
+		return false
+	}
 	k.Jobs[name]["status"] = map[string]any{"conditions": []any{map[string]any{"type": "Complete", "status": "True"}}}
+	return true
+}
+
+// Unsuspended are the names of the Jobs let run and not finished, with the JIT config
+// their pod would read from the Secret mounted into it: what a kubelet would start.
+func (k *KubeAPI) Unsuspended() map[string]string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := map[string]string{}
+	for name, j := range k.Jobs {
+		if spec, _ := j["spec"].(map[string]any); spec["suspend"] == true || j["status"] != nil {
+			continue
+		}
+		sec := k.Secrets[name]
+		if sec == nil {
+			continue
+		}
+		data, _ := sec["data"].(map[string]any)
+		v, _ := base64.StdEncoding.DecodeString(fmt.Sprint(data["jitconfig"]))
+		out[name] = string(v)
+	}
+	return out
 }
 
 func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
@@ -79,6 +107,7 @@ func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
 		}
 		k.uid++
 		meta["uid"] = fmt.Sprintf("uid-%d", k.uid)
+		meta["creationTimestamp"] = k.Now().UTC().Format(time.RFC3339)
 		k.Jobs[name] = obj
 		writeJSON(w, http.StatusCreated, obj)
 	case r.URL.Path == jobs && r.Method == http.MethodGet:
@@ -106,6 +135,10 @@ func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
 		writeJSON(w, http.StatusOK, j)
 	case strings.HasPrefix(r.URL.Path, jobs+"/") && r.Method == http.MethodDelete:
 		name := strings.TrimPrefix(r.URL.Path, jobs+"/")
+		if k.Jobs[name] == nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"kind": "Status", "message": "jobs.batch \"" + name + "\" not found"})
+			return
+		}
 		delete(k.Jobs, name)
 		for s, sec := range k.Secrets { // garbage collection of what the Job owns
 			refs, _ := sec["metadata"].(map[string]any)["ownerReferences"].([]any)

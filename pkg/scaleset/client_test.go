@@ -110,13 +110,33 @@ func TestScaleSetProtocol(t *testing.T) {
 		seen[j.Encoded] = true
 		runners = append(runners, j.Runner.ID)
 	}
-	for _, id := range runners {
-		if err := c.RemoveRunner(ctx, id); err != nil {
-			t.Fatal(err)
+	// A runner in the middle of a job is not removed; the others are, once.
+	b.QueueJobs(made.ID, 1)
+	if m, err := s.Message(ctx, 0, 3); err != nil || len(m.Available) != 1 {
+		t.Fatalf("message: %+v %v", m, err)
+	} else if _, err := s.Acquire(ctx, []int64{m.Available[0].RunnerRequestID}); err != nil {
+		t.Fatal(err)
+	}
+	for jit := range seen {
+		if b.Runner(jit) == runners[2] {
+			if err := b.TakeJob(jit); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.TakeJob(jit); err == nil {
+				t.Fatal("the fake broker took a JIT config twice")
+			}
 		}
 	}
-	if err := c.RemoveRunner(ctx, runners[0]); err != nil || b.Registered() != 0 {
-		t.Fatalf("removing twice: %v, %d registered", err, b.Registered())
+	if existed, err := c.RemoveRunner(ctx, runners[2]); !errors.Is(err, ErrRunnerBusy) || !existed {
+		t.Fatalf("removing a busy runner: %v", err)
+	}
+	for _, id := range runners[:2] {
+		if existed, err := c.RemoveRunner(ctx, id); err != nil || !existed {
+			t.Fatal(existed, err)
+		}
+	}
+	if existed, err := c.RemoveRunner(ctx, runners[0]); err != nil || existed || b.Registered() != 1 {
+		t.Fatalf("removing twice: %v %v, %d registered", existed, err, b.Registered())
 	}
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -24,6 +25,7 @@ const (
 	serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 	listenerLabel     = "relay.dev/listener"
 	runnerLabel       = "relay.dev/runner"
+	runnerIDLabel     = "relay.dev/runner-id"
 	jitKey            = "jitconfig"
 	jitMountPath      = "/run/relay/jit"
 	defaultTTLSeconds = 300
@@ -121,13 +123,15 @@ func containers(job map[string]any) []any {
 
 // Start creates the runner's Job suspended, then the Secret holding its JIT config owned
 // by the Job, then lets the Job run: its pod never starts before its config exists.
-func (k *Kubernetes) Start(ctx context.Context, runner, jitConfig string) (Execution, error) {
+func (k *Kubernetes) Start(ctx context.Context, r Runner, jitConfig string) (Execution, error) {
+	runner := r.Name
 	name := jobName(runner)
-	job := k.jobFor(name, runner)
+	job := k.jobFor(name, r)
 	var made struct {
 		Metadata struct {
-			Name string `json:"name"`
-			UID  string `json:"uid"`
+			Name    string    `json:"name"`
+			UID     string    `json:"uid"`
+			Created time.Time `json:"creationTimestamp"`
 		} `json:"metadata"`
 	}
 	if err := k.do(ctx, http.MethodPost, k.ns("/apis/batch/v1", "jobs"), "application/json", job, &made, http.StatusCreated); err != nil {
@@ -148,7 +152,13 @@ func (k *Kubernetes) Start(ctx context.Context, runner, jitConfig string) (Execu
 		k.deleteJob(ctx, name)
 		return Execution{}, err
 	}
-	return Execution{Name: name, Runner: runner}, nil
+	return Execution{Name: name, Runner: runner, RunnerID: r.ID, Started: made.Metadata.Created}, nil
+}
+
+// Stop deletes the runner's Job; its pod and Secret go with it.
+func (k *Kubernetes) Stop(ctx context.Context, e Execution) error {
+	q := url.Values{"propagationPolicy": {"Background"}}
+	return k.do(ctx, http.MethodDelete, k.ns("/apis/batch/v1", "jobs/"+e.Name)+"?"+q.Encode(), "", nil, nil, http.StatusOK, http.StatusAccepted, http.StatusNotFound)
 }
 
 // Running lists the listener's Jobs that have not finished.
@@ -156,8 +166,9 @@ func (k *Kubernetes) Running(ctx context.Context) ([]Execution, error) {
 	var list struct {
 		Items []struct {
 			Metadata struct {
-				Name   string            `json:"name"`
-				Labels map[string]string `json:"labels"`
+				Name    string            `json:"name"`
+				Labels  map[string]string `json:"labels"`
+				Created time.Time         `json:"creationTimestamp"`
 			} `json:"metadata"`
 			Status struct {
 				Conditions []struct {
@@ -178,14 +189,16 @@ func (k *Kubernetes) Running(ctx context.Context) ([]Execution, error) {
 			done = done || (c.Type == "Complete" || c.Type == "Failed") && c.Status == "True"
 		}
 		if !done {
-			out = append(out, Execution{Name: j.Metadata.Name, Runner: j.Metadata.Labels[runnerLabel]})
+			id, _ := strconv.ParseInt(j.Metadata.Labels[runnerIDLabel], 10, 64)
+			out = append(out, Execution{Name: j.Metadata.Name, Runner: j.Metadata.Labels[runnerLabel], RunnerID: id, Started: j.Metadata.Created})
 		}
 	}
 	return out, nil
 }
 
 // jobFor is the template with this runner's name, labels, and JIT config volume.
-func (k *Kubernetes) jobFor(name, runner string) map[string]any {
+func (k *Kubernetes) jobFor(name string, r Runner) map[string]any {
+	runner, id := r.Name, strconv.FormatInt(r.ID, 10)
 	var job map[string]any
 	b, _ := json.Marshal(k.job) // a deep copy
 	json.Unmarshal(b, &job)
@@ -198,7 +211,7 @@ func (k *Kubernetes) jobFor(name, runner string) map[string]any {
 	if labels == nil {
 		labels = map[string]any{}
 	}
-	labels[listenerLabel], labels[runnerLabel] = k.o.Listener, name
+	labels[listenerLabel], labels[runnerLabel], labels[runnerIDLabel] = k.o.Listener, name, id
 	meta["name"], meta["labels"] = name, labels
 	delete(meta, "generateName")
 	job["metadata"] = meta
@@ -216,7 +229,7 @@ func (k *Kubernetes) jobFor(name, runner string) map[string]any {
 	if tlabels == nil {
 		tlabels = map[string]any{}
 	}
-	tlabels[listenerLabel], tlabels[runnerLabel] = k.o.Listener, name
+	tlabels[listenerLabel], tlabels[runnerLabel], tlabels[runnerIDLabel] = k.o.Listener, name, id
 	tmeta["labels"] = tlabels
 	tmpl["metadata"] = tmeta
 	pod := tmpl["spec"].(map[string]any)
@@ -244,8 +257,7 @@ func jobName(runner string) string {
 }
 
 func (k *Kubernetes) deleteJob(ctx context.Context, name string) {
-	q := url.Values{"propagationPolicy": {"Background"}}
-	_ = k.do(context.WithoutCancel(ctx), http.MethodDelete, k.ns("/apis/batch/v1", "jobs/"+name)+"?"+q.Encode(), "", nil, nil, http.StatusOK, http.StatusAccepted, http.StatusNotFound)
+	_ = k.Stop(context.WithoutCancel(ctx), Execution{Name: name})
 }
 
 func (k *Kubernetes) ns(group, resource string) string {

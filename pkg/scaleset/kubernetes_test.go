@@ -36,8 +36,8 @@ func TestKubernetesStarter(t *testing.T) {
 	ctx := context.Background()
 	k, api, reads := newKube(t)
 	const jit = "eyJqaXQiOiJzM2NyM3QtY29uZmlnIn0="
-	e, err := k.Start(ctx, "Relay_Runner.7", jit)
-	if err != nil || e.Name != "relay-runner-7" {
+	e, err := k.Start(ctx, Runner{ID: 107, Name: "Relay_Runner.7"}, jit)
+	if err != nil || e.Name != "relay-runner-7" || e.RunnerID != 107 || e.Started.IsZero() {
 		t.Fatalf("start: %+v %v", e, err)
 	}
 	if len(api.Calls) != 3 || api.Calls[0].Method != http.MethodPost || !strings.HasSuffix(api.Calls[0].Path, "/jobs") ||
@@ -69,6 +69,7 @@ func TestKubernetesStarter(t *testing.T) {
 	}
 	json.Unmarshal(api.Calls[0].Body, &job)
 	if !job.Spec.Suspend || job.Spec.BackoffLimit != 0 || job.Spec.TTL != 300 || job.Metadata.Labels["app"] != "relay-runner" || job.Metadata.Labels["relay.dev/listener"] != "relay-listener" ||
+		job.Metadata.Labels["relay.dev/runner-id"] != "107" ||
 		job.Spec.Template.Spec.RestartPolicy != "Never" || job.Spec.Template.Spec.Volumes[0].Secret.SecretName != "relay-runner-7" {
 		t.Fatalf("job: %s", api.Calls[0].Body)
 	}
@@ -97,14 +98,21 @@ func TestKubernetesStarter(t *testing.T) {
 		t.Fatalf("the job was not let run: %v", spec["suspend"])
 	}
 
-	k.Start(ctx, "relay-runner-8", "other")
+	k.Start(ctx, Runner{ID: 108, Name: "relay-runner-8"}, "other")
 	running, err := k.Running(ctx)
 	if err != nil || len(running) != 2 {
 		t.Fatalf("running: %+v %v", running, err)
 	}
 	api.Complete("relay-runner-7")
-	if running, _ = k.Running(ctx); len(running) != 1 || running[0].Name != "relay-runner-8" || running[0].Runner != "relay-runner-8" {
+	if running, _ = k.Running(ctx); len(running) != 1 || running[0].Name != "relay-runner-8" || running[0].Runner != "relay-runner-8" || running[0].RunnerID != 108 {
 		t.Fatalf("after one completed: %+v", running)
+	}
+	// Stop deletes the Job, and the Secret it owns with it; stopping again is no error.
+	if err := k.Stop(ctx, running[0]); err != nil || api.Jobs["relay-runner-8"] != nil || api.Secrets["relay-runner-8"] != nil {
+		t.Fatalf("stop: %v, %v", err, api.Jobs)
+	}
+	if err := k.Stop(ctx, running[0]); err != nil {
+		t.Fatalf("stopping twice: %v", err)
 	}
 	if *reads != len(api.Calls) {
 		t.Fatalf("token read %d times for %d calls: a rotated token would be missed", *reads, len(api.Calls))
@@ -117,7 +125,7 @@ func TestKubernetesStarterRefusals(t *testing.T) {
 	ctx := context.Background()
 	k, api, _ := newKube(t)
 	api.Deny["create secrets"] = true
-	_, err := k.Start(ctx, "relay-1", "cfg")
+	_, err := k.Start(ctx, Runner{ID: 1, Name: "relay-1"}, "cfg")
 	var ke *KubernetesError
 	if !errors.As(err, &ke) || ke.Status != 403 || !strings.Contains(err.Error(), "needs create, get, list, patch and delete on jobs") {
 		t.Fatalf("%v", err)
@@ -142,10 +150,10 @@ type notifying struct {
 	started chan string
 }
 
-func (n notifying) Start(ctx context.Context, runner, jit string) (Execution, error) {
-	e, err := n.Starter.Start(ctx, runner, jit)
+func (n notifying) Start(ctx context.Context, r Runner, jit string) (Execution, error) {
+	e, err := n.Starter.Start(ctx, r, jit)
 	if err == nil {
-		n.started <- runner
+		n.started <- r.Name
 	}
 	return e, err
 }

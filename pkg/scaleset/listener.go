@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand"
+	"slices"
 	"time"
 
 	"github.com/relaydev/relay/internal/backoff"
@@ -15,16 +16,27 @@ import (
 // single-use JIT config (Azure Container Apps jobs, Kubernetes Jobs).
 type Starter interface {
 	// Start starts an execution that runs the runner the JIT config registers.
-	Start(ctx context.Context, runner string, jitConfig string) (Execution, error)
+	Start(ctx context.Context, runner Runner, jitConfig string) (Execution, error)
 	// Running lists the executions this listener's starter started that have not ended:
 	// the platform's truth, so a restarted listener starts none twice.
 	Running(ctx context.Context) ([]Execution, error)
+	// Stop ends an execution (its runner never registered); one already ended is no error.
+	Stop(ctx context.Context, e Execution) error
+}
+
+// Releaser is a starter that keeps each JIT config outside its execution (a Key Vault
+// secret): Release deletes it once the runner needs it no more, because the runner took a
+// job, or its execution ended or was stopped.
+type Releaser interface {
+	Release(ctx context.Context, e Execution) error
 }
 
 // Execution is one started runner container.
 type Execution struct {
-	Name   string // the platform's name of the execution
-	Runner string // the runner it registers
+	Name     string    // the platform's name of the execution
+	Runner   string    // the runner it registers
+	RunnerID int64     // and that runner's id
+	Started  time.Time // when the platform started it
 }
 
 // ListenerOptions configure Listen.
@@ -36,7 +48,11 @@ type ListenerOptions struct {
 	Starter    Starter
 	// RunnerName names the next runner (unique per call), e.g. the scale set's name and a counter.
 	RunnerName func() string
-	Logger     *slog.Logger
+	// RegisterTimeout: an execution whose runner has taken no job this long after its start
+	// is stopped and its runner removed (default 10m: image pull and runner start-up).
+	RegisterTimeout time.Duration
+	Metrics         *Metrics // optional
+	Logger          *slog.Logger
 	// Sleep waits between retries (backoff.Sleep unless a test says); Budget bounds how long
 	// the service may keep failing (5xx, network) before Listen gives up (default 10m).
 	Sleep  func(ctx context.Context, d time.Duration) error
@@ -64,7 +80,10 @@ func Listen(ctx context.Context, o ListenerOptions) error {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	l := &listener{o: o, rand: rand.New(rand.NewSource(o.Now().UnixNano()))}
+	if o.RegisterTimeout == 0 {
+		o.RegisterTimeout = 10 * time.Minute
+	}
+	l := &listener{o: o, rand: rand.New(rand.NewSource(o.Now().UnixNano())), tracked: map[string]*tracked{}}
 	for {
 		err := l.session(ctx)
 		if ctx.Err() != nil {
@@ -81,6 +100,19 @@ type listener struct {
 	rand     *rand.Rand
 	failedAt time.Time // when the current run of failures began
 	attempt  int
+	// tracked are the executions running, by name, across sessions; assignedAt the
+	// arrival of assignments no execution covers yet, oldest first (for the latency).
+	tracked    map[string]*tracked
+	assignedAt []time.Time
+}
+
+// tracked is what the listener knows of an execution beyond the platform's listing.
+type tracked struct {
+	e        Execution
+	busy     bool // its runner took a job
+	released bool // its JIT config is no longer kept
+	removed  bool // its runner was removed, so the execution is to be stopped
+	stopped  bool
 }
 
 // pause waits after a failure, or gives up: a scale set that is gone, or a service that
@@ -89,6 +121,8 @@ func (l *listener) pause(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return fmt.Errorf("scale set %d: %w (it was deleted: recreate it)", l.o.ScaleSetID, err)
+	case errors.Is(err, ErrSessionGone):
+		l.o.Logger.Warn("the message session is gone: opening a new one", "event", "session.lost", "error", err)
 	case errors.Is(err, ErrSessionConflict):
 		l.o.Logger.Warn("another listener holds the session: waiting to take it", "event", "session.conflict", "error", err)
 	default:
@@ -100,6 +134,7 @@ func (l *listener) pause(ctx context.Context, err error) error {
 		}
 		l.o.Logger.Warn("scale set service failed: reconciling again after a pause", "event", "listener.retry", "error", err, "attempt", l.attempt+1)
 	}
+	l.o.Metrics.add("failures")
 	l.attempt++
 	return l.o.Sleep(ctx, backoff.Equal(l.rand, time.Second, l.attempt))
 }
@@ -132,8 +167,8 @@ func (l *listener) session(ctx context.Context) error {
 			l.failedAt, l.attempt = time.Time{}, 0
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, ErrNotFound):
-			return err
+		case errors.Is(err, ErrNotFound), errors.Is(err, ErrSessionGone):
+			return err // a new session, or the scale set is gone
 		default:
 			if perr := l.pause(ctx, err); perr != nil {
 				return perr
@@ -153,8 +188,9 @@ type serving struct {
 	fresh   bool
 }
 
-// step polls once and acts on what came: acquire what is available, start what is
-// assigned (from the statistics), acknowledge.
+// step polls once and acts on what came: acquire what is available, note which runners
+// took jobs, start what is assigned (from the statistics), acknowledge. An empty poll
+// reconciles too: executions end, and runners that never registered time out.
 func (l *listener) step(ctx context.Context, s *Session, st *serving) error {
 	if st.fresh {
 		n, err := l.reconcile(ctx, st.stats)
@@ -164,7 +200,11 @@ func (l *listener) step(ctx context.Context, s *Session, st *serving) error {
 		st.running, st.fresh = n, false
 	}
 	m, err := s.Message(ctx, st.last, max(l.o.MaxRunners-st.running, 0))
-	if err != nil || m == nil {
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		st.running, err = l.reconcile(ctx, st.stats)
 		return err
 	}
 	if len(m.Available) > 0 {
@@ -180,6 +220,21 @@ func (l *listener) step(ctx context.Context, s *Session, st *serving) error {
 	}
 	if len(m.Assigned) > 0 {
 		l.o.Logger.Info("jobs assigned", "event", "jobs.assigned", "count", len(m.Assigned))
+		for range m.Assigned {
+			l.assignedAt = append(l.assignedAt, l.o.Now())
+		}
+	}
+	for _, j := range m.Started {
+		l.o.Logger.Info("job started", "event", "job.started", "runner", j.RunnerName, "runner_id", j.RunnerID, "job_id", j.JobID)
+		for _, t := range l.tracked {
+			if t.e.Runner == j.RunnerName && !t.busy {
+				t.busy = true
+				l.release(ctx, t)
+			}
+		}
+	}
+	for _, j := range m.Completed {
+		l.o.Logger.Info("job completed", "event", "job.completed", "runner", j.RunnerName, "runner_id", j.RunnerID, "job_id", j.JobID, "result", j.Result)
 	}
 	if m.Statistics != nil {
 		st.stats = m.Statistics
@@ -196,14 +251,31 @@ func (l *listener) step(ctx context.Context, s *Session, st *serving) error {
 	return nil
 }
 
-// reconcile starts executions until those running cover the assigned jobs, within the
-// cap; it returns how many run.
+// reconcile brings the tracked executions in line with the platform's, stops those whose
+// runner never registered, and starts executions until those running cover the assigned
+// jobs, within the cap; it returns how many run.
 func (l *listener) reconcile(ctx context.Context, st *Statistics) (int, error) {
 	running, err := l.o.Starter.Running(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("listing running executions: %w", err)
 	}
-	n := len(running)
+	seen := map[string]bool{}
+	for _, e := range running {
+		seen[e.Name] = true
+		if l.tracked[e.Name] == nil { // started before a restart
+			l.tracked[e.Name] = &tracked{e: e}
+		}
+	}
+	for _, name := range l.names() {
+		if t := l.tracked[name]; !seen[name] {
+			l.finished(ctx, t)
+			delete(l.tracked, name)
+		} else if !t.busy && l.o.Now().Sub(t.e.Started) >= l.o.RegisterTimeout {
+			l.neverRegistered(ctx, t)
+		}
+	}
+	n := len(l.tracked)
+	defer func() { l.o.Metrics.gauges(st, len(l.tracked)) }()
 	if st == nil {
 		return n, nil
 	}
@@ -214,18 +286,112 @@ func (l *listener) reconcile(ctx context.Context, st *Statistics) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		e, err := l.o.Starter.Start(ctx, name, jit.Encoded)
+		e, err := l.o.Starter.Start(ctx, *jit.Runner, jit.Encoded)
 		if err != nil {
 			// The runner would never come: deregister it, then reconcile again later.
-			if rerr := l.o.Client.RemoveRunner(context.WithoutCancel(ctx), jit.Runner.ID); rerr != nil {
+			if _, rerr := l.o.Client.RemoveRunner(context.WithoutCancel(ctx), jit.Runner.ID); rerr != nil {
 				l.o.Logger.Warn("removing the runner of a failed start failed", "runner", name, "error", rerr)
 			}
 			return n, fmt.Errorf("starting runner %s: %w", name, err)
 		}
+		if e.Started.IsZero() {
+			e.Started = l.o.Now()
+		}
+		if e.RunnerID == 0 {
+			e.RunnerID = jit.Runner.ID
+		}
+		l.tracked[e.Name] = &tracked{e: e}
+		var latency time.Duration
+		known := len(l.assignedAt) > 0
+		if known {
+			latency, l.assignedAt = l.o.Now().Sub(l.assignedAt[0]), l.assignedAt[1:]
+		}
+		l.o.Metrics.started(latency, known)
 		l.o.Logger.Info("execution started", "event", "execution.started", "execution", e.Name, "runner", name, "runner_id", jit.Runner.ID)
+	}
+	// Assignments beyond what runs are waiting (the cap) or were cancelled: keep the newest.
+	if extra := len(l.assignedAt) - max(st.TotalAssignedJobs-n, 0); extra > 0 {
+		l.assignedAt = l.assignedAt[extra:]
 	}
 	if st.TotalAssignedJobs > l.o.MaxRunners {
 		l.o.Logger.Warn("more jobs assigned than max runners: the rest wait", "event", "listener.capped", "assigned", st.TotalAssignedJobs, "max_runners", l.o.MaxRunners)
 	}
 	return n, nil
+}
+
+// names are the tracked executions' names, sorted: the same order every time.
+func (l *listener) names() []string {
+	out := make([]string, 0, len(l.tracked))
+	for n := range l.tracked {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// finished handles an execution that ended: its runner, if it never got to run its job
+// (an ephemeral runner that did is gone already), is removed.
+func (l *listener) finished(ctx context.Context, t *tracked) {
+	l.o.Metrics.add("finished")
+	l.o.Logger.Info("execution finished", "event", "execution.finished", "execution", t.e.Name, "runner", t.e.Runner, "runner_id", t.e.RunnerID, "took_job", t.busy)
+	if !t.removed {
+		existed, err := l.o.Client.RemoveRunner(ctx, t.e.RunnerID)
+		switch {
+		case err != nil:
+			l.o.Logger.Warn("removing the runner of an ended execution failed", "runner", t.e.Runner, "runner_id", t.e.RunnerID, "error", err)
+		case existed:
+			l.o.Metrics.add("runners_removed")
+			l.o.Logger.Info("runner removed", "event", "runner.removed", "runner", t.e.Runner, "runner_id", t.e.RunnerID, "reason", "its execution ended without it finishing a job")
+		}
+	}
+	l.release(ctx, t)
+}
+
+// neverRegistered stops an execution whose runner took no job within the register
+// timeout. The runner is removed first: once it is gone it cannot take a job while its
+// execution stops, and a runner that is running a job after all is not removed.
+func (l *listener) neverRegistered(ctx context.Context, t *tracked) {
+	if !t.removed {
+		existed, err := l.o.Client.RemoveRunner(ctx, t.e.RunnerID)
+		if errors.Is(err, ErrRunnerBusy) {
+			t.busy = true
+			l.release(ctx, t)
+			return
+		}
+		if err != nil {
+			l.o.Logger.Warn("removing a runner that never registered failed", "runner", t.e.Runner, "runner_id", t.e.RunnerID, "error", err)
+			return
+		}
+		t.removed = true
+		if existed {
+			l.o.Metrics.add("runners_removed")
+			l.o.Logger.Info("runner removed", "event", "runner.removed", "runner", t.e.Runner, "runner_id", t.e.RunnerID, "reason", "it took no job within the register timeout")
+		}
+	}
+	if t.stopped {
+		return
+	}
+	if err := l.o.Starter.Stop(ctx, t.e); err != nil {
+		l.o.Metrics.add("failures")
+		l.o.Logger.Warn("stopping an execution whose runner never registered failed", "execution", t.e.Name, "error", err)
+		return // stopped again at the next reconcile
+	}
+	t.stopped = true
+	l.o.Metrics.add("stopped")
+	l.o.Logger.Warn("execution stopped: its runner took no job", "event", "execution.stopped", "execution", t.e.Name, "runner", t.e.Runner,
+		"runner_id", t.e.RunnerID, "register_timeout", l.o.RegisterTimeout.String())
+	l.release(ctx, t)
+}
+
+// release lets the starter delete what it kept of the execution's JIT config.
+func (l *listener) release(ctx context.Context, t *tracked) {
+	r, ok := l.o.Starter.(Releaser)
+	if !ok || t.released {
+		return
+	}
+	if err := r.Release(ctx, t.e); err != nil {
+		l.o.Logger.Warn("deleting a runner's JIT config failed", "execution", t.e.Name, "runner", t.e.Runner, "error", err)
+		return
+	}
+	t.released = true
 }

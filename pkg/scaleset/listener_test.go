@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -14,19 +15,60 @@ import (
 
 // fakeStarter records every start; executions run until the test finishes them.
 type fakeStarter struct {
-	mu      sync.Mutex
-	running map[string]Execution
-	jit     map[string]bool
-	starts  int
-	started chan string
-	fail    error
+	mu        sync.Mutex
+	running   map[string]Execution
+	jit       map[string]bool
+	jitOf     map[string]string // execution -> its config
+	starts    int
+	started   chan string
+	stopped   chan string
+	released  map[string]bool
+	fail      error
+	now       func() time.Time
+	onRelease func(name string)
+	lists     chan struct{} // a signal per Running call, when not nil
 }
 
 func newStarter() *fakeStarter {
-	return &fakeStarter{running: map[string]Execution{}, jit: map[string]bool{}, started: make(chan string, 1000)}
+	return &fakeStarter{running: map[string]Execution{}, jit: map[string]bool{}, jitOf: map[string]string{}, released: map[string]bool{},
+		started: make(chan string, 1000), stopped: make(chan string, 1000), now: time.Now}
 }
 
-func (f *fakeStarter) Start(_ context.Context, runner, jit string) (Execution, error) {
+func (f *fakeStarter) Stop(_ context.Context, e Execution) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.running, e.Name)
+	f.stopped <- e.Name
+	return nil
+}
+
+func (f *fakeStarter) Release(_ context.Context, e Execution) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.released[e.Name] {
+		return fmt.Errorf("%s released twice", e.Name)
+	}
+	f.released[e.Name] = true
+	if f.onRelease != nil {
+		f.onRelease(e.Name)
+	}
+	return nil
+}
+
+func (f *fakeStarter) config(name string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.jitOf[name]
+}
+
+func (f *fakeStarter) finish(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.running, name)
+}
+
+func (f *fakeStarter) Start(_ context.Context, r Runner, jit string) (Execution, error) {
+	runner := r.Name
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
@@ -37,8 +79,9 @@ func (f *fakeStarter) Start(_ context.Context, runner, jit string) (Execution, e
 	}
 	f.jit[jit] = true
 	f.starts++
-	e := Execution{Name: "exec-" + runner, Runner: runner}
+	e := Execution{Name: "exec-" + runner, Runner: runner, RunnerID: r.ID, Started: f.now()}
 	f.running[e.Name] = e
+	f.jitOf[e.Name] = jit
 	f.started <- runner
 	return e, nil
 }
@@ -46,6 +89,12 @@ func (f *fakeStarter) Start(_ context.Context, runner, jit string) (Execution, e
 func (f *fakeStarter) Running(context.Context) ([]Execution, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.lists != nil {
+		select {
+		case f.lists <- struct{}{}:
+		default:
+		}
+	}
 	var out []Execution
 	for _, e := range f.running {
 		out = append(out, e)
@@ -219,5 +268,162 @@ func TestListenGivesUpPastTheBudget(t *testing.T) {
 	var se *Error
 	if err == nil || !strings.Contains(err.Error(), "kept failing for 1m0s") || !errors.As(err, &se) || se.Status != 503 {
 		t.Fatalf("%v", err)
+	}
+}
+
+// syncBuffer collects log lines from the listener's goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestListenStopsWhatNeverRegisters: a runner that takes its job has its config released
+// at once; an execution whose runner took none within the register timeout has its runner
+// removed and is stopped, and the job still waiting gets a new execution; an execution that
+// ended after its job removes nothing (the ephemeral runner is gone).
+func TestListenStopsWhatNeverRegisters(t *testing.T) {
+	r := newRig(t)
+	clk := &clock{t: time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)}
+	r.starter.now = clk.now
+	released := make(chan string, 10)
+	r.starter.onRelease = func(name string) { released <- name }
+	logs := &syncBuffer{}
+	o := r.opts(10)
+	o.Now, o.RegisterTimeout = clk.now, 5*time.Minute
+	o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	o.Metrics = NewMetrics("relay")
+	stop := r.run(o)
+	r.b.QueueJobs(r.ss.ID, 2)
+	r.starter.wait(t, 2)
+
+	jit1 := r.starter.config("exec-relay-1")
+	if err := r.b.TakeJob(jit1); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, released); got != "exec-relay-1" {
+		t.Fatalf("released %s, want the runner that took its job", got)
+	}
+	clk.add(6 * time.Minute)
+	if got := recv(t, r.starter.stopped); got != "exec-relay-2" {
+		t.Fatalf("stopped %s", got)
+	}
+	if got := recv(t, released); got != "exec-relay-2" {
+		t.Fatalf("released %s after the stop", got)
+	}
+	r.starter.wait(t, 1) // the job runner 2 never took
+	if r.b.Waiting(r.ss.ID) != 1 || r.b.Runner(r.starter.config("exec-relay-3")) == 0 {
+		t.Fatal("the waiting job got no new runner")
+	}
+	if err := r.b.TakeJob(r.starter.config("exec-relay-2")); err == nil {
+		t.Fatal("the stopped execution's runner could still take a job")
+	}
+	lists := make(chan struct{}, 1)
+	r.starter.mu.Lock()
+	r.starter.lists = lists
+	r.starter.mu.Unlock()
+	r.b.FinishJob(jit1, "succeeded")
+	r.starter.finish("exec-relay-1")
+	for i := 0; i < 2; i++ { // the second listing begins after the first reconcile ended
+		select {
+		case <-lists:
+		case <-time.After(10 * time.Second): // a guard against a hang, not synchronisation
+			t.Fatal("the listener stopped reconciling")
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	for _, want := range []string{`"event":"execution.stopped","execution":"exec-relay-2"`, `"event":"runner.removed","runner":"relay-2"`,
+		`"reason":"it took no job within the register timeout"`, `"event":"job.started","runner":"relay-1"`,
+		`"event":"execution.finished","execution":"exec-relay-1","runner":"relay-1","runner_id":100,"took_job":true`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %s in\n%s", want, out)
+		}
+	}
+	if strings.Count(out, `"event":"runner.removed"`) != 1 {
+		t.Errorf("runners removed: %d, want only the one that never registered", strings.Count(out, `"event":"runner.removed"`))
+	}
+	if o.Metrics.Value("stopped") != 1 || o.Metrics.Value("started") != 3 || o.Metrics.Value("runners_removed") != 1 {
+		t.Errorf("metrics: stopped %v started %v removed %v", o.Metrics.Value("stopped"), o.Metrics.Value("started"), o.Metrics.Value("runners_removed"))
+	}
+}
+
+// TestNeverRegisteredButBusy: a runner the listener did not see take a job (it restarted)
+// but that runs one is not removed, nor its execution stopped.
+func TestNeverRegisteredButBusy(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	s, err := r.c.OpenSession(ctx, r.ss.ID, "listener")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.b.QueueJobs(r.ss.ID, 1)
+	m, _ := s.Message(ctx, 0, 1)
+	s.Acquire(ctx, []int64{m.Available[0].RunnerRequestID})
+	jit, err := r.c.JITConfig(ctx, r.ss.ID, "relay-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.b.TakeJob(jit.Encoded); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := r.starter.Start(ctx, *jit.Runner, jit.Encoded)
+	l := &listener{o: r.opts(1), tracked: map[string]*tracked{}}
+	l.o.Logger = slog.New(slog.DiscardHandler)
+	tr := &tracked{e: e}
+	l.neverRegistered(ctx, tr)
+	if !tr.busy || tr.removed || len(r.starter.stopped) != 0 || r.b.Registered() != 1 || !r.starter.released[e.Name] {
+		t.Fatalf("busy runner: %+v, %d stopped, %d registered", tr, len(r.starter.stopped), r.b.Registered())
+	}
+}
+
+// TestListenerMetrics: the text exposition has the gauges, counters and the latency
+// histogram, labelled by scale set alone.
+func TestListenerMetrics(t *testing.T) {
+	r := newRig(t)
+	o := r.opts(10)
+	o.Metrics = NewMetrics("relay")
+	stop := r.run(o)
+	r.b.QueueJobs(r.ss.ID, 3)
+	r.starter.wait(t, 3)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	o.Metrics.WriteTo(&b)
+	out := b.String()
+	for _, want := range []string{
+		"# TYPE relay_listener_assigned_jobs gauge\nrelay_listener_assigned_jobs{scale_set=\"relay\"} 3\n",
+		"relay_listener_running_executions{scale_set=\"relay\"} 3\n",
+		"relay_listener_started_total{scale_set=\"relay\"} 3\n",
+		"relay_listener_start_latency_seconds_bucket{scale_set=\"relay\",le=\"+Inf\"} 3\n",
+		"relay_listener_start_latency_seconds_count{scale_set=\"relay\"} 3\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "relay-1") || strings.Contains(out, "exec-") {
+		t.Errorf("a runner or execution name in a metric:\n%s", out)
+	}
+}
+
+func recv(t *testing.T, c chan string) string {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(10 * time.Second): // a guard against a hang, not synchronisation
+		t.Fatal("nothing came")
+		return ""
 	}
 }

@@ -128,11 +128,22 @@ func (c *Client) JITConfig(ctx context.Context, scaleSetID int, name string) (*J
 	return &out, nil
 }
 
-// RemoveRunner deregisters a runner (one whose execution never started, or ended).
-func (c *Client) RemoveRunner(ctx context.Context, id int64) error {
-	err := c.call(ctx, http.MethodDelete, fmt.Sprintf("%s/%d", runnersPath, id), nil, "", nil, nil, http.StatusNoContent, http.StatusOK)
-	if errors.Is(err, ErrNotFound) {
-		return nil // already gone: what removal wanted
+// ErrRunnerBusy is a runner the service would not remove: it is running a job.
+var ErrRunnerBusy = errors.New("the runner is running a job")
+
+// RemoveRunner deregisters a runner (one whose execution never started, never took a job,
+// or ended); existed is false when it was already gone. A runner running a job is not
+// removed: ErrRunnerBusy.
+func (c *Client) RemoveRunner(ctx context.Context, id int64) (existed bool, err error) {
+	err = c.call(ctx, http.MethodDelete, fmt.Sprintf("%s/%d", runnersPath, id), nil, "", nil, nil, http.StatusNoContent, http.StatusOK)
+	var se *Error
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrNotFound):
+		return false, nil // already gone: what removal wanted
+	case errors.As(err, &se) && (se.Status == http.StatusBadRequest || se.Status == http.StatusConflict || se.Status == http.StatusUnprocessableEntity):
+		return true, fmt.Errorf("runner %d: %w (%s)", id, ErrRunnerBusy, se.Message)
 	}
-	return err
+	return true, err
 }

@@ -118,6 +118,19 @@ func (s *Session) retryExpired(ctx context.Context, f func() error) error {
 	return f()
 }
 
+// ErrSessionGone is a message session the broker no longer has (it lapsed, or its scale
+// set was deleted): open a new one.
+var ErrSessionGone = errors.New("the message session is gone")
+
+// gone turns the queue's 404 into ErrSessionGone: the session, not the scale set.
+func gone(err error) error {
+	var se *Error
+	if errors.As(err, &se) && se.Status == http.StatusNotFound {
+		return fmt.Errorf("%w (%s)", ErrSessionGone, se.Message)
+	}
+	return err
+}
+
 // Message long-polls the queue for the batch after lastID, telling the broker the
 // listener can still start maxCapacity runners; nil when the poll ended with none.
 func (s *Session) Message(ctx context.Context, lastID, maxCapacity int) (*Message, error) {
@@ -158,7 +171,7 @@ func (s *Session) message(ctx context.Context, lastID, maxCapacity int) (*Messag
 	}
 	raw.ID = -1
 	if err := s.c.send(req, "message queue", &raw, http.StatusOK, http.StatusAccepted); err != nil {
-		return nil, err
+		return nil, gone(err)
 	}
 	if raw.ID < 0 { // 202: the poll ended with no message
 		return nil, nil
@@ -204,7 +217,7 @@ func (s *Session) Ack(ctx context.Context, id int) error {
 			return err
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
-		return s.c.send(req, "message queue", nil, http.StatusNoContent, http.StatusOK)
+		return gone(s.c.send(req, "message queue", nil, http.StatusNoContent, http.StatusOK))
 	})
 }
 
