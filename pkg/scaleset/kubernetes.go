@@ -242,8 +242,8 @@ func (k *Kubernetes) jobFor(name string, r Runner) map[string]any {
 	mounts, _ := c["volumeMounts"].([]any)
 	c["volumeMounts"] = append(mounts, map[string]any{"name": "relay-jit", "mountPath": jitMountPath, "readOnly": true})
 	env, _ := c["env"].([]any)
-	c["env"] = append(env, map[string]any{"name": "RELAY_JIT_CONFIG_FILE", "value": jitMountPath + "/" + jitKey},
-		map[string]any{"name": "RELAY_RUNNER_NAME", "value": runner})
+	c["env"] = append(env, map[string]any{"name": EnvJITConfigFile, "value": jitMountPath + "/" + jitKey},
+		map[string]any{"name": envRunnerName, "value": runner})
 	return job
 }
 
