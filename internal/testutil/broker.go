@@ -22,8 +22,11 @@ import (
 // request.
 type Broker struct {
 	*httptest.Server
-	// RegistrationToken is the one runner-registration accepts.
+	// RegistrationToken is the one runner-registration accepts, besides those GitHub
+	// issued when set: then the rest of the REST API under /api is GitHub's (the App's
+	// installation tokens, registration tokens, actions/runner's releases).
 	RegistrationToken string
+	GitHub            *GitHubRunners
 	// AdminTTL is the admin token's lifetime; PollTimeout how long an empty poll waits;
 	// SessionIdle how long a session nobody polls is held before another may take it
 	// (a listener that was killed never deletes its session).
@@ -298,6 +301,10 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 		b.service(w, r, strings.TrimPrefix(path, "/tenant/"))
 	case strings.HasPrefix(path, "/queue/"):
 		b.queue(w, r, strings.Split(strings.TrimPrefix(path, "/queue/"), "/"))
+	case strings.HasPrefix(path, "/api/") && b.GitHub != nil:
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = strings.TrimPrefix(path, "/api")
+		b.GitHub.Handler().ServeHTTP(w, r2)
 	default:
 		http.NotFound(w, r)
 	}
@@ -309,7 +316,9 @@ func (b *Broker) register(w http.ResponseWriter, r *http.Request) {
 		RunnerEvent string `json:"runner_event"`
 	}
 	json.NewDecoder(r.Body).Decode(&in)
-	if r.Header.Get("Authorization") != "RemoteAuth "+b.RegistrationToken || in.RunnerEvent != "register" || in.URL == "" {
+	reg := strings.TrimPrefix(r.Header.Get("Authorization"), "RemoteAuth ")
+	ok := reg == b.RegistrationToken || b.GitHub != nil && b.GitHub.RegistrationIssued(reg)
+	if !ok || in.RunnerEvent != "register" || in.URL == "" {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "bad registration"})
 		return
 	}
@@ -442,15 +451,7 @@ func (b *Broker) scaleSet(w http.ResponseWriter, r *http.Request, s *brokerScale
 		json.NewDecoder(r.Body).Decode(&in)
 		id := int64(100 + len(b.jit))
 		b.runners[id] = &brokerRunner{name: in.Name, scaleSet: s.ID}
-		// The runner's own files, as the service encodes them: .runner, .credentials, and
-		// the runner's private key (here a nonce).
-		file := func(v any) string { j, _ := json.Marshal(v); return base64.StdEncoding.EncodeToString(j) }
-		cfg, _ := json.Marshal(map[string]string{
-			".runner":                file(map[string]any{"agentId": id, "agentName": in.Name, "poolId": 1, "poolName": s.Name, "serverUrl": b.URL + "/tenant/", "workFolder": "_work", "ephemeral": true}),
-			".credentials":           file(map[string]any{"scheme": "OAuth", "data": map[string]string{"clientId": fmt.Sprintf("client-%d", id), "authorizationUrl": b.URL + "/token"}}),
-			".credentials_rsaparams": file(map[string]string{"d": b.token("private-key")}),
-		})
-		enc := base64.StdEncoding.EncodeToString(cfg)
+		enc := EncodeJITConfig(id, in.Name, s.Name, b.URL+"/tenant/", b.token("private-key"))
 		b.jit[enc] = id
 		writeJSON(w, http.StatusOK, map[string]any{"runner": map[string]any{"id": id, "name": in.Name, "runnerScaleSetId": s.ID}, "encodedJITConfig": enc})
 	default:
@@ -542,4 +543,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// EncodeJITConfig encodes a runner's JIT config as the service does: base64 JSON of the
+// runner's own files, .runner (its settings), .credentials and .credentials_rsaparams
+// (here key stands for the private key).
+func EncodeJITConfig(id int64, name, pool, server, key string) string {
+	file := func(v any) string { j, _ := json.Marshal(v); return base64.StdEncoding.EncodeToString(j) }
+	cfg, _ := json.Marshal(map[string]string{
+		".runner":                file(map[string]any{"agentId": id, "agentName": name, "poolId": 1, "poolName": pool, "serverUrl": server, "workFolder": "_work", "ephemeral": true}),
+		".credentials":           file(map[string]any{"scheme": "OAuth", "data": map[string]string{"clientId": fmt.Sprintf("client-%d", id), "authorizationUrl": server + "token"}}),
+		".credentials_rsaparams": file(map[string]string{"d": key}),
+	})
+	return base64.StdEncoding.EncodeToString(cfg)
 }

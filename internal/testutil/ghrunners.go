@@ -162,6 +162,16 @@ func (g *GitHubRunners) Calls() []string {
 	return append([]string(nil), g.calls...)
 }
 
+// Handler serves the fake's API (for a fake that fronts it, as Broker does).
+func (g *GitHubRunners) Handler() http.Handler { return http.HandlerFunc(g.serve) }
+
+// RegistrationIssued says whether the fake handed out this registration token.
+func (g *GitHubRunners) RegistrationIssued(tok string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.regs[tok]
+}
+
 // IssueRegistrationToken hands out a registration token, as a platform would.
 func (g *GitHubRunners) IssueRegistrationToken() string {
 	g.mu.Lock()

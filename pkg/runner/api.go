@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/relaydev/relay/internal/httpx"
 	"github.com/relaydev/relay/pkg/github"
 )
 
@@ -165,4 +166,20 @@ func randomSuffix() string {
 	b := make([]byte, 4)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// RegistrationToken mints a runner registration token for the scope with token (an App
+// installation token): relay listener exchanges it for the scale set service's admin token.
+func RegistrationToken(ctx context.Context, scope Scope, apiURL string, token TokenFunc, hc *http.Client, retrier *httpx.Retrier) (string, error) {
+	if err := scope.validate(); err != nil {
+		return "", err
+	}
+	if apiURL == "" {
+		apiURL = "https://api.github.com"
+	}
+	a, err := newAPI(&Options{Scope: scope, APIURL: strings.TrimRight(apiURL, "/"), Token: token, HTTP: hc, Retrier: retrier})
+	if err != nil {
+		return "", err
+	}
+	return a.registrationToken(ctx)
 }

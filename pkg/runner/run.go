@@ -50,6 +50,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	r := &run{o: &o, api: a, started: o.Now()}
 	r.res.Name = runnerName(o.NamePrefix, r.started, o.Rand())
+	if o.JITConfig != "" {
+		r.res.Name, r.res.RunnerID, _ = jitRunner(o.JITConfig) // validated
+	}
 	r.logger = o.Logger.With("runner_name", r.res.Name)
 	return r.run(ctx)
 }
@@ -133,6 +136,9 @@ func (r *run) sweep(ctx context.Context) {
 func (r *run) register(ctx context.Context) error {
 	method := "jit"
 	switch {
+	case r.o.JITConfig != "":
+		r.jitConfig, method = strings.TrimSpace(r.o.JITConfig), "jit-handed-in"
+		r.o.Secrets = append(r.o.Secrets, r.jitConfig)
 	case r.o.RegistrationToken != "":
 		r.regToken, method = r.o.RegistrationToken, "registration-token"
 	default:
@@ -164,6 +170,10 @@ func (r *run) register(ctx context.Context) error {
 	}
 	if r.res.RunnerID != 0 { // every later record carries it
 		r.logger = r.logger.With("runner_id", r.res.RunnerID)
+	}
+	if r.o.JITConfig != "" { // the scale set's labels and group, not relay's flags
+		r.logger.Info("runner registered", "event", "runner.registered", "method", method)
+		return nil
 	}
 	r.logger.Info("runner registered", "event", "runner.registered", "method", method,
 		"scope", r.o.Scope.String(), "labels", r.o.Labels, "group_id", r.o.GroupID)
@@ -480,6 +490,8 @@ func (r *run) cleanup(ctx context.Context) {
 		r.logger.Info("runner registration removed", "event", "runner.removed", "runner_id", r.res.RunnerID, "existed", true)
 	case r.regToken != "":
 		r.logger.Info("runner registration removed by GitHub after its job (ephemeral)", "event", "runner.removed", "runner_id", r.res.RunnerID, "existed", false)
+	case r.o.JITConfig != "":
+		r.logger.Info("the registration is the listener's to remove", "event", "runner.handed_back", "runner_id", r.res.RunnerID, "took_job", r.hasJob())
 	}
 }
 

@@ -7,6 +7,8 @@ package runner
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,6 +83,18 @@ func (s Scope) webPath() string {
 
 func (s Scope) String() string { return strings.TrimPrefix(s.webPath(), "/") }
 
+// Validate says whether exactly one well-formed scope is named.
+func (s Scope) Validate() error { return s.validate() }
+
+// WebURL is the scope's page on the web host of the API root apiURL, e.g.
+// https://github.com/acme: what config.sh and the scale set service register against.
+func (s Scope) WebURL(apiURL string) string {
+	if apiURL == "" {
+		apiURL = "https://api.github.com"
+	}
+	return webURL(strings.TrimRight(apiURL, "/")) + s.webPath()
+}
+
 // TokenFunc returns a GitHub API token that may manage the scope's runners (an App
 // installation token, minted again when it is about to expire).
 type TokenFunc func(ctx context.Context) (string, error)
@@ -96,6 +110,9 @@ type Options struct {
 	// (config.sh only, no JIT, no REST cleanup). One of them is required.
 	Token             TokenFunc
 	RegistrationToken string
+	// JITConfig is a single-use runner config handed in (by relay listener): it names the
+	// runner, needs no scope and no credential, and the listener removes the registration.
+	JITConfig string
 	// RunnerDir holds the Actions runner (run.sh, config.sh).
 	RunnerDir  string
 	NamePrefix string // the runner's name is PREFIX-YYYYMMDDhhmmss-RANDOM
@@ -145,13 +162,20 @@ func checkAPIURL(s string) error {
 }
 
 func (o *Options) validate() error {
-	if err := o.Scope.validate(); err != nil {
+	if o.JITConfig != "" {
+		if o.Token != nil || o.RegistrationToken != "" {
+			return errors.New("a runner handed a JIT config holds no other credential: remove RELAY_GITHUB_APP_*, RELAY_GITHUB_TOKEN and RELAY_RUNNER_REGISTRATION_TOKEN from its environment")
+		}
+		if _, _, err := jitRunner(o.JITConfig); err != nil {
+			return err
+		}
+	} else if err := o.Scope.validate(); err != nil {
 		return err
 	}
 	if err := checkAPIURL(o.APIURL); err != nil {
 		return err
 	}
-	if o.Token == nil && o.RegistrationToken == "" {
+	if o.Token == nil && o.RegistrationToken == "" && o.JITConfig == "" {
 		return errors.New("no credentials: give a GitHub App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY, RELAY_GITHUB_APP_KEY_FILE or RELAY_GITHUB_APP_KEY_VAULT_SECRET) or a registration token (RELAY_RUNNER_REGISTRATION_TOKEN)")
 	}
 	if o.Scope.Enterprise != "" && o.Token == nil {
@@ -224,6 +248,32 @@ func webURL(api string) string {
 		return api[:i]
 	}
 	return api
+}
+
+// jitRunner reads the runner's name and id from a JIT config: base64 JSON of the runner's
+// files, whose .runner (base64 JSON too) is its settings.
+func jitRunner(encoded string) (string, int64, error) {
+	bad := errors.New("the JIT config handed in is not one: it should be the encodedJITConfig the scale set service returned (base64 JSON holding .runner)")
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(encoded))
+	if err != nil {
+		return "", 0, bad
+	}
+	var files map[string]string
+	if json.Unmarshal(raw, &files) != nil || files[".runner"] == "" {
+		return "", 0, bad
+	}
+	settings, err := base64.StdEncoding.DecodeString(files[".runner"])
+	if err != nil {
+		return "", 0, bad
+	}
+	var rs struct {
+		AgentID   int64  `json:"agentId"`
+		AgentName string `json:"agentName"`
+	}
+	if json.Unmarshal(settings, &rs) != nil || rs.AgentName == "" {
+		return "", 0, bad
+	}
+	return rs.AgentName, rs.AgentID, nil
 }
 
 // Result is how a run ended.

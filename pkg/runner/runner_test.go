@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -231,6 +232,55 @@ func TestNameTime(t *testing.T) {
 		got, ok := nameTime("relay", tc.name)
 		if ok != tc.ok || (ok && !got.Equal(at)) {
 			t.Errorf("nameTime(%q) = %v, %v", tc.name, got, ok)
+		}
+	}
+}
+
+// TestRunHandedJIT: a runner handed its JIT config (relay listener's executions) needs no
+// scope and no credential, takes its name and id from the config, passes the config only as
+// run.sh's argument, and leaves the registration to the listener; a config that is not one,
+// or one with App credentials beside it, is refused before anything starts.
+func TestRunHandedJIT(t *testing.T) {
+	gh := testutil.StartGitHubRunners(t, "acme/shop")
+	logs := &logBuffer{}
+	o := baseOptions(t, gh, "success", logs)
+	jit := testutil.EncodeJITConfig(4711, "relay-shop-7", "relay-shop", "https://broker.example/tenant/", "private-key-1")
+	o.Scope, o.Token, o.JITConfig, o.SkipVersionCheck = Scope{}, nil, jit+"\n", true
+	res, err := Run(context.Background(), o)
+	if err != nil || res.ExitCode != ExitOK || res.Name != "relay-shop-7" || res.RunnerID != 4711 {
+		t.Fatalf("%+v %v\n%s", res, err, logs)
+	}
+	args, _ := os.ReadFile(filepath.Join(o.RunnerDir, "run.args"))
+	if string(args) != "--jitconfig\n"+jit {
+		t.Fatalf("run.sh args: %q", args)
+	}
+	env, _ := os.ReadFile(filepath.Join(o.RunnerDir, "run.env"))
+	if strings.Contains(string(env), jit) {
+		t.Fatal("the JIT config reached the runner's environment")
+	}
+	if got := strings.Join(eventNames(logs.events(t)), ","); !strings.HasPrefix(got, "runner.registered,") || !strings.Contains(got, "runner.handed_back") || strings.Contains(got, "runner.removed") {
+		t.Fatalf("events %s", got)
+	}
+	if calls := gh.Calls(); len(calls) != 0 {
+		t.Fatalf("a handed-in runner called GitHub's API: %v", calls)
+	}
+	for _, rec := range logs.events(t) {
+		if rec["runner_name"] != "relay-shop-7" {
+			t.Fatalf("record without the config's runner name: %v", rec)
+		}
+	}
+
+	for _, bad := range []func(*Options){
+		func(o *Options) { o.JITConfig = "not-base64!" },
+		func(o *Options) { o.JITConfig = "eyJhIjoiYiJ9" }, // {"a":"b"}
+		func(o *Options) { o.Token = appTokens(gh, Scope{Repo: "acme/shop"}) },
+		func(o *Options) { o.RegistrationToken = "reg" },
+	} {
+		o2 := o
+		bad(&o2)
+		res, err := Run(context.Background(), o2)
+		if res.ExitCode != ExitConfig || err == nil {
+			t.Errorf("accepted: %+v %v", res, err)
 		}
 	}
 }

@@ -21,7 +21,6 @@ import (
 const (
 	armAPIVersion   = "2024-03-01"
 	vaultAPIVersion = "7.4"
-	armScope        = "https://management.azure.com/.default"
 	vaultScope      = "https://vault.azure.net/.default"
 	jitContentType  = "application/vnd.relay.jitconfig"
 	// The environment an execution gets: where its JIT config is, and what the listener
@@ -48,7 +47,7 @@ type ContainerAppsOptions struct {
 	// SecretTTL is the JIT secret's expiry attribute (default 1h): a bound if deletion
 	// fails, not a guarantee (Key Vault may still serve an expired secret).
 	SecretTTL time.Duration
-	Endpoint  string // ARM (default https://management.azure.com)
+	Endpoint  string // ARM (default https://management.azure.com; its token's audience too)
 	HTTP      *http.Client
 	Now       func() time.Time
 	Sleep     func(ctx context.Context, d time.Duration) error
@@ -355,7 +354,7 @@ func (c *ContainerApps) arm(ctx context.Context, method, path string, in, out an
 		}
 		u += sep + "api-version=" + armAPIVersion
 	}
-	return c.do(ctx, "container apps", armScope, method, u, in, out, want...)
+	return c.do(ctx, "container apps", c.o.Endpoint+"/.default", method, u, in, out, want...)
 }
 
 func (c *ContainerApps) vault(ctx context.Context, method, path string, in, out any, want ...int) error {

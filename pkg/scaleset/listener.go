@@ -52,7 +52,11 @@ type ListenerOptions struct {
 	// is stopped and its runner removed (default 10m: image pull and runner start-up).
 	RegisterTimeout time.Duration
 	Metrics         *Metrics // optional
-	Logger          *slog.Logger
+	// BeforeMint, when set, is asked before JIT configs are minted (the runner version
+	// check): an error ends Listen, for no config should be minted for a runner GitHub
+	// refuses.
+	BeforeMint func(ctx context.Context) error
+	Logger     *slog.Logger
 	// Sleep waits between retries (backoff.Sleep unless a test says); Budget bounds how long
 	// the service may keep failing (5xx, network) before Listen gives up (default 10m).
 	Sleep  func(ctx context.Context, d time.Duration) error
@@ -115,10 +119,19 @@ type tracked struct {
 	stopped  bool
 }
 
+// fatalError ends Listen at once.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
 // pause waits after a failure, or gives up: a scale set that is gone, or a service that
 // kept failing past the budget.
 func (l *listener) pause(ctx context.Context, err error) error {
+	var fe *fatalError
 	switch {
+	case errors.As(err, &fe):
+		return fe.err
 	case errors.Is(err, ErrNotFound):
 		return fmt.Errorf("scale set %d: %w (it was deleted: recreate it)", l.o.ScaleSetID, err)
 	case errors.Is(err, ErrSessionGone):
@@ -167,8 +180,8 @@ func (l *listener) session(ctx context.Context) error {
 			l.failedAt, l.attempt = time.Time{}, 0
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, ErrNotFound), errors.Is(err, ErrSessionGone):
-			return err // a new session, or the scale set is gone
+		case errors.Is(err, ErrNotFound), errors.Is(err, ErrSessionGone), errors.As(err, new(*fatalError)):
+			return err // a new session, the scale set is gone, or the end
 		default:
 			if perr := l.pause(ctx, err); perr != nil {
 				return perr
@@ -280,6 +293,11 @@ func (l *listener) reconcile(ctx context.Context, st *Statistics) (int, error) {
 		return n, nil
 	}
 	want := min(st.TotalAssignedJobs, l.o.MaxRunners)
+	if n < want && l.o.BeforeMint != nil {
+		if err := l.o.BeforeMint(ctx); err != nil {
+			return n, &fatalError{err}
+		}
+	}
 	for ; n < want; n++ {
 		name := l.o.RunnerName()
 		jit, err := l.o.Client.JITConfig(ctx, l.o.ScaleSetID, name)

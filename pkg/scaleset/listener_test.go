@@ -427,3 +427,22 @@ func recv(t *testing.T, c chan string) string {
 		return ""
 	}
 }
+
+// TestListenBeforeMint: a refusal before minting (a runner version GitHub refuses) ends
+// Listen with it, and no JIT config is minted.
+func TestListenBeforeMint(t *testing.T) {
+	r := newRig(t)
+	o := r.opts(10)
+	refused := errors.New("runner 2.300.0 is more than 30 days behind")
+	o.BeforeMint = func(context.Context) error { return refused }
+	r.b.QueueJobs(r.ss.ID, 2)
+	if err := Listen(context.Background(), o); !errors.Is(err, refused) {
+		t.Fatalf("%v", err)
+	}
+	if r.starter.starts != 0 || r.b.Registered() != 0 {
+		t.Fatalf("%d starts, %d runners minted", r.starter.starts, r.b.Registered())
+	}
+	if sessionsDeleted(r.b) != 1 {
+		t.Fatal("the session was not deleted")
+	}
+}
