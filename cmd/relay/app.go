@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -101,11 +102,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	app.CommandNotFound = func(c *cli.Context, cmd string) {
 		notFound = &usageError{Err: fmt.Errorf("unknown command %q: see relay --help", cmd)}
 	}
-	err := app.RunContext(ctx, flagsFirst(app, args))
+	clean := &cleanStop{}
+	err := app.RunContext(context.WithValue(ctx, cleanStopKey{}, clean), flagsFirst(app, args))
 	if err == nil {
 		err = notFound
 	}
-	if err == nil && ctx.Err() != nil {
+	if err == nil && ctx.Err() != nil && !clean.ok.Load() {
 		err = steps.ErrInterrupted
 	}
 	err = oci.ExplainAccess(err) // relay copy, verify: a registry's 401/403 with what to grant
@@ -117,6 +119,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return code
 	}
 	return exitOK
+}
+
+// cleanStop is set by a command for which being stopped is its normal end (relay
+// listener: SIGTERM deletes the session and exits 0), not an interruption.
+type cleanStop struct{ ok atomic.Bool }
+
+type cleanStopKey struct{}
+
+func stopIsClean(ctx context.Context) {
+	if c, _ := ctx.Value(cleanStopKey{}).(*cleanStop); c != nil {
+		c.ok.Store(true)
+	}
 }
 
 // commandName names the command's span: "relay run".
@@ -188,7 +202,7 @@ Exit codes: 0 ok, 1 a step failed (relay verify: not verified), 2 usage or confi
 	for _, s := range steps.All() {
 		app.Commands = append(app.Commands, stepCommand(s.Name(), getenv, optsOf))
 	}
-	app.Commands = append(app.Commands, verifyBlobCommand(getenv, optsOf), runnerCommand(getenv, optsOf), doctorCommand(getenv, optsOf), completionCommand(stdout))
+	app.Commands = append(app.Commands, verifyBlobCommand(getenv, optsOf), runnerCommand(getenv, optsOf), listenerCommand(getenv, optsOf), doctorCommand(getenv, optsOf), completionCommand(stdout))
 	return app
 }
 

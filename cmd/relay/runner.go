@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,12 +22,16 @@ func runnerCommand(getenv func(string) string, optsOf func(*cli.Context) (Option
 		Usage: "be the ephemeral GitHub Actions runner: register, run one job, remove the registration",
 		UsageText: `relay runner --repo OWNER/NAME [--labels self-hosted,linux,relay] [--idle-timeout 5m]
    RELAY_GITHUB_APP_ID=12345 RELAY_GITHUB_APP_KEY_FILE=/run/secrets/app.pem relay runner --org acme
-   RELAY_GITHUB_APP_KEY_VAULT_SECRET=https://acme-kv.vault.azure.net/secrets/runner-app relay runner --org acme`,
+   RELAY_GITHUB_APP_KEY_VAULT_SECRET=https://acme-kv.vault.azure.net/secrets/runner-app relay runner --org acme
+   RELAY_JIT_CONFIG_FILE=/run/relay/jit/jitconfig relay runner      # started by relay listener`,
 		Description: `The container ENTRYPOINT of a scale-to-zero runner job (docs/runner.md). Credentials: a GitHub
 App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY, RELAY_GITHUB_APP_KEY_FILE, or
 RELAY_GITHUB_APP_KEY_VAULT_SECRET read with the container's managed identity), from which a
 short-lived installation token is minted; or RELAY_RUNNER_REGISTRATION_TOKEN handed in by the
-platform; or RELAY_GITHUB_TOKEN (enterprise scope). relay registers a just-in-time runner
+platform; or RELAY_GITHUB_TOKEN (enterprise scope); or, in an execution relay listener
+started, no credential at all: the single-use JIT config it minted, from --jit-config-file
+(a Kubernetes Secret mounted into the pod) or --jit-config-secret (a Key Vault secret read
+with the job's managed identity); the listener removes that registration. relay registers a just-in-time runner
 (config.sh --ephemeral where the server has no JIT), starts run.sh with a scrubbed environment
 (none of these variables reach the job), logs the runner's lifecycle as JSON, stops it after
 --idle-timeout without a job or --job-timeout into one, and deletes the registration on every
@@ -35,6 +40,8 @@ warning once GitHub refuses it (30 days after a newer release). Exit codes: 0 jo
 or no job, 1 job failed, 2 configuration or a runner version GitHub refuses, 3 registration,
 4 runner failed, 5 job timeout, 143 stopped by SIGTERM.`,
 		Flags: append(scopeFlags(),
+			&cli.StringFlag{Name: "jit-config-file", EnvVars: []string{"RELAY_JIT_CONFIG_FILE"}, Usage: "a JIT config handed in by relay listener, as a file (no scope or credential then)"},
+			&cli.StringFlag{Name: "jit-config-secret", EnvVars: []string{"RELAY_JIT_CONFIG_SECRET"}, Usage: "a JIT config handed in by relay listener, as a Key Vault secret URL read with the managed identity"},
 			&cli.StringFlag{Name: "runner-dir", Value: "/actions-runner", EnvVars: []string{"RELAY_RUNNER_DIR"}, Usage: "directory of the unpacked Actions runner (run.sh, config.sh)"},
 			&cli.StringFlag{Name: "name-prefix", Value: "relay", EnvVars: []string{"RELAY_NAME_PREFIX"}, Usage: "runner names are PREFIX-YYYYMMDDhhmmss-RANDOM"},
 			&cli.StringSliceFlag{Name: "labels", Value: cli.NewStringSlice("self-hosted", "linux", "relay"), EnvVars: []string{"RELAY_LABELS"}, Usage: "runner labels (comma-separated)"},
@@ -66,8 +73,12 @@ or no job, 1 job failed, 2 configuration or a runner version GitHub refuses, 3 r
 				OrphanAge: f.duration("orphan-age"), PassEnv: f.list("pass-env"), GroupID: int64(f.int("runner-group-id")),
 				Getenv: getenv, Reap: os.Getpid() == 1, SkipVersionCheck: !f.bool("check-runner-version"),
 			}
+			jitFile, jitSecret := f.str("jit-config-file"), f.str("jit-config-secret")
 			if f.err != nil {
 				return f.err
+			}
+			if jitFile != "" || jitSecret != "" {
+				return handedRunnerCmd(c.Context, o, ro, jitFile, jitSecret)
 			}
 			return runnerCmd(c.Context, o, ro)
 		},
@@ -99,6 +110,71 @@ func runnerCmd(ctx context.Context, o Options, ro runner.Options) error {
 	return nil
 }
 
+// credentialEnv are the variables that give a runner credentials of its own.
+var credentialEnv = []string{"RELAY_GITHUB_APP_ID", "RELAY_GITHUB_APP_KEY", "RELAY_GITHUB_APP_KEY_FILE", "RELAY_GITHUB_APP_KEY_VAULT_SECRET", "RELAY_GITHUB_TOKEN", "RELAY_RUNNER_REGISTRATION_TOKEN"}
+
+// handedRunnerCmd runs the runner of a JIT config relay listener handed in: read once,
+// the file removed where it can be, no other credential allowed beside it.
+func handedRunnerCmd(ctx context.Context, o Options, ro runner.Options, file, secret string) error {
+	logger, _, err := newLogger(o)
+	if err != nil {
+		return err
+	}
+	if file != "" && secret != "" {
+		return &usageError{Err: errors.New("give the JIT config once: --jit-config-file or --jit-config-secret, not both")}
+	}
+	for _, k := range credentialEnv {
+		if o.Getenv(k) != "" {
+			return &runner.Error{Code: runner.ExitConfig, Err: fmt.Errorf("%s is set beside a handed-in JIT config: a runner relay listener starts holds no credential of its own; remove it from the job", k)}
+		}
+	}
+	o = o.withChain(ctx, logger)
+	var jit []byte
+	switch {
+	case file != "":
+		if jit, err = os.ReadFile(file); err != nil {
+			return &runner.Error{Code: runner.ExitConfig, Err: fmt.Errorf("--jit-config-file: %w (relay listener mounts it from the runner's Secret)", err)}
+		}
+		if err := os.Remove(file); err == nil { // a mounted Secret is read-only: it goes with the Job
+			logger.Debug("JIT config file removed after reading", "file", file)
+		}
+	default:
+		cred, err := managedIdentity(o)
+		if err != nil {
+			return &runner.Error{Code: runner.ExitConfig, Err: err}
+		}
+		if jit, err = runner.KeyVaultSecret(ctx, secret, cred, o.httpClient(ctx)); err != nil {
+			return &runner.Error{Code: runner.ExitRegistration, Err: fmt.Errorf("--jit-config-secret: %w", err)}
+		}
+	}
+	o.Redactor.Add(strings.TrimSpace(string(jit)))
+	ro.JITConfig = string(jit)
+	ro.Scope = runner.Scope{} // the config names the runner, its scale set and scope
+	ro.Logger, ro.HTTP, ro.Retrier, ro.Environ = logger, o.httpClient(ctx), o.retrier(), os.Environ
+	res, err := runner.Run(ctx, ro)
+	if err != nil {
+		return err
+	}
+	if res.ExitCode != runner.ExitOK {
+		return &runner.Error{Code: res.ExitCode, Err: fmt.Errorf("runner %s: %s (job %q: %s)", res.Name, res.Outcome, res.Job, res.JobResult)}
+	}
+	return nil
+}
+
+// managedIdentity is the container's managed identity (AZURE_CLIENT_ID names a
+// user-assigned one).
+func managedIdentity(o Options) (*azidentity.ManagedIdentityCredential, error) {
+	var opts *azidentity.ManagedIdentityCredentialOptions
+	if cid := o.Getenv("AZURE_CLIENT_ID"); cid != "" {
+		opts = &azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(cid)}
+	}
+	cred, err := azidentity.NewManagedIdentityCredential(opts)
+	if err != nil {
+		return nil, fmt.Errorf("managed identity: %w", err)
+	}
+	return cred, nil
+}
+
 // runnerTokens picks the API credential: a GitHub App (key from env, file or Azure Key Vault)
 // minting installation tokens as they expire, or RELAY_GITHUB_TOKEN. Without either it
 // returns nil (a platform registration token is then the only credential).
@@ -124,13 +200,9 @@ func runnerTokens(ctx context.Context, o Options, scope runner.Scope, api string
 		}
 		key = b
 	case o.Getenv("RELAY_GITHUB_APP_KEY_VAULT_SECRET") != "":
-		var opts *azidentity.ManagedIdentityCredentialOptions
-		if cid := o.Getenv("AZURE_CLIENT_ID"); cid != "" {
-			opts = &azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(cid)}
-		}
-		cred, err := azidentity.NewManagedIdentityCredential(opts)
+		cred, err := managedIdentity(o)
 		if err != nil {
-			return nil, fmt.Errorf("managed identity: %w", err)
+			return nil, err
 		}
 		if key, err = runner.KeyVaultSecret(ctx, o.Getenv("RELAY_GITHUB_APP_KEY_VAULT_SECRET"), cred, nil); err != nil {
 			return nil, err

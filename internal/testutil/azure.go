@@ -3,6 +3,7 @@ package testutil
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,6 +26,11 @@ type Azure struct {
 	*httptest.Server
 	ARMToken, VaultToken, ReaderToken string
 	Now                               func() time.Time
+	// CertFile is the TLS certificate (SSL_CERT_FILE for a relay subprocess); Identity the
+	// App Service / Container Apps managed identity endpoint (IDENTITY_ENDPOINT). Its
+	// IDENTITY_HEADER chooses whose tokens it hands out: ListenerEnv's the listener's,
+	// JobEnv's the job's (Key Vault read only).
+	CertFile, Identity string
 
 	mu         sync.Mutex
 	Calls      []KubeCall
@@ -63,7 +69,44 @@ func StartAzure(t testing.TB) *Azure {
 		secrets: map[string]azureSecret{}, deleted: map[string]azureSecret{}, Deny: map[string]bool{}}
 	a.Server = httptest.NewTLSServer(http.HandlerFunc(a.serve))
 	t.Cleanup(a.Close)
+	a.CertFile = t.TempDir() + "/azure.pem"
+	if err := writeFile(a.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.Certificate().Raw})); err != nil {
+		t.Fatal(err)
+	}
+	id := httptest.NewServer(http.HandlerFunc(a.identity))
+	t.Cleanup(id.Close)
+	a.Identity = id.URL
 	return a
+}
+
+// ListenerEnv and JobEnv are the environment of a relay subprocess running as the listener
+// or as a job execution: the certificate to trust and the managed identity.
+func (a *Azure) ListenerEnv() []string {
+	return []string{"SSL_CERT_FILE=" + a.CertFile, "IDENTITY_ENDPOINT=" + a.Identity, "IDENTITY_HEADER=listener-identity"}
+}
+
+func (a *Azure) JobEnv() []string {
+	return []string{"SSL_CERT_FILE=" + a.CertFile, "IDENTITY_ENDPOINT=" + a.Identity, "IDENTITY_HEADER=job-identity"}
+}
+
+func (a *Azure) identity(w http.ResponseWriter, r *http.Request) {
+	res := r.URL.Query().Get("resource")
+	who := r.Header.Get("X-IDENTITY-HEADER")
+	if res == "" || who != "listener-identity" && who != "job-identity" {
+		http.Error(w, `{"error":"invalid_request"}`, http.StatusBadRequest)
+		return
+	}
+	tok := a.ARMToken
+	switch {
+	case strings.HasPrefix(res, "https://vault.azure.net") && who == "job-identity":
+		tok = a.ReaderToken
+	case strings.HasPrefix(res, "https://vault.azure.net"):
+		tok = a.VaultToken
+	case who == "job-identity":
+		tok = "job-has-no-arm-rights"
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"access_token": tok, "token_type": "Bearer",
+		"expires_on": fmt.Sprint(time.Now().Add(time.Hour).Unix()), "resource": res})
 }
 
 // AddJob makes a Container Apps job with that trigger type and containers.

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"encoding/base64"
+	"encoding/pem"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,11 @@ import (
 type KubeAPI struct {
 	*httptest.Server
 	Token string
+	// CertFile is the server's certificate (the service account's ca.crt, in a test).
+	CertFile string
+	// Started receives each Job's name when it is let run (unsuspended), as a kubelet
+	// would then start its pod.
+	Started chan string
 
 	mu      sync.Mutex
 	Calls   []KubeCall
@@ -37,9 +43,14 @@ type KubeCall struct {
 
 // StartKubeAPI starts the fake for namespace ns on 127.0.0.1.
 func StartKubeAPI(t testing.TB, ns string) *KubeAPI {
-	k := &KubeAPI{Token: "sa-token-1", Now: time.Now, Jobs: map[string]map[string]any{}, Secrets: map[string]map[string]any{}, Deny: map[string]bool{}}
-	k.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { k.serve(w, r, ns) }))
+	k := &KubeAPI{Token: "sa-token-1", Now: time.Now, Jobs: map[string]map[string]any{}, Secrets: map[string]map[string]any{}, Deny: map[string]bool{},
+		Started: make(chan string, 1000)}
+	k.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { k.serve(w, r, ns) }))
 	t.Cleanup(k.Close)
+	k.CertFile = t.TempDir() + "/ca.crt"
+	if err := writeFile(k.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.Certificate().Raw})); err != nil {
+		t.Fatal(err)
+	}
 	return k
 }
 
@@ -52,6 +63,19 @@ func (k *KubeAPI) Complete(name string) bool {
 	}
 	k.Jobs[name]["status"] = map[string]any{"conditions": []any{map[string]any{"type": "Complete", "status": "True"}}}
 	return true
+}
+
+// JIT is the JIT config in the Secret of Job name, as its pod would read the mounted file.
+func (k *KubeAPI) JIT(name string) string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	sec := k.Secrets[name]
+	if sec == nil {
+		return ""
+	}
+	data, _ := sec["data"].(map[string]any)
+	v, _ := base64.StdEncoding.DecodeString(fmt.Sprint(data["jitconfig"]))
+	return string(v)
 }
 
 // Unsuspended are the names of the Jobs let run and not finished, with the JIT config
@@ -128,8 +152,12 @@ func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
 			return
 		}
 		if spec, ok := obj["spec"].(map[string]any); ok {
+			was := j["spec"].(map[string]any)["suspend"]
 			for key, v := range spec {
 				j["spec"].(map[string]any)[key] = v
+			}
+			if was == true && spec["suspend"] == false {
+				k.Started <- strings.TrimPrefix(r.URL.Path, jobs+"/")
 			}
 		}
 		writeJSON(w, http.StatusOK, j)

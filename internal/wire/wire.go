@@ -51,7 +51,7 @@ var SecretEnv = []string{"GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_T
 
 // secretFileEnv name files whose contents are secrets (a service account key, a projected
 // token): registered before anything runs, so an error that echoes them is masked.
-var secretFileEnv = []string{"GOOGLE_APPLICATION_CREDENTIALS", "AZURE_FEDERATED_TOKEN_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "RELAY_GITHUB_APP_KEY_FILE"}
+var secretFileEnv = []string{"GOOGLE_APPLICATION_CREDENTIALS", "AZURE_FEDERATED_TOKEN_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "RELAY_GITHUB_APP_KEY_FILE", "RELAY_JIT_CONFIG_FILE"}
 
 // AddSecretFiles registers the contents of the secret files the environment names: the
 // whole file, and the credential fields of a JSON key file.
