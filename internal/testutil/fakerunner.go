@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -116,6 +117,28 @@ func fakeRunner(mode string, args []string) int {
 		os.WriteFile("orphan.pid", []byte(fmt.Sprint(p.Pid)), 0o644)
 		fmt.Printf("%s: Running job: build\n%s: Job build completed with result: Succeeded\n", ts(), ts())
 		return 0
+	case "scaleset":
+		// A runner of a scale set: it connects with its JIT config to the service the
+		// config names (the fake broker), takes its job and finishes it.
+		jit := flag("--jitconfig")
+		server, err := jitServer(jit)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "Unhandled exception.", err)
+			return 1
+		}
+		for _, step := range []string{"take", "finish"} {
+			resp, err := http.Post(server+"_fake/"+step, "text/plain", strings.NewReader(jit))
+			if err != nil || resp.StatusCode != http.StatusOK {
+				fmt.Fprintln(os.Stderr, "An error occurred: the broker refused the runner:", step, err, resp)
+				return 1
+			}
+			resp.Body.Close()
+			if step == "take" {
+				fmt.Printf("%s: Running job: build\n", ts())
+			}
+		}
+		fmt.Printf("%s: Job build completed with result: Succeeded\n", ts())
+		return 0
 	case "crash":
 		fmt.Fprintln(os.Stderr, "Unhandled exception. System.IO.IOException: No space left on device")
 		return 134
@@ -133,9 +156,30 @@ func fakeRunner(mode string, args []string) int {
 	return 2
 }
 
+// jitServer is the service URL of a JIT config's .runner settings.
+func jitServer(encoded string) (string, error) {
+	raw, err := base64.StdEncoding.DecodeString(encoded)
+	if err != nil {
+		return "", err
+	}
+	var files map[string]string
+	if err := json.Unmarshal(raw, &files); err != nil {
+		return "", err
+	}
+	settings, _ := base64.StdEncoding.DecodeString(files[".runner"])
+	var rs struct {
+		ServerURL string `json:"serverUrl"`
+	}
+	if err := json.Unmarshal(settings, &rs); err != nil || rs.ServerURL == "" {
+		return "", fmt.Errorf("no serverUrl in the JIT config")
+	}
+	return strings.TrimSuffix(rs.ServerURL, "tenant/"), nil
+}
+
 // FakeRunnerDir is an Actions runner directory whose run.sh and config.sh exec this test
 // binary (see MaybeFakeRunner) to play scenario: success, fail, idle, crash, job-forever,
-// deprecated (GitHub refuses the version), orphan.
+// deprecated (GitHub refuses the version), orphan, scaleset (takes its job from the fake
+// broker its JIT config names).
 // The fake writes run.env/run.args (config.env/config.args) and its pid there.
 func FakeRunnerDir(t testing.TB, scenario string) string {
 	t.Helper()

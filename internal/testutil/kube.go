@@ -33,6 +33,28 @@ type KubeAPI struct {
 	Deny    map[string]bool // "create jobs", "create secrets", "patch jobs", "list jobs"
 	Now     func() time.Time
 	uid     int
+	// holdAfter: Job creations past this many wait until Release (or their client goes).
+	holdAfter int
+	created   int
+	release   chan struct{}
+}
+
+// HoldAfter makes Job creations past n wait, creating nothing, until Release; one whose
+// client goes away meanwhile (a listener killed mid-burst) is never made.
+func (k *KubeAPI) HoldAfter(n int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.holdAfter, k.release = n, make(chan struct{})
+}
+
+// Release lets held creations go on.
+func (k *KubeAPI) Release() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.release != nil {
+		close(k.release)
+		k.release, k.holdAfter = nil, 0
+	}
 }
 
 // KubeCall is one request: "METHOD PATH" and its body.
@@ -101,6 +123,19 @@ func (k *KubeAPI) Unsuspended() map[string]string {
 
 func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
 	body, _ := io.ReadAll(r.Body)
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/jobs") {
+		k.mu.Lock()
+		k.created++
+		hold, release := k.holdAfter > 0 && k.created > k.holdAfter, k.release
+		k.mu.Unlock()
+		if hold {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.Calls = append(k.Calls, KubeCall{Method: r.Method, Path: r.URL.Path, ContentType: r.Header.Get("Content-Type"), Body: body})
