@@ -127,7 +127,7 @@ func TestListenerWithKubernetes(t *testing.T) {
 	json.Unmarshal([]byte(created), &ev)
 	waitFor(t, logs, `"event":"session.opened"`)
 	b.QueueJobs(ev.ID, 3)
-	var jits []string
+	var jits, jobs []string
 	for i := 0; i < 3; i++ {
 		var name string
 		select {
@@ -139,10 +139,11 @@ func TestListenerWithKubernetes(t *testing.T) {
 		if err := b.TakeJob(jit); err != nil { // the pod's relay runner registering
 			t.Fatalf("job %s: %v", name, err)
 		}
-		jits = append(jits, jit)
+		jits, jobs = append(jits, jit), append(jobs, name)
 	}
-	for _, jit := range jits {
+	for i, jit := range jits {
 		b.FinishJob(jit, "succeeded")
+		kube.Complete(jobs[i])
 	}
 	waitFor(t, logs, `"event":"job.completed"`)
 	addr := waitFor(t, logs, `"event":"metrics.listening"`)
@@ -156,6 +157,24 @@ func TestListenerWithKubernetes(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(metrics), `relay_listener_started_total{scale_set="relay-linux"} 3`) {
 		t.Errorf("metrics:\n%s", metrics)
+	}
+
+	// An administrator deletes the scale set: the listener makes it again and serves it.
+	b.DeleteScaleSet(ev.ID)
+	waitFor(t, logs, `"event":"scale_set.deleted"`)
+	for strings.Count(logs.String(), `"event":"session.opened"`) < 2 {
+		waitFor(t, logs, `"event":"scale_set.created","scale_set_id":2`)
+	}
+	b.QueueJobs(2, 1)
+	select {
+	case name := <-kube.Started:
+		jit := kube.JIT(name)
+		if err := b.TakeJob(jit); err != nil {
+			t.Fatal(err)
+		}
+		jits = append(jits, jit)
+	case <-time.After(20 * time.Second): // a guard against a hang, not synchronisation
+		t.Fatalf("no Job for the recreated scale set\n%s", logs)
 	}
 	cancel()
 	if code := <-done; code != 0 {

@@ -446,3 +446,38 @@ func TestListenBeforeMint(t *testing.T) {
 		t.Fatal("the session was not deleted")
 	}
 }
+
+// TestListenRidesOutAnOutage: the service answering 503 for a minute (within the budget)
+// and a queue token that expired mid-session: the listener keeps its session, and the jobs
+// queued meanwhile still get one execution each.
+func TestListenRidesOutAnOutage(t *testing.T) {
+	r := newRig(t)
+	clk := &clock{t: time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)}
+	o := r.opts(10)
+	o.Now = clk.now
+	r.starter.now = clk.now
+	pauses := 0
+	o.Sleep = func(ctx context.Context, d time.Duration) error { pauses++; clk.add(15 * time.Second); return ctx.Err() }
+	stop := r.run(o)
+	r.b.QueueJobs(r.ss.ID, 1)
+	r.starter.wait(t, 1)
+	r.b.FailNext(5) // five failed calls, fifteen seconds apart: over a minute down
+	r.b.ExpireQueueTokens()
+	r.b.QueueJobs(r.ss.ID, 2)
+	r.starter.wait(t, 2)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if pauses < 4 || r.starter.starts != 3 {
+		t.Fatalf("%d pauses, %d starts", pauses, r.starter.starts)
+	}
+	opened := 0
+	for _, q := range r.b.Requests() {
+		if strings.HasPrefix(q, "POST ") && strings.HasSuffix(q, "/sessions") {
+			opened++
+		}
+	}
+	if opened != 1 {
+		t.Fatalf("%d sessions opened: the outage cost the session", opened)
+	}
+}
