@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/relaydev/relay/pkg/config"
 	"github.com/relaydev/relay/pkg/github"
 	"github.com/relaydev/relay/pkg/runner"
+	"github.com/relaydev/relay/pkg/scaleset"
 	"github.com/relaydev/relay/pkg/steps"
 )
 
@@ -30,7 +32,8 @@ image's actions-runner base in relay.yaml) against actions/runner's releases (Gi
 a runner 30 days after a newer release: warn before, fail after), and, when relay.yaml
 exists, the configuration, the source ref, every build and target repository (reachable,
 push allowed), the signing and release credentials, and the builder. Exit 0 when nothing failed (warnings do not fail), 1 otherwise.`,
-		Flags: append(scopeFlags(),
+		Flags: append(append(scopeFlags(), listenerFlags()...),
+			&cli.BoolFlag{Name: "listener", EnvVars: []string{"RELAY_LISTENER"}, Usage: "also check relay listener's deployment: the scale set service, runner group, scale set, the starter's permissions, --runner-version (give the listener's flags)"},
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "relay.yaml", EnvVars: []string{"RELAY_CONFIG"}, Usage: "relay.yaml to check (skipped if it does not exist)"},
 			&cli.StringFlag{Name: "output", Value: "text", EnvVars: []string{"RELAY_OUTPUT"}, Usage: "text or json"},
 			&cli.StringFlag{Name: "runner-dir", Value: "/actions-runner", EnvVars: []string{"RELAY_RUNNER_DIR"}, Usage: "an installed Actions runner whose version to check (the runner image sets it)"},
@@ -55,12 +58,23 @@ push allowed), the signing and release credentials, and the builder. Exit 0 when
 			if output != "text" && output != "json" {
 				return &usageError{Err: fmt.Errorf("--output %q: use text or json", output)}
 			}
-			return doctorCmd(c.Context, o, scope, api, output, runnerDir)
+			var lc *listenerConfig
+			if f.bool("listener") {
+				l := readListenerConfig(&f)
+				if err := l.validate(); err != nil {
+					return &usageError{Err: fmt.Errorf("--listener: %w", err)}
+				}
+				lc = &l
+			}
+			if f.err != nil {
+				return f.err
+			}
+			return doctorCmd(c.Context, o, scope, api, output, runnerDir, lc)
 		},
 	}
 }
 
-func doctorCmd(ctx context.Context, o Options, scope runner.Scope, api, output, runnerDir string) error {
+func doctorCmd(ctx context.Context, o Options, scope runner.Scope, api, output, runnerDir string, lc *listenerConfig) error {
 	o = o.withChain(ctx, nil)
 	d := runner.DoctorOptions{Scope: scope, APIURL: api, Getenv: o.Getenv, HTTP: o.httpClient(ctx), Retrier: o.retrier(),
 		RunnerDir: runnerDir, Pins: runnerPins(o.Config)}
@@ -72,7 +86,14 @@ func doctorCmd(ctx context.Context, o Options, scope runner.Scope, api, output, 
 			d.Permissions = appPermissions(ctx, o, scope, api)
 		}
 	}
+	if lc != nil && lc.checkVersion {
+		v, _ := runner.ParseVersion(lc.runnerVersion)
+		d.Pins = append(d.Pins, runner.Pin{Where: "--runner-version (the runner image the listener starts)", Version: v})
+	}
 	checks := runner.Doctor(ctx, d)
+	if lc != nil {
+		checks = append(checks, listenerChecks(ctx, o, *lc, d.Token)...)
+	}
 	checks = append(checks, configChecks(ctx, o)...)
 	failed := 0
 	for _, c := range checks {
@@ -103,6 +124,69 @@ func doctorCmd(ctx context.Context, o Options, scope runner.Scope, api, output, 
 		fmt.Fprintf(o.Stdout, "doctor: %d checks, none failed\n", len(checks))
 	}
 	return nil
+}
+
+// listenerChecks are relay doctor --listener's: what relay listener needs beyond a
+// runner's credential. Reading only (a registration token is minted to connect: it
+// expires within the hour and registers nothing).
+func listenerChecks(ctx context.Context, o Options, lc listenerConfig, tokens runner.TokenFunc) []runner.Check {
+	var out []runner.Check
+	add := func(name, status, note, fix string) {
+		out = append(out, runner.Check{Name: name, Status: status, Note: note, Fix: fix})
+	}
+	hc := o.httpClient(ctx)
+	if tokens == nil {
+		add("scale set service", "skip", "no App credential to connect with", "")
+	} else if client, err := scaleset.New(scaleset.Options{ConfigURL: lc.scope.WebURL(lc.api), APIURL: lc.api, HTTP: hc,
+		RegistrationToken: func(ctx context.Context) (string, error) {
+			return runner.RegistrationToken(ctx, lc.scope, lc.api, tokens, hc, o.retrier())
+		}}); err != nil {
+		add("scale set service", "fail", err.Error(), "")
+	} else if err := client.Connect(ctx); err != nil {
+		add("scale set service", "fail", err.Error(), "the App needs Self-hosted runners: write on the organization (Administration: write on a repository) to register runner scale sets")
+	} else {
+		add("scale set service", "ok", "connected for "+lc.scope.String(), "")
+		groupID := 1
+		if lc.scope.Repo == "" || !strings.EqualFold(lc.group, "default") {
+			if g, err := client.RunnerGroup(ctx, lc.group); err != nil {
+				add("runner group", "fail", err.Error(), "create the runner group "+lc.group+" in "+lc.scope.String()+"'s Actions settings, or set --runner-group")
+				groupID = 0
+			} else {
+				groupID = g.ID
+				add("runner group", "ok", fmt.Sprintf("%s (id %d)", g.Name, g.ID), "")
+			}
+		}
+		if groupID != 0 {
+			switch ss, err := client.ScaleSet(ctx, groupID, lc.scaleSet); {
+			case errors.Is(err, scaleset.ErrNotFound):
+				add("scale set", "ok", lc.scaleSet+" does not exist yet: the listener creates it", "")
+			case err != nil:
+				add("scale set", "fail", err.Error(), "")
+			default:
+				add("scale set", "ok", fmt.Sprintf("%s exists (id %d): the listener reuses it", ss.Name, ss.ID), "")
+			}
+		}
+	}
+	starter, err := newStarter(ctx, o, lc, hc)
+	if err != nil {
+		add("starter", "fail", err.Error(), "")
+		return out
+	}
+	type checker interface {
+		Missing(context.Context) ([]string, error)
+	}
+	missing, err := starter.(checker).Missing(ctx)
+	switch {
+	case err != nil:
+		add("starter", "fail", err.Error(), "")
+	case len(missing) > 0 && lc.starter == "kubernetes":
+		add("starter", "fail", "the service account may not: "+strings.Join(missing, ", "), "bind the listener's service account to image/deploy/kubernetes/listener.yaml's Role (docs/runner.md, RBAC)")
+	case len(missing) > 0:
+		add("starter", "fail", "the listener's identity lacks: "+strings.Join(missing, ", "), "assign it the roles in docs/runner.md (Container Apps: a role with these actions on the job; Key Vault Secrets Officer on the vault)")
+	default:
+		add("starter", "ok", lc.starter+": every permission the listener uses is granted", "")
+	}
+	return out
 }
 
 // runnerPins are the runner versions relay.yaml pins: images on the official runner image

@@ -19,7 +19,6 @@ import (
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
 
-	"github.com/relaydev/relay/internal/backoff"
 	"github.com/relaydev/relay/internal/wire"
 	"github.com/relaydev/relay/pkg/logging"
 	"github.com/relaydev/relay/pkg/runner"
@@ -50,25 +49,7 @@ after a newer release. Logs one JSON event per lifecycle step (session.opened, j
 execution.started, execution.finished, runner.removed) with the correlation id, and serves
 Prometheus metrics on --metrics-address. SIGTERM deletes the session and exits 0; exit 2 is a
 configuration to fix, 1 a service that kept failing past --failure-budget.`,
-		Flags: append(scopeFlags(),
-			&cli.StringFlag{Name: "scale-set", EnvVars: []string{"RELAY_SCALE_SET"}, Usage: "the runner scale set's name: the label workflows put in runs-on (required)"},
-			&cli.StringFlag{Name: "runner-group", Value: "Default", EnvVars: []string{"RELAY_RUNNER_GROUP"}, Usage: "runner group of the scale set (organization or enterprise scope)"},
-			&cli.StringSliceFlag{Name: "labels", EnvVars: []string{"RELAY_LABELS"}, Usage: "more labels of the scale set, when it is created"},
-			&cli.IntFlag{Name: "max-runners", Value: 10, EnvVars: []string{"RELAY_MAX_RUNNERS"}, Usage: "never more executions running at once"},
-			&cli.DurationFlag{Name: "register-timeout", Value: 10 * time.Minute, EnvVars: []string{"RELAY_REGISTER_TIMEOUT"}, Usage: "stop an execution whose runner took no job within this, and remove the runner"},
-			&cli.DurationFlag{Name: "failure-budget", Value: 10 * time.Minute, EnvVars: []string{"RELAY_FAILURE_BUDGET"}, Usage: "how long the scale set service may keep failing before the listener exits 1"},
-			&cli.StringFlag{Name: "listener-name", EnvVars: []string{"RELAY_LISTENER_NAME"}, Usage: "the session's owner and the label of the executions it starts (default: SCALE-SET-listener)"},
-			&cli.StringFlag{Name: "runner-version", EnvVars: []string{"RELAY_RUNNER_VERSION"}, Usage: "the Actions runner version of the runner image (required unless --check-runner-version=false)"},
-			&cli.BoolFlag{Name: "check-runner-version", Value: true, EnvVars: []string{"RELAY_CHECK_RUNNER_VERSION"}, Usage: "refuse to mint JIT configs for a runner version GitHub refuses, checked at start and daily"},
-			&cli.StringFlag{Name: "starter", EnvVars: []string{"RELAY_STARTER"}, Usage: "container-apps or kubernetes (required)"},
-			&cli.StringFlag{Name: "container-apps-job", EnvVars: []string{"RELAY_CONTAINER_APPS_JOB"}, Usage: "the manual-trigger Container Apps job's resource id (container-apps)"},
-			&cli.StringFlag{Name: "key-vault", EnvVars: []string{"RELAY_KEY_VAULT"}, Usage: "the Key Vault that holds each execution's JIT config, https://NAME.vault.azure.net (container-apps)"},
-			&cli.StringFlag{Name: "arm-endpoint", Value: "https://management.azure.com", EnvVars: []string{"RELAY_ARM_ENDPOINT"}, Usage: "Azure Resource Manager (another for sovereign clouds)"},
-			&cli.StringFlag{Name: "job-template", EnvVars: []string{"RELAY_JOB_TEMPLATE"}, Usage: "the runner's Job manifest, YAML or JSON (kubernetes)"},
-			&cli.StringFlag{Name: "kubernetes-namespace", EnvVars: []string{"RELAY_KUBERNETES_NAMESPACE"}, Usage: "namespace of the runner Jobs (default: the listener pod's own)"},
-			&cli.StringFlag{Name: "kubernetes-api-server", Value: "https://kubernetes.default.svc", EnvVars: []string{"RELAY_KUBERNETES_API_SERVER"}, Usage: "the API server (in-cluster by default)"},
-			&cli.StringFlag{Name: "kubernetes-ca-file", EnvVars: []string{"RELAY_KUBERNETES_CA_FILE"}, Usage: "CA of the API server (default: the service account's ca.crt)"},
-			&cli.StringFlag{Name: "kubernetes-token-file", EnvVars: []string{"RELAY_KUBERNETES_TOKEN_FILE"}, Usage: "bearer token file, re-read per call (default: the service account's token)"},
+		Flags: append(append(scopeFlags(), listenerFlags()...),
 			&cli.StringFlag{Name: "metrics-address", Value: "127.0.0.1:9102", EnvVars: []string{"RELAY_METRICS_ADDRESS"}, Usage: "where to serve /metrics and /healthz; empty: nowhere (a non-loopback address exposes them to the network)"},
 			&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: text on a terminal, else json)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -102,6 +83,45 @@ configuration to fix, 1 a service that kept failing past --failure-budget.`,
 			return listenerCmd(c.Context, o, lc)
 		},
 	}
+}
+
+// listenerFlags are what relay listener and relay doctor --listener share.
+func listenerFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "scale-set", EnvVars: []string{"RELAY_SCALE_SET"}, Usage: "the runner scale set's name: the label workflows put in runs-on (required)"},
+		&cli.StringFlag{Name: "runner-group", Value: "Default", EnvVars: []string{"RELAY_RUNNER_GROUP"}, Usage: "runner group of the scale set (organization or enterprise scope)"},
+		&cli.StringSliceFlag{Name: "labels", EnvVars: []string{"RELAY_LABELS"}, Usage: "more labels of the scale set, when it is created"},
+		&cli.IntFlag{Name: "max-runners", Value: 10, EnvVars: []string{"RELAY_MAX_RUNNERS"}, Usage: "never more executions running at once"},
+		&cli.DurationFlag{Name: "register-timeout", Value: 10 * time.Minute, EnvVars: []string{"RELAY_REGISTER_TIMEOUT"}, Usage: "stop an execution whose runner took no job within this, and remove the runner"},
+		&cli.DurationFlag{Name: "failure-budget", Value: 10 * time.Minute, EnvVars: []string{"RELAY_FAILURE_BUDGET"}, Usage: "how long the scale set service may keep failing before the listener exits 1"},
+		&cli.StringFlag{Name: "listener-name", EnvVars: []string{"RELAY_LISTENER_NAME"}, Usage: "the session's owner and the label of the executions it starts (default: SCALE-SET-listener)"},
+		&cli.StringFlag{Name: "runner-version", EnvVars: []string{"RELAY_RUNNER_VERSION"}, Usage: "the Actions runner version of the runner image (required unless --check-runner-version=false)"},
+		&cli.BoolFlag{Name: "check-runner-version", Value: true, EnvVars: []string{"RELAY_CHECK_RUNNER_VERSION"}, Usage: "refuse to mint JIT configs for a runner version GitHub refuses, checked at start and daily"},
+		&cli.StringFlag{Name: "starter", EnvVars: []string{"RELAY_STARTER"}, Usage: "container-apps or kubernetes (required)"},
+		&cli.StringFlag{Name: "container-apps-job", EnvVars: []string{"RELAY_CONTAINER_APPS_JOB"}, Usage: "the manual-trigger Container Apps job's resource id (container-apps)"},
+		&cli.StringFlag{Name: "key-vault", EnvVars: []string{"RELAY_KEY_VAULT"}, Usage: "the Key Vault that holds each execution's JIT config, https://NAME.vault.azure.net (container-apps)"},
+		&cli.StringFlag{Name: "arm-endpoint", Value: "https://management.azure.com", EnvVars: []string{"RELAY_ARM_ENDPOINT"}, Usage: "Azure Resource Manager (another for sovereign clouds)"},
+		&cli.StringFlag{Name: "job-template", EnvVars: []string{"RELAY_JOB_TEMPLATE"}, Usage: "the runner's Job manifest, YAML or JSON (kubernetes)"},
+		&cli.StringFlag{Name: "kubernetes-namespace", EnvVars: []string{"RELAY_KUBERNETES_NAMESPACE"}, Usage: "namespace of the runner Jobs (default: the listener pod's own)"},
+		&cli.StringFlag{Name: "kubernetes-api-server", Value: "https://kubernetes.default.svc", EnvVars: []string{"RELAY_KUBERNETES_API_SERVER"}, Usage: "the API server (in-cluster by default)"},
+		&cli.StringFlag{Name: "kubernetes-ca-file", EnvVars: []string{"RELAY_KUBERNETES_CA_FILE"}, Usage: "CA of the API server (default: the service account's ca.crt)"},
+		&cli.StringFlag{Name: "kubernetes-token-file", EnvVars: []string{"RELAY_KUBERNETES_TOKEN_FILE"}, Usage: "bearer token file, re-read per call (default: the service account's token)"},
+	}
+}
+
+// readListenerConfig reads the shared flags (metrics-address is the listener's own).
+func readListenerConfig(f *flagReader) listenerConfig {
+	lc := listenerConfig{
+		scope:    runner.Scope{Repo: f.str("repo"), Org: f.str("org"), Enterprise: f.str("enterprise")},
+		api:      f.str("github-api-url"),
+		scaleSet: f.str("scale-set"), group: f.str("runner-group"), labels: f.list("labels"),
+		maxRunners: f.int("max-runners"), registerTimeout: f.duration("register-timeout"), budget: f.duration("failure-budget"),
+		name: f.str("listener-name"), runnerVersion: f.str("runner-version"), checkVersion: f.bool("check-runner-version"),
+		starter: f.str("starter"), job: f.str("container-apps-job"), vault: f.str("key-vault"), arm: f.str("arm-endpoint"),
+		template: f.str("job-template"), namespace: f.str("kubernetes-namespace"), apiServer: f.str("kubernetes-api-server"),
+		caFile: f.str("kubernetes-ca-file"), tokenFile: f.str("kubernetes-token-file"),
+	}
+	return lc
 }
 
 type listenerConfig struct {
@@ -211,67 +231,19 @@ func listenerCmd(ctx context.Context, o Options, lc listenerConfig) error {
 		}
 		defer stop()
 	}
-	names := runnerNames(lc.scaleSet)
-	for attempt := 0; ; attempt++ {
-		ss, err := scaleSetFor(ctx, client, lc, logger)
-		if err != nil {
-			if ctx.Err() != nil {
-				stopIsClean(ctx)
-				return nil
-			}
-			return err
-		}
-		err = scaleset.Listen(ctx, scaleset.ListenerOptions{Client: client, ScaleSetID: ss.ID, Owner: lc.name, MaxRunners: lc.maxRunners,
-			Starter: starter, RunnerName: names, RegisterTimeout: lc.registerTimeout, Metrics: metrics, BeforeMint: gate,
-			Logger: logger, Budget: lc.budget})
-		if !errors.Is(err, scaleset.ErrNotFound) || ctx.Err() != nil {
-			if err == nil && ctx.Err() != nil {
-				stopIsClean(ctx)
-			}
-			if err != nil && ctx.Err() == nil {
-				logger.Error("listener stopped", "event", "listener.failed", "error", err.Error())
-			}
-			return err
-		}
-		logger.Warn("the scale set was deleted: recreating it", "event", "scale_set.deleted", "scale_set_id", ss.ID)
-		if err := backoff.Sleep(ctx, time.Duration(min(attempt+1, 30))*time.Second); err != nil {
-			stopIsClean(ctx)
-			return nil
-		}
+	err = scaleset.Serve(ctx, scaleset.ServeOptions{Name: lc.scaleSet, RunnerGroup: lc.group, Labels: lc.labels, RepoScope: lc.scope.Repo != "",
+		Listener: scaleset.ListenerOptions{Client: client, Owner: lc.name, MaxRunners: lc.maxRunners, Starter: starter, RunnerName: runnerNames(lc.scaleSet),
+			RegisterTimeout: lc.registerTimeout, Metrics: metrics, BeforeMint: gate, Logger: logger, Budget: lc.budget}})
+	switch {
+	case errors.Is(err, scaleset.ErrNoRunnerGroup):
+		return &runner.Error{Code: runner.ExitConfig, Err: fmt.Errorf("--runner-group: %w", err)}
+	case err != nil && ctx.Err() == nil:
+		logger.Error("listener stopped", "event", "listener.failed", "error", err.Error())
+		return err
+	case ctx.Err() != nil:
+		stopIsClean(ctx) // SIGTERM: the session is deleted, a normal end
 	}
-}
-
-// scaleSetFor reuses the scale set of that name in the runner group, or creates it.
-func scaleSetFor(ctx context.Context, c *scaleset.Client, lc listenerConfig, logger *slog.Logger) (*scaleset.ScaleSet, error) {
-	groupID := 1 // a repository's runners are in the Default group
-	if lc.scope.Repo == "" || !strings.EqualFold(lc.group, "default") {
-		g, err := c.RunnerGroup(ctx, lc.group)
-		if errors.Is(err, scaleset.ErrNotFound) {
-			return nil, &runner.Error{Code: runner.ExitConfig, Err: fmt.Errorf("runner group %q does not exist in %s: create it, or set --runner-group", lc.group, lc.scope)}
-		}
-		if err != nil {
-			return nil, err
-		}
-		groupID = g.ID
-	}
-	ss, err := c.ScaleSet(ctx, groupID, lc.scaleSet)
-	if err == nil {
-		logger.Info("scale set reused", "event", "scale_set.reused", "scale_set_id", ss.ID, "runner_group_id", groupID)
-		return ss, nil
-	}
-	if !errors.Is(err, scaleset.ErrNotFound) {
-		return nil, err
-	}
-	var labels []scaleset.Label
-	for _, l := range lc.labels {
-		labels = append(labels, scaleset.Label{Name: l})
-	}
-	ss, err = c.CreateScaleSet(ctx, scaleset.ScaleSet{Name: lc.scaleSet, RunnerGroupID: groupID, Labels: labels})
-	if err != nil {
-		return nil, err
-	}
-	logger.Info("scale set created", "event", "scale_set.created", "scale_set_id", ss.ID, "runner_group_id", groupID)
-	return ss, nil
+	return err
 }
 
 // runnerNames names runners SCALE-SET-RANDOM: unique across listener restarts.

@@ -239,3 +239,53 @@ func TestListenerWithKubernetes(t *testing.T) {
 		t.Errorf("the Job is not the YAML template's: %s", made)
 	}
 }
+
+// TestDoctorListener: relay doctor --listener connects to the scale set service with the
+// App, finds the runner group and says whether the scale set will be created, asks the API
+// server what the service account may do, and checks --runner-version; a missing RBAC
+// rule fails with the fix; all granted passes. It creates nothing.
+func TestDoctorListener(t *testing.T) {
+	gh := testutil.StartGitHubRunners(t, "acme")
+	b := testutil.StartBroker(t)
+	b.GitHub = gh
+	kube := testutil.StartKubeAPI(t, "ci")
+	dir := t.TempDir()
+	tmpl, tokenFile := filepath.Join(dir, "runner-job.yaml"), filepath.Join(dir, "token")
+	os.WriteFile(tmpl, []byte(listenerJobYAML), 0o644)
+	os.WriteFile(tokenFile, []byte(kube.Token), 0o600)
+	env := map[string]string{"RELAY_GITHUB_APP_ID": gh.AppID, "RELAY_GITHUB_APP_KEY": string(gh.AppKey)}
+	args := []string{"doctor", "--org", "acme", "--github-api-url", b.APIURL(), "--config", filepath.Join(dir, "none.yaml"), "--runner-dir", dir,
+		"--listener", "--scale-set", "relay-linux", "--runner-version", testutil.FakeRunnerVersion, "--starter", "kubernetes", "--job-template", tmpl,
+		"--kubernetes-namespace", "ci", "--kubernetes-api-server", kube.URL, "--kubernetes-ca-file", kube.CertFile, "--kubernetes-token-file", tokenFile}
+	kube.Deny["create secrets"] = true
+	code, out, stderr := runCLI(t, env, args...)
+	for _, want := range []string{
+		"ok   scale set service: connected for acme",
+		"ok   runner group: Default (id 1)",
+		"ok   scale set: relay-linux does not exist yet: the listener creates it",
+		"FAIL starter: the service account may not: create secrets",
+		"fix: bind the listener's service account",
+		"ok   runner version (--runner-version (the runner image the listener starts)): runner " + testutil.FakeRunnerVersion,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+	if code != 1 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+	}
+	delete(kube.Deny, "create secrets")
+	if code, out, stderr := runCLI(t, env, args...); code != 0 || !strings.Contains(out, "ok   starter: kubernetes: every permission") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+	}
+	for _, r := range b.Requests() {
+		if strings.HasPrefix(r, "POST /tenant/") {
+			t.Errorf("doctor wrote to the scale set service: %s", r)
+		}
+	}
+	for _, c := range kube.Calls {
+		if !strings.HasSuffix(c.Path, "/selfsubjectaccessreviews") {
+			t.Errorf("doctor called %s %s", c.Method, c.Path)
+		}
+	}
+}

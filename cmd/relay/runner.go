@@ -39,22 +39,7 @@ way out. At start it logs the runner's version against actions/runner's releases
 warning once GitHub refuses it (30 days after a newer release). Exit codes: 0 job succeeded
 or no job, 1 job failed, 2 configuration or a runner version GitHub refuses, 3 registration,
 4 runner failed, 5 job timeout, 143 stopped by SIGTERM.`,
-		Flags: append(scopeFlags(),
-			&cli.StringFlag{Name: "jit-config-file", EnvVars: []string{"RELAY_JIT_CONFIG_FILE"}, Usage: "a JIT config handed in by relay listener, as a file (no scope or credential then)"},
-			&cli.StringFlag{Name: "jit-config-secret", EnvVars: []string{"RELAY_JIT_CONFIG_SECRET"}, Usage: "a JIT config handed in by relay listener, as a Key Vault secret URL read with the managed identity"},
-			&cli.StringFlag{Name: "runner-dir", Value: "/actions-runner", EnvVars: []string{"RELAY_RUNNER_DIR"}, Usage: "directory of the unpacked Actions runner (run.sh, config.sh)"},
-			&cli.StringFlag{Name: "name-prefix", Value: "relay", EnvVars: []string{"RELAY_NAME_PREFIX"}, Usage: "runner names are PREFIX-YYYYMMDDhhmmss-RANDOM"},
-			&cli.StringSliceFlag{Name: "labels", Value: cli.NewStringSlice("self-hosted", "linux", "relay"), EnvVars: []string{"RELAY_LABELS"}, Usage: "runner labels (comma-separated)"},
-			&cli.IntFlag{Name: "runner-group-id", Value: 1, EnvVars: []string{"RELAY_RUNNER_GROUP_ID"}, Usage: "runner group id (1: Default)"},
-			&cli.DurationFlag{Name: "idle-timeout", Value: 5 * time.Minute, EnvVars: []string{"RELAY_IDLE_TIMEOUT"}, Usage: "stop and exit 0 when no job arrived within this"},
-			&cli.DurationFlag{Name: "job-timeout", Value: 6 * time.Hour, EnvVars: []string{"RELAY_JOB_TIMEOUT"}, Usage: "stop a job that runs longer (exit 5); 0: no limit"},
-			&cli.DurationFlag{Name: "stop-grace", Value: 30 * time.Second, EnvVars: []string{"RELAY_STOP_GRACE"}, Usage: "time the runner has to exit after SIGTERM before it is killed"},
-			&cli.DurationFlag{Name: "orphan-age", Value: 15 * time.Minute, EnvVars: []string{"RELAY_ORPHAN_AGE"}, Usage: "remove offline runners of this prefix registered longer ago (left by killed replicas); 0: never"},
-			&cli.BoolFlag{Name: "check-runner-version", Value: true, EnvVars: []string{"RELAY_CHECK_RUNNER_VERSION"}, Usage: "look up actions/runner's releases at start and warn when GitHub refuses the installed version (false: air-gapped servers)"},
-			&cli.StringSliceFlag{Name: "pass-env", EnvVars: []string{"RELAY_PASS_ENV"}, Usage: "more variables the job may see (PATH, HOME, LANG, TZ, proxies and ACTIONS_RUNNER_HOOK_* always pass; RELAY_* and tokens never)"},
-			&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: github inside GitHub Actions, text on a terminal, else json)"},
-			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
-		),
+		Flags:        append(scopeFlags(), runnerFlags()...),
 		OnUsageError: usageErr,
 		Action: func(c *cli.Context) error {
 			if c.Args().Len() > 0 {
@@ -82,6 +67,26 @@ or no job, 1 job failed, 2 configuration or a runner version GitHub refuses, 3 r
 			}
 			return runnerCmd(c.Context, o, ro)
 		},
+	}
+}
+
+// runnerFlags are relay runner's own flags.
+func runnerFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "jit-config-file", EnvVars: []string{"RELAY_JIT_CONFIG_FILE"}, Usage: "a JIT config handed in by relay listener, as a file (no scope or credential then)"},
+		&cli.StringFlag{Name: "jit-config-secret", EnvVars: []string{"RELAY_JIT_CONFIG_SECRET"}, Usage: "a JIT config handed in by relay listener, as a Key Vault secret URL read with the managed identity"},
+		&cli.StringFlag{Name: "runner-dir", Value: "/actions-runner", EnvVars: []string{"RELAY_RUNNER_DIR"}, Usage: "directory of the unpacked Actions runner (run.sh, config.sh)"},
+		&cli.StringFlag{Name: "name-prefix", Value: "relay", EnvVars: []string{"RELAY_NAME_PREFIX"}, Usage: "runner names are PREFIX-YYYYMMDDhhmmss-RANDOM"},
+		&cli.StringSliceFlag{Name: "labels", Value: cli.NewStringSlice("self-hosted", "linux", "relay"), EnvVars: []string{"RELAY_LABELS"}, Usage: "runner labels (comma-separated)"},
+		&cli.IntFlag{Name: "runner-group-id", Value: 1, EnvVars: []string{"RELAY_RUNNER_GROUP_ID"}, Usage: "runner group id (1: Default)"},
+		&cli.DurationFlag{Name: "idle-timeout", Value: 5 * time.Minute, EnvVars: []string{"RELAY_IDLE_TIMEOUT"}, Usage: "stop and exit 0 when no job arrived within this"},
+		&cli.DurationFlag{Name: "job-timeout", Value: 6 * time.Hour, EnvVars: []string{"RELAY_JOB_TIMEOUT"}, Usage: "stop a job that runs longer (exit 5); 0: no limit"},
+		&cli.DurationFlag{Name: "stop-grace", Value: 30 * time.Second, EnvVars: []string{"RELAY_STOP_GRACE"}, Usage: "time the runner has to exit after SIGTERM before it is killed"},
+		&cli.DurationFlag{Name: "orphan-age", Value: 15 * time.Minute, EnvVars: []string{"RELAY_ORPHAN_AGE"}, Usage: "remove offline runners of this prefix registered longer ago (left by killed replicas); 0: never"},
+		&cli.BoolFlag{Name: "check-runner-version", Value: true, EnvVars: []string{"RELAY_CHECK_RUNNER_VERSION"}, Usage: "look up actions/runner's releases at start and warn when GitHub refuses the installed version (false: air-gapped servers)"},
+		&cli.StringSliceFlag{Name: "pass-env", EnvVars: []string{"RELAY_PASS_ENV"}, Usage: "more variables the job may see (PATH, HOME, LANG, TZ, proxies and ACTIONS_RUNNER_HOOK_* always pass; RELAY_* and tokens never)"},
+		&cli.StringFlag{Name: "log-format", EnvVars: []string{"RELAY_LOG_FORMAT"}, Usage: "json, text or github (default: github inside GitHub Actions, text on a terminal, else json)"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"RELAY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 	}
 }
 

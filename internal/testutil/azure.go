@@ -40,7 +40,7 @@ type Azure struct {
 	ops        map[string]string // operation path -> execution name
 	secrets    map[string]azureSecret
 	deleted    map[string]azureSecret
-	Deny       map[string]bool // "start", "stop", "list", "set secret"
+	Deny       map[string]bool // ARM actions under Microsoft.App/jobs/ ("start/action", "stop/action", "executions/read"), "set secret", "list secrets"
 	n          int
 }
 
@@ -225,6 +225,17 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	path := r.URL.Path
+	if strings.HasSuffix(path, "/providers/Microsoft.Authorization/permissions") {
+		// What the Deny map refuses is a notAction of a role granting Microsoft.App/jobs/*.
+		var not []string
+		for d, on := range a.Deny {
+			if on && strings.Contains(d, "/") || on && d == "read" {
+				not = append(not, "Microsoft.App/jobs/"+d)
+			}
+		}
+		writeJSON(w, 200, map[string]any{"value": []any{map[string]any{"actions": []string{"Microsoft.App/jobs/*"}, "notActions": not}}})
+		return
+	}
 	if name, ok := a.ops[path]; ok { // a long-running start's Location
 		writeJSON(w, 200, map[string]any{"id": path, "name": name})
 		return
@@ -327,7 +338,7 @@ func (a *Azure) vault(w http.ResponseWriter, r *http.Request, tok string, body [
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	switch {
 	case parts[0] == "secrets" && len(parts) == 1 && r.Method == http.MethodGet:
-		if reader {
+		if reader || a.Deny["list secrets"] {
 			forbid("secrets/readMetadata/action")
 			return
 		}

@@ -144,6 +144,18 @@ func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"kind": "Status", "message": "Unauthorized"})
 		return
 	}
+	if r.URL.Path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" && r.Method == http.MethodPost {
+		var rev struct {
+			Spec struct {
+				ResourceAttributes struct{ Namespace, Verb, Resource string } `json:"resourceAttributes"`
+			} `json:"spec"`
+		}
+		json.Unmarshal(body, &rev)
+		a := rev.Spec.ResourceAttributes
+		allowed := a.Namespace == ns && !k.Deny[a.Verb+" "+a.Resource]
+		writeJSON(w, http.StatusCreated, map[string]any{"kind": "SelfSubjectAccessReview", "status": map[string]any{"allowed": allowed}})
+		return
+	}
 	jobs, secrets := "/apis/batch/v1/namespaces/"+ns+"/jobs", "/api/v1/namespaces/"+ns+"/secrets"
 	verb := map[string]string{http.MethodPost: "create", http.MethodGet: "list", http.MethodPatch: "patch", http.MethodDelete: "delete"}[r.Method]
 	res := "jobs"

@@ -249,3 +249,9 @@ func serviceMessage(b []byte) string {
 	}
 	return m.Message
 }
+
+// Connect exchanges a registration token for the service's admin token now (relay doctor).
+func (c *Client) Connect(ctx context.Context) error {
+	_, _, err := c.connect(ctx)
+	return err
+}

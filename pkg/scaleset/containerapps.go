@@ -414,3 +414,50 @@ func (c *ContainerApps) do(ctx context.Context, service, scope, method, u string
 	pu, _ := url.Parse(u)
 	return nil, &AzureError{Service: service, Method: method, Path: pu.Path, Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
 }
+
+// containerAppsNeeds are the ARM actions the starter uses on the job.
+var containerAppsNeeds = []string{"Microsoft.App/jobs/read", "Microsoft.App/jobs/start/action", "Microsoft.App/jobs/executions/read", "Microsoft.App/jobs/stop/action"}
+
+// Missing asks ARM's permissions API which of the actions the starter needs on the job the
+// listener's identity lacks, and lists the vault's secrets (what the sweep does) to see it
+// may use the vault.
+func (c *ContainerApps) Missing(ctx context.Context) ([]string, error) {
+	var perms struct {
+		Value []struct {
+			Actions    []string `json:"actions"`
+			NotActions []string `json:"notActions"`
+		} `json:"value"`
+	}
+	if _, err := c.arm(ctx, http.MethodGet, c.o.Job+"/providers/Microsoft.Authorization/permissions?api-version=2022-04-01", nil, &perms, http.StatusOK); err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, need := range containerAppsNeeds {
+		granted := false
+		for _, p := range perms.Value {
+			granted = granted || matchesAction(p.Actions, need) && !matchesAction(p.NotActions, need)
+		}
+		if !granted {
+			missing = append(missing, need)
+		}
+	}
+	err := c.vault(ctx, http.MethodGet, "/secrets?maxresults=1", nil, nil, http.StatusOK)
+	var ae *AzureError
+	if errors.As(err, &ae) && (ae.Status == http.StatusForbidden || ae.Status == http.StatusUnauthorized) {
+		missing = append(missing, "Key Vault Secrets Officer on "+c.o.Vault)
+	} else if err != nil {
+		return nil, err
+	}
+	return missing, nil
+}
+
+// matchesAction says whether one of the patterns (ARM's, with * wildcards) grants action.
+func matchesAction(patterns []string, action string) bool {
+	for _, p := range patterns {
+		p, a := strings.ToLower(p), strings.ToLower(action)
+		if p == a || p == "*" || strings.HasSuffix(p, "*") && strings.HasPrefix(a, strings.TrimSuffix(p, "*")) {
+			return true
+		}
+	}
+	return false
+}

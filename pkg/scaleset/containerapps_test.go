@@ -214,3 +214,33 @@ func TestListenWithContainerApps(t *testing.T) {
 		t.Fatalf("left in the vault: %v, %d soft-deleted", az.Secrets(), az.Deleted())
 	}
 }
+
+// TestStarterPermissions: each starter names the rules its identity lacks, read from the
+// platform (ARM's permissions API and the vault; SelfSubjectAccessReview).
+func TestStarterPermissions(t *testing.T) {
+	ctx := context.Background()
+	c, az := newContainerApps(t, "l")
+	if m, err := c.Missing(ctx); err != nil || len(m) != 0 {
+		t.Fatalf("all granted: %v %v", m, err)
+	}
+	az.Deny["start/action"], az.Deny["list secrets"] = true, true
+	if m, err := c.Missing(ctx); err != nil || strings.Join(m, ",") != "Microsoft.App/jobs/start/action,Key Vault Secrets Officer on "+az.URL {
+		t.Fatalf("denied: %v %v", m, err)
+	}
+	k, kube, _ := newKube(t)
+	if m, err := k.Missing(ctx); err != nil || len(m) != 0 {
+		t.Fatalf("all granted: %v %v", m, err)
+	}
+	kube.Deny["create secrets"], kube.Deny["patch jobs"] = true, true
+	if m, err := k.Missing(ctx); err != nil || strings.Join(m, ",") != "patch jobs,create secrets" {
+		t.Fatalf("denied: %v %v", m, err)
+	}
+	for _, tc := range []struct {
+		patterns []string
+		want     bool
+	}{{[]string{"*"}, true}, {[]string{"Microsoft.App/*"}, true}, {[]string{"microsoft.app/jobs/start/action"}, true}, {[]string{"Microsoft.App/jobs/read"}, false}, {nil, false}} {
+		if matchesAction(tc.patterns, "Microsoft.App/jobs/start/action") != tc.want {
+			t.Errorf("%v: want %v", tc.patterns, tc.want)
+		}
+	}
+}

@@ -322,3 +322,30 @@ func (k *Kubernetes) do(ctx context.Context, method, u, ctype string, in, out an
 	res := strings.TrimPrefix(strings.SplitN(u, "?", 2)[0], k.o.APIServer)
 	return &KubernetesError{Method: method, Resource: res, Status: resp.StatusCode, Message: st.Message}
 }
+
+// kubernetesNeeds are the RBAC rules the starter uses, as verb and resource (group).
+var kubernetesNeeds = []struct{ verb, group, resource string }{
+	{"create", "batch", "jobs"}, {"list", "batch", "jobs"}, {"patch", "batch", "jobs"}, {"delete", "batch", "jobs"}, {"create", "", "secrets"},
+}
+
+// Missing asks the API server (SelfSubjectAccessReview) which of the rules the starter
+// needs its service account lacks, as "verb resource".
+func (k *Kubernetes) Missing(ctx context.Context) ([]string, error) {
+	var missing []string
+	for _, n := range kubernetesNeeds {
+		review := map[string]any{"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+			"spec": map[string]any{"resourceAttributes": map[string]string{"namespace": k.o.Namespace, "verb": n.verb, "group": n.group, "resource": n.resource}}}
+		var out struct {
+			Status struct {
+				Allowed bool `json:"allowed"`
+			} `json:"status"`
+		}
+		if err := k.do(ctx, http.MethodPost, k.o.APIServer+"/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", "application/json", review, &out, http.StatusCreated, http.StatusOK); err != nil {
+			return nil, err
+		}
+		if !out.Status.Allowed {
+			missing = append(missing, n.verb+" "+n.resource)
+		}
+	}
+	return missing, nil
+}
