@@ -1,13 +1,20 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/relaydev/relay/pkg/config"
+	"github.com/relaydev/relay/pkg/scaleset"
 )
 
 // The runner image and the deployment examples stay true to relay: relay.yaml builds
@@ -108,7 +115,7 @@ func TestImageAndDeployFiles(t *testing.T) {
 
 	known := map[string]bool{}
 	// relay runner's variables, and relay run's (docs/runner.md shows how the image is built).
-	for _, f := range append(runnerCommand(os.Getenv, nil).Flags, runCommand(os.Getenv, nil).Flags...) {
+	for _, f := range slices.Concat(runnerCommand(os.Getenv, nil).Flags, runCommand(os.Getenv, nil).Flags, listenerCommand(os.Getenv, nil).Flags) {
 		if ev, ok := f.(interface{ GetEnvVars() []string }); ok {
 			for _, e := range ev.GetEnvVars() {
 				known[e] = true
@@ -116,13 +123,14 @@ func TestImageAndDeployFiles(t *testing.T) {
 		}
 	}
 	for _, e := range []string{"RELAY_GITHUB_APP_ID", "RELAY_GITHUB_APP_KEY", "RELAY_GITHUB_APP_KEY_FILE", "RELAY_GITHUB_APP_KEY_VAULT_SECRET",
-		"RELAY_GITHUB_TOKEN", "RELAY_RUNNER_REGISTRATION_TOKEN", "RELAY_CORRELATION_ID"} {
+		"RELAY_GITHUB_TOKEN", "RELAY_RUNNER_REGISTRATION_TOKEN", "RELAY_CORRELATION_ID", "RELAY_RUNNER_NAME", "RELAY_RUNNER_ID", "RELAY_LISTENER"} {
 		known[e] = true
 	}
 	if !known["RELAY_IDLE_TIMEOUT"] || !known["RELAY_RUNNER_DIR"] {
 		t.Fatalf("runner flags not found: %v", known)
 	}
-	for _, f := range []string{"../../image/Dockerfile", "../../relay.yaml", "../../image/relay-cloud.yaml", "../../image/deploy/azure-container-apps-job.yaml", "../../image/deploy/keda-scaledjob.yaml", "../../docs/runner.md"} {
+	for _, f := range []string{"../../image/Dockerfile", "../../relay.yaml", "../../image/relay-cloud.yaml", "../../image/deploy/azure-container-apps-job.yaml", "../../image/deploy/keda-scaledjob.yaml", "../../docs/runner.md",
+		"../../image/deploy/azure-container-apps-listener.yaml", "../../image/deploy/azure-container-apps-listener-job.yaml", "../../image/deploy/kubernetes-listener.yaml"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -132,5 +140,120 @@ func TestImageAndDeployFiles(t *testing.T) {
 				t.Errorf("%s sets %s, which relay runner does not read", f, name)
 			}
 		}
+	}
+}
+
+// TestListenerDeployments: the listener's deployments run one listener, pin the runner
+// version the runner image has, give the runner side no App credential, grant Kubernetes
+// RBAC exactly for what the starter does, and carry a Job template the starter accepts.
+func TestListenerDeployments(t *testing.T) {
+	df, err := os.ReadFile("../../image/Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := regexp.MustCompile(`actions/actions-runner:(\d+\.\d+\.\d+)@`).FindStringSubmatch(string(df))
+	if pinned == nil {
+		t.Fatal("no actions-runner base in image/Dockerfile")
+	}
+	docs := func(f string) []map[string]any {
+		b, err := os.ReadFile("../../image/deploy/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "RELAY_RUNNER_VERSION\n") && f != "azure-container-apps-listener-job.yaml" {
+			t.Errorf("%s sets no RELAY_RUNNER_VERSION", f)
+		}
+		for _, m := range regexp.MustCompile(`RELAY_RUNNER_VERSION\s+value: (\S+)`).FindAllStringSubmatch(string(b), -1) {
+			if m[1] != pinned[1] {
+				t.Errorf("%s pins runner %s, the runner image has %s", f, m[1], pinned[1])
+			}
+		}
+		var out []map[string]any
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		for {
+			var d map[string]any
+			if err := dec.Decode(&d); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			out = append(out, d)
+		}
+		return out
+	}
+	get := func(v any, path ...any) any {
+		for _, p := range path {
+			switch k := p.(type) {
+			case string:
+				m, _ := v.(map[string]any)
+				v = m[k]
+			case int:
+				l, _ := v.([]any)
+				if k >= len(l) {
+					return nil
+				}
+				v = l[k]
+			}
+		}
+		return v
+	}
+	app := docs("azure-container-apps-listener.yaml")[0]
+	if get(app, "properties", "template", "scale", "minReplicas") != 1 || get(app, "properties", "template", "scale", "maxReplicas") != 1 {
+		t.Error("the listener Container App is not exactly one replica")
+	}
+	job := docs("azure-container-apps-listener-job.yaml")[0]
+	if get(job, "properties", "configuration", "triggerType") != "Manual" || get(job, "properties", "configuration", "replicaRetryLimit") != 0 {
+		t.Error("the runner job is not manual-trigger without retries")
+	}
+	k8s := docs("kubernetes-listener.yaml")
+	var template string
+	for _, d := range k8s {
+		switch d["kind"] {
+		case "Role":
+			granted := map[string]bool{}
+			for _, r := range get(d, "rules").([]any) {
+				for _, res := range get(r, "resources").([]any) {
+					for _, v := range get(r, "verbs").([]any) {
+						granted[fmt.Sprint(v)+" "+fmt.Sprint(res)] = true
+					}
+				}
+			}
+			for _, want := range []string{"create jobs", "list jobs", "patch jobs", "delete jobs", "create secrets", "create selfsubjectaccessreviews"} {
+				if !granted[want] {
+					t.Errorf("the Role does not grant %s", want)
+				}
+			}
+			for g := range granted {
+				if strings.HasSuffix(g, " secrets") && g != "create secrets" {
+					t.Errorf("the Role grants %s: the listener never reads a Secret", g)
+				}
+			}
+		case "Deployment":
+			if get(d, "spec", "replicas") != 1 || get(d, "spec", "strategy", "type") != "Recreate" {
+				t.Error("the listener Deployment may run two listeners at once")
+			}
+		case "ConfigMap":
+			template = fmt.Sprint(get(d, "data", "runner-job.yaml"))
+		}
+	}
+	var tmpl any
+	if err := yaml.Unmarshal([]byte(template), &tmpl); err != nil {
+		t.Fatal(err)
+	}
+	j, err := jsonOf(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := scaleset.NewKubernetes(scaleset.KubernetesOptions{APIServer: "https://k8s.example", Namespace: "relay", Listener: "relay-linux-listener", Job: j, HTTP: http.DefaultClient}); err != nil {
+		t.Errorf("the ConfigMap's Job template: %v", err)
+	}
+	for _, f := range []string{"azure-container-apps-listener-job.yaml"} {
+		b, _ := os.ReadFile("../../image/deploy/" + f)
+		if strings.Contains(string(b), "RELAY_GITHUB_") {
+			t.Errorf("%s gives the runner an App credential", f)
+		}
+	}
+	if strings.Contains(template, "RELAY_GITHUB_") {
+		t.Error("the runner Job template gives the runner an App credential")
 	}
 }

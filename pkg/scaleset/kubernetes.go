@@ -237,7 +237,7 @@ func (k *Kubernetes) jobFor(name string, r Runner) map[string]any {
 		pod["restartPolicy"] = "Never"
 	}
 	vols, _ := pod["volumes"].([]any)
-	pod["volumes"] = append(vols, map[string]any{"name": "relay-jit", "secret": map[string]any{"secretName": name, "defaultMode": 0o400}})
+	pod["volumes"] = append(vols, map[string]any{"name": "relay-jit", "secret": map[string]any{"secretName": name, "defaultMode": 0o440}})
 	c := containers(job)[0].(map[string]any)
 	mounts, _ := c["volumeMounts"].([]any)
 	c["volumeMounts"] = append(mounts, map[string]any{"name": "relay-jit", "mountPath": jitMountPath, "readOnly": true})
