@@ -49,8 +49,8 @@ test-integration:
 
 ## bench: relay run --local on the example, relay copy against crane, regctl and skopeo,
 ## then sign/SBOM/provenance/verify against syft + cosign on the local Sigstore stack (root:
-## it needs a private network namespace), and relay runner's start-to-exec; rewrites
-## docs/benchmarks.md. scripts/bench-tools.sh installs the peers and the stack first (as
+## it needs a private network namespace), relay runner's start-to-exec and relay listener's
+## message-to-start, burst and idle cost; rewrites docs/benchmarks.md. scripts/bench-tools.sh installs the peers and the stack first (as
 ## root; skipped when present).
 bench: build
 	scripts/bench-tools.sh
@@ -59,6 +59,7 @@ bench: build
 	scripts/bench-build.sh bin/relay docs/benchmarks.md 3
 	scripts/bench-sign.sh docs/benchmarks.md 3
 	scripts/bench-runner.sh docs/benchmarks.md 20
+	scripts/bench-listener.sh bin/relay docs/benchmarks.md 3 30
 
 ## lint: formatting (vendored third-party code excepted) and vet, for both build tiers
 lint:

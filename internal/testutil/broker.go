@@ -241,6 +241,13 @@ func (b *Broker) FinishJob(encoded, result string) bool {
 	return true
 }
 
+// Unacknowledged is the number of scale set id's messages not yet acknowledged.
+func (b *Broker) Unacknowledged(id int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.scaleSets[id].messages)
+}
+
 // Waiting is the number of scale set id's assigned jobs that no runner took.
 func (b *Broker) Waiting(id int) int {
 	b.mu.Lock()

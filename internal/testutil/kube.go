@@ -61,6 +61,7 @@ func (k *KubeAPI) Release() {
 type KubeCall struct {
 	Method, Path, ContentType string
 	Body                      []byte
+	At                        time.Time // when it arrived
 }
 
 // StartKubeAPI starts the fake for namespace ns on 127.0.0.1.
@@ -85,6 +86,13 @@ func (k *KubeAPI) Complete(name string) bool {
 	}
 	k.Jobs[name]["status"] = map[string]any{"conditions": []any{map[string]any{"type": "Complete", "status": "True"}}}
 	return true
+}
+
+// CallLog returns the calls so far.
+func (k *KubeAPI) CallLog() []KubeCall {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]KubeCall(nil), k.Calls...)
 }
 
 // JIT is the JIT config in the Secret of Job name, as its pod would read the mounted file.
@@ -138,7 +146,7 @@ func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.Calls = append(k.Calls, KubeCall{Method: r.Method, Path: r.URL.Path, ContentType: r.Header.Get("Content-Type"), Body: body})
+	k.Calls = append(k.Calls, KubeCall{Method: r.Method, Path: r.URL.Path, ContentType: r.Header.Get("Content-Type"), Body: body, At: time.Now()})
 	w.Header().Set("Content-Type", "application/json")
 	if r.Header.Get("Authorization") != "Bearer "+k.Token {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"kind": "Status", "message": "Unauthorized"})
