@@ -50,8 +50,8 @@ test-integration:
 ## bench: relay run --local on the example, relay copy against crane, regctl and skopeo,
 ## then sign/SBOM/provenance/verify against syft + cosign on the local Sigstore stack (root:
 ## it needs a private network namespace), relay runner's start-to-exec and relay listener's
-## message-to-start, burst and idle cost; rewrites docs/benchmarks.md. scripts/bench-tools.sh installs the peers and the stack first (as
-## root; skipped when present).
+## message-to-start, burst and idle cost; rewrites docs/benchmarks.md.
+## scripts/bench-tools.sh installs the peers and the stack first (as root; skipped when present).
 bench: build
 	scripts/bench-tools.sh
 	scripts/bench.sh bin/relay docs/benchmarks.md
