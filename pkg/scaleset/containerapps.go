@@ -27,7 +27,7 @@ const (
 	// needs to recognise it after a restart. None of it is secret.
 	EnvJITConfigSecret = "RELAY_JIT_CONFIG_SECRET"
 	EnvJITConfigFile   = "RELAY_JIT_CONFIG_FILE"
-	envListener        = "RELAY_LISTENER"
+	envListener        = "RELAY_LISTENER_NAME"
 	envRunnerName      = "RELAY_RUNNER_NAME"
 	envRunnerID        = "RELAY_RUNNER_ID"
 )

@@ -47,7 +47,7 @@ func TestContainerAppsStarter(t *testing.T) {
 	}
 	env := az.Env(e.Name)
 	if env["RELAY_JIT_CONFIG_SECRET"] != az.URL+"/secrets/relay-jit-relay-runner-7" || env["RELAY_RUNNER_NAME"] != "relay_runner.7" ||
-		env["RELAY_RUNNER_ID"] != "107" || env["RELAY_LISTENER"] != "relay-listener" || env["RELAY_ORG"] != "acme" {
+		env["RELAY_RUNNER_ID"] != "107" || env["RELAY_LISTENER_NAME"] != "relay-listener" || env["RELAY_ORG"] != "acme" {
 		t.Fatalf("execution env: %v", env)
 	}
 	var start string
