@@ -457,7 +457,11 @@ func TestListenRidesOutAnOutage(t *testing.T) {
 	o.Now = clk.now
 	r.starter.now = clk.now
 	pauses := 0
-	o.Sleep = func(ctx context.Context, d time.Duration) error { pauses++; clk.add(15 * time.Second); return ctx.Err() }
+	o.Sleep = func(ctx context.Context, d time.Duration) error {
+		pauses++
+		clk.add(15 * time.Second)
+		return ctx.Err()
+	}
 	stop := r.run(o)
 	r.b.QueueJobs(r.ss.ID, 1)
 	r.starter.wait(t, 1)
