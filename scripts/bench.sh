@@ -46,6 +46,9 @@ for i in $(seq "$rounds"); do
   if [ -n "$crane" ]; then warm "$crane"; record crane "$crane" version; fi
 done
 size=$(stat -c %s "$bin")
+# Where the bytes go: the same build with its symbols, attributed per module.
+syms=$work/relay-syms
+(cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$syms" ./cmd/relay && go run ./internal/cmd/binsize -top 20 "$syms") > "$work/binsize.md"
 {
   echo "# Benchmarks"
   echo
@@ -80,5 +83,11 @@ size=$(stat -c %s "$bin")
   echo "Every run here starts from a page cache the kernel filled the way a cold start does (scripts/lib.sh says why):"
   echo "after a sequential read of the file it maps the text in larger folios and the same \`relay version\` shows up to"
   echo "107 MiB, none of it relay's own memory."
+  echo
+  echo "Where the bytes go: the file bytes of the binary's symbols (code, read-only and initialised data) per module,"
+  echo "from \`go run ./internal/cmd/binsize\` on the same build with its symbols; the function tables and"
+  echo "type links the runtime needs come on top, roughly in proportion."
+  echo
+  cat "$work/binsize.md"
 } > "$report"
 cat "$report"
