@@ -7,14 +7,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/relaydev/relay/internal/testutil"
 )
 
 // BenchmarkListener measures `relay listener` (RELAY_BENCH_BIN, else this test binary as
@@ -36,17 +33,11 @@ func BenchmarkListener(b *testing.B) {
 		idle = time.Duration(n) * time.Second
 	}
 	for i := 0; i < b.N; i++ {
-		gh := testutil.StartGitHubRunners(b, "acme")
-		br := testutil.StartBroker(b)
-		br.GitHub, br.PollTimeout = gh, 50*time.Second
-		kube := testutil.StartKubeAPI(b, "ci")
-		dir := b.TempDir()
-		tmpl, tokenFile := filepath.Join(dir, "runner-job.yaml"), filepath.Join(dir, "token")
-		os.WriteFile(tmpl, []byte(listenerJobYAML), 0o644)
-		os.WriteFile(tokenFile, []byte(kube.Token), 0o600)
-		cmd := exec.Command(bin, "listener", "--org", "acme", "--github-api-url", br.APIURL(), "--scale-set", "bench", "--runner-version", testutil.FakeRunnerVersion,
-			"--max-runners", "500", "--starter", "kubernetes", "--job-template", tmpl, "--kubernetes-namespace", "ci", "--kubernetes-api-server", kube.URL,
-			"--kubernetes-ca-file", kube.CertFile, "--kubernetes-token-file", tokenFile, "--log-format", "json", "--log-level", "warn", "--metrics-address", "")
+		f := startListenerFakes(b)
+		gh, br, kube := f.gh, f.b, f.kube
+		br.PollTimeout = 50 * time.Second
+		cmd := exec.Command(bin, append(append([]string{"listener"}, f.kubeArgs()...), "--scale-set", "bench", "--max-runners", "500",
+			"--log-format", "json", "--log-level", "warn", "--metrics-address", "")...)
 		cmd.Args[0] = "relay"
 		cmd.Env = append(os.Environ(), "RELAY_E2E_EXEC=1", "RELAY_GITHUB_APP_ID="+gh.AppID, "RELAY_GITHUB_APP_KEY="+string(gh.AppKey))
 		logs := &lockedBuffer{}

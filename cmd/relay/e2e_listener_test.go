@@ -5,9 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -175,18 +173,11 @@ func TestE2EListenerContainerApps(t *testing.T) {
 // out the lapsed session, counts the Jobs that run, and starts exactly the rest: 20 Jobs,
 // each with its own JIT config that registers once, no job left without a runner.
 func TestE2EListenerKilledMidBurst(t *testing.T) {
-	gh := testutil.StartGitHubRunners(t, "acme")
-	b := testutil.StartBroker(t)
-	b.GitHub, b.SessionIdle = gh, 500*time.Millisecond
-	kube := testutil.StartKubeAPI(t, "ci")
-	dir := t.TempDir()
-	tmpl, tokenFile := filepath.Join(dir, "runner-job.yaml"), filepath.Join(dir, "token")
-	os.WriteFile(tmpl, []byte(listenerJobYAML), 0o644)
-	os.WriteFile(tokenFile, []byte(kube.Token), 0o600)
+	f := startListenerFakes(t)
+	gh, b, kube := f.gh, f.b, f.kube
+	b.SessionIdle = 500 * time.Millisecond
 	env := []string{"RELAY_GITHUB_APP_ID=" + gh.AppID, "RELAY_GITHUB_APP_KEY=" + string(gh.AppKey)}
-	args := []string{"--org", "acme", "--github-api-url", b.APIURL(), "--scale-set", "relay-k8s", "--runner-version", testutil.FakeRunnerVersion,
-		"--max-runners", "50", "--starter", "kubernetes", "--job-template", tmpl, "--kubernetes-namespace", "ci", "--kubernetes-api-server", kube.URL,
-		"--kubernetes-ca-file", kube.CertFile, "--kubernetes-token-file", tokenFile}
+	args := append(f.kubeArgs(), "--scale-set", "relay-k8s", "--max-runners", "50")
 	kube.HoldAfter(5)
 	first := startListener(t, env, args...)
 	id := scaleSetID(t, first.logs)
@@ -221,7 +212,7 @@ func TestE2EListenerKilledMidBurst(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, second.logs)
 	}
 	if len(kube.Jobs) != 20 || len(started) != 20 {
-		t.Fatalf("%d Jobs, %d started, for 20 jobs", len(kube.Jobs), len(started))
+		t.Fatalf("%d Jobs, %d started, for 20 jobs\n%s", len(kube.Jobs), len(started), second.logs)
 	}
 	logs := second.logs.String()
 	if !strings.Contains(logs, `"event":"scale_set.reused"`) {

@@ -64,16 +64,8 @@ configuration to fix, 1 a service that kept failing past --failure-budget.`,
 				return err
 			}
 			f := flagReader{c: c, getenv: getenv}
-			lc := listenerConfig{
-				scope:    runner.Scope{Repo: f.str("repo"), Org: f.str("org"), Enterprise: f.str("enterprise")},
-				api:      f.str("github-api-url"),
-				scaleSet: f.str("scale-set"), group: f.str("runner-group"), labels: f.list("labels"),
-				maxRunners: f.int("max-runners"), registerTimeout: f.duration("register-timeout"), budget: f.duration("failure-budget"),
-				name: f.str("listener-name"), runnerVersion: f.str("runner-version"), checkVersion: f.bool("check-runner-version"),
-				starter: f.str("starter"), job: f.str("container-apps-job"), vault: f.str("key-vault"), arm: f.str("arm-endpoint"),
-				template: f.str("job-template"), namespace: f.str("kubernetes-namespace"), apiServer: f.str("kubernetes-api-server"),
-				caFile: f.str("kubernetes-ca-file"), tokenFile: f.str("kubernetes-token-file"), metrics: f.str("metrics-address"),
-			}
+			lc := readListenerConfig(&f)
+			lc.metrics = f.str("metrics-address")
 			if f.err != nil {
 				return f.err
 			}

@@ -95,6 +95,32 @@ spec:
           resources: {requests: {cpu: "1", memory: 2Gi}}
 `
 
+// listenerFakes are the fakes a listener runs against: the GitHub App API, the broker
+// fronting it, the Kubernetes API server, and the Job template and token files.
+type listenerFakes struct {
+	gh              *testutil.GitHubRunners
+	b               *testutil.Broker
+	kube            *testutil.KubeAPI
+	tmpl, tokenFile string
+}
+
+func startListenerFakes(t testing.TB) listenerFakes {
+	f := listenerFakes{gh: testutil.StartGitHubRunners(t, "acme"), b: testutil.StartBroker(t), kube: testutil.StartKubeAPI(t, "ci")}
+	f.b.GitHub = f.gh
+	dir := t.TempDir()
+	f.tmpl, f.tokenFile = filepath.Join(dir, "runner-job.yaml"), filepath.Join(dir, "token")
+	os.WriteFile(f.tmpl, []byte(listenerJobYAML), 0o644)
+	os.WriteFile(f.tokenFile, []byte(f.kube.Token+"\n"), 0o600)
+	return f
+}
+
+// kubeArgs are the listener's flags for the fakes' Kubernetes starter.
+func (f listenerFakes) kubeArgs() []string {
+	return []string{"--org", "acme", "--github-api-url", f.b.APIURL(), "--runner-version", testutil.FakeRunnerVersion, "--starter", "kubernetes",
+		"--job-template", f.tmpl, "--kubernetes-namespace", "ci", "--kubernetes-api-server", f.kube.URL, "--kubernetes-ca-file", f.kube.CertFile,
+		"--kubernetes-token-file", f.tokenFile}
+}
+
 // TestListenerWithKubernetes runs `relay listener` against the fake GitHub App API, the fake
 // broker fronting it, and the fake API server: it creates the scale set, starts one Job per
 // assigned job, each with the JIT config the broker made for its runner; the fake runners
@@ -102,19 +128,11 @@ spec:
 // installation and registration tokens and every JIT config appear in no log line, no Job
 // body (only in the Secrets) and no metric.
 func TestListenerWithKubernetes(t *testing.T) {
-	gh := testutil.StartGitHubRunners(t, "acme")
-	b := testutil.StartBroker(t)
-	b.GitHub = gh
-	kube := testutil.StartKubeAPI(t, "ci")
-	dir := t.TempDir()
-	tmpl, tokenFile := filepath.Join(dir, "runner-job.yaml"), filepath.Join(dir, "token")
-	os.WriteFile(tmpl, []byte(listenerJobYAML), 0o644)
-	os.WriteFile(tokenFile, []byte(kube.Token+"\n"), 0o600)
+	f := startListenerFakes(t)
+	gh, b, kube := f.gh, f.b, f.kube
 	env := map[string]string{"RELAY_GITHUB_APP_ID": gh.AppID, "RELAY_GITHUB_APP_KEY": string(gh.AppKey), "RELAY_CORRELATION_ID": "cid-listener"}
-	args := []string{"relay", "listener", "--org", "acme", "--github-api-url", b.APIURL(), "--scale-set", "relay-linux", "--labels", "linux,x64",
-		"--runner-version", testutil.FakeRunnerVersion, "--starter", "kubernetes", "--job-template", tmpl, "--kubernetes-namespace", "ci",
-		"--kubernetes-api-server", kube.URL, "--kubernetes-ca-file", kube.CertFile, "--kubernetes-token-file", tokenFile,
-		"--metrics-address", "127.0.0.1:0", "--log-format", "json"}
+	args := append(append([]string{"relay", "listener"}, f.kubeArgs()...), "--scale-set", "relay-linux", "--labels", "linux,x64",
+		"--metrics-address", "127.0.0.1:0", "--log-format", "json")
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &lockedBuffer{}
 	done := make(chan int, 1)
@@ -245,18 +263,11 @@ func TestListenerWithKubernetes(t *testing.T) {
 // server what the service account may do, and checks --runner-version; a missing RBAC
 // rule fails with the fix; all granted passes. It creates nothing.
 func TestDoctorListener(t *testing.T) {
-	gh := testutil.StartGitHubRunners(t, "acme")
-	b := testutil.StartBroker(t)
-	b.GitHub = gh
-	kube := testutil.StartKubeAPI(t, "ci")
+	f := startListenerFakes(t)
+	gh, b, kube := f.gh, f.b, f.kube
 	dir := t.TempDir()
-	tmpl, tokenFile := filepath.Join(dir, "runner-job.yaml"), filepath.Join(dir, "token")
-	os.WriteFile(tmpl, []byte(listenerJobYAML), 0o644)
-	os.WriteFile(tokenFile, []byte(kube.Token), 0o600)
 	env := map[string]string{"RELAY_GITHUB_APP_ID": gh.AppID, "RELAY_GITHUB_APP_KEY": string(gh.AppKey)}
-	args := []string{"doctor", "--org", "acme", "--github-api-url", b.APIURL(), "--config", filepath.Join(dir, "none.yaml"), "--runner-dir", dir,
-		"--listener", "--scale-set", "relay-linux", "--runner-version", testutil.FakeRunnerVersion, "--starter", "kubernetes", "--job-template", tmpl,
-		"--kubernetes-namespace", "ci", "--kubernetes-api-server", kube.URL, "--kubernetes-ca-file", kube.CertFile, "--kubernetes-token-file", tokenFile}
+	args := append([]string{"doctor", "--config", filepath.Join(dir, "none.yaml"), "--runner-dir", dir, "--listener", "--scale-set", "relay-linux"}, f.kubeArgs()...)
 	kube.Deny["create secrets"] = true
 	code, out, stderr := runCLI(t, env, args...)
 	for _, want := range []string{

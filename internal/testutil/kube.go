@@ -30,9 +30,12 @@ type KubeAPI struct {
 	Calls   []KubeCall
 	Jobs    map[string]map[string]any
 	Secrets map[string]map[string]any
-	Deny    map[string]bool // "create jobs", "create secrets", "patch jobs", "list jobs"
-	Now     func() time.Time
-	uid     int
+	Deny    map[string]bool // "create jobs", "create secrets", "patch jobs", "list jobs", "get jobs"
+	// LosePatchAnswers applies each patch and then answers 503, as a connection cut
+	// after the API server acted would look to the client.
+	LosePatchAnswers bool
+	Now              func() time.Time
+	uid              int
 	// holdAfter: Job creations past this many wait until Release (or their client goes).
 	holdAfter int
 	created   int
@@ -166,6 +169,9 @@ func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
 	}
 	jobs, secrets := "/apis/batch/v1/namespaces/"+ns+"/jobs", "/api/v1/namespaces/"+ns+"/secrets"
 	verb := map[string]string{http.MethodPost: "create", http.MethodGet: "list", http.MethodPatch: "patch", http.MethodDelete: "delete"}[r.Method]
+	if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, jobs+"/") {
+		verb = "get"
+	}
 	res := "jobs"
 	if strings.HasPrefix(r.URL.Path, secrets) {
 		res = "secrets"
@@ -189,6 +195,13 @@ func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
 		meta["creationTimestamp"] = k.Now().UTC().Format(time.RFC3339)
 		k.Jobs[name] = obj
 		writeJSON(w, http.StatusCreated, obj)
+	case strings.HasPrefix(r.URL.Path, jobs+"/") && r.Method == http.MethodGet:
+		j := k.Jobs[strings.TrimPrefix(r.URL.Path, jobs+"/")]
+		if j == nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"kind": "Status", "message": "not found"})
+			return
+		}
+		writeJSON(w, http.StatusOK, j)
 	case r.URL.Path == jobs && r.Method == http.MethodGet:
 		sel := r.URL.Query().Get("labelSelector")
 		var items []any
@@ -214,6 +227,10 @@ func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
 			if was == true && spec["suspend"] == false {
 				k.Started <- strings.TrimPrefix(r.URL.Path, jobs+"/")
 			}
+		}
+		if k.LosePatchAnswers {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"kind": "Status", "message": "the answer was lost"})
+			return
 		}
 		writeJSON(w, http.StatusOK, j)
 	case strings.HasPrefix(r.URL.Path, jobs+"/") && r.Method == http.MethodDelete:

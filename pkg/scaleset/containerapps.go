@@ -63,7 +63,10 @@ type ContainerApps struct {
 	swept    bool
 }
 
-var jobID = regexp.MustCompile(`^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.App/jobs/[-\w.()]+$`)
+var (
+	jobID         = regexp.MustCompile(`^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.App/jobs/[-\w.()]+$`)
+	notSecretName = regexp.MustCompile(`[^0-9A-Za-z-]+`)
+)
 
 // NewContainerApps checks o and returns the starter.
 func NewContainerApps(o ContainerAppsOptions) (*ContainerApps, error) {
@@ -101,7 +104,7 @@ func loopback(host string) bool { return host == "127.0.0.1" || host == "localho
 
 // secretName is the runner's JIT secret: Key Vault names are letters, digits and dashes.
 func secretName(runner string) string {
-	n := strings.Trim(regexp.MustCompile(`[^0-9A-Za-z-]+`).ReplaceAllString(runner, "-"), "-")
+	n := strings.Trim(notSecretName.ReplaceAllString(runner, "-"), "-")
 	return "relay-jit-" + n[:min(len(n), 100)]
 }
 
@@ -140,7 +143,7 @@ func (c *ContainerApps) Start(ctx context.Context, r Runner, jitConfig string) (
 		err = c.await(ctx, resp.Header, &out)
 	}
 	if err != nil {
-		c.vault(context.WithoutCancel(ctx), http.MethodDelete, "/secrets/"+name, nil, nil, http.StatusOK, http.StatusNotFound)
+		c.release(context.WithoutCancel(ctx), name)
 		return Execution{}, err
 	}
 	return Execution{Name: out.Name, Runner: r.Name, RunnerID: r.ID, Started: c.o.Now()}, nil

@@ -149,10 +149,24 @@ func (k *Kubernetes) Start(ctx context.Context, r Runner, jitConfig string) (Exe
 	}
 	patch := map[string]any{"spec": map[string]any{"suspend": false}}
 	if err := k.do(ctx, http.MethodPatch, k.ns("/apis/batch/v1", "jobs/"+name), "application/merge-patch+json", patch, nil, http.StatusOK); err != nil {
-		k.deleteJob(ctx, name)
-		return Execution{}, err
+		// The patch may have been applied with its answer lost: a Job that runs is kept.
+		if !k.unsuspended(ctx, name) {
+			k.deleteJob(ctx, name)
+			return Execution{}, err
+		}
 	}
 	return Execution{Name: name, Runner: runner, RunnerID: r.ID, Started: made.Metadata.Created}, nil
+}
+
+// unsuspended says whether the Job is let run.
+func (k *Kubernetes) unsuspended(ctx context.Context, name string) bool {
+	var job struct {
+		Spec struct {
+			Suspend *bool `json:"suspend"`
+		} `json:"spec"`
+	}
+	err := k.do(context.WithoutCancel(ctx), http.MethodGet, k.ns("/apis/batch/v1", "jobs/"+name), "", nil, &job, http.StatusOK)
+	return err == nil && job.Spec.Suspend != nil && !*job.Spec.Suspend
 }
 
 // Stop deletes the runner's Job; its pod and Secret go with it.
@@ -325,7 +339,7 @@ func (k *Kubernetes) do(ctx context.Context, method, u, ctype string, in, out an
 
 // kubernetesNeeds are the RBAC rules the starter uses, as verb and resource (group).
 var kubernetesNeeds = []struct{ verb, group, resource string }{
-	{"create", "batch", "jobs"}, {"list", "batch", "jobs"}, {"patch", "batch", "jobs"}, {"delete", "batch", "jobs"}, {"create", "", "secrets"},
+	{"create", "batch", "jobs"}, {"get", "batch", "jobs"}, {"list", "batch", "jobs"}, {"patch", "batch", "jobs"}, {"delete", "batch", "jobs"}, {"create", "", "secrets"},
 }
 
 // Missing asks the API server (SelfSubjectAccessReview) which of the rules the starter

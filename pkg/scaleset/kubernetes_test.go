@@ -133,6 +133,16 @@ func TestKubernetesStarterRefusals(t *testing.T) {
 	if len(api.Jobs) != 0 {
 		t.Fatalf("a job without its secret was left: %v", api.Jobs)
 	}
+	// An unsuspend that was applied but whose answer was lost: the running Job is kept.
+	api.Deny["create secrets"], api.LosePatchAnswers = false, true
+	if e, err := k.Start(ctx, Runner{ID: 2, Name: "relay-2"}, "cfg"); err != nil || api.Jobs["relay-2"] == nil {
+		t.Fatalf("lost answer: %+v %v, jobs %v", e, err, api.Jobs)
+	}
+	// One not applied (patch refused) takes its Job and Secret with it.
+	api.LosePatchAnswers, api.Deny["patch jobs"] = false, true
+	if _, err := k.Start(ctx, Runner{ID: 3, Name: "relay-3"}, "cfg"); err == nil || api.Jobs["relay-3"] != nil || api.Secrets["relay-3"] != nil {
+		t.Fatalf("refused patch: %v, jobs %v", err, api.Jobs)
+	}
 	for _, bad := range []KubernetesOptions{
 		{APIServer: api.URL, Namespace: "ci", Listener: "Not_A_Label", Job: []byte(runnerJob), HTTP: api.Client()},
 		{APIServer: api.URL, Namespace: "ci", Listener: "l", Job: []byte(`{"spec": {}}`), HTTP: api.Client()},

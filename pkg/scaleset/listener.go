@@ -299,19 +299,14 @@ func (l *listener) reconcile(ctx context.Context, st *Statistics) (int, error) {
 		}
 	}
 	for ; n < want; n++ {
-		name := l.o.RunnerName()
-		jit, err := l.o.Client.JITConfig(ctx, l.o.ScaleSetID, name)
+		if err := ctx.Err(); err != nil {
+			return n, err // stopping: start nothing more
+		}
+		e, jit, err := l.start(ctx)
 		if err != nil {
 			return n, err
 		}
-		e, err := l.o.Starter.Start(ctx, *jit.Runner, jit.Encoded)
-		if err != nil {
-			// The runner would never come: deregister it, then reconcile again later.
-			if _, rerr := l.o.Client.RemoveRunner(context.WithoutCancel(ctx), jit.Runner.ID); rerr != nil {
-				l.o.Logger.Warn("removing the runner of a failed start failed", "runner", name, "error", rerr)
-			}
-			return n, fmt.Errorf("starting runner %s: %w", name, err)
-		}
+		name := jit.Runner.Name
 		if e.Started.IsZero() {
 			e.Started = l.o.Now()
 		}
@@ -335,6 +330,28 @@ func (l *listener) reconcile(ctx context.Context, st *Statistics) (int, error) {
 		l.o.Logger.Warn("more jobs assigned than max runners: the rest wait", "event", "listener.capped", "assigned", st.TotalAssignedJobs, "max_runners", l.o.MaxRunners)
 	}
 	return n, nil
+}
+
+// start mints a runner's JIT config and starts its execution. Once begun it is not cut
+// short by the listener stopping: a start abandoned halfway could leave a running
+// execution behind that the listener then undoes (or a Job without its Secret).
+func (l *listener) start(ctx context.Context) (Execution, *JITConfig, error) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	name := l.o.RunnerName()
+	jit, err := l.o.Client.JITConfig(sctx, l.o.ScaleSetID, name)
+	if err != nil {
+		return Execution{}, nil, err
+	}
+	e, err := l.o.Starter.Start(sctx, *jit.Runner, jit.Encoded)
+	if err != nil {
+		// The runner would never come: deregister it, then reconcile again later.
+		if _, rerr := l.o.Client.RemoveRunner(sctx, jit.Runner.ID); rerr != nil {
+			l.o.Logger.Warn("removing the runner of a failed start failed", "runner", name, "error", rerr)
+		}
+		return Execution{}, nil, fmt.Errorf("starting runner %s: %w", name, err)
+	}
+	return e, jit, nil
 }
 
 // names are the tracked executions' names, sorted: the same order every time.

@@ -26,6 +26,7 @@ type fakeStarter struct {
 	fail      error
 	now       func() time.Time
 	onRelease func(name string)
+	gate      chan struct{} // when not nil, each Start waits for it (outside the lock)
 	lists     chan struct{} // a signal per Running call, when not nil
 }
 
@@ -67,7 +68,14 @@ func (f *fakeStarter) finish(name string) {
 	delete(f.running, name)
 }
 
-func (f *fakeStarter) Start(_ context.Context, r Runner, jit string) (Execution, error) {
+func (f *fakeStarter) Start(ctx context.Context, r Runner, jit string) (Execution, error) {
+	if f.gate != nil {
+		f.started <- "waiting"
+		<-f.gate
+		if ctx.Err() != nil {
+			return Execution{}, ctx.Err() // a start cut short by the listener stopping
+		}
+	}
 	runner := r.Name
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -483,5 +491,28 @@ func TestListenRidesOutAnOutage(t *testing.T) {
 	}
 	if opened != 1 {
 		t.Fatalf("%d sessions opened: the outage cost the session", opened)
+	}
+}
+
+// TestStopDoesNotCutAStartShort: SIGTERM while an execution is being started lets that
+// start finish (a start abandoned halfway could leave a running execution the listener then
+// undoes); nothing more starts, and Listen returns nil.
+func TestStopDoesNotCutAStartShort(t *testing.T) {
+	r := newRig(t)
+	r.starter.gate = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Listen(ctx, r.opts(10)) }()
+	r.b.QueueJobs(r.ss.ID, 3)
+	if got := recv(t, r.starter.started); got != "waiting" {
+		t.Fatalf("%s", got)
+	}
+	cancel()                     // SIGTERM while the first start is under way
+	r.starter.gate <- struct{}{} // the platform answers
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r.starter.starts != 1 || r.b.Registered() != 1 {
+		t.Fatalf("%d starts, %d runners registered: the start in flight was undone or more started", r.starter.starts, r.b.Registered())
 	}
 }
