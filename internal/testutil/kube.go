@@ -111,27 +111,6 @@ func (k *KubeAPI) JIT(name string) string {
 	return string(v)
 }
 
-// Unsuspended are the names of the Jobs let run and not finished, with the JIT config
-// their pod would read from the Secret mounted into it: what a kubelet would start.
-func (k *KubeAPI) Unsuspended() map[string]string {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	out := map[string]string{}
-	for name, j := range k.Jobs {
-		if spec, _ := j["spec"].(map[string]any); spec["suspend"] == true || j["status"] != nil {
-			continue
-		}
-		sec := k.Secrets[name]
-		if sec == nil {
-			continue
-		}
-		data, _ := sec["data"].(map[string]any)
-		v, _ := base64.StdEncoding.DecodeString(fmt.Sprint(data["jitconfig"]))
-		out[name] = string(v)
-	}
-	return out
-}
-
 func (k *KubeAPI) serve(w http.ResponseWriter, r *http.Request, ns string) {
 	body, _ := io.ReadAll(r.Body)
 	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/jobs") {
