@@ -193,7 +193,7 @@ func Build(ctx context.Context, o Options, cfg *config.Config) (w *Wired, err er
 		env.Builder = dryBuilder{kind: cfg.Builder.Kind} // made, so its credentials were found; never run
 	}
 	budget, _ := cfg.SBOM.BudgetBytes() // validated with the config
-	if env.SBOM, err = sbom.New(sbom.Options{Logger: o.Logger, Formats: cfg.SBOM.Formats, Budget: budget, Tool: "relay", Version: o.Version,
+	if env.SBOM, err = sbom.New(sbom.Options{Logger: o.Logger, Formats: cfg.SBOM.Formats, Budget: budget, Catalogers: cfg.SBOM.Catalogers, Tool: "relay", Version: o.Version,
 		InsecureHosts: insecureHosts(cfg.Registries), Image: client.Image}); err != nil {
 		return w, &config.Error{File: o.Config, Msg: err.Error()}
 	}

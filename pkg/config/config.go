@@ -229,6 +229,9 @@ type SBOM struct {
 	// Budget is the largest SBOM document relay attaches, e.g. "12MiB" (default 8MiB, at
 	// most 16MiB: GitHub's attestation cap).
 	Budget string `yaml:"budget,omitempty" json:"budget,omitempty"`
+	// Catalogers change which of syft's catalogers run, as syft names them: "-NAME|TAG"
+	// leaves out, "+NAME" adds, "TAG" keeps only those of the image defaults with the tag.
+	Catalogers []string `yaml:"catalogers,omitempty" json:"catalogers,omitempty"`
 }
 
 // SBOM size limits.
@@ -904,8 +907,17 @@ func (c *Config) validateSBOM(v *validator) error {
 			return v.errf([]string{"sbom", "formats", fmt.Sprint(j)}, fmt.Sprintf("unknown SBOM format %q", f), "use "+strings.Join(SBOMFormats, " or "))
 		}
 	}
+	for j, e := range c.SBOM.Catalogers {
+		if !catalogerExpr.MatchString(e) {
+			return v.errf([]string{"sbom", "catalogers", fmt.Sprint(j)}, fmt.Sprintf("sbom.catalogers entry %q is not a cataloger selection", e),
+				"one name or tag per entry as syft names them: `-file` leaves out, `+sbom-cataloger` adds, `go` keeps only that tag (docs/config.md)")
+		}
+	}
 	return nil
 }
+
+// catalogerExpr is one of syft's selection expressions: an optional + or -, then a name or tag.
+var catalogerExpr = regexp.MustCompile(`^[+-]?[a-z0-9][a-z0-9.-]*$`)
 
 // validateRelease checks the release target, the registries' settings, then the GitHub
 // release's repository.

@@ -60,6 +60,10 @@ func TestParseValidAppliesDefaults(t *testing.T) {
 	if got := c.ResolvePath("x/y"); got != "/cfg/x/y" {
 		t.Fatalf("ResolvePath = %q", got)
 	}
+	c2, err := Parse("relay.yaml", "/cfg", []byte(valid+"sbom:\n  catalogers: [-file, +sbom-cataloger, go, -go-module-binary-cataloger]\n"))
+	if err != nil || len(c2.SBOM.Catalogers) != 4 || c2.Digest == c.Digest {
+		t.Fatalf("catalogers: %v %v (a selection must change the config digest)", c2.SBOM.Catalogers, err)
+	}
 }
 
 func TestParseRegistryBase(t *testing.T) {
@@ -145,6 +149,8 @@ func TestParseErrors(t *testing.T) {
 		}, 9, []string{"the build repository", "over the registries' limit of 255"}},
 		{"sbom budget over the cap", func(s string) string { return s + "sbom:\n  budget: 32MiB\n" }, 18, []string{`sbom.budget "32MiB"`, "16MiB"}},
 		{"sbom budget not a size", func(s string) string { return s + "sbom:\n  budget: big\n" }, 18, []string{`sbom.budget "big"`}},
+		{"sbom cataloger not a selection", func(s string) string { return s + "sbom:\n  catalogers:\n    - -file\n    - \"+Go Module\"\n" }, 20,
+			[]string{`sbom.catalogers entry "+Go Module"`, "`-file` leaves out"}},
 		{"retry budget out of bounds", func(s string) string { return s + "signing:\n  retry_budget: 48h\n" }, 18, []string{"between 0 and 24h"}},
 		{"duplicate image", func(s string) string {
 			i := strings.Index(s, "  - name: hello")

@@ -48,8 +48,10 @@ type Options struct {
 	Logger  *slog.Logger
 	Formats []string
 	Budget  int64 // maximum bytes of one SBOM document; 0 means DefaultBudget
-	Tool    string
-	Version string
+	// Catalogers change syft's selection for images: "-NAME|TAG", "+NAME", "TAG".
+	Catalogers []string
+	Tool       string
+	Version    string
 	// InsecureHosts may serve plain HTTP or unverified TLS (relay.yaml's insecure
 	// registries): syft reads the image through its own client, so it is told too.
 	InsecureHosts []string
@@ -110,6 +112,21 @@ func (e *TooLargeError) Error() string {
 	return fmt.Sprintf("%s SBOM is %d bytes, over the %d-byte budget (what syft's catalogers found in the image): raise sbom.budget in relay.yaml (e.g. `budget: 16MiB`, the most: GitHub's attestation cap), or leave out this format (sbom.formats)", e.Format, e.Size, e.Budget)
 }
 
+// SelectionError is an sbom.catalogers selection syft has no cataloger for.
+type SelectionError struct {
+	Catalogers []string
+	Err        error
+}
+
+func (e *SelectionError) Error() string {
+	return fmt.Sprintf("sbom.catalogers %q: %v: name syft's catalogers or tags (e.g. -file, +sbom-cataloger, go; docs/config.md)", e.Catalogers, e.Err)
+}
+
+func (e *SelectionError) Unwrap() error { return e.Err }
+
+// PermanentInput: the configuration is wrong, a retry fails the same way.
+func (e *SelectionError) PermanentInput() bool { return true }
+
 // New validates the options.
 func New(o Options) (*Generator, error) {
 	if o.Logger == nil {
@@ -149,7 +166,13 @@ func (g *Generator) Generate(ctx context.Context, ref name.Digest) (map[string][
 	}
 	defer src.Close()
 	cfg := syft.DefaultCreateSBOMConfig().WithTool(g.o.Tool, g.o.Version)
+	if len(g.o.Catalogers) > 0 {
+		cfg = cfg.WithCatalogerSelection(cataloging.NewSelectionRequest().WithExpression(g.o.Catalogers...))
+	}
 	s, err := syft.CreateSBOM(ctx, src, cfg)
+	if err != nil && strings.Contains(err.Error(), "no cataloger tasks respond") {
+		return nil, &SelectionError{Catalogers: g.o.Catalogers, Err: err}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cataloging %s: %w", ref, err)
 	}

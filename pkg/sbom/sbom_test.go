@@ -130,6 +130,20 @@ func TestGenerateFromRegistry(t *testing.T) {
 		t.Fatalf("golang.org/x/sync v0.24.0 not listed in both formats: %+v", spdx.Packages[:min(8, len(spdx.Packages))])
 	}
 
+	// sbom.catalogers: leaving out the Go binary cataloger leaves the module out; a name
+	// syft has no cataloger for is the configuration's error, named.
+	without, _ := New(Options{Catalogers: []string{"-go-module-binary-cataloger"}, Formats: []string{FormatSPDX}})
+	docs, err = without.Generate(context.Background(), ref)
+	if err != nil || strings.Contains(string(docs[FormatSPDX]), "golang.org/x/sync") {
+		t.Fatalf("without the Go binary cataloger: %v", err)
+	}
+	unknown, _ := New(Options{Catalogers: []string{"+no-such-cataloger"}, Formats: []string{FormatSPDX}})
+	_, err = unknown.Generate(context.Background(), ref)
+	var se *SelectionError
+	if !errors.As(err, &se) || !se.PermanentInput() || !strings.Contains(err.Error(), "no-such-cataloger") || !strings.Contains(err.Error(), "sbom.catalogers") {
+		t.Fatalf("unknown cataloger: %v", err)
+	}
+
 	small, _ := New(Options{Budget: 1024})
 	_, err = small.Generate(context.Background(), ref)
 	var tl *TooLargeError
