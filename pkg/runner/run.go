@@ -51,7 +51,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	r := &run{o: &o, api: a, started: o.Now()}
 	r.res.Name = runnerName(o.NamePrefix, r.started, o.Rand())
 	if o.JITConfig != "" {
-		r.res.Name, r.res.RunnerID, _ = jitRunner(o.JITConfig) // validated
+		name, id, _ := jitRunner(o.JITConfig) // validated
+		switch {
+		case name != "":
+			r.res.Name = name
+		case o.Getenv("RELAY_RUNNER_NAME") != "": // what the listener named it
+			r.res.Name = o.Getenv("RELAY_RUNNER_NAME")
+		}
+		r.res.RunnerID = id
 	}
 	r.logger = o.Logger.With("runner_name", r.res.Name)
 	return r.run(ctx)

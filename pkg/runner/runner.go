@@ -6,6 +6,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -250,8 +251,9 @@ func webURL(api string) string {
 	return api
 }
 
-// jitRunner reads the runner's name and id from a JIT config: base64 JSON of the runner's
-// files, whose .runner (base64 JSON too) is its settings.
+// jitRunner checks a JIT config's shape (base64 JSON of the runner's files, with .runner)
+// and reads the runner's name and id from its .runner settings where it can ("" and 0
+// otherwise: the runner reads its own files, relay only names it in its logs).
 func jitRunner(encoded string) (string, int64, error) {
 	bad := errors.New("the JIT config handed in is not one: it should be the encodedJITConfig the scale set service returned (base64 JSON holding .runner)")
 	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(encoded))
@@ -262,17 +264,12 @@ func jitRunner(encoded string) (string, int64, error) {
 	if json.Unmarshal(raw, &files) != nil || files[".runner"] == "" {
 		return "", 0, bad
 	}
-	settings, err := base64.StdEncoding.DecodeString(files[".runner"])
-	if err != nil {
-		return "", 0, bad
-	}
+	settings, _ := base64.StdEncoding.DecodeString(files[".runner"])
 	var rs struct {
 		AgentID   int64  `json:"agentId"`
 		AgentName string `json:"agentName"`
 	}
-	if json.Unmarshal(settings, &rs) != nil || rs.AgentName == "" {
-		return "", 0, bad
-	}
+	json.Unmarshal(bytes.TrimPrefix(settings, []byte("\xef\xbb\xbf")), &rs) // .NET may write a BOM
 	return rs.AgentName, rs.AgentID, nil
 }
 

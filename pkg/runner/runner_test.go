@@ -3,6 +3,7 @@ package runner
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -270,9 +271,18 @@ func TestRunHandedJIT(t *testing.T) {
 		}
 	}
 
+	// Settings relay cannot read (another encoding) still run, named as the listener named it.
+	odd := base64.StdEncoding.EncodeToString([]byte(`{".runner":"` + base64.StdEncoding.EncodeToString([]byte("\xef\xbb\xbf<xml/>")) + `"}`))
+	o3 := baseOptions(t, gh, "success", &logBuffer{})
+	o3.Scope, o3.Token, o3.JITConfig, o3.SkipVersionCheck = Scope{}, nil, odd, true
+	o3.Getenv = func(k string) string { return map[string]string{"RELAY_RUNNER_NAME": "relay-shop-8"}[k] }
+	if res, err := Run(context.Background(), o3); err != nil || res.ExitCode != ExitOK || res.Name != "relay-shop-8" {
+		t.Fatalf("unreadable settings: %+v %v", res, err)
+	}
+
 	for _, bad := range []func(*Options){
 		func(o *Options) { o.JITConfig = "not-base64!" },
-		func(o *Options) { o.JITConfig = "eyJhIjoiYiJ9" }, // {"a":"b"}
+		func(o *Options) { o.JITConfig = "eyJhIjoiYiJ9" }, // {"a":"b"}: no .runner
 		func(o *Options) { o.Token = appTokens(gh, Scope{Repo: "acme/shop"}) },
 		func(o *Options) { o.RegistrationToken = "reg" },
 	} {
