@@ -60,6 +60,7 @@ bench: build
 	scripts/bench-sign.sh docs/benchmarks.md 3
 	scripts/bench-runner.sh docs/benchmarks.md 20
 	scripts/bench-listener.sh bin/relay docs/benchmarks.md 3 30
+	scripts/bench-cold.sh docs/benchmarks.md
 
 ## lint: formatting (vendored third-party code excepted) and vet, for both build tiers
 lint:
