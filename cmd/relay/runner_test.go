@@ -108,3 +108,35 @@ func TestRunnerExitCodes(t *testing.T) {
 		t.Errorf("bad credentials cost %d API calls", len(gh.Calls())-calls)
 	}
 }
+
+// TestRunnerHandedJITFile: `relay runner` in a Job relay listener started reads the JIT
+// config from the mounted file, runs the runner with it and no credential, never logs it,
+// and removes the file when it can; an App credential beside it is refused (exit 2).
+func TestRunnerHandedJITFile(t *testing.T) {
+	dir := testutil.FakeRunnerDir(t, "success")
+	jit := testutil.EncodeJITConfig(4712, "relay-linux-0a1b2c3d4e", "relay-linux", "https://broker.example/tenant/", "private-key-2")
+	file := filepath.Join(t.TempDir(), "jitconfig")
+	os.WriteFile(file, []byte(jit+"\n"), 0o400)
+	env := map[string]string{"RELAY_JIT_CONFIG_FILE": file, "RELAY_RUNNER_DIR": dir, "RELAY_CHECK_RUNNER_VERSION": "false", "RELAY_RUNNER_NAME": "relay-linux-0a1b2c3d4e"}
+	code, out, stderr := runCLI(t, env, "runner", "--log-format", "json")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, stderr)
+	}
+	args, _ := os.ReadFile(filepath.Join(dir, "run.args"))
+	if string(args) != "--jitconfig\n"+jit {
+		t.Fatalf("run.sh args %q", args)
+	}
+	if strings.Contains(stderr, jit) || !strings.Contains(stderr, `"event":"runner.handed_back"`) || !strings.Contains(stderr, `"runner_name":"relay-linux-0a1b2c3d4e"`) {
+		t.Fatalf("logs:\n%s", stderr)
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Error("the JIT config file was left after reading")
+	}
+
+	os.WriteFile(file, []byte(jit), 0o400)
+	env["RELAY_GITHUB_APP_ID"] = "31337"
+	code, _, stderr = runCLI(t, env, "runner")
+	if code != 2 || !strings.Contains(stderr, "RELAY_GITHUB_APP_ID is set beside a handed-in JIT config") {
+		t.Fatalf("with an App id: exit %d\n%s", code, stderr)
+	}
+}
