@@ -180,7 +180,7 @@ func listenerChecks(ctx context.Context, o Options, lc listenerConfig, tokens ru
 	case err != nil:
 		add("starter", "fail", err.Error(), "")
 	case len(missing) > 0 && lc.starter == "kubernetes":
-		add("starter", "fail", "the service account may not: "+strings.Join(missing, ", "), "bind the listener's service account to image/deploy/kubernetes/listener.yaml's Role (docs/runner.md, RBAC)")
+		add("starter", "fail", "the service account may not: "+strings.Join(missing, ", "), "bind the listener's service account to the Role in image/deploy/kubernetes-listener.yaml (docs/runner.md, Permissions)")
 	case len(missing) > 0:
 		add("starter", "fail", "the listener's identity lacks: "+strings.Join(missing, ", "), "assign it the roles in docs/runner.md (Container Apps: a role with these actions on the job; Key Vault Secrets Officer on the vault)")
 	default:

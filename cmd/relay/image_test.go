@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -255,5 +256,19 @@ func TestListenerDeployments(t *testing.T) {
 	}
 	if strings.Contains(template, "RELAY_GITHUB_") {
 		t.Error("the runner Job template gives the runner an App credential")
+	}
+	// Every deployment file a message or a doc points at exists.
+	var sources []string
+	for _, glob := range []string{"*.go", "../../pkg/*/*.go", "../../docs/*.md", "../../README.md"} {
+		m, _ := filepath.Glob(glob)
+		sources = append(sources, m...)
+	}
+	for _, f := range sources {
+		b, _ := os.ReadFile(f)
+		for _, p := range regexp.MustCompile(`image/deploy/[A-Za-z0-9_./-]+\.yaml`).FindAllString(string(b), -1) {
+			if _, err := os.Stat("../../" + p); err != nil {
+				t.Errorf("%s names %s, which does not exist", f, p)
+			}
+		}
 	}
 }

@@ -162,7 +162,7 @@ func (lc *listenerConfig) validate() error {
 		}
 	case "kubernetes":
 		if lc.template == "" {
-			return errors.New("--starter kubernetes needs --job-template: the runner's Job manifest (image/deploy/kubernetes/runner-job.yaml is one)")
+			return errors.New("--starter kubernetes needs --job-template: the runner's Job manifest (the ConfigMap in image/deploy/kubernetes-listener.yaml holds one)")
 		}
 	case "":
 		return errors.New("--starter is required: container-apps or kubernetes")

@@ -288,7 +288,7 @@ type KubernetesError struct {
 func (e *KubernetesError) Error() string {
 	msg := fmt.Sprintf("kubernetes: %s %s: %d %s", e.Method, e.Resource, e.Status, e.Message)
 	if e.Status == http.StatusForbidden {
-		msg += " (fix: the listener's service account needs create, get, list, patch and delete on jobs (batch) and create on secrets in its namespace: docs/runner.md, RBAC)"
+		msg += " (fix: the listener's service account needs create, get, list, patch and delete on jobs (batch) and create on secrets in its namespace: docs/runner.md, relay listener, Permissions)"
 	}
 	return msg
 }
