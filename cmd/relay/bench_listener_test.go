@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relaydev/relay/internal/testutil"
 )
 
 // BenchmarkListener measures `relay listener` (RELAY_BENCH_BIN, else this test binary as
@@ -40,21 +42,14 @@ func BenchmarkListener(b *testing.B) {
 			"--log-format", "json", "--log-level", "warn", "--metrics-address", "")...)
 		cmd.Args[0] = "relay"
 		cmd.Env = append(os.Environ(), "RELAY_E2E_EXEC=1", "RELAY_GITHUB_APP_ID="+gh.AppID, "RELAY_GITHUB_APP_KEY="+string(gh.AppKey))
-		logs := &lockedBuffer{}
+		logs := &testutil.SyncBuffer{}
 		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		until := func(what string, cond func() bool) {
-			for deadline := time.Now().Add(60 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					b.Fatalf("timed out: %s\n%s", what, logs)
-				}
-			}
-		}
 		var id int
-		until("the session", func() bool {
+		until(b, "the session", func() bool {
 			for _, q := range br.Requests() {
 				if strings.HasSuffix(q, "/sessions") && strings.HasPrefix(q, "POST") {
 					id = 1
@@ -117,7 +112,7 @@ func BenchmarkListener(b *testing.B) {
 		for _, name := range names {
 			serve(name)
 		}
-		until("the burst's completions, acknowledged", func() bool { return br.Waiting(id) == 0 && br.Unacknowledged(id) == 0 })
+		until(b, "the burst's completions, acknowledged", func() bool { return br.Waiting(id) == 0 && br.Unacknowledged(id) == 0 })
 		time.Sleep(time.Second) // the last acknowledgement's reconcile ends before the window opens
 		cpu0, _, _ := procCPU(cmd.Process.Pid)
 		w0 := time.Now()

@@ -19,7 +19,7 @@ const e2eJob = "/subscriptions/0000/resourceGroups/ci/providers/Microsoft.App/jo
 // listenerProc is a `relay listener` subprocess and what it logs.
 type listenerProc struct {
 	cmd  *exec.Cmd
-	logs *lockedBuffer
+	logs *testutil.SyncBuffer
 	done chan error
 }
 
@@ -27,7 +27,7 @@ func startListener(t *testing.T, env []string, args ...string) *listenerProc {
 	t.Helper()
 	cmd := relayCmd(context.Background(), t.TempDir(), append([]string{"listener", "--log-format", "json", "--metrics-address", ""}, args...)...)
 	cmd.Env = append(cmd.Env, env...)
-	p := &listenerProc{cmd: cmd, logs: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &listenerProc{cmd: cmd, logs: &testutil.SyncBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr, cmd.Stdout = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -49,23 +49,13 @@ func (p *listenerProc) stop(t *testing.T) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
-func scaleSetID(t *testing.T, logs *lockedBuffer) int {
+func scaleSetID(t *testing.T, logs *testutil.SyncBuffer) int {
 	line := waitFor(t, logs, `"event":"scale_set.`)
 	var ev struct {
 		ID int `json:"scale_set_id"`
 	}
 	json.Unmarshal([]byte(line), &ev)
 	return ev.ID
-}
-
-// until waits, bounded, for cond: observable state of the fakes, not a timer.
-func until(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }
 
 // TestE2EListenerContainerApps: the listener process with the Container Apps starter and

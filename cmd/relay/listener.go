@@ -19,8 +19,6 @@ import (
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
 
-	"github.com/relaydev/relay/internal/wire"
-	"github.com/relaydev/relay/pkg/logging"
 	"github.com/relaydev/relay/pkg/runner"
 	"github.com/relaydev/relay/pkg/scaleset"
 )
@@ -193,14 +191,14 @@ func listenerCmd(ctx context.Context, o Options, lc listenerConfig) error {
 		return &runner.Error{Code: runner.ExitConfig, Err: errors.New("no credentials: the listener needs a GitHub App (RELAY_GITHUB_APP_ID with RELAY_GITHUB_APP_KEY, RELAY_GITHUB_APP_KEY_FILE or RELAY_GITHUB_APP_KEY_VAULT_SECRET) or RELAY_GITHUB_TOKEN")}
 	}
 	hc := o.httpClient(ctx)
-	poll := wire.HTTPClient(ctx, o.wiring(logger, logging.CorrelationID(o.Getenv)))
+	poll := o.httpClient(ctx)
 	poll.Timeout = 2 * time.Minute // a long poll holds for about 50 s
 	starter, err := newStarter(ctx, o, lc, hc)
 	if err != nil {
 		return &runner.Error{Code: runner.ExitConfig, Err: err}
 	}
+	// relay's chain sets the User-Agent (version, correlation id) on every request.
 	client, err := scaleset.New(scaleset.Options{ConfigURL: lc.scope.WebURL(lc.api), APIURL: lc.api, HTTP: poll, Logger: logger,
-		UserAgent: "relay/" + version + " (correlation_id=" + logging.CorrelationID(o.Getenv) + ")",
 		RegistrationToken: func(ctx context.Context) (string, error) {
 			t, err := runner.RegistrationToken(ctx, lc.scope, lc.api, tokens, hc, o.retrier())
 			if err == nil {

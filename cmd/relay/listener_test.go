@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,32 +51,30 @@ func TestListenerUsage(t *testing.T) {
 	}
 }
 
-// lockedBuffer is stderr written by the listener's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
-// waitFor reads what the listener logs until a line holds want (bounded, not timed).
-func waitFor(t *testing.T, logs *lockedBuffer, want string) string {
+// until waits, bounded, for cond: observable state of the fakes or a log, not a timer.
+func until(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// waitFor reads what the listener logs until a line holds want, and returns that line.
+func waitFor(t *testing.T, logs *testutil.SyncBuffer, want string) string {
+	t.Helper()
+	var line string
+	until(t, want+" in the logs:\n"+logs.String(), func() bool {
 		for _, l := range strings.Split(logs.String(), "\n") {
 			if strings.Contains(l, want) {
-				return l
+				line = l
+				return true
 			}
 		}
-		time.Sleep(5 * time.Millisecond) // polling a log, bounded by the deadline
-	}
-	t.Fatalf("no %s in\n%s", want, logs)
-	return ""
+		return false
+	})
+	return line
 }
 
 const listenerJobYAML = `metadata:
@@ -134,7 +131,7 @@ func TestListenerWithKubernetes(t *testing.T) {
 	args := append(append([]string{"relay", "listener"}, f.kubeArgs()...), "--scale-set", "relay-linux", "--labels", "linux,x64",
 		"--metrics-address", "127.0.0.1:0", "--log-format", "json")
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, io.Discard, logs, func(k string) string { return env[k] }) }()
 

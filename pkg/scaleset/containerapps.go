@@ -349,28 +349,23 @@ func (e *AzureError) Error() string {
 }
 
 func (c *ContainerApps) arm(ctx context.Context, method, path string, in, out any, want ...int) (*http.Response, error) {
-	u := c.o.Endpoint + path
-	if !strings.Contains(path, "api-version=") {
-		sep := "?"
-		if strings.Contains(path, "?") {
-			sep = "&"
-		}
-		u += sep + "api-version=" + armAPIVersion
-	}
-	return c.do(ctx, "container apps", c.o.Endpoint+"/.default", method, u, in, out, want...)
+	return c.do(ctx, "container apps", c.o.Endpoint+"/.default", method, withAPIVersion(c.o.Endpoint+path, armAPIVersion), in, out, want...)
 }
 
 func (c *ContainerApps) vault(ctx context.Context, method, path string, in, out any, want ...int) error {
-	u := c.o.Vault + path
-	if !strings.Contains(path, "api-version=") {
-		sep := "?"
-		if strings.Contains(path, "?") {
-			sep = "&"
-		}
-		u += sep + "api-version=" + vaultAPIVersion
-	}
-	_, err := c.do(ctx, "key vault", vaultScope, method, u, in, out, want...)
+	_, err := c.do(ctx, "key vault", vaultScope, method, withAPIVersion(c.o.Vault+path, vaultAPIVersion), in, out, want...)
 	return err
+}
+
+// withAPIVersion adds api-version=v to u unless it names one (a nextLink or Location does).
+func withAPIVersion(u, v string) string {
+	switch {
+	case strings.Contains(u, "api-version="):
+		return u
+	case strings.Contains(u, "?"):
+		return u + "&api-version=" + v
+	}
+	return u + "?api-version=" + v
 }
 
 func (c *ContainerApps) do(ctx context.Context, service, scope, method, u string, in, out any, want ...int) (*http.Response, error) {

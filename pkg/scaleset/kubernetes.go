@@ -217,35 +217,16 @@ func (k *Kubernetes) jobFor(name string, r Runner) map[string]any {
 	b, _ := json.Marshal(k.job) // a deep copy
 	json.Unmarshal(b, &job)
 	job["apiVersion"], job["kind"] = "batch/v1", "Job"
-	meta, _ := job["metadata"].(map[string]any)
-	if meta == nil {
-		meta = map[string]any{}
-	}
-	labels, _ := meta["labels"].(map[string]any)
-	if labels == nil {
-		labels = map[string]any{}
-	}
-	labels[listenerLabel], labels[runnerLabel], labels[runnerIDLabel] = k.o.Listener, name, id
-	meta["name"], meta["labels"] = name, labels
+	meta := k.label(job, name, id)
+	meta["name"] = name
 	delete(meta, "generateName")
-	job["metadata"] = meta
 	spec := job["spec"].(map[string]any)
 	spec["suspend"], spec["backoffLimit"] = true, 0
 	if _, ok := spec["ttlSecondsAfterFinished"]; !ok {
 		spec["ttlSecondsAfterFinished"] = defaultTTLSeconds
 	}
 	tmpl := spec["template"].(map[string]any)
-	tmeta, _ := tmpl["metadata"].(map[string]any)
-	if tmeta == nil {
-		tmeta = map[string]any{}
-	}
-	tlabels, _ := tmeta["labels"].(map[string]any)
-	if tlabels == nil {
-		tlabels = map[string]any{}
-	}
-	tlabels[listenerLabel], tlabels[runnerLabel], tlabels[runnerIDLabel] = k.o.Listener, name, id
-	tmeta["labels"] = tlabels
-	tmpl["metadata"] = tmeta
+	k.label(tmpl, name, id)
 	pod := tmpl["spec"].(map[string]any)
 	if _, ok := pod["restartPolicy"]; !ok {
 		pod["restartPolicy"] = "Never"
@@ -259,6 +240,22 @@ func (k *Kubernetes) jobFor(name string, r Runner) map[string]any {
 	c["env"] = append(env, map[string]any{"name": EnvJITConfigFile, "value": jitMountPath + "/" + jitKey},
 		map[string]any{"name": envRunnerName, "value": runner})
 	return job
+}
+
+// label puts the listener's and the runner's labels on obj's metadata, made if missing,
+// and returns that metadata.
+func (k *Kubernetes) label(obj map[string]any, name, id string) map[string]any {
+	meta, _ := obj["metadata"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	labels, _ := meta["labels"].(map[string]any)
+	if labels == nil {
+		labels = map[string]any{}
+	}
+	labels[listenerLabel], labels[runnerLabel], labels[runnerIDLabel] = k.o.Listener, name, id
+	meta["labels"], obj["metadata"] = labels, meta
+	return meta
 }
 
 // jobName is the runner's name as a Kubernetes object name.

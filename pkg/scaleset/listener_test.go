@@ -279,20 +279,6 @@ func TestListenGivesUpPastTheBudget(t *testing.T) {
 	}
 }
 
-// syncBuffer collects log lines from the listener's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestListenStopsWhatNeverRegisters: a runner that takes its job has its config released
 // at once; an execution whose runner took none within the register timeout has its runner
 // removed and is stopped, and the job still waiting gets a new execution; an execution that
@@ -303,7 +289,7 @@ func TestListenStopsWhatNeverRegisters(t *testing.T) {
 	r.starter.now = clk.now
 	released := make(chan string, 10)
 	r.starter.onRelease = func(name string) { released <- name }
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	o := r.opts(10)
 	o.Now, o.RegisterTimeout = clk.now, 5*time.Minute
 	o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
